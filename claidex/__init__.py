@@ -1,0 +1,1 @@
+"""Claidex command line, local engine and sample-data generator."""

@@ -1,0 +1,123 @@
+"""The local engine: the three run steps on one machine, batches on a process pool.
+
+Needs no server. Batches run in spawned worker processes (polars must not be
+forked), each given an equal share of the cores for its polars thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scoring.config import Settings
+from scoring.errors import RunStateError
+from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.rundir import RunPaths
+from scoring.steps import merge_and_calibrate, prepare, score_batch
+
+ProgressHook = Callable[[int, int], None]
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: UTC time plus a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def resolve_run(run: str, cfg: Settings) -> RunPaths:
+    """A run given as a directory path or as a run id under the run root."""
+    candidate = Path(run)
+    if not candidate.is_dir():
+        candidate = cfg.run_root / run
+    if not candidate.is_dir():
+        msg = f"no run directory {run!r} (looked in {cfg.run_root})"
+        raise RunStateError(msg)
+    return RunPaths(candidate)
+
+
+def _score_batch_in_worker(root: str, index: int) -> int:
+    return score_batch(RunPaths(Path(root)), index).rows
+
+
+def _threads_per_worker(workers: int) -> str:
+    return str(max(1, (os.cpu_count() or 1) // workers))
+
+
+def run_batches(
+    paths: RunPaths, batches: Iterable[int], workers: int, on_done: ProgressHook | None = None
+) -> None:
+    """Score the given batches; with workers > 1 in a spawned process pool. Raises on the first failure."""
+    todo = list(batches)
+    total = len(todo)
+    if workers <= 1 or total <= 1:
+        for done, index in enumerate(todo, start=1):
+            score_batch(paths, index)
+            if on_done:
+                on_done(done, total)
+        return
+    os.environ["POLARS_MAX_THREADS"] = _threads_per_worker(workers)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_score_batch_in_worker, str(paths.root), i) for i in todo]
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()
+                if on_done:
+                    on_done(done, total)
+    finally:
+        os.environ.pop("POLARS_MAX_THREADS", None)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def score_and_merge(paths: RunPaths, workers: int, *, show_progress: bool) -> None:
+    """Run the missing batches (all of them on a fresh run), then merge."""
+    manifest = RunManifest.load(paths)
+    ledger = RunLedger(paths)
+    missing = ledger.missing_batches(manifest.batches_total)
+    ledger.set_status("scoring")
+    started = time.perf_counter()
+    with _progress(show_progress) as bar:
+        task = bar.add_task("scoring batches", total=manifest.batches_total,
+                            completed=manifest.batches_total - len(missing))
+        try:
+            run_batches(paths, missing, workers,
+                        lambda done, _total: bar.update(task, completed=manifest.batches_total
+                                                        - len(missing) + done))
+        except Exception as exc:
+            ledger.fail("score", exc)
+            raise
+    ledger.record_timing("score", time.perf_counter() - started)
+    merge_and_calibrate(paths)
+
+
+def run_local(
+    data_dir: Path, cfg: Settings, *, run_dir: Path | None = None, show_progress: bool = True
+) -> RunPaths:
+    """Full recompute: prepare, every batch, merge and calibrate. Returns the run's paths."""
+    paths = RunPaths(run_dir or cfg.run_root / new_run_id())
+    prepare(paths, data_dir, cfg)
+    score_and_merge(paths, cfg.workers, show_progress=show_progress)
+    return paths
+
+
+def resume_local(paths: RunPaths, workers: int, *, show_progress: bool = True) -> RunPaths:
+    """Finish an interrupted run: only batches without a chunk are scored, then merge."""
+    score_and_merge(paths, workers, show_progress=show_progress)
+    return paths

@@ -1,0 +1,394 @@
+"""Deterministic CMS-like sample dataset (SPEC §3) with planted anomalies and their ground truth.
+
+Everything is vectorised with numpy; the only Python loops run over ownership
+levels (at most six) and output files, never over providers or rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from claidex import vocabulary as vocab
+from scoring.npi import make_npi
+
+FIRST_YEAR, LAST_YEAR = 2013, 2023
+YEARS = np.arange(FIRST_YEAR, LAST_YEAR + 1)
+PLANTED_KINDS = ("billing_outlier", "explosive_growth", "program_concentration", "excluded_chain")
+PLANTED_SHARE = 0.004  # of paying providers, per kind
+MAX_OWNER_LEVELS = 6
+
+
+@dataclass(frozen=True)
+class Population:
+    """Index sets into the NPI array."""
+
+    npi: np.ndarray  # int64, every NPI (providers first, then payment-only NPIs)
+    n_providers: int
+    is_org: np.ndarray
+    snf: np.ndarray  # indices of SNF providers (aligned with SNF entities)
+    chain: np.ndarray  # indices of owner-branded chain providers
+
+
+def _weighted(rng: np.random.Generator, pairs: list[tuple[str, int]], size: int) -> np.ndarray:
+    weights = np.array([w for _, w in pairs], dtype=float)
+    return rng.choice(len(pairs), size=size, p=weights / weights.sum())
+
+
+def _strings(words: list[str], idx: np.ndarray) -> pl.Series:
+    return pl.Series(words).gather(idx)
+
+
+def _join_words(*parts: pl.Series | str) -> pl.Series:
+    """Element-wise 'a b c' of equally long Series (plain strings repeat)."""
+    return pl.select(
+        pl.concat_str([pl.lit(p) for p in parts], separator=" ").alias("text")
+    ).to_series()
+
+
+def _npis(rng: np.random.Generator, count: int) -> np.ndarray:
+    draws = np.unique(rng.integers(100_000_000, 300_000_000, size=int(count * 1.05) + 64))
+    while draws.size < count:
+        extra = rng.integers(100_000_000, 300_000_000, size=count)
+        draws = np.unique(np.concatenate([draws, extra]))
+    base = rng.permutation(draws)[:count]
+    return pl.select(make_npi(pl.Series(base, dtype=pl.Int64))).to_series().to_numpy()
+
+
+def _write(table: pa.Table | pl.DataFrame, path: Path) -> None:
+    arrow = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+    pq.write_table(arrow, path, compression="zstd", row_group_size=1_000_000)
+
+
+class _Generator:
+    def __init__(self, out_dir: Path, providers: int, seed: int) -> None:
+        self.out = out_dir
+        self.n = providers
+        self.rng = np.random.default_rng(seed)
+
+    # --- providers -----------------------------------------------------------
+    def population(self) -> Population:
+        n, rng = self.n, self.rng
+        payment_only = max(1, n // 200)
+        npi = _npis(rng, n + payment_only)
+        n_snf = max(3, n // 120)
+        n_chain = max(3, n // 150)
+        is_org = np.zeros(n + payment_only, dtype=bool)
+        is_org[: n_snf + n_chain] = True
+        is_org[n_snf + n_chain : n] = rng.random(n - n_snf - n_chain) < 0.27
+        return Population(
+            npi=npi,
+            n_providers=n,
+            is_org=is_org,
+            snf=np.arange(n_snf),
+            chain=np.arange(n_snf, n_snf + n_chain),
+        )
+
+    def attributes(self, pop: Population) -> tuple[np.ndarray, np.ndarray]:
+        """Taxonomy code index into a combined list and state index, per NPI."""
+        rng, total = self.rng, pop.npi.size
+        ind = _weighted(rng, vocab.INDIVIDUAL_TAXONOMIES, total)
+        org = _weighted(rng, vocab.ORGANISATION_TAXONOMIES, total) + len(vocab.INDIVIDUAL_TAXONOMIES)
+        taxonomy = np.where(pop.is_org, org, ind)
+        taxonomy[pop.snf] = len(self.taxonomy_codes) - 1
+        return taxonomy, _weighted(rng, vocab.STATES, total)
+
+    @property
+    def taxonomy_codes(self) -> list[str]:
+        codes = [c for c, _ in vocab.INDIVIDUAL_TAXONOMIES + vocab.ORGANISATION_TAXONOMIES]
+        return [*codes, vocab.SNF_TAXONOMY]
+
+    def display_names(self, pop: Population, snf_names: pl.Series, chain_names: pl.Series) -> pl.Series:
+        rng, n = self.rng, pop.n_providers
+        person = _join_words(
+            _strings(vocab.FIRST_NAMES, rng.integers(0, len(vocab.FIRST_NAMES), n)),
+            _strings(vocab.LAST_NAMES, rng.integers(0, len(vocab.LAST_NAMES), n)),
+        ).to_numpy()
+        org = _join_words(
+            _strings(vocab.LAST_NAMES, rng.integers(0, len(vocab.LAST_NAMES), n)),
+            _strings(vocab.ORG_KINDS, rng.integers(0, len(vocab.ORG_KINDS), n)),
+            _strings(vocab.ORG_SUFFIXES, rng.integers(0, len(vocab.ORG_SUFFIXES), n)),
+        ).to_numpy()
+        names = np.where(pop.is_org[:n], org, person).astype(object)
+        names[pop.snf] = snf_names.str.strip_suffix(" LLC").to_numpy()
+        names[pop.chain] = chain_names.to_numpy()
+        names[rng.random(n) < 0.0005] = ""
+        return pl.Series("display_name", names, dtype=pl.String)
+
+    # --- ownership graph -----------------------------------------------------
+    def graph(self, pop: Population) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]:
+        """Entities and OWNS edges: per chain a forest up to six owner levels, some owners shared.
+
+        Returns entities, edges, the tree of every SNF, and the owner entity each
+        chain provider is branded after.
+        """
+        rng = self.rng
+        n_snf = pop.snf.size
+        n_trees = max(1, n_snf // 6)
+        tree = rng.integers(0, n_trees, n_snf)
+        depth = rng.choice(np.arange(1, MAX_OWNER_LEVELS + 1), size=n_trees,
+                           p=[0.15, 0.3, 0.25, 0.15, 0.1, 0.05])
+        brand_a = rng.integers(0, len(vocab.BRAND_FIRST), n_trees)
+        brand_b = rng.integers(0, len(vocab.BRAND_SECOND), n_trees)
+        brand = _join_words(_strings(vocab.BRAND_FIRST, brand_a),
+                            _strings(vocab.BRAND_SECOND, brand_b))
+        position = pl.Series(tree).rank("ordinal").to_numpy() - 1  # unique slot per SNF
+        snf_id = pl.Series([f"SNF{i:07d}" for i in range(n_snf)])
+        snf_name = _join_words(
+            brand.gather(tree),
+            _strings(vocab.SNF_KINDS, rng.integers(0, len(vocab.SNF_KINDS), n_snf)),
+            "OF",
+            _strings(vocab.CITIES, rng.integers(0, len(vocab.CITIES), n_snf)),
+            "LLC",
+        )
+        depths = pl.DataFrame({"tree": np.arange(n_trees), "depth": depth})
+        levels = [pl.DataFrame({"entity_id": snf_id, "tree": tree, "slot": position, "level": 0})]
+        edges = []
+        child = levels[0]
+        for level in range(1, MAX_OWNER_LEVELS + 1):
+            alive = child.join(depths, on="tree").filter(pl.col("depth") >= level).drop("depth")
+            if alive.is_empty():
+                break
+            parent = alive.with_columns(
+                (pl.col("slot") // (2 + (pl.col("tree") % 2))).alias("pslot")
+            ).with_columns(
+                pl.format("OWN{}-{}-{}", pl.col("tree"), pl.lit(level), pl.col("pslot")).alias("owner_id")
+            )
+            edges.append(parent.select("owner_id", owned_id="entity_id"))
+            child = parent.select(
+                pl.col("owner_id").alias("entity_id"), "tree", pl.col("pslot").alias("slot"),
+                pl.lit(level).alias("level"),
+            ).unique("entity_id", keep="first").sort("entity_id")
+            levels.append(child)
+        owners = pl.concat(levels[1:])
+        kinds = pl.Series(vocab.OWNER_KINDS)
+        owners = owners.with_columns(
+            _join_words(
+                brand.gather(owners["tree"]),
+                kinds.gather((owners["level"] + owners["slot"]) % len(kinds)),
+            ).alias("name")
+        )
+        # A few holding companies own the roots of several chains (shared owners across trees).
+        roots = owners.sort("level", descending=True).unique("tree", keep="first").sort("tree")
+        n_mega = max(1, n_trees // 50)
+        chosen = roots.sample(n=max(1, roots.height // 20), seed=int(rng.integers(1 << 30)))
+        mega = chosen.with_columns(
+            pl.format("MEGA{}", pl.col("tree") % n_mega).alias("owner_id")
+        ).select("owner_id", owned_id="entity_id")
+        mega_entities = mega.select(pl.col("owner_id").alias("entity_id")).unique().sort("entity_id")
+        mega_entities = mega_entities.with_columns(
+            pl.format("{} NATIONAL HEALTHCARE HOLDINGS", pl.col("entity_id").str.slice(4)).alias("name")
+        )
+        entities = pl.concat([
+            pl.DataFrame({"entity_id": snf_id, "name": snf_name, "entity_type": "SNF"}),
+            owners.select("entity_id", "name", pl.lit("OWNER").alias("entity_type")),
+            mega_entities.select("entity_id", "name", pl.lit("HOLDING").alias("entity_type")),
+        ])
+        all_edges = pl.concat([*edges, mega]).unique().sort("owner_id", "owned_id")
+        # Chain providers carry an owner's name ("<owner> PHARMACY LLC").
+        branded = owners.filter(pl.col("level") <= 2)
+        pick = rng.integers(0, branded.height, pop.chain.size)
+        return entities, all_edges, tree, branded["entity_id"].to_numpy()[pick]
+
+    # --- payments ------------------------------------------------------------
+    def payments(self, pop: Population, taxonomy: np.ndarray, state: np.ndarray,
+                 planted: dict[str, np.ndarray]) -> pa.Table:
+        rng = self.rng
+        total = pop.npi.size
+        pays = rng.random(total) < 0.85
+        pays[pop.snf] = rng.random(pop.snf.size) < 0.97
+        pays[pop.chain] = rng.random(pop.chain.size) < 0.95
+        pays[pop.n_providers:] = True
+        for members in planted.values():
+            pays[members] = True
+        # Years: an active span with gaps; some bill a single year.
+        start = rng.integers(0, YEARS.size, total)
+        span = np.minimum(YEARS.size - start, 1 + rng.geometric(0.12, total))
+        mask = (np.arange(YEARS.size) >= start[:, None]) & (
+            np.arange(YEARS.size) < (start + span)[:, None]
+        )
+        mask &= rng.random(mask.shape) > 0.08
+        single = rng.random(total) < 0.06
+        only = rng.integers(0, YEARS.size, total)
+        mask[single] = np.arange(YEARS.size) == only[single][:, None]
+        forced = np.concatenate(list(planted.values()))
+        mask[forced] = np.arange(YEARS.size) >= YEARS.size - 6
+        mask[~pays] = False
+        # Programs billed by each provider.
+        p_prog = np.array([0.45, 0.88, 0.6])
+        programs = rng.random((total, 3)) < p_prog
+        none = ~programs.any(axis=1)
+        programs[none, 1] = True
+        programs[planted["program_concentration"]] = True
+        prog_w = rng.gamma(2.0, 1.0, (total, 3)) * programs * np.array([0.7, 1.0, 0.8])
+        prog_w /= prog_w.sum(axis=1, keepdims=True)
+        # Provider scale and price level.
+        org = pop.is_org
+        claims_base = np.exp(rng.normal(np.where(org, np.log(1500), np.log(420)),
+                                        np.where(org, 1.3, 1.1)))
+        tax_price = np.exp(rng.normal(np.log(80), 0.6, len(self.taxonomy_codes)))
+        price = tax_price[taxonomy] * np.exp(rng.normal(0, 0.35, total))
+        trend = np.exp(np.cumsum(rng.normal(0.03, 0.12, (total, YEARS.size)), axis=1))
+        # Expand to provider-year-program rows, then to service lines.
+        who, year_idx = np.nonzero(mask)
+        pyp = np.repeat(np.arange(who.size), 3)
+        prog = np.tile(np.arange(3), who.size)
+        keep = programs[who[pyp], prog] & (rng.random(pyp.size) > 0.05)
+        pyp, prog = pyp[keep], prog[keep]
+        who_r, year_r = who[pyp], year_idx[pyp]
+        last3 = year_r >= YEARS.size - 3
+        conc = np.isin(who_r, planted["program_concentration"])
+        drop = conc & last3 & (prog != 1)
+        who_r, year_r, prog = who_r[~drop], year_r[~drop], prog[~drop]
+        claims = claims_base[who_r] * trend[who_r, year_r] * prog_w[who_r, prog]
+        claims *= np.where(np.isin(who_r, planted["program_concentration"]) & (year_r >= YEARS.size - 3), 2.0, 1.0)
+        lines = 1 + rng.poisson(2.6, who_r.size)
+        row = np.repeat(np.arange(who_r.size), lines)
+        share = rng.gamma(1.5, 1.0, row.size)
+        share /= np.bincount(row, weights=share)[row]
+        npi_i, year_i, prog_i = who_r[row], year_r[row], prog[row]
+        line_claims = np.maximum(1.0, np.round(claims[row] * share))
+        ppc = price[npi_i] * np.array([0.7, 1.0, 1.3])[prog_i] * np.exp(rng.normal(0, 0.1, row.size))
+        recent = year_i >= YEARS.size - 3
+        outlier = np.isin(npi_i, planted["billing_outlier"]) & recent
+        ppc = np.where(outlier, ppc * rng.uniform(5, 12, row.size), ppc)
+        growth = np.isin(npi_i, planted["explosive_growth"])
+        boost = np.where(growth & (year_i == YEARS.size - 2), 4.0, 1.0)
+        boost = np.where(growth & (year_i == YEARS.size - 1), 16.0, boost)
+        line_claims = np.round(line_claims * boost)
+        payments = np.round(line_claims * ppc, 2)
+        benes = np.maximum(1.0, np.round(line_claims / (1 + np.exp(rng.normal(np.log(2), 0.5, row.size)))))
+        # Row attributes: the provider's own taxonomy and state (rarely another one).
+        tax_row = taxonomy[npi_i].copy()
+        other = rng.random(row.size) < 0.01
+        tax_row[other] = rng.integers(0, len(self.taxonomy_codes) - 1, int(other.sum()))
+        order = rng.permutation(row.size)
+        dictionary = pa.array(self.taxonomy_codes)
+        states = pa.array([s for s, _ in vocab.STATES])
+        return pa.table({
+            "npi": pc.cast(pa.array(pop.npi[npi_i][order]), pa.string()),
+            "year": pa.array(YEARS[year_i][order].astype(np.int32)),
+            "program": pa.DictionaryArray.from_arrays(prog_i[order].astype(np.int8), pa.array(vocab.PROGRAMS)).cast(pa.string()),
+            "payments": pa.array(payments[order]),
+            "claims": pa.array(line_claims[order]),
+            "beneficiaries": pa.array(benes[order]),
+            "taxonomy": pa.DictionaryArray.from_arrays(tax_row[order].astype(np.int16), dictionary).cast(pa.string()),
+            "state": pa.DictionaryArray.from_arrays(state[npi_i][order].astype(np.int16), states).cast(pa.string()),
+        })
+
+    def run(self) -> dict[str, object]:
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        rng = self.rng
+        pop = self.population()
+        taxonomy, state = self.attributes(pop)
+        entities, edges, snf_tree, chain_owner = self.graph(pop)
+        owner_names = entities.select("entity_id", "name")
+        owner_of_chain = pl.DataFrame({"entity_id": chain_owner}).join(
+            owner_names, on="entity_id", how="left", maintain_order="left"
+        )["name"]
+        kind_idx = rng.integers(0, len(vocab.CHAIN_PROVIDER_KINDS), pop.chain.size)
+        chain_names = _join_words(
+            owner_of_chain, _strings(vocab.CHAIN_PROVIDER_KINDS, kind_idx), "LLC"
+        )
+        snf_names = entities.filter(pl.col("entity_type") == "SNF")["name"]
+        names = self.display_names(pop, snf_names, chain_names)
+        # Planted anomalies: disjoint sets of ordinary paying providers, and SNFs of tainted chains.
+        ordinary = np.arange(pop.snf.size + pop.chain.size, pop.n_providers)
+        per_kind = max(1, int(pop.n_providers * PLANTED_SHARE))
+        picks = rng.choice(ordinary, size=3 * per_kind, replace=False)
+        planted = {
+            "billing_outlier": picks[:per_kind],
+            "explosive_growth": picks[per_kind : 2 * per_kind],
+            "program_concentration": picks[2 * per_kind :],
+        }
+        # Tainted chains: some chain providers excluded, sometimes an owner entity too.
+        owner_tree = pl.Series(chain_owner).str.extract(r"^OWN(\d+)-", 1).cast(pl.Int64).to_numpy()
+        trees_with_chain = np.unique(owner_tree)
+        n_taint = max(1, int(trees_with_chain.size * 0.06))
+        tainted = rng.choice(trees_with_chain, size=n_taint, replace=False)
+        in_tainted = np.isin(owner_tree, tainted)
+        excluded_chain = pop.chain[in_tainted & (rng.random(pop.chain.size) < 0.6)]
+        planted["excluded_chain"] = pop.snf[np.isin(snf_tree, tainted)]
+        owner_flag = entities.filter(pl.col("entity_id").str.starts_with("OWN")).with_columns(
+            pl.col("entity_id").str.extract(r"^OWN(\d+)-", 1).cast(pl.Int64).alias("tree")
+        )
+        half = tainted[: max(1, tainted.size // 2)]
+        excluded_owners = owner_flag.filter(pl.col("tree").is_in(half.tolist())).group_by("tree").agg(
+            pl.col("entity_id").sort().first()
+        )["entity_id"]
+        random_owners = owner_flag.sample(fraction=0.002, seed=int(rng.integers(1 << 30)))["entity_id"]
+        entity_exclusions = pl.DataFrame({"entity_id": pl.concat([excluded_owners, random_owners]).unique().sort()})
+        # LEIE: ~1 % of NPIs, some reinstated, plus rows without an NPI.
+        n = pop.n_providers
+        direct = rng.choice(np.arange(pop.snf.size + pop.chain.size, pop.npi.size), size=max(1, n // 100), replace=False)
+        leie_idx = np.concatenate([direct, excluded_chain])
+        reinstated = rng.random(leie_idx.size) < 0.15
+        reinstated[direct.size:] = False
+        n_blank = max(1, n // 300)
+        leie_npi = np.concatenate([pop.npi[leie_idx].astype(str), np.array([None] * n_blank, dtype=object)])
+        days = rng.integers(0, 365 * 24, leie_npi.size)
+        exclusions = pl.DataFrame({
+            "exclusion_id": [f"LEIE{i:08d}" for i in range(leie_npi.size)],
+            "npi": pl.Series(leie_npi, dtype=pl.String),
+            "excldate": pl.Series(np.datetime64("2000-01-01") + days.astype("timedelta64[D]")).cast(pl.Date),
+            "reinstated": pl.Series(np.concatenate([reinstated, rng.random(n_blank) < 0.15])),
+        })
+        is_excluded = np.zeros(pop.npi.size, dtype=bool)
+        is_excluded[leie_idx] = True
+        # Providers table (payment-only NPIs are left out on purpose).
+        codes = pl.Series(self.taxonomy_codes)
+        state_codes = pl.Series([s for s, _ in vocab.STATES])
+        tax_text = codes.gather(taxonomy[:n]).to_numpy().astype(object)
+        tax_text[rng.random(n) < 0.01] = ""
+        state_text = state_codes.gather(state[:n]).to_numpy().astype(object)
+        state_text[rng.random(n) < 0.005] = None
+        entity_type = pl.Series(np.where(pop.is_org[:n], 2, 1), dtype=pl.Int8)
+        entity_type = entity_type.scatter(np.nonzero(rng.random(n) < 0.002)[0], None)
+        providers = pl.DataFrame({
+            "npi": pl.Series(pop.npi[:n].astype(str)),
+            "entity_type_code": entity_type,
+            "display_name": names,
+            "taxonomy_1": pl.Series(tax_text, dtype=pl.String),
+            "state": pl.Series(state_text, dtype=pl.String),
+            "is_excluded": pl.Series(is_excluded[:n]),
+        }).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 30)))
+        payments = self.payments(pop, taxonomy, state, planted)
+        planted_df = pl.concat([
+            pl.DataFrame({"npi": pl.Series(pop.npi[idx].astype(str)), "kind": kind})
+            for kind, idx in planted.items()
+        ])
+        for name, table in {
+            "providers": providers,
+            "payments_combined": payments,
+            "exclusions": exclusions,
+            "entities": entities,
+            "ownership": edges,
+            "entity_exclusions": entity_exclusions,
+            "planted": planted_df,
+        }.items():
+            _write(table, self.out / f"{name}.parquet")
+        return {
+            "providers": n,
+            "payment_rows": payments.num_rows,
+            "entities": entities.height,
+            "ownership_edges": edges.height,
+            "exclusions": exclusions.height,
+            "planted": {k: int(v.size) for k, v in planted.items()},
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+
+
+def generate(out_dir: Path, *, providers: int, seed: int = 7) -> dict[str, object]:
+    """Write the six dataset files plus planted.parquet into out_dir; same seed, same bytes."""
+    if providers < 50:
+        msg = "--providers must be at least 50"
+        raise ValueError(msg)
+    return _Generator(Path(out_dir), providers, seed).run()

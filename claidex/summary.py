@@ -1,0 +1,46 @@
+"""Terminal rendering of a run report and of a run's ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(
+        f"[bold]run {report['run_id']}[/]: {report['rows_scored']:,} providers scored "
+        f"in {report['batches']} batches, window {report['window'][0]}-{report['window'][1]}"
+    )
+    labels = Table("risk_label", "providers", title="Labels")
+    for label in ("High", "Elevated", "Moderate", "Low"):
+        labels.add_row(label, f"{report['labels'].get(label, 0):,}")
+    console.print(labels)
+    flags = Table("flag", "providers", title="Top flags")
+    for text, n in list(report["top_flags"].items())[:5]:
+        flags.add_row(text, f"{n:,}")
+    console.print(flags)
+    quarantine = report["quarantined"]
+    console.print(f"quarantined rows: {quarantine['total']:,}")
+    for reason, n in quarantine["by_reason"].items():
+        console.print(f"  {reason}: {n:,}")
+    if report.get("planted_capture"):
+        planted = Table("planted kind", "scored", "Elevated/High", title="Planted anomalies")
+        for kind, row in report["planted_capture"].items():
+            planted.add_row(kind, f"{row['scored']:,}", f"{row['share_elevated_or_high']:.1%}")
+        console.print(planted)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_seconds"].items())
+    console.print(f"timings: {timings}")
+
+
+def print_status(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table("field", "value", title=f"run {summary.get('run_id', '?')}")
+    for key in ("status", "kind", "source", "window_end_year", "providers_scored",
+                "batches_total", "batches_done", "batches_failed", "failed_step", "error",
+                "input_fingerprint", "created_at", "updated_at", "timings"):
+        if key in summary and summary[key] not in (None, {}, []):
+            table.add_row(key, str(summary[key]))
+    console.print(table)

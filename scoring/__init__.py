@@ -1,0 +1,1 @@
+"""Claidex provider risk scoring: methodology v1 (SPEC §4) and the engine-agnostic run steps."""

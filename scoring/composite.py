@@ -1,0 +1,45 @@
+"""Composite r_raw, PERCENT_RANK calibration and labels (SPEC §4)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from scoring.config import Settings
+
+
+def r_raw_expr(cfg: Settings) -> pl.Expr:
+    """Weighted sum of the five components (missing count 0), rounded to 4."""
+    total = pl.lit(0.0)
+    for column, weight in cfg.weights.items():
+        total = total + weight * pl.col(column).fill_null(0.0)
+    return total.round(4).alias("r_raw")
+
+
+def calibrated_score(r_raw: pl.Expr, reference_size: pl.Expr) -> pl.Expr:
+    """100 x (reference members with a strictly smaller r_raw) / (N - 1), rounded 2; N = 1 gives 0.
+
+    SQL PERCENT_RANK: ties share a score, so the result never depends on row order.
+    """
+    smaller = r_raw.rank("min") - 1
+    return (
+        pl.when(reference_size > 1)
+        .then(100.0 * smaller / (reference_size - 1))
+        .otherwise(0.0)
+        .round(2)
+        .alias("risk_score")
+    )
+
+
+def label_expr(cfg: Settings) -> pl.Expr:
+    """High / Elevated / Moderate / Low from risk_score."""
+    score = pl.col("risk_score")
+    return (
+        pl.when(score >= cfg.label_high)
+        .then(pl.lit("High"))
+        .when(score >= cfg.label_elevated)
+        .then(pl.lit("Elevated"))
+        .when(score >= cfg.label_moderate)
+        .then(pl.lit("Moderate"))
+        .otherwise(pl.lit("Low"))
+        .alias("risk_label")
+    )

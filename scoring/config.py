@@ -1,0 +1,90 @@
+"""The one settings object: every methodology constant and engine setting, env-overridable.
+
+Environment variables use the prefix ``CLAIDEX_`` (``CLAIDEX_BATCH_SIZE=50000``).
+A run freezes its settings into the run directory at ``prepare`` so that every
+worker scores the run with the same constants, whatever its own environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+METHODOLOGY_VERSION = "v1"
+GraphMode = Literal["embedded", "neo4j-snapshot", "neo4j-live"]
+
+
+class Settings(BaseSettings):
+    """Methodology v1 constants (SPEC §4) and engine settings."""
+
+    model_config = SettingsConfigDict(env_prefix="CLAIDEX_", frozen=True, extra="ignore")
+
+    # --- composite weights -------------------------------------------------
+    weight_billing: float = 0.30
+    weight_ownership: float = 0.25
+    weight_trajectory: float = 0.20
+    weight_exclusion: float = 0.15
+    weight_concentration: float = 0.10
+
+    # --- peer statistics ---------------------------------------------------
+    alpha: float = 0.7  # year decay: w_t = alpha ** (T - year)
+    eps: float = 1.0  # x_k = ln(m_k + eps)
+    mad_scale: float = 1.4826
+    mad_floor: float = 1e-9
+    z_cap: float = 5.0
+    peer_min_claims: float = 100.0  # eligible peer provider-year
+    peer_min_group_size: int = 50  # primary group used from this many eligible members
+    window_years: int = 5
+    concentration_years: int = 3
+    concentration_threshold: float = 0.5
+    ownership_max_hops: int = 5
+    logistic_scale: float = 2.0  # S = 100 / (1 + exp(-z / logistic_scale))
+
+    # --- exclusion proximity -----------------------------------------------
+    exclusion_direct_score: float = 100.0
+    exclusion_owner_score: float = 80.0
+    exclusion_chain_score: float = 50.0
+
+    # --- labels and flags --------------------------------------------------
+    label_high: float = 80.0
+    label_elevated: float = 60.0
+    label_moderate: float = 30.0
+    flag_billing_percentile: float = 95.0
+    flag_growth_billing_score: float = 80.0
+    flag_growth_trajectory_score: float = 60.0
+    flag_ownership_score: float = 50.0
+    flag_concentration_score: float = 60.0
+    flag_exclusion_score: float = 80.0
+
+    # --- input validation --------------------------------------------------
+    min_valid_year: int = 1990
+    max_valid_year: int = 2100
+    unknown_value: str = "Unknown"
+    taxonomy_prefix_len: int = 10
+
+    # --- run / engine ------------------------------------------------------
+    as_of_year: int | None = None
+    batch_size: int = Field(default=250_000, ge=1)
+    workers: int = Field(default=1, ge=1)
+    run_root: Path = Path("runs")
+    graph_mode: GraphMode = "embedded"
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Composite weights keyed by the output column they multiply."""
+        return {
+            "billing_outlier_score": self.weight_billing,
+            "ownership_chain_risk": self.weight_ownership,
+            "payment_trajectory_score": self.weight_trajectory,
+            "exclusion_proximity_score": self.weight_exclusion,
+            "program_concentration_score": self.weight_concentration,
+        }
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

@@ -1,0 +1,27 @@
+"""Exception types, and the one place that decides which failures are worth a retry."""
+
+from __future__ import annotations
+
+
+class ClaidexError(Exception):
+    """Base class: an error whose message is fit to show a user as one line."""
+
+
+class InputError(ClaidexError):
+    """Input that cannot be scored: a missing file, a missing or ill-typed column."""
+
+
+class RunStateError(ClaidexError):
+    """A run step asked for something the run directory does not hold (yet)."""
+
+
+class TransientError(ClaidexError):
+    """A failure that may succeed when retried (database, graph, storage hiccups)."""
+
+
+RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for failures a task runner should retry with backoff."""
+    return isinstance(exc, RETRYABLE_EXCEPTIONS)

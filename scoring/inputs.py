@@ -1,0 +1,127 @@
+"""Dataset-directory contract (SPEC §3): file names, required columns and their types.
+
+Column checks fail fast with the file and column named; row-level problems are
+left to :mod:`scoring.quarantine`, which never drops a row silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from scoring.errors import InputError
+
+STR, INT, FLOAT, BOOL, DATE = "text", "integer", "number", "boolean", "date"
+
+CANONICAL: dict[str, pl.DataType] = {
+    STR: pl.String(),
+    INT: pl.Int64(),
+    FLOAT: pl.Float64(),
+    BOOL: pl.Boolean(),
+    DATE: pl.Date(),
+}
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "providers": {
+        "npi": STR,
+        "entity_type_code": INT,
+        "display_name": STR,
+        "taxonomy_1": STR,
+        "state": STR,
+        "is_excluded": BOOL,
+    },
+    "payments_combined": {
+        "npi": STR,
+        "year": INT,
+        "program": STR,
+        "payments": FLOAT,
+        "claims": FLOAT,
+        "beneficiaries": FLOAT,
+        "taxonomy": STR,
+        "state": STR,
+    },
+    "exclusions": {"exclusion_id": STR, "npi": STR, "excldate": DATE, "reinstated": BOOL},
+    "entities": {"entity_id": STR, "name": STR, "entity_type": STR},
+    "ownership": {"owner_id": STR, "owned_id": STR},
+    "entity_exclusions": {"entity_id": STR},
+}
+
+CORE_FILES = ("providers", "payments_combined", "exclusions")
+GRAPH_FILES = ("entities", "ownership", "entity_exclusions")
+
+
+def _accepts(kind: str, dtype: pl.DataType) -> bool:
+    if kind == STR:
+        return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+    if kind == INT:
+        return dtype.is_integer()
+    if kind == FLOAT:
+        return dtype.is_numeric()
+    if kind == BOOL:
+        return dtype == pl.Boolean
+    if kind == DATE:
+        return dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime)
+    msg = f"unknown column kind {kind!r}"
+    raise ValueError(msg)
+
+
+def dataset_file(data_dir: Path, name: str) -> Path:
+    """Path of one input table inside a dataset directory."""
+    return Path(data_dir) / f"{name}.parquet"
+
+
+def check_columns(name: str, schema: pl.Schema, *, where: str) -> None:
+    """Raise InputError naming the file and column when a column is missing or ill-typed."""
+    for column, kind in SCHEMAS[name].items():
+        if column not in schema:
+            msg = f"{where}: required column '{column}' is missing (expected {kind})"
+            raise InputError(msg)
+        if not _accepts(kind, schema[column]):
+            msg = f"{where}: column '{column}' has type {schema[column]}, expected {kind}"
+            raise InputError(msg)
+
+
+def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
+    """Lazily read one input table, check its columns and cast them to canonical types."""
+    path = dataset_file(data_dir, name)
+    if not path.is_file():
+        msg = f"{path}: input file is missing"
+        raise InputError(msg)
+    try:
+        lf = pl.scan_parquet(path)
+        schema = lf.collect_schema()
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        msg = f"{path}: not a readable Parquet file ({exc})"
+        raise InputError(msg) from exc
+    check_columns(name, schema, where=str(path))
+    return lf.select(
+        pl.col(column).cast(CANONICAL[kind]) for column, kind in SCHEMAS[name].items()
+    )
+
+
+@dataclass(frozen=True)
+class RawInputs:
+    """Column-checked, lazily read input tables (rows not yet validated)."""
+
+    providers: pl.LazyFrame
+    payments: pl.LazyFrame
+    exclusions: pl.LazyFrame
+    entities: pl.LazyFrame | None
+    ownership: pl.LazyFrame | None
+    entity_exclusions: pl.LazyFrame | None
+
+
+def read_dataset(data_dir: Path, *, with_graph: bool = True) -> RawInputs:
+    """Open a dataset directory; graph tables are needed only in the embedded graph mode."""
+    core = {name: scan_table(data_dir, name) for name in CORE_FILES}
+    graph = {name: scan_table(data_dir, name) if with_graph else None for name in GRAPH_FILES}
+    return RawInputs(
+        providers=core["providers"],
+        payments=core["payments_combined"],
+        exclusions=core["exclusions"],
+        entities=graph["entities"],
+        ownership=graph["ownership"],
+        entity_exclusions=graph["entity_exclusions"],
+    )

@@ -1,0 +1,134 @@
+"""RunLedger: the run's status, batch progress, timings and input fingerprint.
+
+The file ledger lives in the run directory: ``ledger.json`` is written by the
+step coordinator; each batch runner writes only its own ``ledger/batch-N.json``,
+so concurrent workers never contend for one file. A batch counts as done when
+its chunk file exists (chunks are renamed into place whole).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scoring.rundir import RunPaths, read_json, write_json_atomic
+
+STATUSES = ("preparing", "scoring", "merging", "publishing", "published", "merged", "failed")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def input_fingerprint(files: list[Path]) -> str:
+    """Cheap content fingerprint: each file's name, size and Parquet footer (statistics included)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(files):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with path.open("rb") as handle:
+            handle.seek(max(0, size - 65_536))
+            digest.update(handle.read())
+    return digest.hexdigest()
+
+
+class RunLedger:
+    """File-backed ledger of one run."""
+
+    def __init__(self, paths: RunPaths) -> None:
+        self.paths = paths
+
+    # --- run level ---------------------------------------------------------
+    def read(self) -> dict[str, Any]:
+        if not self.paths.ledger.exists():
+            return {}
+        return read_json(self.paths.ledger)
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        state = self.read()
+        state.update(fields)
+        state["updated_at"] = utc_now()
+        write_json_atomic(state, self.paths.ledger)
+        return state
+
+    def start(self, *, kind: str, source: str, fingerprint: str) -> None:
+        self.update(
+            run_id=self.paths.run_id,
+            kind=kind,
+            source=source,
+            status="preparing",
+            input_fingerprint=fingerprint,
+            created_at=utc_now(),
+            timings={},
+            error=None,
+            failed_step=None,
+        )
+
+    def set_status(self, status: str, **fields: Any) -> None:
+        if status not in STATUSES:
+            msg = f"unknown run status {status!r}"
+            raise ValueError(msg)
+        self.update(status=status, **fields)
+
+    def record_timing(self, step: str, seconds: float) -> None:
+        timings = dict(self.read().get("timings", {}))
+        timings[step] = round(seconds, 3)
+        self.update(timings=timings)
+
+    def fail(self, step: str, error: BaseException | str) -> None:
+        self.set_status("failed", failed_step=step, error=str(error))
+
+    # --- batch level -------------------------------------------------------
+    def batch_done(self, index: int, *, rows: int, seconds: float) -> None:
+        write_json_atomic(
+            {"batch": index, "status": "done", "rows": rows, "seconds": round(seconds, 3),
+             "finished_at": utc_now()},
+            self.paths.batch_status(index),
+        )
+
+    def batch_failed(self, index: int, error: BaseException | str) -> None:
+        write_json_atomic(
+            {"batch": index, "status": "failed", "error": str(error), "finished_at": utc_now()},
+            self.paths.batch_status(index),
+        )
+
+    def batch_states(self) -> dict[int, dict[str, Any]]:
+        folder = self.paths.batch_ledger_dir
+        if not folder.exists():
+            return {}
+        states = (read_json(p) for p in sorted(folder.glob("batch-*.json")))
+        return {state["batch"]: state for state in states}
+
+    def missing_batches(self, total: int) -> list[int]:
+        """Batches without a finished chunk: what a resume must run."""
+        return [i for i in range(total) if not self.paths.chunk(i).exists()]
+
+    def summary(self) -> dict[str, Any]:
+        state = self.read()
+        total = int(state.get("batches_total", 0))
+        batches = self.batch_states()
+        failed = sorted(i for i, b in batches.items() if b["status"] == "failed"
+                        and not self.paths.chunk(i).exists())
+        done = total - len(self.missing_batches(total)) if total else 0
+        return {**state, "batches_done": done, "batches_failed": failed}
+
+
+class StepTimer:
+    """Context manager recording a step's wall time into the ledger."""
+
+    def __init__(self, ledger: RunLedger, step: str) -> None:
+        self.ledger = ledger
+        self.step = step
+        self.seconds = 0.0
+
+    def __enter__(self) -> StepTimer:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+        if exc[0] is None:
+            self.ledger.record_timing(self.step, self.seconds)

@@ -1,0 +1,40 @@
+"""RunManifest: what prepare decided for a run (window, batches, frozen settings)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scoring.config import Settings
+from scoring.errors import RunStateError
+from scoring.rundir import RunPaths, read_json, write_json_atomic
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """Written once by prepare; read by every batch and by merge."""
+
+    run_id: str
+    kind: str
+    source: str
+    window_end_year: int
+    batches_total: int
+    batch_size: int
+    providers_scored: int
+    input_fingerprint: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Settings:
+        """The run's frozen settings (the worker's own environment does not leak in)."""
+        return Settings(**self.settings)
+
+    def save(self, paths: RunPaths) -> None:
+        write_json_atomic(asdict(self), paths.manifest)
+
+    @classmethod
+    def load(cls, paths: RunPaths) -> RunManifest:
+        if not paths.manifest.exists():
+            msg = f"{paths.root}: no run.json; prepare has not finished for this run"
+            raise RunStateError(msg)
+        return cls(**read_json(paths.manifest))

@@ -1,0 +1,178 @@
+"""Component 2, ownership chain risk (S_o), embedded graph (SPEC §4 component 2, §5).
+
+Name containment is answered with indexes, never a providers x entities scan:
+step 1 joins the providers' lower-cased display names against a table of the
+SNF names' substrings; step 4 runs one Aho-Corasick pass (``str.extract_many``)
+of the group entities' names over the display names. Steps 2-4 depend only on
+the matched SNF, so they run once per SNF and are joined back to providers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from scoring.config import Settings
+
+SNF_TYPE = "SNF"
+OWNERSHIP_COLUMNS = ["snf_entity_id", "chain_provider_count", "chain_excluded_count", "owner_excluded"]
+
+
+@dataclass(frozen=True)
+class OwnershipGraph:
+    """CorporateEntity nodes, OWNS edges and entity EXCLUDED_BY links."""
+
+    entities: pl.LazyFrame  # entity_id, name, entity_type
+    ownership: pl.LazyFrame  # owner_id, owned_id
+    entity_exclusions: pl.LazyFrame  # entity_id
+
+
+def _lower_name(column: str) -> pl.Expr:
+    return pl.col(column).fill_null("").str.to_lowercase()
+
+
+def match_snf(providers: pl.LazyFrame, entities: pl.LazyFrame) -> pl.LazyFrame:
+    """Step 1: per provider, the SNF whose lower(name) contains lower(display_name).
+
+    Several candidates: the smallest name as stored, then the smallest entity_id.
+    Empty display names match nothing.
+    """
+    names = providers.select("npi", _lower_name("display_name").alias("needle")).filter(
+        pl.col("needle").str.len_chars() > 0
+    )
+    bounds = names.select(
+        pl.col("needle").str.len_chars().min().alias("lo"),
+        pl.col("needle").str.len_chars().max().alias("hi"),
+    )
+    snf = entities.filter(pl.col("entity_type") == SNF_TYPE).select(
+        "entity_id", "name", _lower_name("name").alias("hay")
+    )
+    substrings = (
+        snf.with_columns(pl.col("hay").str.len_chars().alias("hay_len"))
+        .join(bounds, how="cross")
+        .with_columns(pl.int_ranges(0, pl.col("hay_len")).alias("start"))
+        .explode("start")
+        .with_columns(
+            pl.int_ranges(
+                pl.col("lo"), pl.min_horizontal(pl.col("hay_len") - pl.col("start"), pl.col("hi")) + 1
+            ).alias("length")
+        )
+        .explode("length")
+        .filter(pl.col("length").is_not_null())
+        .select(
+            "entity_id",
+            "name",
+            pl.col("hay").str.slice(pl.col("start"), pl.col("length")).alias("needle"),
+        )
+        .unique(["entity_id", "needle"])
+    )
+    return (
+        names.join(substrings, on="needle", how="inner")
+        .group_by("npi")
+        .agg(pl.col("entity_id").sort_by("name", "entity_id").first().alias("snf_entity_id"))
+    )
+
+
+def _reach(
+    start: pl.DataFrame, edges: pl.DataFrame, src: str, dst: str, hops: int
+) -> pl.DataFrame:
+    """All (snf, node) pairs reachable from `start` pairs within `hops` edges (breadth first)."""
+    reached = start
+    frontier = start
+    for _ in range(hops):
+        frontier = (
+            frontier.join(edges, left_on="node", right_on=src)
+            .select("snf", pl.col(dst).alias("node"))
+            .unique()
+            .join(reached, on=["snf", "node"], how="anti")
+        )
+        if frontier.is_empty():
+            break
+        reached = pl.concat([reached, frontier])
+    return reached
+
+
+def ownership_groups(snfs: pl.LazyFrame, graph: OwnershipGraph, cfg: Settings) -> pl.LazyFrame:
+    """Steps 2-3: (snf, entity) for the chain (1..5 up) and everything 0..5 below a chain entity."""
+    edges = graph.ownership.select("owner_id", "owned_id").drop_nulls().unique().collect()
+    start = snfs.select(pl.col("snf"), pl.col("snf").alias("node")).collect()
+    chain = _reach(start, edges, "owned_id", "owner_id", cfg.ownership_max_hops)
+    return _reach(chain, edges, "owner_id", "owned_id", cfg.ownership_max_hops).lazy()
+
+
+def chain_providers(
+    groups: pl.LazyFrame, providers: pl.LazyFrame, entities: pl.LazyFrame
+) -> pl.LazyFrame:
+    """Step 4: (snf, npi) for providers whose lower(display_name) contains a group entity's name."""
+    named = entities.select(pl.col("entity_id").alias("node"), _lower_name("name").alias("needle"))
+    group_names = groups.join(named, on="node").filter(pl.col("needle").str.len_chars() > 0)
+    patterns = group_names.select("needle").unique().sort("needle").collect()["needle"]
+    if patterns.is_empty():
+        return pl.LazyFrame(schema={"snf": pl.String, "npi": pl.Int64})
+    hits = (
+        providers.select("npi", _lower_name("display_name").alias("hay"))
+        .filter(pl.col("hay").str.len_chars() > 0)
+        .select("npi", pl.col("hay").str.extract_many(pl.lit(patterns).implode(), overlapping=True).alias("needle"))
+        .explode("needle")
+        .drop_nulls("needle")
+        .unique()
+    )
+    return group_names.select("snf", "needle").unique().join(hits, on="needle").select(
+        "snf", "npi"
+    ).unique()
+
+
+def ownership_by_snf(
+    snfs: pl.LazyFrame,
+    providers: pl.LazyFrame,
+    excluded_npis: pl.LazyFrame,
+    graph: OwnershipGraph,
+    cfg: Settings,
+) -> pl.LazyFrame:
+    """Per matched SNF: chain_provider_count, chain_excluded_count, owner_excluded."""
+    groups = ownership_groups(snfs, graph, cfg).collect().lazy()
+    members = chain_providers(groups, providers, graph.entities).join(
+        excluded_npis.select("npi", "actively_excluded"), on="npi", how="left"
+    )
+    counts = members.group_by("snf").agg(
+        pl.len().cast(pl.Int64).alias("chain_provider_count"),
+        pl.col("actively_excluded").fill_null(False).sum().cast(pl.Int64)
+        .alias("chain_excluded_count"),
+    )
+    flagged = graph.entity_exclusions.select(pl.col("entity_id").alias("node")).unique()
+    owner_excluded = (
+        groups.join(flagged, on="node", how="semi").select("snf").unique()
+        .with_columns(pl.lit(True).alias("owner_excluded"))
+    )
+    return (
+        snfs.join(counts, on="snf", how="left")
+        .join(owner_excluded, on="snf", how="left")
+        .select(
+            "snf",
+            pl.col("chain_provider_count").fill_null(0),
+            pl.col("chain_excluded_count").fill_null(0),
+            pl.col("owner_excluded").fill_null(False),
+        )
+    )
+
+
+def ownership_counts(
+    providers: pl.LazyFrame, excluded_npis: pl.LazyFrame, graph: OwnershipGraph, cfg: Settings
+) -> pl.LazyFrame:
+    """Per provider with an SNF match: snf_entity_id and the three chain results."""
+    matched = match_snf(providers, graph.entities).collect().lazy()
+    snfs = matched.select(pl.col("snf_entity_id").alias("snf")).unique().sort("snf")
+    per_snf = ownership_by_snf(snfs, providers, excluded_npis, graph, cfg)
+    return matched.join(per_snf, left_on="snf_entity_id", right_on="snf", how="left").select(
+        "npi", *OWNERSHIP_COLUMNS
+    )
+
+
+def ownership_score_expr() -> pl.Expr:
+    """S_o = min(100, 100 x excluded / max(providers, 1)), rounded 2; no SNF match gives 0."""
+    excluded = pl.col("chain_excluded_count").fill_null(0)
+    total = pl.max_horizontal(pl.col("chain_provider_count").fill_null(0), 1)
+    return (
+        pl.min_horizontal(100.0, 100.0 * excluded / total).round(2).alias("ownership_chain_risk")
+    )

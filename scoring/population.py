@@ -1,0 +1,82 @@
+"""Scoring window, provider-year aggregate and peer attributes (SPEC §4 'Population and window')."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from scoring.config import Settings
+
+PROVIDER_YEAR_KEYS = ("npi", "year")
+
+
+def window_end_year(max_payment_year: int | None, cfg: Settings) -> int:
+    """T: the most recent year in the valid payment rows, or the configured as_of_year."""
+    if cfg.as_of_year is not None:
+        return cfg.as_of_year
+    if max_payment_year is None:
+        msg = "no valid payment rows: cannot determine the scoring window"
+        raise ValueError(msg)
+    return int(max_payment_year)
+
+
+def in_window(t: int, cfg: Settings) -> pl.Expr:
+    """Years T-(window-1)..T."""
+    return pl.col("year").is_between(t - cfg.window_years + 1, t)
+
+
+def provider_years(payments: pl.LazyFrame) -> pl.LazyFrame:
+    """Sum payments, claims, beneficiaries over programs per (npi, year)."""
+    return (
+        payments.group_by(PROVIDER_YEAR_KEYS)
+        .agg(pl.col("payments").sum(), pl.col("claims").sum(), pl.col("beneficiaries").sum())
+        .sort(PROVIDER_YEAR_KEYS)
+    )
+
+
+def with_growth(py: pl.LazyFrame) -> pl.LazyFrame:
+    """Growth g vs the provider's previous year with data (null for its first year)."""
+    prev = pl.col("payments").shift(1).over("npi", order_by="year")
+    return py.with_columns(((pl.col("payments") - prev) / pl.max_horizontal(prev, 1.0)).alias("g"))
+
+
+def _non_empty(column: str) -> pl.Expr:
+    value = pl.col(column).str.strip_chars()
+    return pl.when(value.str.len_bytes() > 0).then(value)
+
+
+def peer_attributes(
+    population: pl.LazyFrame, providers: pl.LazyFrame, payments: pl.LazyFrame, cfg: Settings
+) -> pl.LazyFrame:
+    """Per NPI: taxonomy_10 and state, field by field from providers, then payment rows, then 'Unknown'.
+
+    The payment-row fallback takes the first non-empty value ordered by program name, then year.
+    """
+    from_providers = providers.select(
+        "npi", _non_empty("taxonomy_1").alias("p_tax"), _non_empty("state").alias("p_state")
+    )
+    base = population.join(from_providers, on="npi", how="left")
+    needing = base.filter(pl.col("p_tax").is_null() | pl.col("p_state").is_null()).select("npi")
+    from_payments = (
+        payments.join(needing, on="npi", how="semi")
+        .select(
+            "npi",
+            "program",
+            "year",
+            _non_empty("taxonomy").alias("r_tax"),
+            _non_empty("state").alias("r_state"),
+        )
+        .sort("npi", "program", "year")
+        .group_by("npi", maintain_order=True)
+        .agg(pl.col("r_tax").drop_nulls().first(), pl.col("r_state").drop_nulls().first())
+    )
+    unknown = pl.lit(cfg.unknown_value)
+    return (
+        base.join(from_payments, on="npi", how="left")
+        .select(
+            "npi",
+            pl.coalesce("p_tax", "r_tax", unknown)
+            .str.slice(0, cfg.taxonomy_prefix_len)
+            .alias("peer_taxonomy"),
+            pl.coalesce("p_state", "r_state", unknown).alias("peer_state"),
+        )
+    )

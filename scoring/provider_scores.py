@@ -1,0 +1,113 @@
+"""Per-provider scoring of one batch against the run's global statistics (pure transform).
+
+Inputs are the batch's provider-year rows and provider rows written by prepare,
+and the global statistics tables; nothing here depends on which other NPIs are
+in the batch, which is what makes scores batch-size and engine invariant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from scoring.billing import billing_provider_exprs, billing_year_scores
+from scoring.concentration import concentration_exprs
+from scoring.config import Settings
+from scoring.decay import slot_aggs
+from scoring.exclusion import exclusion_proximity_expr
+from scoring.flags import flags_expr
+from scoring.npi import npi_to_str
+from scoring.ownership import ownership_score_expr
+from scoring.peer_stats import billing_metrics
+from scoring.trajectory import trajectory_provider_exprs, trajectory_year_scores
+from scoring.composite import r_raw_expr
+
+COMPONENTS = [
+    "billing_outlier_score",
+    "billing_outlier_percentile",
+    "ownership_chain_risk",
+    "payment_trajectory_score",
+    "payment_trajectory_zscore",
+    "exclusion_proximity_score",
+    "program_concentration_score",
+]
+CHUNK_COLUMNS = [
+    "npi",
+    "r_raw",
+    *COMPONENTS,
+    "peer_taxonomy",
+    "peer_state",
+    "peer_count",
+    "data_window_years",
+    "flags",
+    "components",
+    "top_program",
+    "snf_entity_id",
+    "chain_provider_count",
+    "chain_excluded_count",
+    "owner_excluded",
+    "actively_excluded",
+]
+STAT_NAMES = ("billing_primary", "billing_fallback", "m1_rank_primary", "m1_rank_fallback", "growth")
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    """The run's global statistics tables."""
+
+    billing_primary: pl.LazyFrame
+    billing_fallback: pl.LazyFrame
+    m1_rank_primary: pl.LazyFrame
+    m1_rank_fallback: pl.LazyFrame
+    growth: pl.LazyFrame
+
+
+def score_providers(
+    provider_years: pl.LazyFrame,
+    providers: pl.LazyFrame,
+    stats: PeerStats,
+    *,
+    t: int,
+    cfg: Settings,
+) -> pl.LazyFrame:
+    """Components, composite r_raw and flags per NPI (calibration happens in merge)."""
+    py = provider_years.join(providers.select("npi", "peer_taxonomy", "peer_state"), on="npi")
+    py = billing_metrics(py, cfg)
+    py = billing_year_scores(
+        py,
+        primary=stats.billing_primary,
+        fallback=stats.billing_fallback,
+        rank_primary=stats.m1_rank_primary,
+        rank_fallback=stats.m1_rank_fallback,
+        cfg=cfg,
+    )
+    py = trajectory_year_scores(py, stats.growth, cfg)
+    per_npi = py.group_by("npi").agg(
+        *slot_aggs(["billing_year_score", "billing_pct_year", "growth_z"], t, cfg),
+        pl.col("peer_count").sort_by("year").last(),
+        pl.col("year").sort().alias("data_window_years"),
+    )
+    return (
+        per_npi.join(providers, on="npi", how="left")
+        .with_columns(
+            *billing_provider_exprs(cfg),
+            *trajectory_provider_exprs(cfg),
+            *concentration_exprs(cfg),
+            ownership_score_expr(),
+            exclusion_proximity_expr(cfg),
+        )
+        .with_columns(
+            r_raw_expr(cfg),
+            flags_expr(cfg),
+            pl.struct(COMPONENTS).alias("components"),
+            npi_to_str(pl.col("npi")).alias("npi"),
+            pl.col("chain_provider_count").fill_null(0),
+            pl.col("chain_excluded_count").fill_null(0),
+            pl.col("owner_excluded").fill_null(False),
+            pl.col("actively_excluded").fill_null(False),
+            pl.col("peer_count").cast(pl.Int32),
+        )
+        .select(CHUNK_COLUMNS)
+        .sort("npi")
+    )

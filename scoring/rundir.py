@@ -1,0 +1,93 @@
+"""Run-directory layout shared by every engine (local path, compose volume, Modal volume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each artefact of one run lives."""
+
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.json"
+
+    @property
+    def batch_ledger_dir(self) -> Path:
+        return self.root / "ledger"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.parquet"
+
+    @property
+    def stats_dir(self) -> Path:
+        return self.root / "stats"
+
+    def stat(self, name: str) -> Path:
+        return self.stats_dir / f"{name}.parquet"
+
+    def batch_dir(self, index: int) -> Path:
+        return self.root / "batches" / f"{index:05d}"
+
+    def batch_provider_years(self, index: int) -> Path:
+        return self.batch_dir(index) / "provider_years.parquet"
+
+    def batch_providers(self, index: int) -> Path:
+        return self.batch_dir(index) / "providers.parquet"
+
+    def chunk(self, index: int) -> Path:
+        return self.root / "chunks" / f"{index:05d}.parquet"
+
+    def batch_status(self, index: int) -> Path:
+        return self.batch_ledger_dir / f"batch-{index:05d}.json"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores.parquet"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    """Write then rename: readers see the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    df.write_parquet(tmp, compression="zstd", statistics=True)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """JSON twin of write_parquet_atomic."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

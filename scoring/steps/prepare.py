@@ -1,0 +1,136 @@
+"""Step 1: validate and load inputs, compute global statistics and ownership, cut batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from scoring.concentration import program_totals
+from scoring.config import Settings
+from scoring.errors import InputError
+from scoring.exclusion import active_exclusions
+from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
+from scoring.ledger import RunLedger, StepTimer, input_fingerprint
+from scoring.manifest import RunManifest
+from scoring.ownership import ownership_counts
+from scoring.peer_stats import (
+    FALLBACK_KEYS,
+    PRIMARY_KEYS,
+    billing_group_stats,
+    billing_metrics,
+    growth_group_stats,
+    m1_rank_table,
+)
+from scoring.population import in_window, peer_attributes, provider_years, window_end_year, with_growth
+from scoring.rundir import RunPaths, write_json_atomic, write_parquet_atomic
+from scoring.validation import CleanInputs, validate
+
+SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
+
+
+def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
+    names = CORE_FILES + (GRAPH_FILES if cfg.graph_mode == "embedded" else ())
+    return [dataset_file(data_dir, name) for name in names if dataset_file(data_dir, name).exists()]
+
+
+def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) -> pl.DataFrame:
+    if clean.graph is None:
+        msg = f"graph mode {cfg.graph_mode!r} is not available in this build; use 'embedded'"
+        raise InputError(msg)
+    return ownership_counts(clean.providers.lazy(), excluded.lazy(), clean.graph, cfg).collect()
+
+
+def _write_batches(
+    paths: RunPaths, py: pl.DataFrame, providers: pl.DataFrame, batch_size: int
+) -> int:
+    """Cut the NPI-sorted population into batches; each batch gets only its own rows."""
+    n = providers.height
+    total = max(1, -(-n // batch_size))
+    starts = providers["npi"].gather(list(range(0, n, batch_size)))
+    py_offsets = [*py["npi"].search_sorted(starts, side="left").to_list(), py.height]
+    for index in range(total):
+        lo, hi = index * batch_size, min(n, (index + 1) * batch_size)
+        write_parquet_atomic(providers.slice(lo, hi - lo), paths.batch_providers(index))
+        a, b = py_offsets[index], py_offsets[index + 1]
+        write_parquet_atomic(py.slice(a, b - a), paths.batch_provider_years(index))
+    return total
+
+
+def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -> RunManifest:
+    raw = read_dataset(data_dir, with_graph=cfg.graph_mode == "embedded")
+    clean = validate(raw, cfg)
+    write_parquet_atomic(clean.quarantine, paths.quarantine)
+    payments = clean.payments.lazy()
+    t = window_end_year(clean.payments["year"].max(), cfg)  # type: ignore[arg-type]
+    window = payments.filter(in_window(t, cfg))
+    py = provider_years(window)
+    population = py.select("npi").unique().sort("npi")
+    attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
+    py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).collect()
+    eligible = py.lazy().filter("eligible")
+    primary, fallback, rank_p, rank_f, growth, totals, excluded = pl.collect_all([
+        billing_group_stats(eligible, PRIMARY_KEYS),
+        billing_group_stats(eligible, FALLBACK_KEYS),
+        m1_rank_table(eligible, PRIMARY_KEYS),
+        m1_rank_table(eligible, FALLBACK_KEYS),
+        growth_group_stats(py.lazy()),
+        program_totals(window, t, cfg),
+        active_exclusions(clean.exclusions.lazy()),
+    ])
+    for name, frame in {
+        "billing_primary": primary, "billing_fallback": fallback, "m1_rank_primary": rank_p,
+        "m1_rank_fallback": rank_f, "growth": growth,
+    }.items():
+        write_parquet_atomic(frame, paths.stat(name))
+    ownership = _ownership_table(clean, excluded, cfg)
+    providers = (
+        attrs.join(totals.lazy(), on="npi", how="left")
+        .join(ownership.lazy(), on="npi", how="left")
+        .join(excluded.lazy(), on="npi", how="left")
+        .sort("npi")
+        .collect()
+    )
+    batches = _write_batches(paths, py.select(SLICE_COLUMNS), providers, cfg.batch_size)
+    year = pl.col("year")
+    counts = {
+        "payment_rows_valid": clean.payments.height,
+        "payment_rows_in_window": clean.payments.filter(in_window(t, cfg)).height,
+        "payment_rows_before_window": clean.payments.filter(year < t - cfg.window_years + 1).height,
+        "payment_rows_after_window": clean.payments.filter(year > t).height,
+        "providers_valid": clean.providers.height,
+        "providers_scored": providers.height,
+        "provider_years": py.height,
+        "quarantined_rows": clean.quarantine.height,
+    }
+    write_json_atomic(counts, paths.root / "input_counts.json")
+    return RunManifest(
+        run_id=paths.run_id,
+        kind="full",
+        source=str(data_dir),
+        window_end_year=t,
+        batches_total=batches,
+        batch_size=cfg.batch_size,
+        providers_scored=providers.height,
+        input_fingerprint=fingerprint,
+        settings=cfg.model_dump(mode="json"),
+    )
+
+
+def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
+    """Run step 1 for a full run over a dataset directory; records status and timing in the ledger."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    ledger = RunLedger(paths)
+    ledger.start(kind="full", source=str(data_dir),
+                 fingerprint=input_fingerprint(_input_files(data_dir, cfg)))
+    try:
+        with StepTimer(ledger, "prepare"):
+            manifest = _prepare(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
+            manifest.save(paths)
+    except Exception as exc:
+        ledger.fail("prepare", exc)
+        raise
+    ledger.set_status("scoring", batches_total=manifest.batches_total,
+                      window_end_year=manifest.window_end_year,
+                      providers_scored=manifest.providers_scored)
+    return manifest

@@ -1,0 +1,56 @@
+"""Step 2: score one batch against the run's global statistics; idempotent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import polars as pl
+
+from scoring.errors import RunStateError
+from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.provider_scores import STAT_NAMES, PeerStats, score_providers
+from scoring.rundir import RunPaths, write_parquet_atomic
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch_index: int
+    rows: int
+    seconds: float
+
+
+def load_stats(paths: RunPaths) -> PeerStats:
+    """Lazy handles on the run's global statistics tables."""
+    return PeerStats(**{name: pl.scan_parquet(paths.stat(name)) for name in STAT_NAMES})
+
+
+def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> pl.DataFrame:
+    """The batch's chunk, computed from its own slice only."""
+    if not 0 <= batch_index < manifest.batches_total:
+        msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{manifest.batches_total - 1}"
+        raise RunStateError(msg)
+    return score_providers(
+        pl.scan_parquet(paths.batch_provider_years(batch_index)),
+        pl.scan_parquet(paths.batch_providers(batch_index)),
+        load_stats(paths),
+        t=manifest.window_end_year,
+        cfg=manifest.cfg,
+    ).collect()
+
+
+def score_batch(paths: RunPaths, batch_index: int) -> BatchResult:
+    """Run step 2 for one batch: write its chunk (same bytes on every re-run) and ledger entry."""
+    started = time.perf_counter()
+    ledger = RunLedger(paths)
+    try:
+        manifest = RunManifest.load(paths)
+        chunk = compute_batch(paths, manifest, batch_index)
+        write_parquet_atomic(chunk, paths.chunk(batch_index))
+    except Exception as exc:
+        ledger.batch_failed(batch_index, f"{type(exc).__name__}: {exc}")
+        raise
+    seconds = time.perf_counter() - started
+    ledger.batch_done(batch_index, rows=chunk.height, seconds=seconds)
+    return BatchResult(batch_index, chunk.height, seconds)
