@@ -11,6 +11,7 @@ def program_totals(payments: pl.LazyFrame, t: int, cfg: Settings) -> pl.LazyFram
     """Per NPI over years T-2..T: the largest program (ties alphabetical), its total, the total."""
     recent = payments.filter(pl.col("year").is_between(t - cfg.concentration_years + 1, t))
     per_program = recent.group_by("npi", "program").agg(pl.col("payments").sum().alias("amount"))
+    per_program = per_program.with_columns(pl.col("program").cast(pl.String))  # name order for ties
     return per_program.group_by("npi").agg(
         pl.col("program").sort_by("amount", "program", descending=[True, False]).first()
         .alias("top_program"),

@@ -40,7 +40,7 @@ def with_growth(py: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _non_empty(column: str) -> pl.Expr:
-    value = pl.col(column).str.strip_chars()
+    value = pl.col(column).cast(pl.String).str.strip_chars()
     return pl.when(value.str.len_bytes() > 0).then(value)
 
 
@@ -60,7 +60,7 @@ def peer_attributes(
         payments.join(needing, on="npi", how="semi")
         .select(
             "npi",
-            "program",
+            pl.col("program").cast(pl.String),
             "year",
             _non_empty("taxonomy").alias("r_tax"),
             _non_empty("state").alias("r_state"),

@@ -8,9 +8,9 @@ import polars as pl
 
 from scoring.config import Settings
 from scoring.inputs import SCHEMAS, RawInputs
-from scoring.npi import npi_problem, npi_to_int
+from scoring.npi import npi_to_int
 from scoring.ownership import OwnershipGraph
-from scoring.quarantine import QUARANTINE_SCHEMA, payment_rules, split_rows
+from scoring.quarantine import QUARANTINE_SCHEMA, missing_rule, npi_rule, payment_rules, split_rows
 
 
 @dataclass(frozen=True)
@@ -24,62 +24,48 @@ class CleanInputs:
     quarantine: pl.DataFrame
 
 
-def _missing(column: str) -> pl.Expr:
-    value = pl.col(column)
-    return pl.when(value.is_null() | (value.str.len_bytes() == 0)).then(pl.lit(f"{column} missing"))
-
-
-def _optional_npi() -> pl.Expr:
-    npi = pl.col("npi")
-    return pl.when(npi.is_not_null() & (npi.str.len_bytes() > 0)).then(npi_problem(npi))
+def _compact_payments(payments: pl.DataFrame) -> pl.DataFrame:
+    """Integer NPIs and categorical codes: a seed-scale payments table fits in a few GB."""
+    return payments.with_columns(
+        npi_to_int(pl.col("npi")),
+        pl.col("year").cast(pl.Int32),
+        pl.col("program", "taxonomy", "state").cast(pl.Categorical),
+    )
 
 
 def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
-    """Split each table into good rows and quarantined rows (with reasons), in one collect."""
-    splits = {
-        "providers": split_rows(
-            raw.providers, source="providers", rules=[npi_problem(pl.col("npi"))],
-            duplicates_on=["npi"], duplicate_label="duplicate npi",
-        ),
-        "payments_combined": split_rows(
-            raw.payments, source="payments_combined", rules=payment_rules(cfg),
-            duplicates_on=list(SCHEMAS["payments_combined"]),
-        ),
-        "exclusions": split_rows(
-            raw.exclusions, source="exclusions", rules=[_missing("exclusion_id"), _optional_npi()],
-        ),
-    }
-    if raw.entities is not None and raw.ownership is not None and raw.entity_exclusions is not None:
-        splits["entities"] = split_rows(
-            raw.entities, source="entities", rules=[_missing("entity_id")],
-            duplicates_on=["entity_id"], duplicate_label="duplicate entity_id",
-        )
-        splits["ownership"] = split_rows(
-            raw.ownership, source="ownership", rules=[_missing("owner_id"), _missing("owned_id")],
-        )
-        splits["entity_exclusions"] = split_rows(
-            raw.entity_exclusions, source="entity_exclusions", rules=[_missing("entity_id")],
-        )
-    names = list(splits)
-    frames = pl.collect_all([frame for name in names for frame in splits[name]])
-    good = {name: frames[2 * i] for i, name in enumerate(names)}
-    bad = [frames[2 * i + 1] for i in range(len(names))]
-    graph = None
-    if "entities" in good:
-        graph = OwnershipGraph(
-            entities=good["entities"].lazy(),
-            ownership=good["ownership"].lazy(),
-            entity_exclusions=good["entity_exclusions"].lazy(),
-        )
-    exclusions = good["exclusions"].with_columns(
-        pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi"))).alias("npi")
+    """Split each table into good rows and quarantined rows (with reasons)."""
+    quarantined = []
+
+    def split(name: str, lf: pl.LazyFrame, rules: list[pl.Expr], **dup: object) -> pl.DataFrame:
+        good, bad = split_rows(lf.collect(), source=name, rules=rules, **dup)  # type: ignore[arg-type]
+        quarantined.append(bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+        return good
+
+    payments = _compact_payments(
+        split("payments_combined", raw.payments, payment_rules(cfg),
+              duplicates_on=list(SCHEMAS["payments_combined"]))
     )
+    providers = split("providers", raw.providers, [npi_rule()],
+                      duplicates_on=["npi"], duplicate_label="duplicate npi")
+    exclusions = split("exclusions", raw.exclusions,
+                       [missing_rule("exclusion_id"), npi_rule(optional=True)])
+    graph = None
+    if raw.entities is not None and raw.ownership is not None and raw.entity_exclusions is not None:
+        graph = OwnershipGraph(
+            entities=split("entities", raw.entities, [missing_rule("entity_id")],
+                           duplicates_on=["entity_id"], duplicate_label="duplicate entity_id").lazy(),
+            ownership=split("ownership", raw.ownership,
+                            [missing_rule("owner_id"), missing_rule("owned_id")]).lazy(),
+            entity_exclusions=split("entity_exclusions", raw.entity_exclusions,
+                                    [missing_rule("entity_id")]).lazy(),
+        )
     return CleanInputs(
-        providers=good["providers"].with_columns(npi_to_int(pl.col("npi"))),
-        payments=good["payments_combined"].with_columns(
-            npi_to_int(pl.col("npi")), pl.col("year").cast(pl.Int32)
+        providers=providers.with_columns(npi_to_int(pl.col("npi"))),
+        payments=payments,
+        exclusions=exclusions.with_columns(
+            pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi"))).alias("npi")
         ),
-        exclusions=exclusions,
         graph=graph,
-        quarantine=pl.concat([b.cast(QUARANTINE_SCHEMA) for b in bad]),  # type: ignore[arg-type]
+        quarantine=pl.concat(quarantined),
     )
