@@ -209,11 +209,11 @@ class _Generator:
         for members in planted.values():
             pays[members] = True
         # Years: an active span with gaps; some bill a single year.
-        start = rng.integers(0, YEARS.size, total)
-        span = np.minimum(YEARS.size - start, 1 + rng.geometric(0.12, total))
-        mask = (np.arange(YEARS.size) >= start[:, None]) & (
-            np.arange(YEARS.size) < (start + span)[:, None]
-        )
+        # Most providers are still billing in the last year; others stopped earlier.
+        last = np.where(rng.random(total) < 0.8, YEARS.size - 1, rng.integers(0, YEARS.size, total))
+        span = np.minimum(last + 1, 1 + rng.geometric(0.12, total))
+        start = last - span + 1
+        mask = (np.arange(YEARS.size) >= start[:, None]) & (np.arange(YEARS.size) <= last[:, None])
         mask &= rng.random(mask.shape) > 0.08
         single = rng.random(total) < 0.06
         only = rng.integers(0, YEARS.size, total)
@@ -249,7 +249,7 @@ class _Generator:
         who_r, year_r, prog = who_r[~drop], year_r[~drop], prog[~drop]
         claims = claims_base[who_r] * trend[who_r, year_r] * prog_w[who_r, prog]
         claims *= np.where(np.isin(who_r, planted["program_concentration"]) & (year_r >= YEARS.size - 3), 2.0, 1.0)
-        lines = 1 + rng.poisson(2.6, who_r.size)
+        lines = 1 + rng.poisson(1.8, who_r.size)
         row = np.repeat(np.arange(who_r.size), lines)
         share = rng.gamma(1.5, 1.0, row.size)
         share /= np.bincount(row, weights=share)[row]

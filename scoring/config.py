@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     min_valid_year: int = 1990
     max_valid_year: int = 2100
     unknown_value: str = "Unknown"
+    validation_chunk_rows: int = Field(default=4_000_000, ge=1)  # payment rows checked at a time
     taxonomy_prefix_len: int = 10
 
     # --- run / engine ------------------------------------------------------

@@ -6,6 +6,7 @@ left to :mod:`scoring.quarantine`, which never drops a row silently.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,15 +97,26 @@ def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
         msg = f"{path}: not a readable Parquet file ({exc})"
         raise InputError(msg) from exc
     check_columns(name, schema, where=str(path))
-    return lf.select(
-        pl.col(column).cast(CANONICAL[kind]) for column, kind in SCHEMAS[name].items()
-    )
+    return lf.select(canonical(name))
+
+
+def canonical(name: str) -> list[pl.Expr]:
+    """Casts of one table's columns to their canonical types."""
+    return [pl.col(column).cast(CANONICAL[kind]) for column, kind in SCHEMAS[name].items()]
+
+
+def iter_table_chunks(lf: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
+    """A large (column-checked) table in row chunks, so it is never whole in memory at once."""
+    total = lf.select(pl.len()).collect().item()
+    for offset in range(0, total, rows):
+        yield lf.slice(offset, rows).collect()
 
 
 @dataclass(frozen=True)
 class RawInputs:
     """Column-checked, lazily read input tables (rows not yet validated)."""
 
+    data_dir: Path
     providers: pl.LazyFrame
     payments: pl.LazyFrame
     exclusions: pl.LazyFrame
@@ -118,6 +130,7 @@ def read_dataset(data_dir: Path, *, with_graph: bool = True) -> RawInputs:
     core = {name: scan_table(data_dir, name) for name in CORE_FILES}
     graph = {name: scan_table(data_dir, name) if with_graph else None for name in GRAPH_FILES}
     return RawInputs(
+        data_dir=Path(data_dir),
         providers=core["providers"],
         payments=core["payments_combined"],
         exclusions=core["exclusions"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from scoring.config import Settings
-from scoring.npi import npi_reasons
+from scoring.npi import npi_reasons, npi_to_str
 
 ROW = "source_row"
 REASON = "reason"
@@ -56,26 +56,80 @@ def payment_rules(cfg: Settings) -> list[pl.Expr]:
     return rules
 
 
-def later_copies(df: pl.DataFrame, columns: list[str]) -> pl.Series:
-    """True for rows repeating an earlier row exactly on `columns`.
+ROW_HASH = "__row_hash"
 
-    A per-row hash sorted once finds candidate collisions cheaply; exact equality
-    is then checked on the (few) candidates only.
-    """
+
+def row_hash(columns: list[str]) -> pl.Expr:
+    """A 64-bit hash of the row's values on `columns` (equal rows, equal hashes)."""
     hashed = pl.lit(0, dtype=pl.UInt64)
     for seed, column in enumerate(columns):
         hashed = hashed.xor(pl.col(column).hash(seed=seed))
-    hashes = df.select(hashed.alias("h"))["h"]
+    return hashed.alias(ROW_HASH)
+
+
+def later_copies(df: pl.DataFrame, columns: list[str]) -> pl.Series:
+    """True for rows repeating an earlier row exactly on `columns`.
+
+    Row hashes (precomputed in ROW_HASH when present) are sorted once to find
+    collisions cheaply; exact equality is then checked on the few candidates.
+    """
+    hashes = df[ROW_HASH] if ROW_HASH in df.columns else df.select(row_hash(columns)).to_series()
     ordered = hashes.sort()
     colliding = ordered.filter(ordered == ordered.shift(1)).unique()
-    flags = pl.Series("later_copy", [False] * 0, dtype=pl.Boolean)
+    flags = pl.repeat(False, df.height, eager=True).alias("later_copy")
     if colliding.is_empty():
-        return pl.repeat(False, df.height, eager=True).alias("later_copy")
+        return flags
     candidate = hashes.is_in(colliding.implode())
     positions = candidate.arg_true()
     repeats = ~df.filter(candidate).select(pl.struct(columns).is_first_distinct()).to_series()
-    flags = pl.repeat(False, df.height, eager=True)
-    return flags.scatter(positions.filter(repeats), True).alias("later_copy")
+    return flags.scatter(positions.filter(repeats), True)
+
+
+def quarantine_records(
+    tagged: pl.DataFrame, columns: list[str], source: str
+) -> pl.DataFrame:
+    """Quarantine rows: source, row number in the source, NPI, reason and the whole row as JSON."""
+    npi_text = pl.col("npi").cast(pl.String)
+    if "npi" in columns and tagged.schema["npi"].is_integer():
+        npi_text = npi_to_str(pl.col("npi"))
+    return tagged.select(
+        pl.lit(source).alias("source"),
+        pl.col(ROW).cast(pl.UInt32),
+        npi_text.alias("npi") if "npi" in columns else pl.lit(None, pl.String).alias("npi"),
+        pl.col(REASON),
+        pl.struct(
+            [npi_text.alias("npi") if c == "npi" else pl.col(c) for c in columns]
+        ).struct.json_encode().alias("record"),
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def tag_rows(df: pl.DataFrame, rules: list[pl.Expr], *, first_row: int = 0) -> pl.DataFrame:
+    """Add the source row number and the first failing rule's reason (null = row is fine)."""
+    tagged = df.with_row_index(ROW, offset=first_row)
+    if "npi" in df.columns:
+        tagged = tagged.with_columns(npi_reasons(tagged["npi"]).alias(NPI_REASON))
+    reason = pl.coalesce(rules) if rules else pl.lit(None, pl.String)
+    return tagged.with_columns(reason.alias(REASON)).drop(NPI_REASON, strict=False)
+
+
+def split_tagged(
+    tagged: pl.DataFrame, columns: list[str], source: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(good rows with their row numbers, quarantine records)."""
+    failed = tagged[REASON].is_not_null()
+    good = tagged.filter(~failed).select(ROW, *columns)
+    return good, quarantine_records(tagged.filter(failed), columns, source)
+
+
+def split_duplicates(
+    good: pl.DataFrame, columns: list[str], keys: list[str], source: str, label: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Quarantine later copies of rows repeating an earlier row on `keys`; keeps the first."""
+    copies = later_copies(good, keys)
+    marked = good.head(0) if not copies.any() else good.filter(copies)
+    bad = quarantine_records(marked.with_columns(pl.lit(label).alias(REASON)), columns, source)
+    kept = good if bad.is_empty() else good.filter(~copies)
+    return kept.select(columns), bad
 
 
 def split_rows(
@@ -88,23 +142,8 @@ def split_rows(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(good rows, quarantined rows) of one table; duplicates are judged among rows passing the rules."""
     columns = df.columns
-    tagged = df.with_row_index(ROW)
-    if "npi" in columns:
-        tagged = tagged.with_columns(npi_reasons(tagged["npi"]).alias(NPI_REASON))
-    tagged = tagged.with_columns(pl.coalesce(rules).alias(REASON) if rules else pl.lit(None, pl.String).alias(REASON))
-    if duplicates_on:
-        passing = tagged[REASON].is_null()
-        copies = later_copies(tagged.filter(passing), duplicates_on)
-        if copies.any():
-            positions = passing.arg_true().filter(copies)
-            reason = tagged[REASON].scatter(positions, duplicate_label)
-            tagged = tagged.with_columns(reason.alias(REASON))
-    good = tagged.filter(pl.col(REASON).is_null()).select(columns)
-    bad = tagged.filter(pl.col(REASON).is_not_null()).select(
-        pl.lit(source).alias("source"),
-        pl.col(ROW),
-        pl.col("npi").cast(pl.String) if "npi" in columns else pl.lit(None, pl.String).alias("npi"),
-        pl.col(REASON),
-        pl.struct(columns).struct.json_encode().alias("record"),
-    )
-    return good, bad
+    good, bad = split_tagged(tag_rows(df, rules), columns, source)
+    if not duplicates_on:
+        return good.select(columns), bad
+    good, copies = split_duplicates(good, columns, duplicates_on, source, duplicate_label)
+    return good.select(columns), pl.concat([bad, copies])

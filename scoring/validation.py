@@ -7,10 +7,24 @@ from dataclasses import dataclass
 import polars as pl
 
 from scoring.config import Settings
-from scoring.inputs import SCHEMAS, RawInputs
+from scoring.inputs import SCHEMAS, RawInputs, iter_table_chunks
 from scoring.npi import npi_to_int
 from scoring.ownership import OwnershipGraph
-from scoring.quarantine import QUARANTINE_SCHEMA, missing_rule, npi_rule, payment_rules, split_rows
+from scoring.quarantine import (
+    QUARANTINE_SCHEMA,
+    ROW,
+    REASON,
+    ROW_HASH,
+    missing_rule,
+    npi_rule,
+    payment_rules,
+    row_hash,
+    later_copies,
+    quarantine_records,
+    split_rows,
+    split_tagged,
+    tag_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,33 @@ def _compact_payments(payments: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _valid_payments(raw: RawInputs, cfg: Settings, quarantined: list[pl.DataFrame]) -> pl.DataFrame:
+    """Payments are validated chunk by chunk and kept compact; duplicates are judged over all rows."""
+    source, columns = "payments_combined", list(SCHEMAS["payments_combined"])
+    rules = payment_rules(cfg)
+    kept, first_row = [], 0
+    for chunk in iter_table_chunks(raw.payments, cfg.validation_chunk_rows):
+        tagged = tag_rows(chunk, rules, first_row=first_row).with_columns(row_hash(columns))
+        good, bad = split_tagged(tagged, [*columns, ROW_HASH], source)
+        first_row += chunk.height
+        kept.append(_compact_payments(good))
+        quarantined.append(bad)
+    if not kept:
+        empty = raw.payments.head(0).collect().with_columns(row_hash(columns))
+        kept.append(_compact_payments(empty).with_row_index(ROW))
+    everything = pl.concat(kept, rechunk=False)
+    copies = later_copies(everything, columns)
+    duplicates = everything.filter(copies).with_columns(pl.lit("duplicate row").alias(REASON))
+    quarantined.append(quarantine_records(duplicates, columns, source))
+    del everything
+    start = 0
+    for i, chunk in enumerate(kept):  # drop copies chunk by chunk: never two full copies in memory
+        keep = ~copies.slice(start, chunk.height)
+        start += chunk.height
+        kept[i] = chunk.filter(keep).select(columns)
+    return pl.concat(kept, rechunk=False)
+
+
 def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
     """Split each table into good rows and quarantined rows (with reasons)."""
     quarantined = []
@@ -42,10 +83,7 @@ def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
         quarantined.append(bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
         return good
 
-    payments = _compact_payments(
-        split("payments_combined", raw.payments, payment_rules(cfg),
-              duplicates_on=list(SCHEMAS["payments_combined"]))
-    )
+    payments = _valid_payments(raw, cfg, quarantined)
     providers = split("providers", raw.providers, [npi_rule()],
                       duplicates_on=["npi"], duplicate_label="duplicate npi")
     exclusions = split("exclusions", raw.exclusions,
