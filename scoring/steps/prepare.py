@@ -44,7 +44,10 @@ def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) 
 def _write_batches(
     paths: RunPaths, py: pl.DataFrame, providers: pl.DataFrame, batch_size: int
 ) -> int:
-    """Cut the NPI-sorted population into batches; each batch gets only its own rows."""
+    """Cut the NPI-sorted population into batches; each batch gets only its own rows.
+
+    Both frames must be sorted by npi: slice bounds come from a binary search.
+    """
     n = providers.height
     total = max(1, -(-n // batch_size))
     starts = providers["npi"].gather(list(range(0, n, batch_size)))
@@ -67,7 +70,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     py = provider_years(window)
     population = py.select("npi").unique().sort("npi")
     attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
-    py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).collect()
+    py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year").collect()
     eligible = py.lazy().filter("eligible")
     primary, fallback, rank_p, rank_f, growth, totals, excluded = pl.collect_all([
         billing_group_stats(eligible, PRIMARY_KEYS),

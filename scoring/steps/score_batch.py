@@ -31,13 +31,19 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     if not 0 <= batch_index < manifest.batches_total:
         msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{manifest.batches_total - 1}"
         raise RunStateError(msg)
-    return score_providers(
+    providers = pl.read_parquet(paths.batch_providers(batch_index))
+    chunk = score_providers(
         pl.scan_parquet(paths.batch_provider_years(batch_index)),
-        pl.scan_parquet(paths.batch_providers(batch_index)),
+        providers.lazy(),
         load_stats(paths),
         t=manifest.window_end_year,
         cfg=manifest.cfg,
     ).collect()
+    if chunk.height != providers.height:
+        msg = (f"run {manifest.run_id} batch {batch_index}: scored {chunk.height} of "
+               f"{providers.height} providers; the batch slice is inconsistent")
+        raise RunStateError(msg)
+    return chunk
 
 
 def score_batch(paths: RunPaths, batch_index: int) -> BatchResult:
