@@ -312,7 +312,7 @@ class _Generator:
         # Tainted chains: some chain providers excluded, sometimes an owner entity too.
         owner_tree = pl.Series(chain_owner).str.extract(r"^OWN(\d+)-", 1).cast(pl.Int64).to_numpy()
         trees_with_chain = np.unique(owner_tree)
-        n_taint = max(1, int(trees_with_chain.size * 0.06))
+        n_taint = min(trees_with_chain.size, max(3, int(trees_with_chain.size * 0.06)))
         tainted = rng.choice(trees_with_chain, size=n_taint, replace=False)
         in_tainted = np.isin(owner_tree, tainted)
         excluded_chain = pop.chain[in_tainted & (rng.random(pop.chain.size) < 0.6)]

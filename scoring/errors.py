@@ -15,6 +15,10 @@ class RunStateError(ClaidexError):
     """A run step asked for something the run directory does not hold (yet)."""
 
 
+class RunFileError(RunStateError):
+    """A run-directory file is missing or unreadable (storage trouble or a damaged run)."""
+
+
 class TransientError(ClaidexError):
     """A failure that may succeed when retried (database, graph, storage hiccups)."""
 

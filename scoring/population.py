@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from scoring.config import Settings
+from scoring.errors import InputError
 
 PROVIDER_YEAR_KEYS = ("npi", "year")
 
@@ -15,7 +16,7 @@ def window_end_year(max_payment_year: int | None, cfg: Settings) -> int:
         return cfg.as_of_year
     if max_payment_year is None:
         msg = "no valid payment rows: cannot determine the scoring window"
-        raise ValueError(msg)
+        raise InputError(msg)
     return int(max_payment_year)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 
+from scoring.errors import RunFileError
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -87,6 +89,15 @@ def write_json_atomic(data: Any, path: Path) -> None:
     tmp = _temporary_sibling(path)
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def read_parquet_named(path: Path) -> pl.DataFrame:
+    """Read a run-directory file; any failure names the file."""
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"{path}: cannot read ({type(exc).__name__}: {exc})"
+        raise RunFileError(msg) from exc
 
 
 def read_json(path: Path) -> Any:

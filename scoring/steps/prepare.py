@@ -94,6 +94,9 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
         .sort("npi")
         .collect()
     )
+    if providers.is_empty():
+        msg = f"{data_dir}: no provider has a valid payment row in the window {t - cfg.window_years + 1}-{t}"
+        raise InputError(msg)
     batches = _write_batches(paths, py.select(SLICE_COLUMNS), providers, cfg.batch_size)
     year = pl.col("year")
     counts = {

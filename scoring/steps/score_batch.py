@@ -11,7 +11,7 @@ from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.provider_scores import STAT_NAMES, PeerStats, score_providers
-from scoring.rundir import RunPaths, write_parquet_atomic
+from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,10 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     if not 0 <= batch_index < manifest.batches_total:
         msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{manifest.batches_total - 1}"
         raise RunStateError(msg)
-    providers = pl.read_parquet(paths.batch_providers(batch_index))
+    providers = read_parquet_named(paths.batch_providers(batch_index))
+    provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
     chunk = score_providers(
-        pl.scan_parquet(paths.batch_provider_years(batch_index)),
+        provider_years.lazy(),
         providers.lazy(),
         load_stats(paths),
         t=manifest.window_end_year,

@@ -1,0 +1,144 @@
+"""SPEC §7 bad input: clear errors for broken files, quarantine (with reasons) for bad rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from claidex.cli import main
+from scoring.errors import InputError
+from scoring.ledger import RunLedger
+from scoring.rundir import RunPaths
+from tests.builders import npi, score, write_dataset
+
+
+def _good_rows() -> dict[str, list[dict]]:
+    providers = [{"npi": npi(i)} for i in range(1, 6)]
+    payments = [
+        {"npi": npi(i), "year": year, "payments": 100.0 * i + year, "claims": 10.0 + i}
+        for i in range(1, 6)
+        for year in (2022, 2023)
+    ]
+    return {"providers": providers, "payments": payments}
+
+
+def _rewrite(path: Path, transform) -> None:
+    transform(pl.read_parquet(path)).write_parquet(path)
+
+
+def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", **_good_rows())
+    _rewrite(data / "providers.parquet", lambda df: df.drop("state"))
+    with pytest.raises(InputError, match=r"providers\.parquet: required column 'state' is missing"):
+        score(data, tmp_path / "run")
+    ledger = RunLedger(RunPaths(tmp_path / "run")).read()
+    assert ledger["status"] == "failed"
+    assert ledger["failed_step"] == "prepare"
+    assert "state" in ledger["error"]
+
+
+def test_wrong_type_names_file_and_column(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", **_good_rows())
+    _rewrite(data / "payments_combined.parquet",
+             lambda df: df.with_columns(pl.col("payments").cast(pl.String)))
+    with pytest.raises(
+        InputError,
+        match=r"payments_combined\.parquet: column 'payments' has type String, expected number",
+    ):
+        score(data, tmp_path / "run")
+
+
+def test_cli_prints_one_clear_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    data = write_dataset(tmp_path / "data", **_good_rows())
+    (data / "exclusions.parquet").unlink()
+    code = main(["run", "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0
+    assert err.startswith("error: ") and "exclusions.parquet: input file is missing" in err
+    assert "Traceback" not in err
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_the_rest_is_scored(tmp_path: Path) -> None:
+    rows = _good_rows()
+    bad_payments = [
+        {"npi": "12345", "year": 2023},  # too short
+        {"npi": "1234567890", "year": 2023},  # wrong check digit
+        {"npi": "12345678AB", "year": 2023},  # not digits
+        {"npi": None, "year": 2023},
+        {"npi": npi(1), "year": 2023, "payments": -5.0},
+        {"npi": npi(2), "year": 2023, "claims": float("nan")},
+        {"npi": npi(3), "year": 2023, "beneficiaries": float("inf")},
+        {"npi": npi(4), "year": None},
+        {"npi": npi(4), "year": 2150},
+        {"npi": npi(5), "year": 2023, "program": ""},
+    ]
+    clean = write_dataset(tmp_path / "clean", **rows)
+    dirty = write_dataset(
+        tmp_path / "dirty",
+        providers=[*rows["providers"], {"npi": "1234567890"}],
+        payments=[*rows["payments"], *bad_payments, rows["payments"][3]],  # + an exact duplicate
+    )
+    clean_scores = score(clean, tmp_path / "clean-run")
+    dirty_scores = score(dirty, tmp_path / "dirty-run")
+    assert_frame_equal(dirty_scores, clean_scores)
+
+    quarantine = pl.read_parquet(tmp_path / "dirty-run" / "quarantine.parquet")
+    reasons = dict(
+        zip(quarantine["source"] + ":" + quarantine["source_row"].cast(pl.String),
+            quarantine["reason"], strict=True)
+    )
+    first_bad = len(rows["payments"])
+    assert reasons == {
+        f"payments_combined:{first_bad + 0}": "npi not 10 digits",
+        f"payments_combined:{first_bad + 1}": "npi check digit invalid",
+        f"payments_combined:{first_bad + 2}": "npi not 10 digits",
+        f"payments_combined:{first_bad + 3}": "npi missing",
+        f"payments_combined:{first_bad + 4}": "payments negative",
+        f"payments_combined:{first_bad + 5}": "claims not finite",
+        f"payments_combined:{first_bad + 6}": "beneficiaries not finite",
+        f"payments_combined:{first_bad + 7}": "year missing",
+        f"payments_combined:{first_bad + 8}": "year outside 1990-2100",
+        f"payments_combined:{first_bad + 9}": "program missing",
+        f"payments_combined:{first_bad + 10}": "duplicate row",
+        "providers:5": "npi check digit invalid",
+    }
+    # Nothing is lost: the quarantined record holds the whole original row.
+    record = json.loads(quarantine.filter(pl.col("reason") == "payments negative")["record"][0])
+    assert record["npi"] == npi(1) and record["payments"] == -5.0 and record["year"] == 2023
+    duplicate = json.loads(quarantine.filter(pl.col("reason") == "duplicate row")["record"][0])
+    assert duplicate["npi"] == rows["payments"][3]["npi"]
+    assert duplicate["payments"] == rows["payments"][3]["payments"]
+
+    report = json.loads((tmp_path / "dirty-run" / "report.json").read_text())
+    assert report["quarantined"]["total"] == 12
+    assert report["quarantined"]["by_reason"]["payments_combined: npi not 10 digits"] == 2
+    valid = report["input_counts"]["payment_rows_valid"]
+    assert valid + 11 == len(rows["payments"]) + len(bad_payments) + 1
+
+
+def test_duplicate_provider_npi_keeps_the_first_record(tmp_path: Path) -> None:
+    rows = _good_rows()
+    data = write_dataset(
+        tmp_path / "data",
+        providers=[*rows["providers"], {"npi": npi(1), "taxonomy_1": "999999999X"}],
+        payments=rows["payments"],
+    )
+    scores = score(data, tmp_path / "run")
+    assert scores.filter(pl.col("npi") == npi(1))["peer_taxonomy"].item() == "207Q00000X"
+    quarantine = pl.read_parquet(tmp_path / "run" / "quarantine.parquet")
+    assert quarantine.select("source", "source_row", "reason").rows() == [
+        ("providers", 5, "duplicate npi")
+    ]
+
+
+def test_no_valid_payment_rows_is_a_clear_error(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", providers=[{"npi": npi(1)}],
+                         payments=[{"npi": "1234567890", "year": 2023}])
+    with pytest.raises(InputError, match="no valid payment rows"):
+        score(data, tmp_path / "run")
+    assert pl.read_parquet(tmp_path / "run" / "quarantine.parquet").height == 1
