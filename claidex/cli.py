@@ -24,10 +24,15 @@ def _run(args: argparse.Namespace) -> int:
     from claidex.summary import print_report
     from scoring.rundir import read_json
 
-    cfg = load_settings(batch_size=args.batch_size, workers=args.workers,
-                        as_of_year=args.as_of_year)
-    paths = run_local(Path(args.data), cfg, run_dir=Path(args.run_dir) if args.run_dir else None,
-                      show_progress=not args.quiet)
+    cfg = load_settings(
+        batch_size=args.batch_size, workers=args.workers, as_of_year=args.as_of_year
+    )
+    paths = run_local(
+        Path(args.data),
+        cfg,
+        run_dir=Path(args.run_dir) if args.run_dir else None,
+        show_progress=not args.quiet,
+    )
     print_report(read_json(paths.report))
     print(f"scores: {paths.scores}")
     return 0

@@ -54,7 +54,7 @@ def _threads_per_worker(workers: int) -> str:
 def run_batches(
     paths: RunPaths, batches: Iterable[int], workers: int, on_done: ProgressHook | None = None
 ) -> None:
-    """Score the given batches; with workers > 1 in a spawned process pool. Raises on the first failure."""
+    """Score the given batches (workers > 1: spawned process pool); raises on first failure."""
     todo = list(batches)
     total = len(todo)
     if workers <= 1 or total <= 1:
@@ -94,12 +94,20 @@ def score_and_merge(paths: RunPaths, workers: int, *, show_progress: bool) -> No
     ledger.set_status("scoring")
     started = time.perf_counter()
     with _progress(show_progress) as bar:
-        task = bar.add_task("scoring batches", total=manifest.batches_total,
-                            completed=manifest.batches_total - len(missing))
+        task = bar.add_task(
+            "scoring batches",
+            total=manifest.batches_total,
+            completed=manifest.batches_total - len(missing),
+        )
         try:
-            run_batches(paths, missing, workers,
-                        lambda done, _total: bar.update(task, completed=manifest.batches_total
-                                                        - len(missing) + done))
+            run_batches(
+                paths,
+                missing,
+                workers,
+                lambda done, _total: bar.update(
+                    task, completed=manifest.batches_total - len(missing) + done
+                ),
+            )
         except Exception as exc:
             ledger.fail("score", exc)
             raise

@@ -95,7 +95,9 @@ class _Generator:
         """Taxonomy code index into a combined list and state index, per NPI."""
         rng, total = self.rng, pop.npi.size
         ind = _weighted(rng, vocab.INDIVIDUAL_TAXONOMIES, total)
-        org = _weighted(rng, vocab.ORGANISATION_TAXONOMIES, total) + len(vocab.INDIVIDUAL_TAXONOMIES)
+        org = _weighted(rng, vocab.ORGANISATION_TAXONOMIES, total) + len(
+            vocab.INDIVIDUAL_TAXONOMIES
+        )
         taxonomy = np.where(pop.is_org, org, ind)
         taxonomy[pop.snf] = len(self.taxonomy_codes) - 1
         return taxonomy, _weighted(rng, vocab.STATES, total)
@@ -105,7 +107,9 @@ class _Generator:
         codes = [c for c, _ in vocab.INDIVIDUAL_TAXONOMIES + vocab.ORGANISATION_TAXONOMIES]
         return [*codes, vocab.SNF_TAXONOMY]
 
-    def display_names(self, pop: Population, snf_names: pl.Series, chain_names: pl.Series) -> pl.Series:
+    def display_names(
+        self, pop: Population, snf_names: pl.Series, chain_names: pl.Series
+    ) -> pl.Series:
         rng, n = self.rng, pop.n_providers
         person = _join_words(
             _strings(vocab.FIRST_NAMES, rng.integers(0, len(vocab.FIRST_NAMES), n)),
@@ -133,12 +137,14 @@ class _Generator:
         n_snf = pop.snf.size
         n_trees = max(1, n_snf // 6)
         tree = rng.integers(0, n_trees, n_snf)
-        depth = rng.choice(np.arange(1, MAX_OWNER_LEVELS + 1), size=n_trees,
-                           p=[0.15, 0.3, 0.25, 0.15, 0.1, 0.05])
+        depth = rng.choice(
+            np.arange(1, MAX_OWNER_LEVELS + 1), size=n_trees, p=[0.15, 0.3, 0.25, 0.15, 0.1, 0.05]
+        )
         brand_a = rng.integers(0, len(vocab.BRAND_FIRST), n_trees)
         brand_b = rng.integers(0, len(vocab.BRAND_SECOND), n_trees)
-        brand = _join_words(_strings(vocab.BRAND_FIRST, brand_a),
-                            _strings(vocab.BRAND_SECOND, brand_b))
+        brand = _join_words(
+            _strings(vocab.BRAND_FIRST, brand_a), _strings(vocab.BRAND_SECOND, brand_b)
+        )
         position = pl.Series(tree).rank("ordinal").to_numpy() - 1  # unique slot per SNF
         snf_id = pl.Series([f"SNF{i:07d}" for i in range(n_snf)])
         snf_name = _join_words(
@@ -159,13 +165,21 @@ class _Generator:
             parent = alive.with_columns(
                 (pl.col("slot") // (2 + (pl.col("tree") % 2))).alias("pslot")
             ).with_columns(
-                pl.format("OWN{}-{}-{}", pl.col("tree"), pl.lit(level), pl.col("pslot")).alias("owner_id")
+                pl.format("OWN{}-{}-{}", pl.col("tree"), pl.lit(level), pl.col("pslot")).alias(
+                    "owner_id"
+                )
             )
             edges.append(parent.select("owner_id", owned_id="entity_id"))
-            child = parent.select(
-                pl.col("owner_id").alias("entity_id"), "tree", pl.col("pslot").alias("slot"),
-                pl.lit(level).alias("level"),
-            ).unique("entity_id", keep="first").sort("entity_id")
+            child = (
+                parent.select(
+                    pl.col("owner_id").alias("entity_id"),
+                    "tree",
+                    pl.col("pslot").alias("slot"),
+                    pl.lit(level).alias("level"),
+                )
+                .unique("entity_id", keep="first")
+                .sort("entity_id")
+            )
             levels.append(child)
         owners = pl.concat(levels[1:])
         kinds = pl.Series(vocab.OWNER_KINDS)
@@ -182,15 +196,21 @@ class _Generator:
         mega = chosen.with_columns(
             pl.format("MEGA{}", pl.col("tree") % n_mega).alias("owner_id")
         ).select("owner_id", owned_id="entity_id")
-        mega_entities = mega.select(pl.col("owner_id").alias("entity_id")).unique().sort("entity_id")
-        mega_entities = mega_entities.with_columns(
-            pl.format("{} NATIONAL HEALTHCARE HOLDINGS", pl.col("entity_id").str.slice(4)).alias("name")
+        mega_entities = (
+            mega.select(pl.col("owner_id").alias("entity_id")).unique().sort("entity_id")
         )
-        entities = pl.concat([
-            pl.DataFrame({"entity_id": snf_id, "name": snf_name, "entity_type": "SNF"}),
-            owners.select("entity_id", "name", pl.lit("OWNER").alias("entity_type")),
-            mega_entities.select("entity_id", "name", pl.lit("HOLDING").alias("entity_type")),
-        ])
+        mega_entities = mega_entities.with_columns(
+            pl.format("{} NATIONAL HEALTHCARE HOLDINGS", pl.col("entity_id").str.slice(4)).alias(
+                "name"
+            )
+        )
+        entities = pl.concat(
+            [
+                pl.DataFrame({"entity_id": snf_id, "name": snf_name, "entity_type": "SNF"}),
+                owners.select("entity_id", "name", pl.lit("OWNER").alias("entity_type")),
+                mega_entities.select("entity_id", "name", pl.lit("HOLDING").alias("entity_type")),
+            ]
+        )
         all_edges = pl.concat([*edges, mega]).unique().sort("owner_id", "owned_id")
         # Chain providers carry an owner's name ("<owner> PHARMACY LLC").
         branded = owners.filter(pl.col("level") <= 2)
@@ -198,14 +218,19 @@ class _Generator:
         return entities, all_edges, tree, branded["entity_id"].to_numpy()[pick]
 
     # --- payments ------------------------------------------------------------
-    def payments(self, pop: Population, taxonomy: np.ndarray, state: np.ndarray,
-                 planted: dict[str, np.ndarray]) -> pa.Table:
+    def payments(
+        self,
+        pop: Population,
+        taxonomy: np.ndarray,
+        state: np.ndarray,
+        planted: dict[str, np.ndarray],
+    ) -> pa.Table:
         rng = self.rng
         total = pop.npi.size
         pays = rng.random(total) < 0.85
         pays[pop.snf] = rng.random(pop.snf.size) < 0.97
         pays[pop.chain] = rng.random(pop.chain.size) < 0.95
-        pays[pop.n_providers:] = True
+        pays[pop.n_providers :] = True
         for members in planted.values():
             pays[members] = True
         # Years: an active span with gaps; some bill a single year.
@@ -231,8 +256,9 @@ class _Generator:
         prog_w /= prog_w.sum(axis=1, keepdims=True)
         # Provider scale and price level.
         org = pop.is_org
-        claims_base = np.exp(rng.normal(np.where(org, np.log(1500), np.log(420)),
-                                        np.where(org, 1.3, 1.1)))
+        claims_base = np.exp(
+            rng.normal(np.where(org, np.log(1500), np.log(420)), np.where(org, 1.3, 1.1))
+        )
         tax_price = np.exp(rng.normal(np.log(80), 0.6, len(self.taxonomy_codes)))
         price = tax_price[taxonomy] * np.exp(rng.normal(0, 0.35, total))
         trend = np.exp(np.cumsum(rng.normal(0.03, 0.12, (total, YEARS.size)), axis=1))
@@ -248,14 +274,18 @@ class _Generator:
         drop = conc & last3 & (prog != 1)
         who_r, year_r, prog = who_r[~drop], year_r[~drop], prog[~drop]
         claims = claims_base[who_r] * trend[who_r, year_r] * prog_w[who_r, prog]
-        claims *= np.where(np.isin(who_r, planted["program_concentration"]) & (year_r >= YEARS.size - 3), 2.0, 1.0)
+        claims *= np.where(
+            np.isin(who_r, planted["program_concentration"]) & (year_r >= YEARS.size - 3), 2.0, 1.0
+        )
         lines = 1 + rng.poisson(1.8, who_r.size)
         row = np.repeat(np.arange(who_r.size), lines)
         share = rng.gamma(1.5, 1.0, row.size)
         share /= np.bincount(row, weights=share)[row]
         npi_i, year_i, prog_i = who_r[row], year_r[row], prog[row]
         line_claims = np.maximum(1.0, np.round(claims[row] * share))
-        ppc = price[npi_i] * np.array([0.7, 1.0, 1.3])[prog_i] * np.exp(rng.normal(0, 0.1, row.size))
+        ppc = (
+            price[npi_i] * np.array([0.7, 1.0, 1.3])[prog_i] * np.exp(rng.normal(0, 0.1, row.size))
+        )
         recent = year_i >= YEARS.size - 3
         outlier = np.isin(npi_i, planted["billing_outlier"]) & recent
         ppc = np.where(outlier, ppc * rng.uniform(5, 12, row.size), ppc)
@@ -264,7 +294,9 @@ class _Generator:
         boost = np.where(growth & (year_i == YEARS.size - 1), 16.0, boost)
         line_claims = np.round(line_claims * boost)
         payments = np.round(line_claims * ppc, 2)
-        benes = np.maximum(1.0, np.round(line_claims / (1 + np.exp(rng.normal(np.log(2), 0.5, row.size)))))
+        benes = np.maximum(
+            1.0, np.round(line_claims / (1 + np.exp(rng.normal(np.log(2), 0.5, row.size))))
+        )
         # Row attributes: the provider's own taxonomy and state (rarely another one).
         tax_row = taxonomy[npi_i].copy()
         other = rng.random(row.size) < 0.01
@@ -272,16 +304,24 @@ class _Generator:
         order = rng.permutation(row.size)
         dictionary = pa.array(self.taxonomy_codes)
         states = pa.array([s for s, _ in vocab.STATES])
-        return pa.table({
-            "npi": pc.cast(pa.array(pop.npi[npi_i][order]), pa.string()),
-            "year": pa.array(YEARS[year_i][order].astype(np.int32)),
-            "program": pa.DictionaryArray.from_arrays(prog_i[order].astype(np.int8), pa.array(vocab.PROGRAMS)).cast(pa.string()),
-            "payments": pa.array(payments[order]),
-            "claims": pa.array(line_claims[order]),
-            "beneficiaries": pa.array(benes[order]),
-            "taxonomy": pa.DictionaryArray.from_arrays(tax_row[order].astype(np.int16), dictionary).cast(pa.string()),
-            "state": pa.DictionaryArray.from_arrays(state[npi_i][order].astype(np.int16), states).cast(pa.string()),
-        })
+        return pa.table(
+            {
+                "npi": pc.cast(pa.array(pop.npi[npi_i][order]), pa.string()),
+                "year": pa.array(YEARS[year_i][order].astype(np.int32)),
+                "program": pa.DictionaryArray.from_arrays(
+                    prog_i[order].astype(np.int8), pa.array(vocab.PROGRAMS)
+                ).cast(pa.string()),
+                "payments": pa.array(payments[order]),
+                "claims": pa.array(line_claims[order]),
+                "beneficiaries": pa.array(benes[order]),
+                "taxonomy": pa.DictionaryArray.from_arrays(
+                    tax_row[order].astype(np.int16), dictionary
+                ).cast(pa.string()),
+                "state": pa.DictionaryArray.from_arrays(
+                    state[npi_i][order].astype(np.int16), states
+                ).cast(pa.string()),
+            }
+        )
 
     def run(self) -> dict[str, object]:
         started = time.perf_counter()
@@ -321,26 +361,42 @@ class _Generator:
             pl.col("entity_id").str.extract(r"^OWN(\d+)-", 1).cast(pl.Int64).alias("tree")
         )
         half = tainted[: max(1, tainted.size // 2)]
-        excluded_owners = owner_flag.filter(pl.col("tree").is_in(half.tolist())).group_by("tree").agg(
-            pl.col("entity_id").sort().first()
-        )["entity_id"]
-        random_owners = owner_flag.sample(fraction=0.002, seed=int(rng.integers(1 << 30)))["entity_id"]
-        entity_exclusions = pl.DataFrame({"entity_id": pl.concat([excluded_owners, random_owners]).unique().sort()})
+        excluded_owners = (
+            owner_flag.filter(pl.col("tree").is_in(half.tolist()))
+            .group_by("tree")
+            .agg(pl.col("entity_id").sort().first())["entity_id"]
+        )
+        random_owners = owner_flag.sample(fraction=0.002, seed=int(rng.integers(1 << 30)))[
+            "entity_id"
+        ]
+        entity_exclusions = pl.DataFrame(
+            {"entity_id": pl.concat([excluded_owners, random_owners]).unique().sort()}
+        )
         # LEIE: ~1 % of NPIs, some reinstated, plus rows without an NPI.
         n = pop.n_providers
-        direct = rng.choice(np.arange(pop.snf.size + pop.chain.size, pop.npi.size), size=max(1, n // 100), replace=False)
+        direct = rng.choice(
+            np.arange(pop.snf.size + pop.chain.size, pop.npi.size),
+            size=max(1, n // 100),
+            replace=False,
+        )
         leie_idx = np.concatenate([direct, excluded_chain])
         reinstated = rng.random(leie_idx.size) < 0.15
-        reinstated[direct.size:] = False
+        reinstated[direct.size :] = False
         n_blank = max(1, n // 300)
-        leie_npi = np.concatenate([pop.npi[leie_idx].astype(str), np.array([None] * n_blank, dtype=object)])
+        leie_npi = np.concatenate(
+            [pop.npi[leie_idx].astype(str), np.array([None] * n_blank, dtype=object)]
+        )
         days = rng.integers(0, 365 * 24, leie_npi.size)
-        exclusions = pl.DataFrame({
-            "exclusion_id": [f"LEIE{i:08d}" for i in range(leie_npi.size)],
-            "npi": pl.Series(leie_npi, dtype=pl.String),
-            "excldate": pl.Series(np.datetime64("2000-01-01") + days.astype("timedelta64[D]")).cast(pl.Date),
-            "reinstated": pl.Series(np.concatenate([reinstated, rng.random(n_blank) < 0.15])),
-        })
+        exclusions = pl.DataFrame(
+            {
+                "exclusion_id": [f"LEIE{i:08d}" for i in range(leie_npi.size)],
+                "npi": pl.Series(leie_npi, dtype=pl.String),
+                "excldate": pl.Series(
+                    np.datetime64("2000-01-01") + days.astype("timedelta64[D]")
+                ).cast(pl.Date),
+                "reinstated": pl.Series(np.concatenate([reinstated, rng.random(n_blank) < 0.15])),
+            }
+        )
         is_excluded = np.zeros(pop.npi.size, dtype=bool)
         is_excluded[leie_idx] = True
         # Providers table (payment-only NPIs are left out on purpose).
@@ -352,19 +408,23 @@ class _Generator:
         state_text[rng.random(n) < 0.005] = None
         entity_type = pl.Series(np.where(pop.is_org[:n], 2, 1), dtype=pl.Int8)
         entity_type = entity_type.scatter(np.nonzero(rng.random(n) < 0.002)[0], None)
-        providers = pl.DataFrame({
-            "npi": pl.Series(pop.npi[:n].astype(str)),
-            "entity_type_code": entity_type,
-            "display_name": names,
-            "taxonomy_1": pl.Series(tax_text, dtype=pl.String),
-            "state": pl.Series(state_text, dtype=pl.String),
-            "is_excluded": pl.Series(is_excluded[:n]),
-        }).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 30)))
+        providers = pl.DataFrame(
+            {
+                "npi": pl.Series(pop.npi[:n].astype(str)),
+                "entity_type_code": entity_type,
+                "display_name": names,
+                "taxonomy_1": pl.Series(tax_text, dtype=pl.String),
+                "state": pl.Series(state_text, dtype=pl.String),
+                "is_excluded": pl.Series(is_excluded[:n]),
+            }
+        ).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 30)))
         payments = self.payments(pop, taxonomy, state, planted)
-        planted_df = pl.concat([
-            pl.DataFrame({"npi": pl.Series(pop.npi[idx].astype(str)), "kind": kind})
-            for kind, idx in planted.items()
-        ])
+        planted_df = pl.concat(
+            [
+                pl.DataFrame({"npi": pl.Series(pop.npi[idx].astype(str)), "kind": kind})
+                for kind, idx in planted.items()
+            ]
+        )
         for name, table in {
             "providers": providers,
             "payments_combined": payments,

@@ -38,9 +38,22 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 def print_status(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     table = Table("field", "value", title=f"run {summary.get('run_id', '?')}")
-    for key in ("status", "kind", "source", "window_end_year", "providers_scored",
-                "batches_total", "batches_done", "batches_failed", "failed_step", "error",
-                "input_fingerprint", "created_at", "updated_at", "timings"):
+    for key in (
+        "status",
+        "kind",
+        "source",
+        "window_end_year",
+        "providers_scored",
+        "batches_total",
+        "batches_done",
+        "batches_failed",
+        "failed_step",
+        "error",
+        "input_fingerprint",
+        "created_at",
+        "updated_at",
+        "timings",
+    ):
         if key in summary and summary[key] not in (None, {}, []):
             table.add_row(key, str(summary[key]))
     console.print(table)

@@ -10,7 +10,9 @@ from scoring.peer_stats import FALLBACK_KEYS, METRICS, PRIMARY_KEYS, m1_percent_
 
 
 def _prefixed(stats: pl.LazyFrame, keys: list[str], prefix: str) -> pl.LazyFrame:
-    return stats.rename({c: f"{prefix}{c}" for c in stats.collect_schema().names() if c not in keys})
+    return stats.rename(
+        {c: f"{prefix}{c}" for c in stats.collect_schema().names() if c not in keys}
+    )
 
 
 def billing_year_scores(
@@ -56,12 +58,9 @@ def billing_year_scores(
     year_score = positive[0]
     for term in positive[1:]:
         year_score = year_score + term
-    return (
-        joined.with_columns(*z_exprs, n.fill_null(0).alias("peer_count"))
-        .with_columns(
-            (year_score / len(METRICS)).alias("billing_year_score"),
-            (percent_rank * 100).round(2).alias("billing_pct_year"),
-        )
+    return joined.with_columns(*z_exprs, n.fill_null(0).alias("peer_count")).with_columns(
+        (year_score / len(METRICS)).alias("billing_year_score"),
+        (percent_rank * 100).round(2).alias("billing_pct_year"),
     )
 
 

@@ -13,7 +13,9 @@ def program_totals(payments: pl.LazyFrame, t: int, cfg: Settings) -> pl.LazyFram
     per_program = recent.group_by("npi", "program").agg(pl.col("payments").sum().alias("amount"))
     per_program = per_program.with_columns(pl.col("program").cast(pl.String))  # name order for ties
     return per_program.group_by("npi").agg(
-        pl.col("program").sort_by("amount", "program", descending=[True, False]).first()
+        pl.col("program")
+        .sort_by("amount", "program", descending=[True, False])
+        .first()
         .alias("top_program"),
         pl.col("amount").max().alias("top_program_total"),
         pl.col("amount").sum().alias("recent_total"),
@@ -25,8 +27,10 @@ def concentration_exprs(cfg: Settings) -> list[pl.Expr]:
     total = pl.col("recent_total").fill_null(0.0)
     share = pl.col("top_program_total").fill_null(0.0) / pl.max_horizontal(total, 1.0)
     threshold = cfg.concentration_threshold
-    score = pl.when(share <= threshold).then(0.0).otherwise(
-        pl.min_horizontal(100.0, (share - threshold) * (100.0 / (1.0 - threshold)))
+    score = (
+        pl.when(share <= threshold)
+        .then(0.0)
+        .otherwise(pl.min_horizontal(100.0, (share - threshold) * (100.0 / (1.0 - threshold))))
     )
     return [
         score.round(2).alias("program_concentration_score"),

@@ -27,7 +27,7 @@ def slot_aggs(columns: list[str], t: int, cfg: Settings) -> list[pl.Expr]:
 
 
 def decay_weighted_mean(column: str, cfg: Settings) -> pl.Expr:
-    """sum_t w_t v_t / sum_t w_t over slots where v is present, w_t = ALPHA^(T - year); null if none."""
+    """sum w_t v_t / sum w_t over slots where v is present, w_t = ALPHA^(T - year); else null."""
     numerator = pl.lit(0.0)
     denominator = pl.lit(0.0)
     for k in range(cfg.window_years):

@@ -23,7 +23,11 @@ class TransientError(ClaidexError):
     """A failure that may succeed when retried (database, graph, storage hiccups)."""
 
 
-RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def is_retryable(exc: BaseException) -> bool:

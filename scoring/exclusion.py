@@ -8,7 +8,7 @@ from scoring.config import Settings
 
 
 def active_exclusions(exclusions: pl.LazyFrame) -> pl.LazyFrame:
-    """NPIs with an LEIE row not reinstated (reinstated false or null). `is_excluded` is never used."""
+    """NPIs with an LEIE row not reinstated (false or null); `is_excluded` is never used."""
     return (
         exclusions.filter(pl.col("npi").is_not_null() & ~pl.col("reinstated").fill_null(False))
         .select("npi")
@@ -18,7 +18,7 @@ def active_exclusions(exclusions: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def exclusion_proximity_expr(cfg: Settings) -> pl.Expr:
-    """100 direct exclusion, else 80 owner-level exclusion, else 50 excluded chain provider, else 0."""
+    """100 own exclusion, else 80 owner-level exclusion, else 50 excluded chain member, else 0"""
     return (
         pl.when(pl.col("actively_excluded").fill_null(False))
         .then(cfg.exclusion_direct_score)

@@ -24,7 +24,7 @@ def utc_now() -> str:
 
 
 def input_fingerprint(files: list[Path]) -> str:
-    """Cheap content fingerprint: each file's name, size and Parquet footer (statistics included)."""
+    """Cheap content fingerprint: each file's name, size and Parquet footer (with statistics)."""
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(files):
         size = path.stat().st_size
@@ -84,8 +84,13 @@ class RunLedger:
     # --- batch level -------------------------------------------------------
     def batch_done(self, index: int, *, rows: int, seconds: float) -> None:
         write_json_atomic(
-            {"batch": index, "status": "done", "rows": rows, "seconds": round(seconds, 3),
-             "finished_at": utc_now()},
+            {
+                "batch": index,
+                "status": "done",
+                "rows": rows,
+                "seconds": round(seconds, 3),
+                "finished_at": utc_now(),
+            },
             self.paths.batch_status(index),
         )
 
@@ -110,8 +115,11 @@ class RunLedger:
         state = self.read()
         total = int(state.get("batches_total", 0))
         batches = self.batch_states()
-        failed = sorted(i for i, b in batches.items() if b["status"] == "failed"
-                        and not self.paths.chunk(i).exists())
+        failed = sorted(
+            i
+            for i, b in batches.items()
+            if b["status"] == "failed" and not self.paths.chunk(i).exists()
+        )
         done = total - len(self.missing_batches(total)) if total else 0
         return {**state, "batches_done": done, "batches_failed": failed}
 

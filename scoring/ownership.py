@@ -16,7 +16,12 @@ import polars as pl
 from scoring.config import Settings
 
 SNF_TYPE = "SNF"
-OWNERSHIP_COLUMNS = ["snf_entity_id", "chain_provider_count", "chain_excluded_count", "owner_excluded"]
+OWNERSHIP_COLUMNS = [
+    "snf_entity_id",
+    "chain_provider_count",
+    "chain_excluded_count",
+    "owner_excluded",
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ def match_snf(providers: pl.LazyFrame, entities: pl.LazyFrame) -> pl.LazyFrame:
         .explode("start")
         .with_columns(
             pl.int_ranges(
-                pl.col("lo"), pl.min_horizontal(pl.col("hay_len") - pl.col("start"), pl.col("hi")) + 1
+                pl.col("lo"),
+                pl.min_horizontal(pl.col("hay_len") - pl.col("start"), pl.col("hi")) + 1,
             ).alias("length")
         )
         .explode("length")
@@ -74,9 +80,7 @@ def match_snf(providers: pl.LazyFrame, entities: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _reach(
-    start: pl.DataFrame, edges: pl.DataFrame, src: str, dst: str, hops: int
-) -> pl.DataFrame:
+def _reach(start: pl.DataFrame, edges: pl.DataFrame, src: str, dst: str, hops: int) -> pl.DataFrame:
     """All (snf, node) pairs reachable from `start` pairs within `hops` edges (breadth first)."""
     reached = start
     frontier = start
@@ -113,14 +117,23 @@ def chain_providers(
     hits = (
         providers.select("npi", _lower_name("display_name").alias("hay"))
         .filter(pl.col("hay").str.len_chars() > 0)
-        .select("npi", pl.col("hay").str.extract_many(pl.lit(patterns).implode(), overlapping=True).alias("needle"))
+        .select(
+            "npi",
+            pl.col("hay")
+            .str.extract_many(pl.lit(patterns).implode(), overlapping=True)
+            .alias("needle"),
+        )
         .explode("needle")
         .drop_nulls("needle")
         .unique()
     )
-    return group_names.select("snf", "needle").unique().join(hits, on="needle").select(
-        "snf", "npi"
-    ).unique()
+    return (
+        group_names.select("snf", "needle")
+        .unique()
+        .join(hits, on="needle")
+        .select("snf", "npi")
+        .unique()
+    )
 
 
 def ownership_by_snf(
@@ -137,12 +150,17 @@ def ownership_by_snf(
     )
     counts = members.group_by("snf").agg(
         pl.len().cast(pl.Int64).alias("chain_provider_count"),
-        pl.col("actively_excluded").fill_null(False).sum().cast(pl.Int64)
+        pl.col("actively_excluded")
+        .fill_null(False)
+        .sum()
+        .cast(pl.Int64)
         .alias("chain_excluded_count"),
     )
     flagged = graph.entity_exclusions.select(pl.col("entity_id").alias("node")).unique()
     owner_excluded = (
-        groups.join(flagged, on="node", how="semi").select("snf").unique()
+        groups.join(flagged, on="node", how="semi")
+        .select("snf")
+        .unique()
         .with_columns(pl.lit(True).alias("owner_excluded"))
     )
     return (
@@ -173,6 +191,4 @@ def ownership_score_expr() -> pl.Expr:
     """S_o = min(100, 100 x excluded / max(providers, 1)), rounded 2; no SNF match gives 0."""
     excluded = pl.col("chain_excluded_count").fill_null(0)
     total = pl.max_horizontal(pl.col("chain_provider_count").fill_null(0), 1)
-    return (
-        pl.min_horizontal(100.0, 100.0 * excluded / total).round(2).alias("ownership_chain_risk")
-    )
+    return pl.min_horizontal(100.0, 100.0 * excluded / total).round(2).alias("ownership_chain_risk")

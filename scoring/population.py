@@ -48,7 +48,7 @@ def _non_empty(column: str) -> pl.Expr:
 def peer_attributes(
     population: pl.LazyFrame, providers: pl.LazyFrame, payments: pl.LazyFrame, cfg: Settings
 ) -> pl.LazyFrame:
-    """Per NPI: taxonomy_10 and state, field by field from providers, then payment rows, then 'Unknown'.
+    """Per NPI: taxonomy_10 and state, each from providers, then payment rows, then 'Unknown'.
 
     The payment-row fallback takes the first non-empty value ordered by program name, then year.
     """
@@ -71,13 +71,10 @@ def peer_attributes(
         .agg(pl.col("r_tax").drop_nulls().first(), pl.col("r_state").drop_nulls().first())
     )
     unknown = pl.lit(cfg.unknown_value)
-    return (
-        base.join(from_payments, on="npi", how="left")
-        .select(
-            "npi",
-            pl.coalesce("p_tax", "r_tax", unknown)
-            .str.slice(0, cfg.taxonomy_prefix_len)
-            .alias("peer_taxonomy"),
-            pl.coalesce("p_state", "r_state", unknown).alias("peer_state"),
-        )
+    return base.join(from_payments, on="npi", how="left").select(
+        "npi",
+        pl.coalesce("p_tax", "r_tax", unknown)
+        .str.slice(0, cfg.taxonomy_prefix_len)
+        .alias("peer_taxonomy"),
+        pl.coalesce("p_state", "r_state", unknown).alias("peer_state"),
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from scoring.billing import billing_provider_exprs, billing_year_scores
+from scoring.composite import r_raw_expr
 from scoring.concentration import concentration_exprs
 from scoring.config import Settings
 from scoring.decay import slot_aggs
@@ -21,7 +22,6 @@ from scoring.npi import npi_to_str
 from scoring.ownership import ownership_score_expr
 from scoring.peer_stats import billing_metrics
 from scoring.trajectory import trajectory_provider_exprs, trajectory_year_scores
-from scoring.composite import r_raw_expr
 
 COMPONENTS = [
     "billing_outlier_score",
@@ -49,7 +49,13 @@ CHUNK_COLUMNS = [
     "owner_excluded",
     "actively_excluded",
 ]
-STAT_NAMES = ("billing_primary", "billing_fallback", "m1_rank_primary", "m1_rank_fallback", "growth")
+STAT_NAMES = (
+    "billing_primary",
+    "billing_fallback",
+    "m1_rank_primary",
+    "m1_rank_fallback",
+    "growth",
+)
 
 
 @dataclass(frozen=True)

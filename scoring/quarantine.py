@@ -15,8 +15,13 @@ ROW = "source_row"
 REASON = "reason"
 NPI_REASON = "__npi_reason"
 QUARANTINE_SCHEMA = pl.Schema(
-    {"source": pl.String(), ROW: pl.UInt32(), "npi": pl.String(), REASON: pl.String(),
-     "record": pl.String()}
+    {
+        "source": pl.String(),
+        ROW: pl.UInt32(),
+        "npi": pl.String(),
+        REASON: pl.String(),
+        "record": pl.String(),
+    }
 )
 AMOUNTS = ("payments", "claims", "beneficiaries")
 
@@ -85,9 +90,7 @@ def later_copies(df: pl.DataFrame, columns: list[str]) -> pl.Series:
     return flags.scatter(positions.filter(repeats), True)
 
 
-def quarantine_records(
-    tagged: pl.DataFrame, columns: list[str], source: str
-) -> pl.DataFrame:
+def quarantine_records(tagged: pl.DataFrame, columns: list[str], source: str) -> pl.DataFrame:
     """Quarantine rows: source, row number in the source, NPI, reason and the whole row as JSON."""
     npi_text = pl.col("npi").cast(pl.String)
     if "npi" in columns and tagged.schema["npi"].is_integer():
@@ -97,9 +100,9 @@ def quarantine_records(
         pl.col(ROW).cast(pl.UInt32),
         npi_text.alias("npi") if "npi" in columns else pl.lit(None, pl.String).alias("npi"),
         pl.col(REASON),
-        pl.struct(
-            [npi_text.alias("npi") if c == "npi" else pl.col(c) for c in columns]
-        ).struct.json_encode().alias("record"),
+        pl.struct([npi_text.alias("npi") if c == "npi" else pl.col(c) for c in columns])
+        .struct.json_encode()
+        .alias("record"),
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
@@ -140,7 +143,7 @@ def split_rows(
     duplicates_on: list[str] | None = None,
     duplicate_label: str = "duplicate row",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(good rows, quarantined rows) of one table; duplicates are judged among rows passing the rules."""
+    """(good, quarantined) rows of a table; duplicates judged among rows that pass the rules."""
     columns = df.columns
     good, bad = split_tagged(tag_rows(df, rules), columns, source)
     if not duplicates_on:

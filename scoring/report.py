@@ -1,4 +1,4 @@
-"""Run report: rows scored, labels, top flags, quarantine by reason, step timings, planted recall."""
+"""Run report: rows scored, labels, top flags, quarantine reasons, step timings, planted recall."""
 
 from __future__ import annotations
 
@@ -46,8 +46,10 @@ def planted_capture(scores: pl.DataFrame, planted_path: Path) -> dict[str, dict[
 
 
 def _quarantine_by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
-    grouped = quarantine.group_by("source", "reason").len().sort(
-        ["len", "source", "reason"], descending=[True, False, False]
+    grouped = (
+        quarantine.group_by("source", "reason")
+        .len()
+        .sort(["len", "source", "reason"], descending=[True, False, False])
     )
     return {f"{source}: {reason}": int(n) for source, reason, n in grouped.rows()}
 
@@ -60,7 +62,10 @@ def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
     counts_path = paths.root / "input_counts.json"
     return {
         "run_id": manifest.run_id,
-        "window": [manifest.window_end_year - manifest.cfg.window_years + 1, manifest.window_end_year],
+        "window": [
+            manifest.window_end_year - manifest.cfg.window_years + 1,
+            manifest.window_end_year,
+        ],
         "rows_scored": scores.height,
         "batches": manifest.batches_total,
         "labels": _counts(scores, "risk_label"),

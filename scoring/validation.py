@@ -12,15 +12,15 @@ from scoring.npi import npi_to_int
 from scoring.ownership import OwnershipGraph
 from scoring.quarantine import (
     QUARANTINE_SCHEMA,
-    ROW,
     REASON,
+    ROW,
     ROW_HASH,
+    later_copies,
     missing_rule,
     npi_rule,
     payment_rules,
-    row_hash,
-    later_copies,
     quarantine_records,
+    row_hash,
     split_rows,
     split_tagged,
     tag_rows,
@@ -48,7 +48,7 @@ def _compact_payments(payments: pl.DataFrame) -> pl.DataFrame:
 
 
 def _valid_payments(raw: RawInputs, cfg: Settings, quarantined: list[pl.DataFrame]) -> pl.DataFrame:
-    """Payments are validated chunk by chunk and kept compact; duplicates are judged over all rows."""
+    """Payments are checked chunk by chunk and kept compact; duplicates are judged over all rows."""
     source, columns = "payments_combined", list(SCHEMAS["payments_combined"])
     rules = payment_rules(cfg)
     kept, first_row = [], 0
@@ -84,19 +84,32 @@ def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
         return good
 
     payments = _valid_payments(raw, cfg, quarantined)
-    providers = split("providers", raw.providers, [npi_rule()],
-                      duplicates_on=["npi"], duplicate_label="duplicate npi")
-    exclusions = split("exclusions", raw.exclusions,
-                       [missing_rule("exclusion_id"), npi_rule(optional=True)])
+    providers = split(
+        "providers",
+        raw.providers,
+        [npi_rule()],
+        duplicates_on=["npi"],
+        duplicate_label="duplicate npi",
+    )
+    exclusions = split(
+        "exclusions", raw.exclusions, [missing_rule("exclusion_id"), npi_rule(optional=True)]
+    )
     graph = None
     if raw.entities is not None and raw.ownership is not None and raw.entity_exclusions is not None:
         graph = OwnershipGraph(
-            entities=split("entities", raw.entities, [missing_rule("entity_id")],
-                           duplicates_on=["entity_id"], duplicate_label="duplicate entity_id").lazy(),
-            ownership=split("ownership", raw.ownership,
-                            [missing_rule("owner_id"), missing_rule("owned_id")]).lazy(),
-            entity_exclusions=split("entity_exclusions", raw.entity_exclusions,
-                                    [missing_rule("entity_id")]).lazy(),
+            entities=split(
+                "entities",
+                raw.entities,
+                [missing_rule("entity_id")],
+                duplicates_on=["entity_id"],
+                duplicate_label="duplicate entity_id",
+            ).lazy(),
+            ownership=split(
+                "ownership", raw.ownership, [missing_rule("owner_id"), missing_rule("owned_id")]
+            ).lazy(),
+            entity_exclusions=split(
+                "entity_exclusions", raw.entity_exclusions, [missing_rule("entity_id")]
+            ).lazy(),
         )
     return CleanInputs(
         providers=providers.with_columns(npi_to_int(pl.col("npi"))),

@@ -41,7 +41,9 @@ def npi(i: int) -> str:
     return str(pl.select(make_npi(pl.lit(100_000_000 + i, dtype=pl.Int64))).item())
 
 
-def frame(table: str, rows: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> pl.DataFrame:
+def frame(
+    table: str, rows: list[dict[str, Any]], defaults: dict[str, Any] | None = None
+) -> pl.DataFrame:
     schema = {c: POLARS_TYPES[k] for c, k in SCHEMAS[table].items()}
     full = [{**(defaults or {}), **row} for row in rows]
     return pl.DataFrame(full, schema=schema, orient="row") if full else pl.DataFrame(schema=schema)
@@ -62,7 +64,9 @@ def write_dataset(
     tables = {
         "providers": frame("providers", list(providers), PROVIDER_DEFAULTS),
         "payments_combined": frame("payments_combined", list(payments), PAYMENT_DEFAULTS),
-        "exclusions": frame("exclusions", list(exclusions), {"excldate": None, "reinstated": False}),
+        "exclusions": frame(
+            "exclusions", list(exclusions), {"excldate": None, "reinstated": False}
+        ),
         "entities": frame("entities", list(entities), {"entity_type": "SNF"}),
         "ownership": frame("ownership", list(ownership)),
         "entity_exclusions": frame("entity_exclusions", list(entity_exclusions)),

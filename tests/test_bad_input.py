@@ -43,8 +43,10 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
 
 def test_wrong_type_names_file_and_column(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", **_good_rows())
-    _rewrite(data / "payments_combined.parquet",
-             lambda df: df.with_columns(pl.col("payments").cast(pl.String)))
+    _rewrite(
+        data / "payments_combined.parquet",
+        lambda df: df.with_columns(pl.col("payments").cast(pl.String)),
+    )
     with pytest.raises(
         InputError,
         match=r"payments_combined\.parquet: column 'payments' has type String, expected number",
@@ -89,8 +91,11 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_is_scored(tmp_path: 
 
     quarantine = pl.read_parquet(tmp_path / "dirty-run" / "quarantine.parquet")
     reasons = dict(
-        zip(quarantine["source"] + ":" + quarantine["source_row"].cast(pl.String),
-            quarantine["reason"], strict=True)
+        zip(
+            quarantine["source"] + ":" + quarantine["source_row"].cast(pl.String),
+            quarantine["reason"],
+            strict=True,
+        )
     )
     first_bad = len(rows["payments"])
     assert reasons == {
@@ -137,8 +142,11 @@ def test_duplicate_provider_npi_keeps_the_first_record(tmp_path: Path) -> None:
 
 
 def test_no_valid_payment_rows_is_a_clear_error(tmp_path: Path) -> None:
-    data = write_dataset(tmp_path / "data", providers=[{"npi": npi(1)}],
-                         payments=[{"npi": "1234567890", "year": 2023}])
+    data = write_dataset(
+        tmp_path / "data",
+        providers=[{"npi": npi(1)}],
+        payments=[{"npi": "1234567890", "year": 2023}],
+    )
     with pytest.raises(InputError, match="no valid payment rows"):
         score(data, tmp_path / "run")
     assert pl.read_parquet(tmp_path / "run" / "quarantine.parquet").height == 1

@@ -22,8 +22,13 @@ CLI = [sys.executable, "-m", "claidex.cli"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_generate_run_status_from_the_command_line(tmp_path: Path) -> None:
@@ -31,12 +36,28 @@ def test_generate_run_status_from_the_command_line(tmp_path: Path) -> None:
     assert generated.returncode == 0, generated.stderr
     summary = json.loads(generated.stdout)
     assert summary["providers"] == 800 and summary["payment_rows"] > 5000
-    for name in ("providers", "payments_combined", "exclusions", "entities", "ownership",
-                 "entity_exclusions", "planted"):
+    for name in (
+        "providers",
+        "payments_combined",
+        "exclusions",
+        "entities",
+        "ownership",
+        "entity_exclusions",
+        "planted",
+    ):
         assert (tmp_path / "data" / f"{name}.parquet").exists()
 
-    run = _cli("run", "--data", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run"),
-               "--batch-size", "100", "--workers", "2")
+    run = _cli(
+        "run",
+        "--data",
+        str(tmp_path / "data"),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "100",
+        "--workers",
+        "2",
+    )
     assert run.returncode == 0, run.stderr
     scores = pl.read_parquet(tmp_path / "run" / "scores.parquet")
     assert f"{scores.height:,} providers scored" in run.stdout
@@ -86,7 +107,7 @@ def test_failed_batch_is_recorded_in_the_ledger(sample_dataset: Path, tmp_path: 
     paths = RunPaths(tmp_path / "run")
     prepare(paths, sample_dataset, Settings(batch_size=500))
     paths.batch_provider_years(0).write_bytes(b"not parquet")
-    with pytest.raises(RunFileError, match="provider_years.parquet: cannot read"):
+    with pytest.raises(RunFileError, match=r"provider_years\.parquet: cannot read"):
         score_batch(paths, 0)
     state = RunLedger(paths).batch_states()[0]
     assert state["status"] == "failed" and "provider_years.parquet" in state["error"]

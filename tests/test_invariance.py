@@ -32,7 +32,9 @@ def test_batch_size_and_workers_give_identical_bytes(small_dataset: Path, tmp_pa
     assert reference_frame["npi"].is_sorted()
     for batch_size, workers in [(1, 1), (7, 1), (1000, 1), (7, 2), (50, 2)]:
         produced = _scores_file(
-            small_dataset, tmp_path / f"b{batch_size}-w{workers}", batch_size=batch_size,
+            small_dataset,
+            tmp_path / f"b{batch_size}-w{workers}",
+            batch_size=batch_size,
             workers=workers,
         )
         assert_frame_equal(pl.read_parquet(produced), reference_frame)
@@ -40,9 +42,10 @@ def test_batch_size_and_workers_give_identical_bytes(small_dataset: Path, tmp_pa
 
 
 def test_batches_read_only_their_own_slice(small_dataset: Path, tmp_path: Path) -> None:
-    """Each batch directory holds exactly its NPIs' rows; together they cover the population once."""
-    paths = run_local(small_dataset, Settings(batch_size=60), run_dir=tmp_path / "r",
-                      show_progress=False)
+    """Each batch directory holds exactly its NPIs' rows; together they cover everyone once."""
+    paths = run_local(
+        small_dataset, Settings(batch_size=60), run_dir=tmp_path / "r", show_progress=False
+    )
     scores = pl.read_parquet(paths.scores)
     seen: list[pl.Series] = []
     batch = 0

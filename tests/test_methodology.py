@@ -212,8 +212,7 @@ def test_primary_group_with_50_eligible_members_is_used(tmp_path):
 
 def test_claims_99_is_ineligible_but_scored_against_the_group_claims_100_is_a_member(tmp_path):
     base = [
-        pay(i, payments=10000.0 + 100.0 * i, claims=100.0, beneficiaries=50.0)
-        for i in range(1, 51)
+        pay(i, payments=10000.0 + 100.0 * i, claims=100.0, beneficiaries=50.0) for i in range(1, 51)
     ]
     payments = [
         *base,
@@ -270,11 +269,19 @@ def test_percentile_provider_value_is_mean_of_rounded_yearly_values(tmp_path):
 
     payments = [
         # 2021: m1 [2 (target), 1, 3, 4] -> rank 2 of 4 -> 1/3
-        member(1, 2021, 2), member(2, 2021, 1), member(3, 2021, 3), member(4, 2021, 4),
+        member(1, 2021, 2),
+        member(2, 2021, 1),
+        member(3, 2021, 3),
+        member(4, 2021, 4),
         # 2022: m1 [2 (target), 1, 2, 3] -> average rank 2.5 of 4 -> 1.5/3
-        member(1, 2022, 2), member(5, 2022, 1), member(6, 2022, 2), member(7, 2022, 3),
+        member(1, 2022, 2),
+        member(5, 2022, 1),
+        member(6, 2022, 2),
+        member(7, 2022, 3),
         # 2023: m1 [3 (target), 1, 2] -> rank 3 of 3 -> 1
-        member(1, 2023, 3), member(8, 2023, 1), member(9, 2023, 2),
+        member(1, 2023, 3),
+        member(8, 2023, 1),
+        member(9, 2023, 2),
     ]
     scores = run(tmp_path, payments=payments)
     yearly = [round(1 / 3 * 100, 2), round(1.5 / 3 * 100, 2), round(1.0 * 100, 2)]
@@ -320,8 +327,10 @@ def test_billing_raw_z_uses_decay_weights_by_year_and_logistic_score(tmp_path):
 def test_single_year_provider_has_zero_trajectory(tmp_path):
     payments = [
         pay(1, 2023, payments=5000.0),
-        pay(2, 2022, payments=1000.0), pay(2, 2023, payments=3000.0),
-        pay(3, 2022, payments=1000.0), pay(3, 2023, payments=1000.0),
+        pay(2, 2022, payments=1000.0),
+        pay(2, 2023, payments=3000.0),
+        pay(3, 2022, payments=1000.0),
+        pay(3, 2023, payments=1000.0),
     ]
     scores = run(tmp_path, payments=payments)
     assert scores[npi(1)]["payment_trajectory_score"] == 0.0
@@ -332,16 +341,22 @@ def test_trajectory_growth_uses_previous_year_with_data_and_state_groups(tmp_pat
     other_tax = "363L00000X"
     payments = [
         # target: 2019, 2021, 2023 (no 2020 / 2022 rows)
-        pay(1, 2019, payments=1000.0), pay(1, 2021, payments=3000.0),
+        pay(1, 2019, payments=1000.0),
+        pay(1, 2021, payments=3000.0),
         pay(1, 2023, payments=4500.0),
         # 2021 CA peers
-        pay(2, 2020, payments=1000.0), pay(2, 2021, payments=1500.0),
-        pay(3, 2020, payments=0.5), pay(3, 2021, payments=1.5),  # g = 1.0 / max(0.5, 1)
+        pay(2, 2020, payments=1000.0),
+        pay(2, 2021, payments=1500.0),
+        pay(3, 2020, payments=0.5),
+        pay(3, 2021, payments=1.5),  # g = 1.0 / max(0.5, 1)
         # 2023 CA peers
-        pay(4, 2022, payments=2000.0), pay(4, 2023, payments=2000.0),
-        pay(5, 2022, payments=1000.0), pay(5, 2023, payments=1200.0),
+        pay(4, 2022, payments=2000.0),
+        pay(4, 2023, payments=2000.0),
+        pay(5, 2022, payments=1000.0),
+        pay(5, 2023, payments=1200.0),
         # not in the target's (taxonomy_10, state, year) groups
-        pay(6, 2022, payments=100.0, state="NY"), pay(6, 2023, payments=10000.0, state="NY"),
+        pay(6, 2022, payments=100.0, state="NY"),
+        pay(6, 2023, payments=10000.0, state="NY"),
         pay(7, 2022, payments=100.0, taxonomy=other_tax),
         pay(7, 2023, payments=500.0, taxonomy=other_tax),
     ]
@@ -376,7 +391,8 @@ def _window_payments() -> list[dict[str, Any]]:
         pay(2, 2018, payments=1000.0),  # only before the default window
         pay(3, 2150, payments=1000.0),  # quarantined: impossible year, does not set T
         pay(4, 2024, payments=-5.0),  # quarantined: negative amount, does not set T
-        pay(5, 2022, payments=1000.0), pay(5, 2023, payments=1000.0),
+        pay(5, 2022, payments=1000.0),
+        pay(5, 2023, payments=1000.0),
     ]
     return payments
 
@@ -488,8 +504,10 @@ def test_r_raw_is_weighted_sum_of_components_rounded_to_4(tmp_path):
         {"npi": npi(13), "display_name": "Alpha Nursing Therapy"},
     ]
     payments = [
-        pay(1, 2022, payments=1000.0), pay(1, 2023, payments=3000.0),
-        pay(2, 2022, payments=1000.0), pay(2, 2023, payments=1000.0),
+        pay(1, 2022, payments=1000.0),
+        pay(1, 2023, payments=3000.0),
+        pay(2, 2022, payments=1000.0),
+        pay(2, 2023, payments=1000.0),
     ]
     scores = run(
         tmp_path,
@@ -516,15 +534,18 @@ def test_r_raw_is_weighted_sum_of_components_rounded_to_4(tmp_path):
     assert row["exclusion_proximity_score"] == approx(s_e)
     assert row["program_concentration_score"] == approx(s_p)
     assert row["r_raw"] == approx(expected)
-    assert row["components"] == pytest.approx({
-        "billing_outlier_score": s_b,
-        "billing_outlier_percentile": 50.0,
-        "ownership_chain_risk": s_o,
-        "payment_trajectory_score": s_t,
-        "payment_trajectory_zscore": rounded(z_t, 4),
-        "exclusion_proximity_score": s_e,
-        "program_concentration_score": s_p,
-    }, abs=1e-9)
+    assert row["components"] == pytest.approx(
+        {
+            "billing_outlier_score": s_b,
+            "billing_outlier_percentile": 50.0,
+            "ownership_chain_risk": s_o,
+            "payment_trajectory_score": s_t,
+            "payment_trajectory_zscore": rounded(z_t, 4),
+            "exclusion_proximity_score": s_e,
+            "program_concentration_score": s_p,
+        },
+        abs=1e-9,
+    )
     # the flat peer: S_b 50, S_o 0, S_t 50 (z = max(-0.67, 0) = 0), S_e 0, S_p 100
     assert scores[npi(2)]["r_raw"] == approx(0.30 * 50 + 0.20 * 50 + 0.10 * 100)
     # N = 2 distinct r_raw

@@ -155,9 +155,21 @@ def test_group_reaches_five_edges_down_from_chain_entities_not_six(tmp_path):
     entities = [entity("S", "Sunset Manor")]
     entities += [entity(n, f"Node {n} Holdings", "LLC") for n in names]
     edges = [
-        ("A", "S"), ("A", "B"), ("B", "C1"), ("C1", "C2"), ("C2", "C3"), ("C3", "C4"),
-        ("C4", "C5"), ("S", "D1"), ("D1", "D2"), ("D2", "D3"), ("D3", "D4"), ("D4", "D5"),
-        ("D5", "D6"), ("C4", "Z"), ("B", "Z"),
+        ("A", "S"),
+        ("A", "B"),
+        ("B", "C1"),
+        ("C1", "C2"),
+        ("C2", "C3"),
+        ("C3", "C4"),
+        ("C4", "C5"),
+        ("S", "D1"),
+        ("D1", "D2"),
+        ("D2", "D3"),
+        ("D3", "D4"),
+        ("D4", "D5"),
+        ("D5", "D6"),
+        ("C4", "Z"),
+        ("B", "Z"),
     ]
     providers = [
         provider(1, "Sunset"),
@@ -291,8 +303,10 @@ def test_chain_counts_use_all_providers_and_active_leie_rows(tmp_path):
 
 def test_exclusion_proximity_precedence(tmp_path):
     entities = [
-        entity("D", "Delta SNF"), entity("DP", "Delta Parent", "LLC"),
-        entity("E", "Echo SNF"), entity("EP", "Echo Parent", "LLC"),
+        entity("D", "Delta SNF"),
+        entity("DP", "Delta Parent", "LLC"),
+        entity("E", "Echo SNF"),
+        entity("EP", "Echo Parent", "LLC"),
         entity("F", "Foxtrot SNF"),
         entity("G", "Golf SNF"),
     ]

@@ -18,7 +18,6 @@ Measured at 20,000 providers (seed 11): 94 %, 85 %, 100 %, 100 %; at seed scale
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Step 3: concatenate every chunk, calibrate globally, label, write scores.parquet and the report."""
+"""Step 3: concatenate all chunks, calibrate globally, label, write scores.parquet and report."""
 
 from __future__ import annotations
 

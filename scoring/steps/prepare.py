@@ -22,7 +22,13 @@ from scoring.peer_stats import (
     growth_group_stats,
     m1_rank_table,
 )
-from scoring.population import in_window, peer_attributes, provider_years, window_end_year, with_growth
+from scoring.population import (
+    in_window,
+    peer_attributes,
+    provider_years,
+    window_end_year,
+    with_growth,
+)
 from scoring.rundir import RunPaths, write_json_atomic, write_parquet_atomic
 from scoring.validation import CleanInputs, validate
 
@@ -72,18 +78,23 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
     py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year").collect()
     eligible = py.lazy().filter("eligible")
-    primary, fallback, rank_p, rank_f, growth, totals, excluded = pl.collect_all([
-        billing_group_stats(eligible, PRIMARY_KEYS),
-        billing_group_stats(eligible, FALLBACK_KEYS),
-        m1_rank_table(eligible, PRIMARY_KEYS),
-        m1_rank_table(eligible, FALLBACK_KEYS),
-        growth_group_stats(py.lazy()),
-        program_totals(window, t, cfg),
-        active_exclusions(clean.exclusions.lazy()),
-    ])
+    primary, fallback, rank_p, rank_f, growth, totals, excluded = pl.collect_all(
+        [
+            billing_group_stats(eligible, PRIMARY_KEYS),
+            billing_group_stats(eligible, FALLBACK_KEYS),
+            m1_rank_table(eligible, PRIMARY_KEYS),
+            m1_rank_table(eligible, FALLBACK_KEYS),
+            growth_group_stats(py.lazy()),
+            program_totals(window, t, cfg),
+            active_exclusions(clean.exclusions.lazy()),
+        ]
+    )
     for name, frame in {
-        "billing_primary": primary, "billing_fallback": fallback, "m1_rank_primary": rank_p,
-        "m1_rank_fallback": rank_f, "growth": growth,
+        "billing_primary": primary,
+        "billing_fallback": fallback,
+        "m1_rank_primary": rank_p,
+        "m1_rank_fallback": rank_f,
+        "growth": growth,
     }.items():
         write_parquet_atomic(frame, paths.stat(name))
     ownership = _ownership_table(clean, excluded, cfg)
@@ -95,7 +106,8 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
         .collect()
     )
     if providers.is_empty():
-        msg = f"{data_dir}: no provider has a valid payment row in the window {t - cfg.window_years + 1}-{t}"
+        first = t - cfg.window_years + 1
+        msg = f"{data_dir}: no provider has a valid payment row in the window {first}-{t}"
         raise InputError(msg)
     batches = _write_batches(paths, py.select(SLICE_COLUMNS), providers, cfg.batch_size)
     year = pl.col("year")
@@ -124,11 +136,14 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
 
 
 def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
-    """Run step 1 for a full run over a dataset directory; records status and timing in the ledger."""
+    """Step 1 of a full run over a dataset directory; records status and timing in the ledger."""
     paths.root.mkdir(parents=True, exist_ok=True)
     ledger = RunLedger(paths)
-    ledger.start(kind="full", source=str(data_dir),
-                 fingerprint=input_fingerprint(_input_files(data_dir, cfg)))
+    ledger.start(
+        kind="full",
+        source=str(data_dir),
+        fingerprint=input_fingerprint(_input_files(data_dir, cfg)),
+    )
     try:
         with StepTimer(ledger, "prepare"):
             manifest = _prepare(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
@@ -136,7 +151,10 @@ def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
     except Exception as exc:
         ledger.fail("prepare", exc)
         raise
-    ledger.set_status("scoring", batches_total=manifest.batches_total,
-                      window_end_year=manifest.window_end_year,
-                      providers_scored=manifest.providers_scored)
+    ledger.set_status(
+        "scoring",
+        batches_total=manifest.batches_total,
+        window_end_year=manifest.window_end_year,
+        providers_scored=manifest.providers_scored,
+    )
     return manifest

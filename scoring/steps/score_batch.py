@@ -29,7 +29,8 @@ def load_stats(paths: RunPaths) -> PeerStats:
 def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> pl.DataFrame:
     """The batch's chunk, computed from its own slice only."""
     if not 0 <= batch_index < manifest.batches_total:
-        msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{manifest.batches_total - 1}"
+        last = manifest.batches_total - 1
+        msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{last}"
         raise RunStateError(msg)
     providers = read_parquet_named(paths.batch_providers(batch_index))
     provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
@@ -41,8 +42,10 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
         cfg=manifest.cfg,
     ).collect()
     if chunk.height != providers.height:
-        msg = (f"run {manifest.run_id} batch {batch_index}: scored {chunk.height} of "
-               f"{providers.height} providers; the batch slice is inconsistent")
+        msg = (
+            f"run {manifest.run_id} batch {batch_index}: scored {chunk.height} of "
+            f"{providers.height} providers; the batch slice is inconsistent"
+        )
         raise RunStateError(msg)
     return chunk
 
