@@ -323,71 +323,80 @@ class _Generator:
             }
         )
 
-    def run(self) -> dict[str, object]:
-        started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        rng = self.rng
-        pop = self.population()
-        taxonomy, state = self.attributes(pop)
-        entities, edges, snf_tree, chain_owner = self.graph(pop)
-        owner_names = entities.select("entity_id", "name")
+    # --- tables ---------------------------------------------------------------
+    def chain_display_names(
+        self, pop: Population, entities: pl.DataFrame, chain_owner: np.ndarray
+    ) -> pl.Series:
+        """'<owner name> PHARMACY LLC' and the like: providers that contain an owner's name."""
         owner_of_chain = pl.DataFrame({"entity_id": chain_owner}).join(
-            owner_names, on="entity_id", how="left", maintain_order="left"
+            entities.select("entity_id", "name"), on="entity_id", how="left", maintain_order="left"
         )["name"]
-        kind_idx = rng.integers(0, len(vocab.CHAIN_PROVIDER_KINDS), pop.chain.size)
-        chain_names = _join_words(
-            owner_of_chain, _strings(vocab.CHAIN_PROVIDER_KINDS, kind_idx), "LLC"
-        )
-        snf_names = entities.filter(pl.col("entity_type") == "SNF")["name"]
-        names = self.display_names(pop, snf_names, chain_names)
-        # Planted anomalies: disjoint sets of ordinary paying providers, and SNFs of tainted chains.
+        kind_idx = self.rng.integers(0, len(vocab.CHAIN_PROVIDER_KINDS), pop.chain.size)
+        return _join_words(owner_of_chain, _strings(vocab.CHAIN_PROVIDER_KINDS, kind_idx), "LLC")
+
+    def planted_sets(self, pop: Population) -> dict[str, np.ndarray]:
+        """Disjoint sets of ordinary providers for the three billing anomalies."""
         ordinary = np.arange(pop.snf.size + pop.chain.size, pop.n_providers)
         per_kind = max(1, int(pop.n_providers * PLANTED_SHARE))
-        picks = rng.choice(ordinary, size=3 * per_kind, replace=False)
-        planted = {
+        picks = self.rng.choice(ordinary, size=3 * per_kind, replace=False)
+        return {
             "billing_outlier": picks[:per_kind],
             "explosive_growth": picks[per_kind : 2 * per_kind],
             "program_concentration": picks[2 * per_kind :],
         }
-        # Tainted chains: some chain providers excluded, sometimes an owner entity too.
+
+    def taint_chains(
+        self,
+        pop: Population,
+        entities: pl.DataFrame,
+        snf_tree: np.ndarray,
+        chain_owner: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+        """Excluded chain providers in a few chains (an owner entity excluded in half of them).
+
+        Returns the excluded chain providers, the SNFs of tainted chains, entity exclusions.
+        """
+        rng = self.rng
         owner_tree = pl.Series(chain_owner).str.extract(r"^OWN(\d+)-", 1).cast(pl.Int64).to_numpy()
         trees_with_chain = np.unique(owner_tree)
         n_taint = min(trees_with_chain.size, max(3, int(trees_with_chain.size * 0.06)))
         tainted = rng.choice(trees_with_chain, size=n_taint, replace=False)
         in_tainted = np.isin(owner_tree, tainted)
         excluded_chain = pop.chain[in_tainted & (rng.random(pop.chain.size) < 0.6)]
-        planted["excluded_chain"] = pop.snf[np.isin(snf_tree, tainted)]
-        owner_flag = entities.filter(pl.col("entity_id").str.starts_with("OWN")).with_columns(
+        owners = entities.filter(pl.col("entity_id").str.starts_with("OWN")).with_columns(
             pl.col("entity_id").str.extract(r"^OWN(\d+)-", 1).cast(pl.Int64).alias("tree")
         )
         half = tainted[: max(1, tainted.size // 2)]
         excluded_owners = (
-            owner_flag.filter(pl.col("tree").is_in(half.tolist()))
+            owners.filter(pl.col("tree").is_in(half.tolist()))
             .group_by("tree")
             .agg(pl.col("entity_id").sort().first())["entity_id"]
         )
-        random_owners = owner_flag.sample(fraction=0.002, seed=int(rng.integers(1 << 30)))[
-            "entity_id"
-        ]
+        random_owners = owners.sample(fraction=0.002, seed=int(rng.integers(1 << 30)))["entity_id"]
         entity_exclusions = pl.DataFrame(
             {"entity_id": pl.concat([excluded_owners, random_owners]).unique().sort()}
         )
-        # LEIE: ~1 % of NPIs, some reinstated, plus rows without an NPI.
-        n = pop.n_providers
+        return excluded_chain, pop.snf[np.isin(snf_tree, tainted)], entity_exclusions
+
+    def exclusions(
+        self, pop: Population, excluded_chain: np.ndarray
+    ) -> tuple[pl.DataFrame, np.ndarray]:
+        """LEIE: ~1 % of NPIs, some reinstated, plus rows without an NPI; and who is listed."""
+        rng, n = self.rng, pop.n_providers
         direct = rng.choice(
             np.arange(pop.snf.size + pop.chain.size, pop.npi.size),
             size=max(1, n // 100),
             replace=False,
         )
-        leie_idx = np.concatenate([direct, excluded_chain])
-        reinstated = rng.random(leie_idx.size) < 0.15
+        listed = np.concatenate([direct, excluded_chain])
+        reinstated = rng.random(listed.size) < 0.15
         reinstated[direct.size :] = False
         n_blank = max(1, n // 300)
         leie_npi = np.concatenate(
-            [pop.npi[leie_idx].astype(str), np.array([None] * n_blank, dtype=object)]
+            [pop.npi[listed].astype(str), np.array([None] * n_blank, dtype=object)]
         )
         days = rng.integers(0, 365 * 24, leie_npi.size)
-        exclusions = pl.DataFrame(
+        table = pl.DataFrame(
             {
                 "exclusion_id": [f"LEIE{i:08d}" for i in range(leie_npi.size)],
                 "npi": pl.Series(leie_npi, dtype=pl.String),
@@ -397,18 +406,28 @@ class _Generator:
                 "reinstated": pl.Series(np.concatenate([reinstated, rng.random(n_blank) < 0.15])),
             }
         )
+        return table, listed
+
+    def providers_table(
+        self,
+        pop: Population,
+        names: pl.Series,
+        taxonomy: np.ndarray,
+        state: np.ndarray,
+        listed: np.ndarray,
+    ) -> pl.DataFrame:
+        """NPPES-like provider records (payment-only NPIs are left out on purpose)."""
+        rng, n = self.rng, pop.n_providers
         is_excluded = np.zeros(pop.npi.size, dtype=bool)
-        is_excluded[leie_idx] = True
-        # Providers table (payment-only NPIs are left out on purpose).
-        codes = pl.Series(self.taxonomy_codes)
-        state_codes = pl.Series([s for s, _ in vocab.STATES])
-        tax_text = codes.gather(taxonomy[:n]).to_numpy().astype(object)
+        is_excluded[listed] = True
+        tax_text = pl.Series(self.taxonomy_codes).gather(taxonomy[:n]).to_numpy().astype(object)
         tax_text[rng.random(n) < 0.01] = ""
+        state_codes = pl.Series([s for s, _ in vocab.STATES])
         state_text = state_codes.gather(state[:n]).to_numpy().astype(object)
         state_text[rng.random(n) < 0.005] = None
         entity_type = pl.Series(np.where(pop.is_org[:n], 2, 1), dtype=pl.Int8)
         entity_type = entity_type.scatter(np.nonzero(rng.random(n) < 0.002)[0], None)
-        providers = pl.DataFrame(
+        return pl.DataFrame(
             {
                 "npi": pl.Series(pop.npi[:n].astype(str)),
                 "entity_type_code": entity_type,
@@ -418,6 +437,23 @@ class _Generator:
                 "is_excluded": pl.Series(is_excluded[:n]),
             }
         ).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 30)))
+
+    def run(self) -> dict[str, object]:
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        pop = self.population()
+        taxonomy, state = self.attributes(pop)
+        entities, edges, snf_tree, chain_owner = self.graph(pop)
+        chain_names = self.chain_display_names(pop, entities, chain_owner)
+        snf_names = entities.filter(pl.col("entity_type") == "SNF")["name"]
+        names = self.display_names(pop, snf_names, chain_names)
+        planted = self.planted_sets(pop)
+        excluded_chain, tainted_snfs, entity_exclusions = self.taint_chains(
+            pop, entities, snf_tree, chain_owner
+        )
+        planted["excluded_chain"] = tainted_snfs
+        exclusions, listed = self.exclusions(pop, excluded_chain)
+        providers = self.providers_table(pop, names, taxonomy, state, listed)
         payments = self.payments(pop, taxonomy, state, planted)
         planted_df = pl.concat(
             [
@@ -425,7 +461,7 @@ class _Generator:
                 for kind, idx in planted.items()
             ]
         )
-        for name, table in {
+        tables = {
             "providers": providers,
             "payments_combined": payments,
             "exclusions": exclusions,
@@ -433,10 +469,11 @@ class _Generator:
             "ownership": edges,
             "entity_exclusions": entity_exclusions,
             "planted": planted_df,
-        }.items():
+        }
+        for name, table in tables.items():
             _write(table, self.out / f"{name}.parquet")
         return {
-            "providers": n,
+            "providers": pop.n_providers,
             "payment_rows": payments.num_rows,
             "entities": entities.height,
             "ownership_edges": edges.height,

@@ -28,14 +28,17 @@ def billing_year_scores(
 
     Expects billing metrics and peer attributes on `py`.
     """
-    eligible = py.filter("eligible").select("npi", "m1", *PRIMARY_KEYS)
-    ranks_p = m1_percent_rank_counts(eligible, rank_primary, PRIMARY_KEYS, "p")
-    ranks_f = m1_percent_rank_counts(eligible, rank_fallback, FALLBACK_KEYS, "f")
-    joined = (
-        py.join(_prefixed(primary, PRIMARY_KEYS, "p_"), on=PRIMARY_KEYS, how="left")
-        .join(_prefixed(fallback, FALLBACK_KEYS, "f_"), on=FALLBACK_KEYS, how="left")
-        .join(ranks_p, on=["npi", "year"], how="left")
-        .join(ranks_f, on=["npi", "year"], how="left")
+    with_groups = py.join(_prefixed(primary, PRIMARY_KEYS, "p_"), on=PRIMARY_KEYS, how="left").join(
+        _prefixed(fallback, FALLBACK_KEYS, "f_"), on=FALLBACK_KEYS, how="left"
+    )
+    eligible = with_groups.filter("eligible")
+
+    def rank_counts(prefix: str, table: pl.LazyFrame) -> pl.LazyFrame:
+        rows = eligible.select("npi", "year", "m1", pl.col(f"{prefix}_group_id").alias("group_id"))
+        return m1_percent_rank_counts(rows, table, prefix)
+
+    joined = with_groups.join(rank_counts("p", rank_primary), on=["npi", "year"], how="left").join(
+        rank_counts("f", rank_fallback), on=["npi", "year"], how="left"
     )
     use_primary = pl.col("p_n").fill_null(0) >= cfg.peer_min_group_size
 

@@ -34,20 +34,23 @@ def npi_problem(npi: pl.Expr) -> pl.Expr:
     )
 
 
-def npi_reasons(npi: pl.Series) -> pl.Series:
-    """npi_problem for a large column: the check digit is verified once per distinct NPI."""
-    well_formed = npi.str.contains(_NPI_PATTERN).fill_null(False)
-    as_int = pl.select(pl.when(well_formed).then(npi.cast(pl.Int64, strict=False))).to_series()
-    distinct = as_int.unique().drop_nulls().to_frame("n")
-    failing = distinct.filter(luhn_check_digit(pl.col("n") // 10) != pl.col("n") % 10)["n"]
+def npi_problems(distinct: pl.Series) -> pl.DataFrame:
+    """(npi, reason) for each distinct non-empty NPI string that is invalid."""
+    frame = distinct.drop_nulls().unique().to_frame("npi").filter(pl.col("npi").str.len_bytes() > 0)
+    return frame.select("npi", npi_problem(pl.col("npi")).alias("reason")).drop_nulls("reason")
+
+
+def npi_reasons(npi: pl.Series, problems: pl.DataFrame | None = None) -> pl.Series:
+    """npi_problem for a large column, looked up from the problems of its distinct values."""
+    problems = npi_problems(npi) if problems is None else problems
+    missing = npi.is_null() | (npi.str.len_bytes() == 0)
+    if problems.is_empty():
+        return pl.select(
+            pl.when(missing).then(pl.lit("npi missing")).alias("npi_reason")
+        ).to_series()
+    looked_up = npi.replace_strict(problems["npi"], problems["reason"], default=None)
     return pl.select(
-        pl.when(npi.is_null() | (npi.str.len_bytes() == 0))
-        .then(pl.lit("npi missing"))
-        .when(~well_formed)
-        .then(pl.lit("npi not 10 digits"))
-        .when(as_int.is_in(failing.implode()))
-        .then(pl.lit("npi check digit invalid"))
-        .alias("npi_reason")
+        pl.when(missing).then(pl.lit("npi missing")).otherwise(looked_up).alias("npi_reason")
     ).to_series()
 
 

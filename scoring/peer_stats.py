@@ -41,11 +41,11 @@ def _median_and_mad(column: str) -> list[pl.Expr]:
 
 
 def billing_group_stats(eligible_py: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
-    """Member count, median and MAD of each x_k per peer group."""
+    """Member count, median and MAD of each x_k per peer group, numbered by group_id."""
     aggs = [pl.len().cast(pl.Int64).alias("n")]
     for metric in METRICS:
         aggs += _median_and_mad(metric)
-    return eligible_py.group_by(keys).agg(aggs).sort(keys)
+    return eligible_py.group_by(keys).agg(aggs).sort(keys).with_row_index("group_id")
 
 
 def growth_group_stats(py_with_growth: pl.LazyFrame) -> pl.LazyFrame:
@@ -58,26 +58,29 @@ def growth_group_stats(py_with_growth: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def m1_rank_table(eligible_py: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
-    """Per group and distinct m1: how many eligible members have m1 equal and <= it."""
+def m1_rank_table(
+    eligible_py: pl.LazyFrame, group_stats: pl.LazyFrame, keys: list[str]
+) -> pl.LazyFrame:
+    """Per group_id and distinct m1: how many eligible members have m1 equal and <= it."""
     return (
-        eligible_py.group_by([*keys, "m1"])
+        eligible_py.join(group_stats.select(*keys, "group_id"), on=keys)
+        .group_by("group_id", "m1")
         .agg(pl.len().cast(pl.Int64).alias("n_eq"))
-        .sort([*keys, "m1"])
-        .with_columns(pl.col("n_eq").cum_sum().over(keys).alias("n_le"))
+        .sort("group_id", "m1")
+        .with_columns(pl.col("n_eq").cum_sum().over("group_id").alias("n_le"))
         .sort("m1")
     )
 
 
 def m1_percent_rank_counts(
-    rows: pl.LazyFrame, rank_table: pl.LazyFrame, keys: list[str], suffix: str
+    rows: pl.LazyFrame, rank_table: pl.LazyFrame, suffix: str
 ) -> pl.LazyFrame:
-    """Count of group members strictly below and equal to each row's m1 (average-rank inputs)."""
+    """Members of the row's group (column group_id) strictly below and equal to its m1."""
     matched = rows.sort("m1").join_asof(
         rank_table.rename({"m1": "ref_m1"}),
         left_on="m1",
         right_on="ref_m1",
-        by=keys,
+        by="group_id",
         strategy="backward",
         allow_exact_matches=True,
         check_sortedness=False,  # both sides are sorted by m1 just above

@@ -106,11 +106,20 @@ def quarantine_records(tagged: pl.DataFrame, columns: list[str], source: str) ->
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
-def tag_rows(df: pl.DataFrame, rules: list[pl.Expr], *, first_row: int = 0) -> pl.DataFrame:
-    """Add the source row number and the first failing rule's reason (null = row is fine)."""
+def tag_rows(
+    df: pl.DataFrame,
+    rules: list[pl.Expr],
+    *,
+    first_row: int = 0,
+    npi_problems: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Add the source row number and the first failing rule's reason (null = row is fine).
+
+    `npi_problems` (invalid NPIs of the whole table) saves re-checking them chunk by chunk.
+    """
     tagged = df.with_row_index(ROW, offset=first_row)
     if "npi" in df.columns:
-        tagged = tagged.with_columns(npi_reasons(tagged["npi"]).alias(NPI_REASON))
+        tagged = tagged.with_columns(npi_reasons(tagged["npi"], npi_problems).alias(NPI_REASON))
     reason = pl.coalesce(rules) if rules else pl.lit(None, pl.String)
     return tagged.with_columns(reason.alias(REASON)).drop(NPI_REASON, strict=False)
 
@@ -120,6 +129,8 @@ def split_tagged(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(good rows with their row numbers, quarantine records)."""
     failed = tagged[REASON].is_not_null()
+    if not failed.any():  # the common case: no copy of a clean chunk
+        return tagged.select(ROW, *columns), quarantine_records(tagged.head(0), columns, source)
     good = tagged.filter(~failed).select(ROW, *columns)
     return good, quarantine_records(tagged.filter(failed), columns, source)
 

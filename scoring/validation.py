@@ -8,7 +8,7 @@ import polars as pl
 
 from scoring.config import Settings
 from scoring.inputs import SCHEMAS, RawInputs, iter_table_chunks
-from scoring.npi import npi_to_int
+from scoring.npi import npi_problems, npi_to_int
 from scoring.ownership import OwnershipGraph
 from scoring.quarantine import (
     QUARANTINE_SCHEMA,
@@ -51,9 +51,11 @@ def _valid_payments(raw: RawInputs, cfg: Settings, quarantined: list[pl.DataFram
     """Payments are checked chunk by chunk and kept compact; duplicates are judged over all rows."""
     source, columns = "payments_combined", list(SCHEMAS["payments_combined"])
     rules = payment_rules(cfg)
+    problems = npi_problems(raw.payments.select(pl.col("npi").unique()).collect().to_series())
     kept, first_row = [], 0
     for chunk in iter_table_chunks(raw.payments, cfg.validation_chunk_rows):
-        tagged = tag_rows(chunk, rules, first_row=first_row).with_columns(row_hash(columns))
+        tagged = tag_rows(chunk, rules, first_row=first_row, npi_problems=problems)
+        tagged = tagged.with_columns(row_hash(columns))
         good, bad = split_tagged(tagged, [*columns, ROW_HASH], source)
         first_row += chunk.height
         kept.append(_compact_payments(good))

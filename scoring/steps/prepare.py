@@ -78,12 +78,13 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
     py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year").collect()
     eligible = py.lazy().filter("eligible")
-    primary, fallback, rank_p, rank_f, growth, totals, excluded = pl.collect_all(
+    primary, fallback = pl.collect_all(
+        [billing_group_stats(eligible, PRIMARY_KEYS), billing_group_stats(eligible, FALLBACK_KEYS)]
+    )
+    rank_p, rank_f, growth, totals, excluded = pl.collect_all(
         [
-            billing_group_stats(eligible, PRIMARY_KEYS),
-            billing_group_stats(eligible, FALLBACK_KEYS),
-            m1_rank_table(eligible, PRIMARY_KEYS),
-            m1_rank_table(eligible, FALLBACK_KEYS),
+            m1_rank_table(eligible, primary.lazy(), PRIMARY_KEYS),
+            m1_rank_table(eligible, fallback.lazy(), FALLBACK_KEYS),
             growth_group_stats(py.lazy()),
             program_totals(window, t, cfg),
             active_exclusions(clean.exclusions.lazy()),
