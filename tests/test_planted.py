@@ -12,7 +12,7 @@ well above that and below what the planted effects guarantee:
   where most providers split their billing;
 - SNFs of tainted chains see excluded chain providers (S_o > 0, S_e >= 50).
 Measured at 20,000 providers (seed 11): 94 %, 85 %, 100 %, 100 %; at seed scale
-99 %, 99 %, 100 %, 93 % (docs/BENCHMARKS.md).
+95 %, 92 %, 100 %, 92 % (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
