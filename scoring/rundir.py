@@ -87,7 +87,7 @@ def write_json_atomic(data: Any, path: Path) -> None:
     """JSON twin of write_parquet_atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")  # keeps ranked order
     os.replace(tmp, path)
 
 

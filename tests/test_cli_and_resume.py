@@ -112,3 +112,18 @@ def test_failed_batch_is_recorded_in_the_ledger(sample_dataset: Path, tmp_path: 
     state = RunLedger(paths).batch_states()[0]
     assert state["status"] == "failed" and "provider_years.parquet" in state["error"]
     assert RunLedger(paths).summary()["batches_failed"] == [0]
+
+
+def test_report_ranks_flags_and_reasons_by_count(sample_dataset: Path, tmp_path: Path) -> None:
+    from claidex.local_engine import run_local
+
+    paths = run_local(sample_dataset, Settings(), run_dir=tmp_path / "run", show_progress=False)
+    report = json.loads(paths.report.read_text())
+    counts = list(report["top_flags"].values())
+    assert len(counts) >= 3
+    assert counts == sorted(counts, reverse=True)
+    scores = pl.read_parquet(paths.scores)
+    flagged = scores.select(pl.col("flags").explode()).drop_nulls().to_series()
+    assert report["top_flags"] == dict(
+        sorted(flagged.value_counts().rows(), key=lambda row: (-row[1], row[0]))
+    )
