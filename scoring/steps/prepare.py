@@ -126,7 +126,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     return RunManifest(
         run_id=paths.run_id,
         kind="full",
-        source=str(data_dir),
+        source=str(Path(data_dir).resolve()),
         window_end_year=t,
         batches_total=batches,
         batch_size=cfg.batch_size,
@@ -142,7 +142,7 @@ def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
     ledger = RunLedger(paths)
     ledger.start(
         kind="full",
-        source=str(data_dir),
+        source=str(Path(data_dir).resolve()),
         fingerprint=input_fingerprint(_input_files(data_dir, cfg)),
     )
     try:
