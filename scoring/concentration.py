@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import polars as pl
 
+from scoring.amounts import from_micros, micros
 from scoring.config import Settings
 
 
 def program_totals(payments: pl.LazyFrame, t: int, cfg: Settings) -> pl.LazyFrame:
     """Per NPI over years T-2..T: the largest program (ties alphabetical), its total, the total."""
     recent = payments.filter(pl.col("year").is_between(t - cfg.concentration_years + 1, t))
-    per_program = recent.group_by("npi", "program").agg(pl.col("payments").sum().alias("amount"))
+    amount = micros("payments", cfg).sum().alias("amount")  # exact, order-independent
+    per_program = recent.group_by("npi", "program").agg(amount)
     per_program = per_program.with_columns(pl.col("program").cast(pl.String))  # name order for ties
-    return per_program.group_by("npi").agg(
+    totals = per_program.group_by("npi").agg(
         pl.col("program")
         .sort_by("amount", "program", descending=[True, False])
         .first()
         .alias("top_program"),
         pl.col("amount").max().alias("top_program_total"),
         pl.col("amount").sum().alias("recent_total"),
+    )
+    return totals.with_columns(
+        from_micros("top_program_total", cfg), from_micros("recent_total", cfg)
     )
 
 

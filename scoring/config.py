@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     min_valid_year: int = 1990
     max_valid_year: int = 2100
     unknown_value: str = "Unknown"
+    amount_scale: int = 1_000_000  # amounts are summed exactly in 1e-6 units
+    max_amount: float = 1e12  # larger amounts are quarantined (and would overflow exact sums)
     validation_chunk_rows: int = Field(default=4_000_000, ge=1)  # payment rows checked at a time
     taxonomy_prefix_len: int = 10
 

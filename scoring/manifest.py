@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ class RunManifest:
     providers_scored: int
     input_fingerprint: str
     settings: dict[str, Any] = field(default_factory=dict)
+    # Stamped into every chunk: merge rejects chunks left over from an earlier prepare.
+    prepare_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def cfg(self) -> Settings:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
+from scoring.amounts import from_micros, micros
 from scoring.config import Settings
 from scoring.errors import InputError
 
 PROVIDER_YEAR_KEYS = ("npi", "year")
+AMOUNTS = ("payments", "claims", "beneficiaries")
 
 
 def window_end_year(max_payment_year: int | None, cfg: Settings) -> int:
@@ -25,11 +27,12 @@ def in_window(t: int, cfg: Settings) -> pl.Expr:
     return pl.col("year").is_between(t - cfg.window_years + 1, t)
 
 
-def provider_years(payments: pl.LazyFrame) -> pl.LazyFrame:
-    """Sum payments, claims, beneficiaries over programs per (npi, year)."""
+def provider_years(payments: pl.LazyFrame, cfg: Settings) -> pl.LazyFrame:
+    """Sum payments, claims, beneficiaries over programs per (npi, year), exactly."""
     return (
         payments.group_by(PROVIDER_YEAR_KEYS)
-        .agg(pl.col("payments").sum(), pl.col("claims").sum(), pl.col("beneficiaries").sum())
+        .agg(micros(column, cfg).sum() for column in AMOUNTS)
+        .with_columns(from_micros(column, cfg) for column in AMOUNTS)
         .sort(PROVIDER_YEAR_KEYS)
     )
 
@@ -41,7 +44,8 @@ def with_growth(py: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _non_empty(column: str) -> pl.Expr:
-    value = pl.col(column).cast(pl.String).str.strip_chars()
+    """The value as stored when it is not null and not the empty string."""
+    value = pl.col(column).cast(pl.String)
     return pl.when(value.str.len_bytes() > 0).then(value)
 
 

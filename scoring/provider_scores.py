@@ -49,6 +49,7 @@ CHUNK_COLUMNS = [
     "owner_excluded",
     "actively_excluded",
 ]
+PREPARE_ID = "prepare_id"  # chunk-only column: which prepare the chunk was scored against
 STAT_NAMES = (
     "billing_primary",
     "billing_fallback",

@@ -57,6 +57,7 @@ def payment_rules(cfg: Settings) -> list[pl.Expr]:
             pl.when(amount.is_null()).then(pl.lit(f"{column} missing")),
             pl.when(~amount.is_finite()).then(pl.lit(f"{column} not finite")),
             pl.when(amount < 0).then(pl.lit(f"{column} negative")),
+            pl.when(amount > cfg.max_amount).then(pl.lit(f"{column} above {cfg.max_amount:g}")),
         ]
     return rules
 

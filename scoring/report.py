@@ -59,7 +59,7 @@ def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
     ledger = RunLedger(paths).read()
     quarantine = pl.read_parquet(paths.quarantine)
     flags = scores.select(pl.col("flags").explode()).drop_nulls()
-    counts_path = paths.root / "input_counts.json"
+    counts_path = paths.input_counts
     return {
         "run_id": manifest.run_id,
         "window": [

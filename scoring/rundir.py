@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,29 @@ class RunPaths:
     @property
     def report(self) -> Path:
         return self.root / "report.json"
+
+    @property
+    def input_counts(self) -> Path:
+        return self.root / "input_counts.json"
+
+    def clear(self) -> None:
+        """Remove every artefact of an earlier prepare, so a reused directory starts clean."""
+        for folder in (
+            self.root / "batches",
+            self.root / "chunks",
+            self.batch_ledger_dir,
+            self.stats_dir,
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in (
+            self.manifest,
+            self.ledger,
+            self.quarantine,
+            self.scores,
+            self.report,
+            self.input_counts,
+        ):
+            path.unlink(missing_ok=True)
 
 
 def _temporary_sibling(path: Path) -> Path:

@@ -78,6 +78,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_is_scored(tmp_path: 
         {"npi": npi(4), "year": None},
         {"npi": npi(4), "year": 2150},
         {"npi": npi(5), "year": 2023, "program": ""},
+        {"npi": npi(5), "year": 2023, "payments": 2e12},  # would overflow exact sums
     ]
     clean = write_dataset(tmp_path / "clean", **rows)
     dirty = write_dataset(
@@ -109,7 +110,8 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_is_scored(tmp_path: 
         f"payments_combined:{first_bad + 7}": "year missing",
         f"payments_combined:{first_bad + 8}": "year outside 1990-2100",
         f"payments_combined:{first_bad + 9}": "program missing",
-        f"payments_combined:{first_bad + 10}": "duplicate row",
+        f"payments_combined:{first_bad + 10}": "payments above 1e+12",
+        f"payments_combined:{first_bad + 11}": "duplicate row",
         "providers:5": "npi check digit invalid",
     }
     # Nothing is lost: the quarantined record holds the whole original row.
@@ -120,10 +122,10 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_is_scored(tmp_path: 
     assert duplicate["payments"] == rows["payments"][3]["payments"]
 
     report = json.loads((tmp_path / "dirty-run" / "report.json").read_text())
-    assert report["quarantined"]["total"] == 12
+    assert report["quarantined"]["total"] == 13
     assert report["quarantined"]["by_reason"]["payments_combined: npi not 10 digits"] == 2
     valid = report["input_counts"]["payment_rows_valid"]
-    assert valid + 11 == len(rows["payments"]) + len(bad_payments) + 1
+    assert valid + 12 == len(rows["payments"]) + len(bad_payments) + 1
 
 
 def test_duplicate_provider_npi_keeps_the_first_record(tmp_path: Path) -> None:

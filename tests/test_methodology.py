@@ -447,6 +447,18 @@ def test_peer_attributes_fall_back_to_payment_rows_then_unknown(tmp_path):
     assert (scores[npi(4)]["peer_taxonomy"], scores[npi(4)]["peer_state"]) == ("207RC0000X", "MA")
 
 
+def test_peer_attribute_values_are_used_as_stored(tmp_path):
+    """'Non-empty' means not null and not ''; the value is not trimmed (SPEC §4)."""
+    providers = [
+        {"npi": npi(1), "taxonomy_1": " 207Q00000X", "state": "CA "},
+        {"npi": npi(2), "taxonomy_1": "   ", "state": " "},
+    ]
+    payments = [pay(1, 2023), pay(2, 2023, taxonomy="363L00000X", state="WA")]
+    scores = run(tmp_path, payments=payments, providers=providers, auto_providers=False)
+    assert (scores[npi(1)]["peer_taxonomy"], scores[npi(1)]["peer_state"]) == (" 207Q00000", "CA ")
+    assert (scores[npi(2)]["peer_taxonomy"], scores[npi(2)]["peer_state"]) == ("   ", " ")
+
+
 # --------------------------------------------------------------------------- concentration
 
 

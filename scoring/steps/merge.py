@@ -8,23 +8,63 @@ from scoring.composite import calibrated_score, label_expr
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
-from scoring.provider_scores import CHUNK_COLUMNS
+from scoring.npi import npi_to_str
+from scoring.provider_scores import CHUNK_COLUMNS, PREPARE_ID
 from scoring.report import build_report
-from scoring.rundir import RunPaths, write_json_atomic, write_parquet_atomic
+from scoring.rundir import RunPaths, read_parquet_named, write_json_atomic, write_parquet_atomic
 
 SCORE_COLUMNS = ["npi", "risk_score", "risk_label", *[c for c in CHUNK_COLUMNS if c != "npi"]]
 
 
+def _shown(batches: list[int]) -> str:
+    return ", ".join(map(str, batches[:20])) + (" ..." if len(batches) > 20 else "")
+
+
+def checked_chunks(paths: RunPaths, manifest: RunManifest) -> pl.DataFrame:
+    """All chunks of this prepare, each holding exactly its batch's NPIs.
+
+    Stale chunks (left by an earlier prepare, e.g. a late worker) are removed so a
+    resume re-scores them; any gap or mismatch stops the merge.
+    """
+    ledger = RunLedger(paths)
+    missing = ledger.missing_batches(manifest.batches_total)
+    if missing:
+        msg = f"run {manifest.run_id}: cannot merge, {len(missing)} batch(es) missing: "
+        raise RunStateError(msg + _shown(missing))
+    frames, stale = [], []
+    for index in range(manifest.batches_total):
+        chunk = read_parquet_named(paths.chunk(index))
+        expected = read_parquet_named(paths.batch_providers(index)).select(
+            npi_to_str(pl.col("npi"))
+        )
+        fresh = chunk[PREPARE_ID].eq(manifest.prepare_id).all()
+        if not fresh or not chunk["npi"].equals(expected["npi"].alias("npi")):
+            stale.append(index)
+            paths.chunk(index).unlink(missing_ok=True)
+            continue
+        frames.append(chunk.drop(PREPARE_ID))
+    if stale:
+        msg = (
+            f"run {manifest.run_id}: cannot merge, {len(stale)} chunk(s) do not belong to "
+            f"this prepare and were removed (resume re-scores them): "
+        )
+        raise RunStateError(msg + _shown(stale))
+    merged = pl.concat(frames)
+    if merged.height != manifest.providers_scored:
+        msg = (
+            f"run {manifest.run_id}: chunks hold {merged.height} rows, "
+            f"prepare scored {manifest.providers_scored}"
+        )
+        raise RunStateError(msg)
+    return merged
+
+
 def merged_scores(paths: RunPaths, manifest: RunManifest) -> pl.DataFrame:
     """Every chunk, calibrated and labelled; refuses to merge a run with missing batches."""
-    missing = RunLedger(paths).missing_batches(manifest.batches_total)
-    if missing:
-        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-        msg = f"run {manifest.run_id}: cannot merge, {len(missing)} batch(es) missing: {shown}"
-        raise RunStateError(msg)
-    chunks = pl.scan_parquet([paths.chunk(i) for i in range(manifest.batches_total)])
     return (
-        chunks.with_columns(calibrated_score(pl.col("r_raw"), pl.len()))
+        checked_chunks(paths, manifest)
+        .lazy()
+        .with_columns(calibrated_score(pl.col("r_raw"), pl.len()))
         .with_columns(label_expr(manifest.cfg))
         .select(SCORE_COLUMNS)
         .sort("npi")

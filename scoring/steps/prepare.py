@@ -73,7 +73,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     payments = clean.payments.lazy()
     t = window_end_year(clean.payments["year"].max(), cfg)  # type: ignore[arg-type]
     window = payments.filter(in_window(t, cfg))
-    py = provider_years(window)
+    py = provider_years(window, cfg)
     population = py.select("npi").unique().sort("npi")
     attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
     py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year").collect()
@@ -122,7 +122,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
         "provider_years": py.height,
         "quarantined_rows": clean.quarantine.height,
     }
-    write_json_atomic(counts, paths.root / "input_counts.json")
+    write_json_atomic(counts, paths.input_counts)
     return RunManifest(
         run_id=paths.run_id,
         kind="full",
@@ -139,6 +139,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
 def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
     """Step 1 of a full run over a dataset directory; records status and timing in the ledger."""
     paths.root.mkdir(parents=True, exist_ok=True)
+    paths.clear()
     ledger = RunLedger(paths)
     ledger.start(
         kind="full",

@@ -10,7 +10,7 @@ import polars as pl
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
-from scoring.provider_scores import STAT_NAMES, PeerStats, score_providers
+from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
 from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
 
 
@@ -41,6 +41,7 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
         t=manifest.window_end_year,
         cfg=manifest.cfg,
     ).collect()
+    chunk = chunk.with_columns(pl.lit(manifest.prepare_id).alias(PREPARE_ID))
     if chunk.height != providers.height:
         msg = (
             f"run {manifest.run_id} batch {batch_index}: scored {chunk.height} of "

@@ -1,0 +1,33 @@
+"""Exact totals: amounts are summed as integer micro-units.
+
+Floating-point addition is not associative, and polars' multi-threaded group-by
+does not promise an order, so plain float sums can differ in the last bit from
+run to run — enough to move a score across a rounding edge. Summing integers
+is exact in any order; one division turns the total back into a float.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from scoring.config import Settings
+
+
+def micros(column: str, cfg: Settings) -> pl.Expr:
+    """The amount in integer micro-units (exact for values with up to 6 decimals)."""
+    return (pl.col(column) * cfg.amount_scale).round().cast(pl.Int64)
+
+
+def from_micros(column: str, cfg: Settings) -> pl.Expr:
+    """Back to a float amount, correctly rounded (IEEE division of the exact total).
+
+    numpy divides element by element; polars rewrites division by a constant as a
+    multiplication with its reciprocal, which is off by an ulp (0.06999999999999999).
+    """
+    scale = float(cfg.amount_scale)
+    return pl.col(column).map_batches(
+        lambda totals: pl.Series(
+            totals.name, totals.to_numpy() / scale, dtype=pl.Float64, nan_to_null=True
+        ),
+        return_dtype=pl.Float64,
+    )

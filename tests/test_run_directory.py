@@ -1,0 +1,56 @@
+"""A run directory is reusable and merge accepts only chunks of the current prepare."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from claidex.local_engine import resume_local, run_local
+from claidex.sample_data import generate
+from scoring.config import Settings
+from scoring.errors import RunStateError
+from scoring.rundir import RunPaths
+from scoring.steps import merge_and_calibrate, prepare, score_batch
+
+
+def _run(data: Path, run_dir: Path, batch_size: int) -> pl.DataFrame:
+    paths = run_local(data, Settings(batch_size=batch_size), run_dir=run_dir, show_progress=False)
+    return pl.read_parquet(paths.scores)
+
+
+def test_reusing_a_run_directory_starts_clean(sample_dataset: Path, tmp_path: Path) -> None:
+    reference = _run(sample_dataset, tmp_path / "fresh", 10**9)
+    reused = tmp_path / "reused"
+    _run(sample_dataset, reused, 100)  # many small chunks left behind
+    assert_frame_equal(_run(sample_dataset, reused, 700), reference)
+    assert len(list((reused / "chunks").glob("*.parquet"))) == -(-reference.height // 700)
+
+
+def test_a_directory_used_for_another_dataset_gives_this_datasets_scores(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-data"
+    generate(other, providers=3000, seed=99)
+    _run(other, tmp_path / "run", 500)
+    assert_frame_equal(
+        _run(sample_dataset, tmp_path / "run", 500), _run(sample_dataset, tmp_path / "clean", 500)
+    )
+
+
+def test_stale_chunk_is_rejected_removed_and_rescored(sample_dataset: Path, tmp_path: Path) -> None:
+    reference = _run(sample_dataset, tmp_path / "reference", 400)
+    old, new = RunPaths(tmp_path / "old"), RunPaths(tmp_path / "new")
+    _run(sample_dataset, old.root, 400)
+    manifest = prepare(new, sample_dataset, Settings(batch_size=400))
+    for index in range(manifest.batches_total):
+        score_batch(new, index)
+    shutil.copy(old.chunk(1), new.chunk(1))  # a late worker of another prepare wrote batch 1
+    with pytest.raises(RunStateError, match=r"1 chunk\(s\) do not belong to this prepare.*: 1$"):
+        merge_and_calibrate(new)
+    assert not new.chunk(1).exists()
+    resume_local(new, workers=1, show_progress=False)
+    assert_frame_equal(pl.read_parquet(new.scores), reference)
