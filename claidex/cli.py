@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from scoring.config import load_settings
-from scoring.errors import ClaidexError
+from scoring.errors import ClaidexError, InputError
+from scoring.ledger import RunLedger
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -19,22 +20,94 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _required_database() -> str:
+    from scoring.db.connection import DatabaseError, database_url
+
+    url = database_url()
+    if url is None:
+        msg = "no database configured: set DATABASE_URL (or the PGHOST/PGDATABASE/... variables)"
+        raise DatabaseError(msg)
+    return url
+
+
+def _publish_target(args: argparse.Namespace) -> str | None:
+    """Publish when a database is configured, unless --no-publish."""
+    from scoring.db.connection import database_url
+
+    return None if getattr(args, "no_publish", False) else database_url()
+
+
 def _run(args: argparse.Namespace) -> int:
-    from claidex.local_engine import run_local
+    from claidex.local_engine import run_local, run_local_from_postgres
     from claidex.summary import print_report
     from scoring.rundir import read_json
 
     cfg = load_settings(
         batch_size=args.batch_size, workers=args.workers, as_of_year=args.as_of_year
     )
-    paths = run_local(
-        Path(args.data),
-        cfg,
-        run_dir=Path(args.run_dir) if args.run_dir else None,
-        show_progress=not args.quiet,
-    )
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.source == "postgres":
+        paths = run_local_from_postgres(
+            _required_database(),
+            cfg,
+            run_dir=run_dir,
+            show_progress=not args.quiet,
+            publish_to=_publish_target(args),
+        )
+    else:
+        if not args.data:
+            msg = "give --data DIR or --source postgres"
+            raise InputError(msg)
+        paths = run_local(
+            Path(args.data),
+            cfg,
+            run_dir=run_dir,
+            show_progress=not args.quiet,
+            database_url=_publish_target(args),
+        )
     print_report(read_json(paths.report))
     print(f"scores: {paths.scores}")
+    status = RunLedger(paths).read().get("status")
+    print(f"status: {status}")
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from scoring.db.connection import connect, describe
+    from scoring.db.load import load_dataset
+    from scoring.db.schema import init_schema
+
+    url = _required_database()
+    with connect(url) as conn:
+        init_schema(conn)
+        if args.db_command == "init":
+            print(f"schema ready at {describe(url)}")
+            return 0
+        counts = load_dataset(conn, Path(args.dir))
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from scoring.db.connection import connect
+    from scoring.db.export import export_dataset
+
+    with connect(_required_database()) as conn:
+        counts = export_dataset(conn, Path(args.to))
+    print(json.dumps(counts, indent=2))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from claidex.local_engine import resolve_run
+    from scoring.steps.publish import publish
+
+    paths = resolve_run(args.run, load_settings())
+    result = publish(paths, _required_database())
+    print(
+        f"published run {paths.run_id}: {result.rows_published:,} rows upserted, "
+        f"{result.rows_removed:,} removed"
+    )
     return 0
 
 
@@ -57,7 +130,12 @@ def _resume(args: argparse.Namespace) -> int:
     from scoring.rundir import read_json
 
     cfg = load_settings(workers=args.workers)
-    paths = resume_local(resolve_run(args.run, cfg), cfg.workers, show_progress=not args.quiet)
+    paths = resume_local(
+        resolve_run(args.run, cfg),
+        cfg.workers,
+        show_progress=not args.quiet,
+        database_url=_publish_target(args),
+    )
     print_report(read_json(paths.report))
     return 0
 
@@ -70,6 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"generating {args.providers:,} sample providers into {data} ...")
         generate(data, providers=args.providers, seed=args.seed)
     args.data, args.run_dir, args.as_of_year = str(data), None, None
+    args.source, args.no_publish = "dataset", True  # the demo needs no server
     return _run(args)
 
 
@@ -89,7 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     run = sub.add_parser("run", help="full recompute on the local engine")
-    run.add_argument("--data", required=True, help="dataset directory (SPEC §3)")
+    run.add_argument("--data", help="dataset directory (SPEC §3)")
+    run.add_argument(
+        "--source",
+        choices=["dataset", "postgres"],
+        default="dataset",
+        help="read the inputs from --data (default) or from Postgres",
+    )
+    run.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="keep the scores in the run directory even if a database is set",
+    )
     run.add_argument("--run-dir", default=None, help="run directory (default runs/<run id>)")
     run.add_argument("--as-of-year", type=int, default=None, help="window end year T")
     engine_flags(run)
@@ -107,10 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
+    db = sub.add_parser("db", help="Postgres schema and data (DATABASE_URL or PG* variables)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("init", help="create or update the schema (idempotent)")
+    db_load = db_sub.add_parser("load", help="load a dataset directory into the source tables")
+    db_load.add_argument("dir")
+    db.set_defaults(func=_db)
+
+    export = sub.add_parser("export", help="write a dataset directory from Postgres")
+    export.add_argument("--to", required=True, help="target dataset directory")
+    export.set_defaults(func=_export)
+
+    publish = sub.add_parser("publish", help="(re-)publish a finished run to Postgres")
+    publish.add_argument("run", help="run id or run directory")
+    publish.set_defaults(func=_publish)
+
     resume = sub.add_parser("resume", help="score missing batches of a run, then merge")
     resume.add_argument("run", help="run id or run directory")
     resume.add_argument("--workers", type=int, default=None)
     resume.add_argument("--quiet", action="store_true")
+    resume.add_argument("--no-publish", action="store_true")
     resume.set_defaults(func=_resume)
     return parser
 

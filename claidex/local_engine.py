@@ -18,11 +18,14 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scoring.config import Settings
+from scoring.db.connection import connect
+from scoring.db.export import export_dataset
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths
 from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.steps.publish import publish
 
 ProgressHook = Callable[[int, int], None]
 
@@ -116,16 +119,47 @@ def score_and_merge(paths: RunPaths, workers: int, *, show_progress: bool) -> No
 
 
 def run_local(
-    data_dir: Path, cfg: Settings, *, run_dir: Path | None = None, show_progress: bool = True
+    data_dir: Path,
+    cfg: Settings,
+    *,
+    run_dir: Path | None = None,
+    show_progress: bool = True,
+    database_url: str | None = None,
 ) -> RunPaths:
-    """Full recompute: prepare, every batch, merge and calibrate. Returns the run's paths."""
+    """Full recompute: prepare, every batch, merge and calibrate, then publish when a
+    database is given. Returns the run's paths."""
     paths = RunPaths(run_dir or cfg.run_root / new_run_id())
     prepare(paths, data_dir, cfg)
     score_and_merge(paths, cfg.workers, show_progress=show_progress)
+    if database_url is not None:
+        publish(paths, database_url)
     return paths
 
 
-def resume_local(paths: RunPaths, workers: int, *, show_progress: bool = True) -> RunPaths:
-    """Finish an interrupted run: only batches without a chunk are scored, then merge."""
+def run_local_from_postgres(
+    database_url: str,
+    cfg: Settings,
+    *,
+    run_dir: Path | None = None,
+    show_progress: bool = True,
+    publish_to: str | None = None,
+) -> RunPaths:
+    """Export the source tables into the run directory, then run on that snapshot."""
+    paths = RunPaths(run_dir or cfg.run_root / new_run_id())
+    source = paths.root / "source"
+    with connect(database_url) as conn:
+        export_dataset(conn, source)
+    return run_local(
+        source, cfg, run_dir=paths.root, show_progress=show_progress, database_url=publish_to
+    )
+
+
+def resume_local(
+    paths: RunPaths, workers: int, *, show_progress: bool = True, database_url: str | None = None
+) -> RunPaths:
+    """Finish an interrupted run: only batches without a chunk are scored, then merge
+    (and publish when a database is given)."""
     score_and_merge(paths, workers, show_progress=show_progress)
+    if database_url is not None:
+        publish(paths, database_url)
     return paths

@@ -224,7 +224,9 @@ class _Generator:
         taxonomy: np.ndarray,
         state: np.ndarray,
         planted: dict[str, np.ndarray],
+        on_record: tuple[np.ndarray, np.ndarray],
     ) -> pa.Table:
+        """payments_combined rows; `on_record` says whose provider record has taxonomy / state."""
         rng = self.rng
         total = pop.npi.size
         pays = rng.random(total) < 0.85
@@ -297,13 +299,20 @@ class _Generator:
         benes = np.maximum(
             1.0, np.round(line_claims / (1 + np.exp(rng.normal(np.log(2), 0.5, row.size))))
         )
-        # Row attributes: the provider's own taxonomy and state (rarely another one).
+        # Row attributes as payments_combined_v derives them: the provider record's value,
+        # else the Medicare / Part D extract's own (rarely another code), else 'Unknown'.
         tax_row = taxonomy[npi_i].copy()
         other = rng.random(row.size) < 0.01
         tax_row[other] = rng.integers(0, len(self.taxonomy_codes) - 1, int(other.sum()))
+        state_row = state[npi_i].copy()
+        has_tax, has_state = on_record[0][npi_i], on_record[1][npi_i]
+        medicaid = prog_i == vocab.PROGRAMS.index("Medicaid")
+        unknown_tax, unknown_state = len(self.taxonomy_codes), len(vocab.STATES)
+        tax_row = np.where(has_tax, taxonomy[npi_i], np.where(medicaid, unknown_tax, tax_row))
+        state_row = np.where(has_state, state_row, np.where(medicaid, unknown_state, state_row))
         order = rng.permutation(row.size)
-        dictionary = pa.array(self.taxonomy_codes)
-        states = pa.array([s for s, _ in vocab.STATES])
+        dictionary = pa.array([*self.taxonomy_codes, vocab.UNKNOWN])
+        states = pa.array([*(s for s, _ in vocab.STATES), vocab.UNKNOWN])
         return pa.table(
             {
                 "npi": pc.cast(pa.array(pop.npi[npi_i][order]), pa.string()),
@@ -318,7 +327,7 @@ class _Generator:
                     tax_row[order].astype(np.int16), dictionary
                 ).cast(pa.string()),
                 "state": pa.DictionaryArray.from_arrays(
-                    state[npi_i][order].astype(np.int16), states
+                    state_row[order].astype(np.int16), states
                 ).cast(pa.string()),
             }
         )
@@ -415,19 +424,24 @@ class _Generator:
         taxonomy: np.ndarray,
         state: np.ndarray,
         listed: np.ndarray,
-    ) -> pl.DataFrame:
-        """NPPES-like provider records (payment-only NPIs are left out on purpose)."""
+    ) -> tuple[pl.DataFrame, tuple[np.ndarray, np.ndarray]]:
+        """NPPES-like provider records (payment-only NPIs are left out on purpose), and per
+        NPI whether its record carries a taxonomy and a state."""
         rng, n = self.rng, pop.n_providers
         is_excluded = np.zeros(pop.npi.size, dtype=bool)
         is_excluded[listed] = True
         tax_text = pl.Series(self.taxonomy_codes).gather(taxonomy[:n]).to_numpy().astype(object)
-        tax_text[rng.random(n) < 0.01] = ""
+        no_tax = rng.random(n) < 0.01
+        tax_text[no_tax] = ""
         state_codes = pl.Series([s for s, _ in vocab.STATES])
         state_text = state_codes.gather(state[:n]).to_numpy().astype(object)
-        state_text[rng.random(n) < 0.005] = None
+        no_state = rng.random(n) < 0.005
+        state_text[no_state] = None
+        on_record = np.zeros((2, pop.npi.size), dtype=bool)
+        on_record[0, :n], on_record[1, :n] = ~no_tax, ~no_state
         entity_type = pl.Series(np.where(pop.is_org[:n], 2, 1), dtype=pl.Int8)
         entity_type = entity_type.scatter(np.nonzero(rng.random(n) < 0.002)[0], None)
-        return pl.DataFrame(
+        providers = pl.DataFrame(
             {
                 "npi": pl.Series(pop.npi[:n].astype(str)),
                 "entity_type_code": entity_type,
@@ -437,6 +451,7 @@ class _Generator:
                 "is_excluded": pl.Series(is_excluded[:n]),
             }
         ).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 30)))
+        return providers, (on_record[0], on_record[1])
 
     def run(self) -> dict[str, object]:
         started = time.perf_counter()
@@ -453,8 +468,8 @@ class _Generator:
         )
         planted["excluded_chain"] = tainted_snfs
         exclusions, listed = self.exclusions(pop, excluded_chain)
-        providers = self.providers_table(pop, names, taxonomy, state, listed)
-        payments = self.payments(pop, taxonomy, state, planted)
+        providers, on_record = self.providers_table(pop, names, taxonomy, state, listed)
+        payments = self.payments(pop, taxonomy, state, planted, on_record)
         planted_df = pl.concat(
             [
                 pl.DataFrame({"npi": pl.Series(pop.npi[idx].astype(str)), "kind": kind})

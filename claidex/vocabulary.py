@@ -108,6 +108,7 @@ STATES = [
     ("PR", 4),
 ]
 PROGRAMS = ["Medicaid", "Medicare", "MedicarePartD"]
+UNKNOWN = "Unknown"  # what payments_combined_v shows when no source has a value
 
 FIRST_NAMES = [
     "JAMES",

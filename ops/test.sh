@@ -4,6 +4,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/ops/setup.sh"
+bash "$ROOT/ops/services.sh"  # server binaries the suite starts privately (never the shared ones)
 cd "$ROOT"
 "$ROOT/.venv/bin/ruff" check .
 "$ROOT/.venv/bin/pytest" -q "$@"

@@ -1,0 +1,61 @@
+"""Connections from DATABASE_URL or the libpq PG* variables; errors never show the password."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from scoring.errors import ClaidexError, TransientError
+
+
+class DatabaseError(ClaidexError):
+    """A database problem, phrased as one line without secrets."""
+
+
+class DatabaseUnavailableError(DatabaseError, TransientError):
+    """The database cannot be reached (down, wrong host, wrong credentials)."""
+
+
+def database_url() -> str | None:
+    """DATABASE_URL, or '' when only PG* variables are set (libpq reads them), else None."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    if any(os.environ.get(name) for name in ("PGHOST", "PGDATABASE", "PGSERVICE")):
+        return ""
+    return None
+
+
+def describe(url: str) -> str:
+    """'host:port/dbname as user' — what we connect to, without the password."""
+    params = conninfo_to_dict(url) if url else {}
+    host = params.get("host") or os.environ.get("PGHOST", "localhost")
+    port = params.get("port") or os.environ.get("PGPORT", "5432")
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE", "postgres")
+    user = params.get("user") or os.environ.get("PGUSER", "?")
+    return f"{host}:{port}/{dbname} as {user}"
+
+
+def scrub(text: str, url: str) -> str:
+    """Remove any password (from the URL or PGPASSWORD) from a message; keep the first line."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    secrets = [os.environ.get("PGPASSWORD", "")]
+    if url:
+        secrets.append(str(conninfo_to_dict(url).get("password") or ""))
+    for secret in filter(None, secrets):
+        line = line.replace(secret, "***")
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", line)
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection or raise DatabaseUnavailableError with one clear line."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.Error as exc:
+        reason = scrub(str(exc), url)
+        reason = reason.split(": ", 1)[-1] if "connection" in reason else reason
+        msg = f"cannot connect to Postgres at {describe(url)}: {reason}"
+        raise DatabaseUnavailableError(msg) from None

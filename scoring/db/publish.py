@@ -1,0 +1,105 @@
+"""Atomic publish (SPEC §6.7): COPY into a staging table, one set-based upsert, one transaction.
+
+Readers of provider_risk_scores see the previous run or the new one, never a mix.
+A full run also removes NPIs it no longer scores; an incremental run touches
+only its own NPIs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from scoring.db.copy import chunks, copy_in
+
+STAGE = "claidex_stage"
+PUBLISHED_COLUMNS = [
+    "npi", "risk_score", "risk_label", "r_raw",
+    "billing_outlier_score", "billing_outlier_percentile", "ownership_chain_risk",
+    "payment_trajectory_score", "payment_trajectory_zscore", "exclusion_proximity_score",
+    "program_concentration_score", "peer_taxonomy", "peer_state", "peer_count",
+    "data_window_years", "flags", "components", "run_id", "top_program", "snf_entity_id",
+    "chain_provider_count", "chain_excluded_count", "owner_excluded", "actively_excluded",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    rows_published: int
+    rows_removed: int
+
+
+def _json_list(column: str) -> pl.Expr:
+    """A list of strings as JSON text: polars encodes {"f": [...]}, we keep the [...] part."""
+    wrapped = pl.struct(pl.col(column).alias("f")).struct.json_encode()
+    return wrapped.str.slice(5, wrapped.str.len_bytes() - 6).alias(column)
+
+
+def published_frame(scores: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    """scores.parquet in the table's text forms: JSONB, INTEGER[] and the run id."""
+    years = pl.col("data_window_years").cast(pl.List(pl.String)).list.join(",")
+    return scores.with_columns(
+        pl.concat_str(pl.lit("{"), years, pl.lit("}")).alias("data_window_years"),
+        _json_list("flags"),
+        pl.col("components").struct.json_encode().alias("components"),
+        pl.lit(run_id).alias("run_id"),
+    ).select(PUBLISHED_COLUMNS)
+
+
+def _upsert() -> sql.Composed:
+    columns = sql.SQL(", ").join(map(sql.Identifier, PUBLISHED_COLUMNS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in PUBLISHED_COLUMNS[1:]
+    )
+    return sql.SQL(
+        "INSERT INTO provider_risk_scores ({columns}, updated_at) "
+        "SELECT {columns}, now() FROM {stage} "
+        "ON CONFLICT (npi) DO UPDATE SET {updates}, updated_at = now()"
+    ).format(columns=columns, updates=updates, stage=sql.Identifier(STAGE))
+
+
+def publish_scores(
+    conn: psycopg.Connection, scores: pl.DataFrame, *, run_id: str, kind: str, fingerprint: str
+) -> PublishResult:
+    """Publish one run's scores and record it in claidex_runs, all or nothing."""
+    frame = published_frame(scores, run_id)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {} (LIKE provider_risk_scores INCLUDING DEFAULTS) ON COMMIT DROP"
+            ).format(sql.Identifier(STAGE))
+        )
+        copy_in(conn, STAGE, chunks(frame))
+        removed = 0
+        if kind == "full":
+            removed = conn.execute(
+                sql.SQL(
+                    "DELETE FROM provider_risk_scores p WHERE NOT EXISTS "
+                    "(SELECT 1 FROM {} s WHERE s.npi = p.npi)"
+                ).format(sql.Identifier(STAGE))
+            ).rowcount
+        published = conn.execute(_upsert()).rowcount
+        conn.execute(
+            "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
+            "rows_removed, published_at) VALUES (%s, %s, 'published', %s, %s, %s, now()) "
+            "ON CONFLICT (run_id) DO UPDATE SET status = 'published', error = NULL, "
+            "rows_published = EXCLUDED.rows_published, rows_removed = EXCLUDED.rows_removed, "
+            "published_at = now(), updated_at = now()",
+            (run_id, kind, fingerprint, published, removed),
+        )
+    return PublishResult(rows_published=published, rows_removed=removed)
+
+
+def record_failure(conn: psycopg.Connection, *, run_id: str, kind: str, error: str) -> None:
+    """Note a failed publish in claidex_runs (best effort, own transaction, short lock wait)."""
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute(
+            "INSERT INTO claidex_runs (run_id, kind, status, error) VALUES (%s, %s, 'failed', %s) "
+            "ON CONFLICT (run_id) DO UPDATE SET status = 'failed', error = EXCLUDED.error, "
+            "updated_at = now() WHERE claidex_runs.status <> 'published'",
+            (run_id, kind, error),
+        )

@@ -1,0 +1,52 @@
+"""Publish a merged run's scores.parquet to Postgres; failures leave the scores in the run dir."""
+
+from __future__ import annotations
+
+import contextlib
+
+import psycopg
+
+from scoring.db.connection import DatabaseError, connect, scrub
+from scoring.db.publish import PublishResult, publish_scores, record_failure
+from scoring.errors import RunStateError
+from scoring.ledger import RunLedger, StepTimer
+from scoring.manifest import RunManifest
+from scoring.rundir import RunPaths, read_parquet_named
+
+
+def publish(paths: RunPaths, database_url: str) -> PublishResult:
+    """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'."""
+    manifest = RunManifest.load(paths)
+    if not paths.scores.exists():
+        msg = f"run {manifest.run_id}: no scores.parquet to publish (merge has not finished)"
+        raise RunStateError(msg)
+    ledger = RunLedger(paths)
+    ledger.set_status("publishing")
+    scores = read_parquet_named(paths.scores)
+    try:
+        with StepTimer(ledger, "publish"), connect(database_url) as conn:
+            result = publish_scores(
+                conn,
+                scores,
+                run_id=manifest.run_id,
+                kind=manifest.kind,
+                fingerprint=manifest.input_fingerprint,
+            )
+    except (psycopg.Error, DatabaseError) as exc:
+        reason = exc if isinstance(exc, DatabaseError) else scrub(str(exc), database_url)
+        msg = (
+            f"publish of run {manifest.run_id} failed: {reason}; the scores stay in "
+            f"{paths.scores} (retry with `claidex publish {manifest.run_id}`)"
+        )
+        ledger.fail("publish", msg)
+        with contextlib.suppress(psycopg.Error, DatabaseError), connect(database_url) as conn:
+            record_failure(conn, run_id=manifest.run_id, kind=manifest.kind, error=msg)
+        raise DatabaseError(msg) from None
+    ledger.set_status(
+        "published",
+        rows_published=result.rows_published,
+        rows_removed=result.rows_removed,
+        error=None,
+        failed_step=None,
+    )
+    return result

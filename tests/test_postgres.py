@@ -1,0 +1,302 @@
+"""Postgres as source and destination, against a private real PostgreSQL (issue: Postgres)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+from polars.testing import assert_frame_equal
+
+from claidex.devservices import free_port
+from claidex.local_engine import run_local, run_local_from_postgres
+from claidex.sample_data import generate
+from scoring.config import Settings
+from scoring.db.connection import DatabaseError, connect
+from scoring.db.export import export_dataset
+from scoring.db.load import load_dataset
+from scoring.db.publish import publish_scores
+from scoring.inputs import SCHEMAS
+from scoring.ledger import RunLedger
+from scoring.rundir import RunPaths
+from scoring.steps.publish import publish
+
+CLI = [sys.executable, "-m", "claidex.cli"]
+
+
+def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": url, "COLUMNS": "200"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def _published(url: str) -> pl.DataFrame:
+    """provider_risk_scores as Python values (NUMERIC as float, JSONB parsed), sorted by npi."""
+    with connect(url) as conn:
+        cur = conn.execute("SELECT * FROM provider_risk_scores ORDER BY npi")
+        names = [d.name for d in cur.description]
+        rows = [
+            {n: float(v) if isinstance(v, Decimal) else v for n, v in zip(names, row, strict=True)}
+            for row in cur.fetchall()
+        ]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("pg-data")
+    generate(root / "a", providers=2000, seed=21)
+    generate(root / "b", providers=1500, seed=22)
+    return root / "a", root / "b"
+
+
+def test_round_trip_load_export_and_scoring_from_postgres(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    data, _ = datasets
+    load = _cli("db", "load", str(data), url=database_url)
+    assert load.returncode == 0, load.stderr
+    assert json.loads(load.stdout)["providers"] == 2000
+    exported = tmp_path / "exported"
+    assert _cli("export", "--to", str(exported), url=database_url).returncode == 0
+    for name in SCHEMAS:
+        original = pl.read_parquet(data / f"{name}.parquet")
+        again = pl.read_parquet(exported / f"{name}.parquet")
+        canonical = original.select(pl.col(c).cast(again.schema[c]) for c in again.columns)
+        assert_frame_equal(_sorted(again), _sorted(canonical), check_column_order=False)
+
+    from_files = run_local(data, Settings(), run_dir=tmp_path / "files", show_progress=False)
+    from_db = run_local_from_postgres(
+        database_url, Settings(), run_dir=tmp_path / "db", show_progress=False
+    )
+    assert from_db.scores.read_bytes() == from_files.scores.read_bytes()
+
+
+def test_published_table_equals_scores_parquet(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    paths = run_local(
+        datasets[0],
+        Settings(),
+        run_dir=tmp_path / "run",
+        show_progress=False,
+        database_url=database_url,
+    )
+    scores = pl.read_parquet(paths.scores)
+    table = _published(database_url)
+    assert table["npi"].to_list() == scores["npi"].to_list()
+    for column in scores.columns:
+        expected, actual = scores[column], table[column]
+        if column == "components" or column in ("flags", "data_window_years"):
+            assert actual.to_list() == expected.to_list(), column
+        elif expected.dtype.is_float():
+            assert (actual.cast(pl.Float64) == expected).all(), column  # NUMERIC keeps the value
+        else:
+            assert actual.cast(expected.dtype).to_list() == expected.to_list(), column
+    assert set(table["run_id"]) == {paths.run_id}
+    assert table["updated_at"].n_unique() == 1
+    ledger = RunLedger(paths).read()
+    assert ledger["status"] == "published" and ledger["rows_published"] == scores.height
+    with connect(database_url) as conn:
+        status = conn.execute("SELECT status, rows_published FROM claidex_runs").fetchall()
+    assert status == [("published", scores.height)]
+
+
+def test_full_run_replaces_the_table_and_incremental_touches_only_its_npis(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    a = run_local(
+        datasets[0],
+        Settings(),
+        run_dir=tmp_path / "a",
+        show_progress=False,
+        database_url=database_url,
+    )
+    b = run_local(
+        datasets[1],
+        Settings(),
+        run_dir=tmp_path / "b",
+        show_progress=False,
+        database_url=database_url,
+    )
+    b_scores = pl.read_parquet(b.scores)
+    assert _published(database_url)["npi"].to_list() == b_scores["npi"].to_list()
+    assert RunLedger(b).read()["rows_removed"] == pl.read_parquet(a.scores).height
+
+    subset = pl.read_parquet(a.scores).head(5).with_columns(pl.lit(99.0).alias("risk_score"))
+    with connect(database_url) as conn:
+        result = publish_scores(conn, subset, run_id="incr-1", kind="incremental", fingerprint="x")
+    assert (result.rows_published, result.rows_removed) == (5, 0)
+    table = _published(database_url)
+    assert table.height == b_scores.height + 5
+    assert table.filter(pl.col("run_id") == "incr-1")["risk_score"].to_list() == [99.0] * 5
+
+
+def test_readers_see_the_old_or_the_new_run_never_a_mix(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    a = run_local(
+        datasets[0],
+        Settings(),
+        run_dir=tmp_path / "a",
+        show_progress=False,
+        database_url=database_url,
+    )
+    b = run_local(datasets[1], Settings(), run_dir=tmp_path / "b", show_progress=False)
+    states = {
+        (pl.read_parquet(a.scores).height, a.run_id),
+        (pl.read_parquet(b.scores).height, b.run_id),
+    }
+    seen: list[tuple[int, int, str]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with psycopg.connect(database_url, autocommit=True) as reader:
+            while not done.is_set() or len(seen) < 3:
+                seen.append(
+                    reader.execute(
+                        "SELECT count(*), count(DISTINCT run_id), min(run_id) "
+                        "FROM provider_risk_scores"
+                    ).fetchone()
+                )
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    time.sleep(0.2)
+    publish(b, database_url)
+    time.sleep(0.2)
+    done.set()
+    reader.join(timeout=30)
+    assert len(seen) > 10
+    assert all(distinct == 1 and (count, run) in states for count, distinct, run in seen), seen
+    assert {run for _, _, run in seen} == {a.run_id, b.run_id}
+
+
+def test_publish_killed_half_way_keeps_the_old_run_and_can_be_completed(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    a = run_local(
+        datasets[0],
+        Settings(),
+        run_dir=tmp_path / "a",
+        show_progress=False,
+        database_url=database_url,
+    )
+    before = _published(database_url)
+    b = run_local(datasets[1], Settings(), run_dir=tmp_path / "b", show_progress=False)
+    # Hold a lock the publish needs after its COPY, DELETE and upsert: it stops half-way.
+    blocker = psycopg.connect(database_url)
+    blocker.execute("LOCK TABLE claidex_runs IN ACCESS EXCLUSIVE MODE")
+    failure: list[BaseException] = []
+
+    def publish_b() -> None:
+        try:
+            publish(b, database_url)
+        except Exception as exc:  # the test inspects it
+            failure.append(exc)
+
+    worker = threading.Thread(target=publish_b)
+    worker.start()
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        for _ in range(300):
+            waiting = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'INSERT INTO claidex_runs%'"
+            ).fetchall()
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "publish never reached its last statement"
+        admin.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+    blocker.rollback()
+    blocker.close()
+    worker.join(timeout=60)
+    assert failure and isinstance(failure[0], DatabaseError)
+    assert "scores stay in" in str(failure[0])
+    assert_frame_equal(_published(database_url), before)  # the old run, untouched
+    ledger = RunLedger(b).read()
+    assert (ledger["status"], ledger["failed_step"]) == ("failed", "publish")
+    assert b.scores.exists()
+
+    completed = _cli("publish", str(b.root), url=database_url)
+    assert completed.returncode == 0, completed.stderr
+    assert _published(database_url)["run_id"].unique().to_list() == [b.run_id]
+    assert RunLedger(b).read()["status"] == "published"
+    assert RunLedger(a).read()["status"] == "published"
+
+
+@pytest.mark.parametrize("problem", ["down", "wrong password"])
+def test_unreachable_database_is_one_clear_line_and_scores_stay(
+    sample_dataset: Path, postgres_server, tmp_path: Path, problem: str
+) -> None:
+    if problem == "down":
+        url = f"postgresql://postgres:s3cret-pw@127.0.0.1:{free_port()}/postgres"
+    else:
+        url = postgres_server.url.replace(postgres_server.password, "s3cret-pw")
+    run = _cli(
+        "run", "--data", str(sample_dataset), "--run-dir", str(tmp_path / "r"), "--quiet", url=url
+    )
+    assert run.returncode == 2
+    err = run.stderr.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith(
+        "error: publish of run r failed: cannot connect to Postgres at 127.0.0.1:"
+    )
+    assert "/postgres as postgres" in err and "claidex publish r" in err
+    paths = RunPaths(tmp_path / "r")
+    assert paths.scores.exists()
+    for text in (
+        err,
+        paths.ledger.read_text(),
+        paths.report.read_text(),
+        paths.manifest.read_text(),
+    ):
+        assert "s3cret-pw" not in text
+    assert RunLedger(paths).read()["failed_step"] == "publish"
+
+
+def test_no_publish_keeps_results_in_the_run_directory(
+    sample_dataset: Path, database_url: str, tmp_path: Path
+) -> None:
+    run = _cli(
+        "run",
+        "--data",
+        str(sample_dataset),
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--quiet",
+        "--no-publish",
+        url=database_url,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "status: merged" in run.stdout
+    with connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM provider_risk_scores").fetchone() == (0,)
+
+
+def test_load_and_export_are_copy_not_row_inserts(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    """The counts come back from COPY; a second load replaces rather than appends."""
+    with connect(database_url) as conn:
+        first = load_dataset(conn, datasets[1])
+        second = load_dataset(conn, datasets[1])
+        assert first == second
+        exported = export_dataset(conn, tmp_path / "x")
+    payment_rows = pl.scan_parquet(datasets[1] / "payments_combined.parquet").select(pl.len())
+    assert exported["payments_combined"] == payment_rows.collect().item()
+    assert (
+        sum(v for k, v in first.items() if k.startswith(("payments", "medicare")))
+        == (exported["payments_combined"])
+    )
