@@ -37,7 +37,9 @@ def _postgres_bin(name: str) -> str:
 class PrivatePostgres:
     """A PostgreSQL cluster on a free loopback port with password authentication."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """durable=False turns fsync and friends off: right for tests, wrong for benchmarks."""
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="claidex-pg-"))
         self.port = free_port()
         self.password = secrets.token_hex(12)
@@ -72,12 +74,11 @@ class PrivatePostgres:
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
             f"--pwfile={pwfile}",
-            "--no-sync",
+            *([] if self.durable else ["--no-sync"]),
         )
-        options = (
-            f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             _postgres_bin("pg_ctl"),
             "-D",

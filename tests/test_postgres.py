@@ -300,3 +300,36 @@ def test_load_and_export_are_copy_not_row_inserts(
         sum(v for k, v in first.items() if k.startswith(("payments", "medicare")))
         == (exported["payments_combined"])
     )
+
+
+def test_db_init_is_idempotent_and_creates_the_indexes(database_url: str) -> None:
+    for _ in range(2):
+        result = _cli("db", "init", url=database_url)
+        assert result.returncode == 0, result.stderr
+        assert "schema ready at 127.0.0.1:" in result.stdout
+    with connect(database_url) as conn:
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'provider_risk_scores'"
+            ).fetchall()
+        }
+    assert any("(risk_score DESC)" in i for i in indexes)
+    assert any("(risk_label)" in i for i in indexes)
+    assert any("(updated_at DESC)" in i for i in indexes)
+    assert any("(npi)" in i and "UNIQUE" in i for i in indexes)
+
+
+def test_database_commands_without_a_database_say_how_to_configure(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
+    result = subprocess.run(
+        [*CLI, "export", "--to", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: no database configured: set DATABASE_URL (or the PGHOST/PGDATABASE/... variables)"
+    )
