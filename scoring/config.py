@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     run_root: Path = Path("runs")
     graph_mode: GraphMode = "embedded"
 
+    # --- Celery fleet (broker/backend URLs are secrets: read from the environment) ---
+    visibility_timeout: int = Field(default=3600, ge=1)  # > longest task; redelivery after
+    task_soft_time_limit: int = Field(default=1800, ge=1)
+    task_time_limit: int = Field(default=2100, ge=1)
+    task_max_retries: int = Field(default=3, ge=0)
+    retry_backoff_max: int = Field(default=300, ge=1)
+    full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
+    refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)
+    scheduled_data: Path | None = None  # dataset for scheduled runs; unset: Postgres
+    full_engine: Literal["celery", "modal"] = "celery"
+
     @property
     def weights(self) -> dict[str, float]:
         """Composite weights keyed by the output column they multiply."""

@@ -82,13 +82,29 @@ class RunLedger:
         self.set_status("failed", failed_step=step, error=str(error))
 
     # --- batch level -------------------------------------------------------
-    def batch_done(self, index: int, *, rows: int, seconds: float) -> None:
+    def batch_started(self, index: int, *, worker: str, redelivered: bool) -> None:
+        write_json_atomic(
+            {
+                "batch": index,
+                "status": "running",
+                "worker": worker,
+                "redelivered": redelivered,
+                "started_at": utc_now(),
+            },
+            self.paths.batch_status(index),
+        )
+
+    def batch_done(
+        self, index: int, *, rows: int, seconds: float, worker: str = "", redelivered: bool = False
+    ) -> None:
         write_json_atomic(
             {
                 "batch": index,
                 "status": "done",
                 "rows": rows,
                 "seconds": round(seconds, 3),
+                "worker": worker,
+                "redelivered": redelivered,
                 "finished_at": utc_now(),
             },
             self.paths.batch_status(index),
@@ -121,7 +137,12 @@ class RunLedger:
             if b["status"] == "failed" and not self.paths.chunk(i).exists()
         )
         done = total - len(self.missing_batches(total)) if total else 0
-        return {**state, "batches_done": done, "batches_failed": failed}
+        running = sorted(
+            i
+            for i, b in batches.items()
+            if b["status"] == "running" and not self.paths.chunk(i).exists()
+        )
+        return {**state, "batches_done": done, "batches_failed": failed, "batches_running": running}
 
 
 class StepTimer:

@@ -1,5 +1,10 @@
-"""Celery fleet (SPEC §1): chord of score_batch tasks gathered by merge_and_calibrate.
+"""Celery fleet (SPEC §1): `celery -A workers worker|beat|flower`.
 
-Not built yet — tracked by the Celery fleet issue. The run steps it will wrap
-live in scoring.steps and already run on the local engine (claidex.local_engine).
+A full run is a prepare task, then a chord of one score_batch task per batch
+gathered by merge_and_calibrate (which publishes). Tasks are thin wrappers over
+scoring.steps: this package decides where a step runs, never what it computes.
 """
+
+from workers.app import app
+
+__all__ = ["app"]

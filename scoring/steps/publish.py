@@ -44,6 +44,8 @@ def publish(paths: RunPaths, database_url: str) -> PublishResult:
         raise DatabaseError(msg) from None
     ledger.set_status(
         "published",
+        published_prepare=manifest.prepare_id,
+        publish_count=int(ledger.read().get("publish_count", 0)) + 1,
         rows_published=result.rows_published,
         rows_removed=result.rows_removed,
         error=None,

@@ -51,10 +51,13 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     return chunk
 
 
-def score_batch(paths: RunPaths, batch_index: int) -> BatchResult:
+def score_batch(
+    paths: RunPaths, batch_index: int, *, worker: str = "local", redelivered: bool = False
+) -> BatchResult:
     """Run step 2 for one batch: write its chunk (same bytes on every re-run) and ledger entry."""
     started = time.perf_counter()
     ledger = RunLedger(paths)
+    ledger.batch_started(batch_index, worker=worker, redelivered=redelivered)
     try:
         manifest = RunManifest.load(paths)
         chunk = compute_batch(paths, manifest, batch_index)
@@ -63,5 +66,7 @@ def score_batch(paths: RunPaths, batch_index: int) -> BatchResult:
         ledger.batch_failed(batch_index, f"{type(exc).__name__}: {exc}")
         raise
     seconds = time.perf_counter() - started
-    ledger.batch_done(batch_index, rows=chunk.height, seconds=seconds)
+    ledger.batch_done(
+        batch_index, rows=chunk.height, seconds=seconds, worker=worker, redelivered=redelivered
+    )
     return BatchResult(batch_index, chunk.height, seconds)

@@ -1,0 +1,122 @@
+"""Real Celery worker/beat/flower processes for tests, on a private Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fleet_env(
+    redis_url: str, run_root: Path, database_url: str | None = None, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PG")}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "CLAIDEX_RUN_ROOT": str(run_root),
+            "CLAIDEX_VISIBILITY_TIMEOUT": "8",
+            "CLAIDEX_TASK_MAX_RETRIES": "2",
+            "CLAIDEX_RETRY_BACKOFF_MAX": "1",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return env
+
+
+class CeleryProcess:
+    """`celery -A workers <role> ...` in its own process group, logged to a file."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.log = log
+        self.handle = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def children(self) -> list[int]:
+        return [child.pid for child in psutil.Process(self.pid).children(recursive=True)]
+
+    def wait_ready(self, text: str = "ready.", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"celery exited early:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"celery not ready:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (main process and pool children)."""
+        if self.process.poll() is None:
+            os.killpg(self.pid, sig)
+        self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.process.wait(timeout=20)
+        self.handle.close()
+
+
+def worker(
+    env: dict[str, str], log: Path, name: str, queues: str = "batches,runs", concurrency: int = 1
+) -> CeleryProcess:
+    proc = CeleryProcess(
+        env,
+        log,
+        "worker",
+        "-Q",
+        queues,
+        "-n",
+        f"{name}@%h",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    )
+    proc.wait_ready()
+    return proc
+
+
+def workers_cli(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers", *args, "--quiet"]
+        if args[0] in ("full", "resume")
+        else [sys.executable, "-m", "workers", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,67 @@
+"""The Celery app, built once from the environment (SPEC §7 reliability settings)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+from scoring.config import Settings
+
+BATCH_QUEUE = "batches"  # score_batch: the bulk of a full recompute
+RUN_QUEUE = "runs"  # prepare, merge/publish, scheduled jobs
+INCREMENTAL_QUEUE = "incremental"  # ad-hoc NPIs: never stuck behind a recompute
+
+
+def broker_url() -> str:
+    """CELERY_BROKER_URL, else REDIS_URL, else a local Redis (development)."""
+    return os.environ.get("CELERY_BROKER_URL") or os.environ.get(
+        "REDIS_URL", "redis://127.0.0.1:6379/0"
+    )
+
+
+def backend_url() -> str:
+    return os.environ.get("CELERY_RESULT_BACKEND") or broker_url()
+
+
+def create_app(cfg: Settings | None = None) -> Celery:
+    cfg = cfg or Settings()
+    broker = broker_url()
+    if not broker.startswith(("redis://", "rediss://")):
+        msg = "CELERY_BROKER_URL/REDIS_URL must be a redis:// or rediss:// URL"
+        raise ValueError(msg)
+    celery = Celery("claidex", broker=broker, backend=backend_url(), include=["workers.tasks"])
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=cfg.task_soft_time_limit,
+        task_time_limit=cfg.task_time_limit,
+        broker_transport_options={"visibility_timeout": cfg.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": cfg.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        task_default_queue=RUN_QUEUE,
+        task_queues=[Queue(BATCH_QUEUE), Queue(RUN_QUEUE), Queue(INCREMENTAL_QUEUE)],
+        task_routes={
+            "claidex.score_batch": {"queue": BATCH_QUEUE},
+            "claidex.score_incremental": {"queue": INCREMENTAL_QUEUE},
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=7 * 24 * 3600,
+        timezone="UTC",
+    )
+    from workers.schedule import beat_schedule
+
+    celery.conf.beat_schedule = beat_schedule(cfg)
+    return celery
+
+
+app = create_app()

@@ -1,0 +1,149 @@
+"""Command line of the fleet: start a run and follow it, show status, resume, enqueue NPIs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scoring.config import load_settings
+from scoring.errors import ClaidexError, InputError
+from scoring.ledger import RunLedger
+
+FINISHED = ("published", "merged")
+
+
+def follow(run_id: str, *, timeout: float | None, show_progress: bool) -> dict[str, Any]:
+    """Poll the shared ledger until the run finishes or fails; returns its final summary."""
+    from workers.tasks import run_paths
+
+    ledger = RunLedger(run_paths(run_id))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=not show_progress) as bar:
+        task = bar.add_task(f"run {run_id}: queued", total=None)
+        while True:
+            summary = ledger.summary()
+            status = summary.get("status", "queued")
+            total = summary.get("batches_total") or None
+            bar.update(
+                task,
+                description=f"run {run_id}: {status}",
+                total=total,
+                completed=summary.get("batches_done", 0),
+            )
+            if status in FINISHED or status == "failed":
+                return summary
+            if deadline is not None and time.monotonic() > deadline:
+                summary["status"] = "timeout"
+                return summary
+            time.sleep(0.3)
+
+
+def _finish(summary: dict[str, Any]) -> int:
+    status = summary.get("status")
+    if status in FINISHED:
+        print(
+            f"run {summary.get('run_id')}: {status}, {summary.get('batches_done')} batches, "
+            f"{summary.get('providers_scored', 0):,} providers"
+        )
+        return 0
+    reason = summary.get("error") or "gave up waiting (--timeout)"
+    print(
+        f"run {summary.get('run_id')}: {status} at {summary.get('failed_step') or '-'}: {reason}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _full(args: argparse.Namespace) -> int:
+    from claidex.local_engine import new_run_id
+    from workers.tasks import start_full_run
+
+    if args.source == "dataset" and not args.data:
+        msg = "give --data DIR or --source postgres"
+        raise InputError(msg)
+    run_id = args.run_id or new_run_id()
+    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
+    data = str(Path(args.data).resolve()) if args.source == "dataset" else None
+    start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
+    print(f"run {run_id} queued")
+    if args.no_wait:
+        return 0
+    return _finish(follow(run_id, timeout=args.timeout, show_progress=not args.quiet))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from workers.tasks import run_paths
+
+    if args.run:
+        summary = RunLedger(run_paths(args.run)).summary()
+        print(json.dumps(summary, indent=2, default=str))
+        return 1 if summary.get("status") == "failed" else 0
+    root = load_settings().run_root
+    runs = sorted((p for p in root.glob("*") if (p / "ledger.json").exists()), reverse=True)
+    for path in runs[:20]:
+        state = RunLedger(run_paths(path.name)).summary()
+        print(
+            f"{path.name}  {state.get('kind', '?'):<11} {state.get('status', '?'):<10} "
+            f"{state.get('batches_done', 0)}/{state.get('batches_total', '?')} batches"
+        )
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from workers.tasks import resume_run
+
+    resume_run(args.run)
+    print(f"run {args.run} resumed")
+    if args.no_wait:
+        return 0
+    return _finish(follow(args.run, timeout=args.timeout, show_progress=not args.quiet))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def waiting(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--timeout", type=float, default=None, help="stop following after S s")
+        p.add_argument("--no-wait", action="store_true", help="dispatch and return")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    full = sub.add_parser("full", help="full recompute on the fleet, followed until published")
+    full.add_argument("--data", help="dataset directory visible to every worker")
+    full.add_argument("--source", choices=["dataset", "postgres"], default="dataset")
+    full.add_argument("--batch-size", type=int, default=None)
+    full.add_argument("--run-id", default=None, help="(default: a new sortable id)")
+    full.add_argument("--no-publish", action="store_true")
+    waiting(full)
+    full.set_defaults(func=_full)
+
+    status = sub.add_parser("status", help="one run's ledger, or the latest runs")
+    status.add_argument("run", nargs="?")
+    status.set_defaults(func=_status)
+
+    resume = sub.add_parser("resume", help="re-dispatch only missing or failed batches, merge")
+    resume.add_argument("run")
+    waiting(resume)
+    resume.set_defaults(func=_resume)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ClaidexError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,119 @@
+"""Celery tasks: where each run step executes. What they compute lives in scoring.steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from celery import chord
+
+from scoring.config import Settings, load_settings
+from scoring.db.connection import connect, database_url
+from scoring.db.export import export_dataset
+from scoring.errors import RETRYABLE_EXCEPTIONS
+from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.rundir import RunPaths
+from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.steps.publish import publish
+from workers.app import BATCH_QUEUE, RUN_QUEUE, app
+
+_CFG = Settings()
+RELIABLE: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": RETRYABLE_EXCEPTIONS,
+    "retry_backoff": True,
+    "retry_backoff_max": _CFG.retry_backoff_max,
+    "retry_jitter": True,
+    "max_retries": _CFG.task_max_retries,
+}
+
+
+def run_paths(run_id: str) -> RunPaths:
+    """Every worker resolves a run id under the shared run root (CLAIDEX_RUN_ROOT)."""
+    return RunPaths(Settings().run_root / run_id)
+
+
+def dispatch_batches(run_id: str, batches: Iterable[int]) -> str:
+    """The chord: one score_batch per batch, merged by merge_and_calibrate; errors fail the run."""
+    header = [score_batch_task.si(run_id, index).set(queue=BATCH_QUEUE) for index in batches]
+    body = merge_task.s(run_id=run_id).set(queue=RUN_QUEUE)
+    body.link_error(run_failed.s(run_id=run_id).set(queue=RUN_QUEUE))
+    if not header:  # nothing missing: go straight to merge
+        return merge_task.apply_async(args=[[]], kwargs={"run_id": run_id}, queue=RUN_QUEUE).id
+    return chord(header)(body).id
+
+
+@app.task(name="claidex.start_full_run", bind=True, **RELIABLE)
+def start_full_run(
+    self: Any, run_id: str, data_dir: str | None, overrides: dict[str, Any], publish_scores: bool
+) -> dict[str, Any]:
+    """Prepare a full run (from a dataset directory or Postgres) and fan out its batches."""
+    cfg = load_settings(**overrides)
+    paths = run_paths(run_id)
+    if data_dir is None:
+        url = database_url()
+        if url is None:
+            msg = "no dataset directory and no database configured for this run"
+            raise ValueError(msg)
+        source = paths.root / "source"
+        with connect(url) as conn:
+            export_dataset(conn, source)
+        data = source
+    else:
+        data = Path(data_dir)
+    manifest = prepare(paths, data, cfg)
+    RunLedger(paths).update(engine="celery", publish=publish_scores)
+    chord_id = dispatch_batches(run_id, range(manifest.batches_total))
+    return {"run_id": run_id, "batches": manifest.batches_total, "chord": chord_id}
+
+
+@app.task(name="claidex.score_batch", bind=True, **RELIABLE)
+def score_batch_task(self: Any, run_id: str, batch_index: int) -> dict[str, Any]:
+    """One batch; idempotent, so a redelivered message rewrites the same chunk."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    result = score_batch(
+        run_paths(run_id), batch_index, worker=self.request.hostname, redelivered=redelivered
+    )
+    return {"batch": result.batch_index, "rows": result.rows, "seconds": round(result.seconds, 3)}
+
+
+@app.task(name="claidex.merge_and_calibrate", bind=True, **RELIABLE)
+def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
+    """Chord callback (a list, even of one): merge, calibrate, then publish once."""
+    paths = run_paths(run_id)
+    ledger = RunLedger(paths)
+    state = ledger.read()
+    manifest = RunManifest.load(paths)
+    if state.get("status") == "published" and state.get("published_prepare") == manifest.prepare_id:
+        return {"run_id": run_id, "status": "published", "skipped": True}
+    scores = merge_and_calibrate(paths)
+    url = database_url()
+    if state.get("publish", True) and url is not None:
+        publish(paths, url)
+    return {
+        "run_id": run_id,
+        "status": ledger.read()["status"],
+        "rows": scores.height,
+        "batches": len(results),
+    }
+
+
+@app.task(name="claidex.run_failed")
+def run_failed(request: Any, exc: BaseException, traceback: Any, run_id: str) -> None:
+    """Chord errback: the run fails visibly; nothing is merged or published."""
+    ledger = RunLedger(run_paths(run_id))
+    failed = ledger.summary().get("batches_failed", [])
+    detail = f"batch(es) {failed} failed: {exc}" if failed else str(exc)
+    ledger.fail("score", detail)
+
+
+def resume_run(run_id: str) -> str:
+    """Re-dispatch only the batches without a chunk, then merge (SPEC §7)."""
+    paths = run_paths(run_id)
+    manifest = RunManifest.load(paths)
+    missing = RunLedger(paths).missing_batches(manifest.batches_total)
+    RunLedger(paths).set_status("scoring", error=None, failed_step=None)
+    return dispatch_batches(run_id, missing)
