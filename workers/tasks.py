@@ -31,6 +31,10 @@ RELIABLE: dict[str, Any] = {
 }
 
 
+MERGE_WAIT_SECONDS = 5
+MERGE_WAIT_RETRIES = 120  # ten minutes of waiting for late batches, then the run fails
+
+
 def run_paths(run_id: str) -> RunPaths:
     """Every worker resolves a run id under the shared run root (CLAIDEX_RUN_ROOT)."""
     return RunPaths(Settings().run_root / run_id)
@@ -89,6 +93,11 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     manifest = RunManifest.load(paths)
     if state.get("status") == "published" and state.get("published_prepare") == manifest.prepare_id:
         return {"run_id": run_id, "status": "published", "skipped": True}
+    missing = ledger.missing_batches(manifest.batches_total)
+    if missing:
+        # A redelivered batch (worker killed after finishing, before its ack) can complete the
+        # chord early; the missing batches are still on their way, so wait for them.
+        raise self.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
     scores = merge_and_calibrate(paths)
     url = database_url()
     if state.get("publish", True) and url is not None:
