@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import psycopg
+
 from scoring.config import load_settings
 from scoring.errors import ClaidexError, InputError
 from scoring.ledger import RunLedger
@@ -227,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ClaidexError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:  # e.g. a schema that `claidex db init` has not created yet
+        from scoring.db.connection import database_error, database_url
+
+        print(f"error: {database_error(exc, database_url() or '', args.command)}", file=sys.stderr)
         return 2
 
 

@@ -52,7 +52,11 @@ class PrivatePostgres:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self._as_postgres, *args], check=True, capture_output=True, timeout=120)
+        done = subprocess.run([*self._as_postgres, *args], capture_output=True, timeout=120)
+        if done.returncode != 0:
+            self.stop()
+            msg = f"{Path(args[0]).name} failed: {done.stderr.decode(errors='replace')[-2000:]}"
+            raise RuntimeError(msg)
 
     def start(self) -> PrivatePostgres:
         data, sock = self.root / "data", self.root / "sock"
@@ -72,6 +76,7 @@ class PrivatePostgres:
             self.user,
             "-E",
             "UTF8",
+            "--locale=C.UTF-8",
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
             f"--pwfile={pwfile}",

@@ -24,7 +24,7 @@ from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import load_dataset
 from scoring.db.publish import publish_scores
-from scoring.inputs import SCHEMAS
+from scoring.inputs import CANONICAL, SCHEMAS
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from scoring.steps.publish import publish
@@ -73,7 +73,8 @@ def test_round_trip_load_export_and_scoring_from_postgres(
     for name in SCHEMAS:
         original = pl.read_parquet(data / f"{name}.parquet")
         again = pl.read_parquet(exported / f"{name}.parquet")
-        canonical = original.select(pl.col(c).cast(again.schema[c]) for c in again.columns)
+        canonical = original.select(pl.col(c).cast(CANONICAL[k]) for c, k in SCHEMAS[name].items())
+        assert again.schema == canonical.schema  # the dataset types, not text
         assert_frame_equal(_sorted(again), _sorted(canonical), check_column_order=False)
 
     from_files = run_local(data, Settings(), run_dir=tmp_path / "files", show_progress=False)
@@ -100,8 +101,8 @@ def test_published_table_equals_scores_parquet(
         expected, actual = scores[column], table[column]
         if column == "components" or column in ("flags", "data_window_years"):
             assert actual.to_list() == expected.to_list(), column
-        elif expected.dtype.is_float():
-            assert (actual.cast(pl.Float64) == expected).all(), column  # NUMERIC keeps the value
+        elif expected.dtype.is_float():  # NUMERIC keeps the value; nulls must line up too
+            assert actual.cast(pl.Float64).eq_missing(expected).all(), column
         else:
             assert actual.cast(expected.dtype).to_list() == expected.to_list(), column
     assert set(table["run_id"]) == {paths.run_id}
@@ -333,3 +334,75 @@ def test_database_commands_without_a_database_say_how_to_configure(tmp_path: Pat
     assert result.stderr.strip() == (
         "error: no database configured: set DATABASE_URL (or the PGHOST/PGDATABASE/... variables)"
     )
+
+
+def test_non_ascii_flags_and_programs_publish_as_valid_json(
+    sample_dataset: Path, database_url: str, tmp_path: Path
+) -> None:
+    paths = run_local(sample_dataset, Settings(), run_dir=tmp_path / "r", show_progress=False)
+    scores = (
+        pl.read_parquet(paths.scores)
+        .head(3)
+        .with_columns(
+            pl.lit(['Highly concentrated in a single payer program (Médicaid ☃ "x\\y").']).alias(
+                "flags"
+            )
+        )
+    )
+    with connect(database_url) as conn:
+        publish_scores(conn, scores, run_id="unicode", kind="incremental", fingerprint="f")
+    assert _published(database_url)["flags"].to_list() == scores["flags"].to_list()
+
+
+def test_malformed_database_url_is_one_line_without_the_password(tmp_path: Path) -> None:
+    url = "postgresql://postgres:Sup3r$ecret x@127.0.0.1/claidex"
+    result = _cli("export", "--to", str(tmp_path / "x"), url=url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: DATABASE_URL is not a valid connection string (postgresql://user:pass@host/db)"
+    )
+    assert "Sup3r" not in result.stderr + result.stdout
+
+
+def test_missing_schema_is_one_line(postgres_server, tmp_path: Path) -> None:
+    name = f"empty_{os.getpid()}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+        result = _cli("export", "--to", str(tmp_path / "x"), url=url)
+        assert result.returncode == 2
+        err = result.stderr.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err
+        assert 'relation "providers" does not exist' in err
+        assert postgres_server.password not in err
+    finally:
+        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_concurrent_full_publishes_never_mix(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    runs = [
+        run_local(data, Settings(), run_dir=tmp_path / f"r{i}", show_progress=False)
+        for i, data in enumerate(datasets)
+    ]
+    errors: list[BaseException] = []
+
+    def go(paths: RunPaths) -> None:
+        try:
+            publish(paths, database_url)
+        except Exception as exc:  # the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(paths,)) for paths in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    table = _published(database_url)
+    assert table["run_id"].n_unique() == 1  # whichever committed last, entirely
+    winner = next(p for p in runs if p.run_id == table["run_id"][0])
+    assert table["npi"].to_list() == pl.read_parquet(winner.scores)["npi"].to_list()

@@ -1,8 +1,10 @@
 -- Claidex schema (idempotent: `claidex db init` applies it on every call).
 -- Sources (CMS extracts, LEIE, ownership graph), the published scores and the run ledger.
 
+-- Source tables keep whatever the extracts hold (no keys or NOT NULL): bad rows are
+-- quarantined by `prepare` with a reason, never rejected at load time.
 CREATE TABLE IF NOT EXISTS providers (
-    npi               TEXT PRIMARY KEY,
+    npi               TEXT,
     entity_type_code  INTEGER,
     display_name      TEXT,
     taxonomy_1        TEXT,
@@ -10,8 +12,10 @@ CREATE TABLE IF NOT EXISTS providers (
     is_excluded       BOOLEAN
 );
 
+CREATE INDEX IF NOT EXISTS providers_npi_idx ON providers (npi);
+
 CREATE TABLE IF NOT EXISTS exclusions (
-    exclusion_id  TEXT PRIMARY KEY,
+    exclusion_id  TEXT,
     npi           TEXT,
     excldate      DATE,
     reinstated    BOOLEAN
@@ -21,8 +25,8 @@ CREATE INDEX IF NOT EXISTS exclusions_npi_idx ON exclusions (npi);
 -- One table per program as CMS publishes them. Medicare and Part D carry the
 -- provider type (taxonomy) and state of the extract; Medicaid does not.
 CREATE TABLE IF NOT EXISTS payments_medicare (
-    npi            TEXT NOT NULL,
-    year           INTEGER NOT NULL,
+    npi            TEXT,
+    year           INTEGER,
     payments       DOUBLE PRECISION,
     claims         DOUBLE PRECISION,
     beneficiaries  DOUBLE PRECISION,
@@ -31,15 +35,15 @@ CREATE TABLE IF NOT EXISTS payments_medicare (
 );
 CREATE TABLE IF NOT EXISTS medicare_part_d (LIKE payments_medicare);
 CREATE TABLE IF NOT EXISTS payments_medicaid (
-    npi            TEXT NOT NULL,
-    year           INTEGER NOT NULL,
+    npi            TEXT,
+    year           INTEGER,
     payments       DOUBLE PRECISION,
     claims         DOUBLE PRECISION,
     beneficiaries  DOUBLE PRECISION
 );
 -- Any other program (SPEC §3: "others allowed").
 CREATE TABLE IF NOT EXISTS payments_other (
-    program        TEXT NOT NULL,
+    program        TEXT,
     LIKE payments_medicare
 );
 CREATE INDEX IF NOT EXISTS payments_medicare_npi_idx ON payments_medicare (npi);
@@ -71,17 +75,17 @@ SELECT r.npi, r.year, r.program, r.payments, r.claims, r.beneficiaries,
 
 -- Ownership graph (SPEC §3; Neo4j holds the same graph in neo4j-* modes).
 CREATE TABLE IF NOT EXISTS corporate_entities (
-    entity_id    TEXT PRIMARY KEY,
+    entity_id    TEXT,
     name         TEXT,
     entity_type  TEXT
 );
 CREATE TABLE IF NOT EXISTS entity_ownership (
-    owner_id  TEXT NOT NULL,
-    owned_id  TEXT NOT NULL
+    owner_id  TEXT,
+    owned_id  TEXT
 );
 CREATE INDEX IF NOT EXISTS entity_ownership_owned_idx ON entity_ownership (owned_id);
 CREATE TABLE IF NOT EXISTS entity_exclusions (
-    entity_id  TEXT NOT NULL
+    entity_id  TEXT
 );
 
 -- Published scores: one row per provider, read by the API.
@@ -113,6 +117,16 @@ CREATE TABLE IF NOT EXISTS provider_risk_scores (
     owner_excluded               BOOLEAN,
     actively_excluded            BOOLEAN
 );
+-- Tables created by an older version (or the legacy job) gain the newer columns.
+ALTER TABLE provider_risk_scores
+    ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS run_id TEXT,
+    ADD COLUMN IF NOT EXISTS top_program TEXT,
+    ADD COLUMN IF NOT EXISTS snf_entity_id TEXT,
+    ADD COLUMN IF NOT EXISTS chain_provider_count INTEGER,
+    ADD COLUMN IF NOT EXISTS chain_excluded_count INTEGER,
+    ADD COLUMN IF NOT EXISTS owner_excluded BOOLEAN,
+    ADD COLUMN IF NOT EXISTS actively_excluded BOOLEAN;
 CREATE INDEX IF NOT EXISTS provider_risk_scores_score_idx ON provider_risk_scores (risk_score DESC);
 CREATE INDEX IF NOT EXISTS provider_risk_scores_label_idx ON provider_risk_scores (risk_label);
 CREATE INDEX IF NOT EXISTS provider_risk_scores_updated_idx ON provider_risk_scores (updated_at DESC);

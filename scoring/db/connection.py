@@ -29,9 +29,20 @@ def database_url() -> str | None:
     return None
 
 
+def _params(url: str) -> dict[str, object]:
+    """Parsed connection parameters; a malformed string is an error that never quotes it."""
+    if not url:
+        return {}
+    try:
+        return dict(conninfo_to_dict(url))
+    except psycopg.Error:
+        msg = "DATABASE_URL is not a valid connection string (postgresql://user:pass@host/db)"
+        raise DatabaseError(msg) from None
+
+
 def describe(url: str) -> str:
     """'host:port/dbname as user' — what we connect to, without the password."""
-    params = conninfo_to_dict(url) if url else {}
+    params = _params(url)
     host = params.get("host") or os.environ.get("PGHOST", "localhost")
     port = params.get("port") or os.environ.get("PGPORT", "5432")
     dbname = params.get("dbname") or os.environ.get("PGDATABASE", "postgres")
@@ -43,15 +54,26 @@ def scrub(text: str, url: str) -> str:
     """Remove any password (from the URL or PGPASSWORD) from a message; keep the first line."""
     line = text.strip().splitlines()[0] if text.strip() else text
     secrets = [os.environ.get("PGPASSWORD", "")]
-    if url:
-        secrets.append(str(conninfo_to_dict(url).get("password") or ""))
+    try:
+        secrets.append(str(_params(url).get("password") or ""))
+    except DatabaseError:
+        return "details withheld: the connection string is malformed"
     for secret in filter(None, secrets):
         line = line.replace(secret, "***")
     return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", line)
 
 
+def database_error(exc: psycopg.Error, url: str, doing: str) -> DatabaseError:
+    """Any psycopg failure as one line without secrets (transient ones stay retryable)."""
+    reason = f"{doing} failed at {describe(url)}: {scrub(str(exc), url)}"
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseUnavailableError(reason)
+    return DatabaseError(reason)
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection or raise DatabaseUnavailableError with one clear line."""
+    _params(url)  # a malformed string fails here, without echoing it
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
     except psycopg.Error as exc:

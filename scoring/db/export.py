@@ -34,7 +34,10 @@ def export_dataset(conn: psycopg.Connection, out_dir: Path) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     with tempfile.TemporaryDirectory(prefix="claidex-export-") as scratch:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.commit()  # the snapshot must be this export's own transaction
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SET LOCAL extra_float_digits = 3")  # floats round-trip exactly
         try:
             for name, query in EXPORT_QUERIES.items():
                 csv = Path(scratch) / f"{name}.csv"

@@ -34,8 +34,8 @@ class PublishResult:
 
 def _json_list(column: str) -> pl.Expr:
     """A list of strings as JSON text: polars encodes {"f": [...]}, we keep the [...] part."""
-    wrapped = pl.struct(pl.col(column).alias("f")).struct.json_encode()
-    return wrapped.str.slice(5, wrapped.str.len_bytes() - 6).alias(column)
+    wrapped = pl.struct(pl.col(column).fill_null([]).alias("f")).struct.json_encode()
+    return wrapped.str.strip_prefix('{"f":').str.strip_suffix("}").alias(column)
 
 
 def published_frame(scores: pl.DataFrame, run_id: str) -> pl.DataFrame:
@@ -65,6 +65,9 @@ def publish_scores(
     conn: psycopg.Connection, scores: pl.DataFrame, *, run_id: str, kind: str, fingerprint: str
 ) -> PublishResult:
     """Publish one run's scores and record it in claidex_runs, all or nothing."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        msg = "publish needs an idle connection: it must own its transaction"
+        raise ValueError(msg)
     frame = published_frame(scores, run_id)
     with conn.transaction():
         conn.execute(
@@ -73,6 +76,9 @@ def publish_scores(
             ).format(sql.Identifier(STAGE))
         )
         copy_in(conn, STAGE, chunks(frame))
+        # One publisher at a time (readers are not blocked): concurrent full runs, or a
+        # redelivered merge, must not interleave their deletes and upserts.
+        conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
         removed = 0
         if kind == "full":
             removed = conn.execute(

@@ -32,7 +32,10 @@ def publish(paths: RunPaths, database_url: str) -> PublishResult:
                 kind=manifest.kind,
                 fingerprint=manifest.input_fingerprint,
             )
-    except (psycopg.Error, DatabaseError) as exc:
+    except BaseException as exc:
+        if not isinstance(exc, psycopg.Error | DatabaseError):
+            ledger.fail("publish", f"publish interrupted: {type(exc).__name__}: {exc}")
+            raise
         reason = exc if isinstance(exc, DatabaseError) else scrub(str(exc), database_url)
         msg = (
             f"publish of run {manifest.run_id} failed: {reason}; the scores stay in "
