@@ -180,6 +180,11 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait(timeout=30)
 
+    def restart(self) -> None:
+        """Kill and start again on the same port (an outage that loses everything queued)."""
+        self.kill()
+        self.start()
+
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self.root, ignore_errors=True)

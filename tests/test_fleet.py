@@ -28,6 +28,7 @@ def fleet(redis_server: PrivateRedis, tmp_path: Path):
     env = fleet_env(redis_server.url, tmp_path / "runs")
 
     def start(name: str, queues: str = "batches,runs", **extra: str) -> CeleryProcess:
+        """A worker process; extra environment (e.g. DATABASE_URL) on top of the fleet's."""
         proc = worker({**env, **extra}, tmp_path / f"{name}.log", name, queues)
         started.append(proc)
         return proc
@@ -140,3 +141,86 @@ def test_worker_killed_mid_batch_loses_nothing(
     assert scores["npi"].is_unique().all() and scores.height == final["providers_scored"]
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
     assert paths.chunk(batch).exists()
+
+
+def _published_runs(url: str) -> list[tuple[str, str, int]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT run_id, status, (SELECT count(*) FROM provider_risk_scores) FROM claidex_runs"
+        ).fetchall()
+
+
+def test_failing_batch_fails_the_run_then_resume_completes_it(
+    sample_dataset: Path, fleet, database_url: str, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from scoring.steps import prepare
+
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    fleet("w0", DATABASE_URL=database_url)
+    paths = RunPaths(tmp_path / "runs" / "broken")
+    manifest = prepare(paths, sample_dataset, Settings(batch_size=300))
+    good = tmp_path / "slice.parquet"
+    shutil.copy(paths.batch_provider_years(2), good)
+    paths.batch_provider_years(2).write_bytes(b"damaged")
+
+    failed = workers_cli(env, "resume", "broken", "--timeout", "120")
+    assert failed.returncode == 1
+    assert "failed at score" in failed.stderr and "[2]" in failed.stderr, failed.stderr
+    status = json.loads(workers_cli(env, "status", "broken").stdout)
+    assert status["status"] == "failed" and status["batches_failed"] == [2]
+    assert _published_runs(database_url) == []  # nothing published
+    finished = {
+        i: paths.chunk(i).stat().st_mtime_ns for i in range(manifest.batches_total) if i != 2
+    }
+    assert len(finished) == manifest.batches_total - 1
+
+    shutil.copy(good, paths.batch_provider_years(2))  # the cause is fixed
+    resumed = workers_cli(env, "resume", "broken", "--timeout", "120")
+    assert resumed.returncode == 0, resumed.stderr
+    assert {i: paths.chunk(i).stat().st_mtime_ns for i in finished} == finished
+    assert RunLedger(paths).read()["status"] == "published"
+    assert _published_runs(database_url) == [("broken", "published", manifest.providers_scored)]
+
+
+def test_redis_restart_mid_run_then_resume_publishes_once(
+    sample_dataset: Path, fleet, redis_server: PrivateRedis, database_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    fleet("w0", DATABASE_URL=database_url)
+    started = workers_cli(
+        env,
+        "full",
+        "--data",
+        str(sample_dataset),
+        "--batch-size",
+        "40",
+        "--run-id",
+        "outage",
+        "--no-wait",
+    )
+    assert started.returncode == 0, started.stderr
+    paths = RunPaths(tmp_path / "runs" / "outage")
+    deadline = time.monotonic() + 120
+    while RunLedger(paths).summary().get("batches_done", 0) < 5:
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.05)
+    redis_server.restart()  # queued batches and chord state are gone
+    time.sleep(3)
+    summary = RunLedger(paths).summary()
+    if summary["status"] != "published":
+        assert summary["batches_done"] < summary["batches_total"]  # stalled, not lost silently
+    resumed = workers_cli(env, "resume", "outage", "--timeout", "180")
+    assert resumed.returncode == 0, resumed.stderr
+    ledger = RunLedger(paths).read()
+    assert ledger["status"] == "published" and ledger["publish_count"] == 1
+    assert _published_runs(database_url) == [("outage", "published", ledger["rows_published"])]
+    again = workers_cli(env, "resume", "outage", "--timeout", "60")  # a second resume: no-op
+    assert again.returncode == 0
+    assert RunLedger(paths).read()["publish_count"] == 1

@@ -104,7 +104,9 @@ def _status(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from workers.tasks import resume_run
 
-    resume_run(args.run)
+    if resume_run(args.run) is None:
+        print(f"run {args.run} is already published: nothing to resume")
+        return 0
     print(f"run {args.run} resumed")
     if args.no_wait:
         return 0

@@ -91,7 +91,8 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     ledger = RunLedger(paths)
     state = ledger.read()
     manifest = RunManifest.load(paths)
-    if state.get("status") == "published" and state.get("published_prepare") == manifest.prepare_id:
+    if state.get("published_prepare") == manifest.prepare_id:  # never publish a run twice
+        ledger.set_status("published")
         return {"run_id": run_id, "status": "published", "skipped": True}
     missing = ledger.missing_batches(manifest.batches_total)
     if missing:
@@ -119,10 +120,16 @@ def run_failed(request: Any, exc: BaseException, traceback: Any, run_id: str) ->
     ledger.fail("score", detail)
 
 
-def resume_run(run_id: str) -> str:
-    """Re-dispatch only the batches without a chunk, then merge (SPEC §7)."""
+def resume_run(run_id: str) -> str | None:
+    """Re-dispatch only the batches without a chunk, then merge (SPEC §7).
+
+    A run already published needs nothing: returns None.
+    """
     paths = run_paths(run_id)
     manifest = RunManifest.load(paths)
-    missing = RunLedger(paths).missing_batches(manifest.batches_total)
-    RunLedger(paths).set_status("scoring", error=None, failed_step=None)
+    ledger = RunLedger(paths)
+    if ledger.read().get("published_prepare") == manifest.prepare_id:
+        return None
+    missing = ledger.missing_batches(manifest.batches_total)
+    ledger.set_status("scoring", error=None, failed_step=None)
     return dispatch_batches(run_id, missing)
