@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -23,16 +21,11 @@ from scoring.db.export import export_dataset
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
-from scoring.rundir import RunPaths
+from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
 from scoring.steps.publish import publish
 
 ProgressHook = Callable[[int, int], None]
-
-
-def new_run_id() -> str:
-    """Sortable, unique run id: UTC time plus a random suffix."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def resolve_run(run: str, cfg: Settings) -> RunPaths:

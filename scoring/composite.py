@@ -30,6 +30,20 @@ def calibrated_score(r_raw: pl.Expr, reference_size: pl.Expr) -> pl.Expr:
     )
 
 
+def reference_risk_score(r_raw: pl.Series, reference: pl.Series) -> pl.Series:
+    """PERCENT_RANK of each r_raw within a reference population (incremental runs).
+
+    An NPI whose inputs did not change gets exactly its full-run score: the count of
+    strictly smaller reference values and N are the same as in the full run.
+    """
+    ordered = reference.sort()
+    size = ordered.len()
+    smaller = ordered.search_sorted(r_raw, side="left").cast(pl.Float64)
+    if size <= 1:
+        return pl.repeat(0.0, r_raw.len(), eager=True).alias("risk_score")
+    return (100.0 * smaller / (size - 1)).round(2).alias("risk_score")
+
+
 def label_expr(cfg: Settings) -> pl.Expr:
     """High / Elevated / Moderate / Low from risk_score."""
     score = pl.col("risk_score")

@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,11 @@ class RunPaths:
             self.input_counts,
         ):
             path.unlink(missing_ok=True)
+
+
+def new_run_id(suffix: str = "") -> str:
+    """Sortable, unique run id: UTC time plus a random part (and an optional suffix)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}{suffix}"
 
 
 def _temporary_sibling(path: Path) -> Path:

@@ -38,9 +38,15 @@ def chunks(frame: pl.DataFrame, rows: int = COPY_CHUNK_ROWS) -> Iterator[pl.Data
         yield frame.slice(offset, rows)
 
 
-def copy_out_csv(conn: psycopg.Connection, query: sql.Composable, target: Path) -> None:
+def copy_out_csv(
+    conn: psycopg.Connection, query: sql.Composable, target: Path, params: tuple = ()
+) -> None:
     """Stream `COPY (query) TO STDOUT` into a CSV file with a header."""
     statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(query)
-    with conn.cursor() as cur, cur.copy(statement) as copy, target.open("wb") as out:
+    with (
+        conn.cursor() as cur,
+        cur.copy(statement, params or None) as copy,
+        target.open("wb") as out,
+    ):
         for block in copy:
             out.write(block)

@@ -29,8 +29,16 @@ EXPORT_QUERIES = {
 }
 
 
-def export_dataset(conn: psycopg.Connection, out_dir: Path) -> dict[str, int]:
-    """Write the six dataset files from one consistent snapshot; rows per file."""
+PER_NPI = ("providers", "payments_combined", "exclusions")
+
+
+def export_dataset(
+    conn: psycopg.Connection, out_dir: Path, npis: list[str] | None = None
+) -> dict[str, int]:
+    """Write the dataset files from one consistent snapshot; rows per file.
+
+    With `npis`, only those NPIs' provider, payment and LEIE rows (an incremental run).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     with tempfile.TemporaryDirectory(prefix="claidex-export-") as scratch:
@@ -40,8 +48,13 @@ def export_dataset(conn: psycopg.Connection, out_dir: Path) -> dict[str, int]:
         conn.execute("SET LOCAL extra_float_digits = 3")  # floats round-trip exactly
         try:
             for name, query in EXPORT_QUERIES.items():
+                if npis is not None and name not in PER_NPI:
+                    continue
                 csv = Path(scratch) / f"{name}.csv"
-                copy_out_csv(conn, sql.SQL(query), csv)  # type: ignore[arg-type]
+                text, params = query, ()
+                if npis is not None:
+                    text, params = f"SELECT * FROM ({query}) q WHERE npi = ANY(%s)", (npis,)
+                copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
                 schema = {column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()}
                 frame = pl.scan_csv(csv, schema=schema)
                 frame.sink_parquet(dataset_file(out_dir, name), compression="zstd")

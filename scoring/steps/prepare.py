@@ -8,6 +8,7 @@ import polars as pl
 
 from scoring.concentration import program_totals
 from scoring.config import Settings
+from scoring.digest import npi_digests
 from scoring.errors import InputError
 from scoring.exclusion import active_exclusions
 from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
@@ -47,7 +48,7 @@ def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) 
     return ownership_counts(clean.providers.lazy(), excluded.lazy(), clean.graph, cfg).collect()
 
 
-def _write_batches(
+def write_batches(
     paths: RunPaths, py: pl.DataFrame, providers: pl.DataFrame, batch_size: int
 ) -> int:
     """Cut the NPI-sorted population into batches; each batch gets only its own rows.
@@ -66,17 +67,38 @@ def _write_batches(
     return total
 
 
+def provider_rows(
+    attrs: pl.LazyFrame, totals: pl.DataFrame, ownership: pl.DataFrame, excluded: pl.DataFrame
+) -> pl.DataFrame:
+    """One row per scored NPI: peer attributes, program totals, ownership, LEIE status."""
+    return (
+        attrs.join(totals.lazy(), on="npi", how="left")
+        .join(ownership.lazy(), on="npi", how="left")
+        .join(excluded.lazy(), on="npi", how="left")
+        .sort("npi")
+        .collect()
+    )
+
+
+def provider_year_rows(
+    clean: CleanInputs, t: int, cfg: Settings
+) -> tuple[pl.DataFrame, pl.LazyFrame, pl.LazyFrame]:
+    """Window provider-years with growth, peer attributes and billing metrics; the window
+    payment rows; the peer attributes."""
+    window = clean.payments.lazy().filter(in_window(t, cfg))
+    py = provider_years(window, cfg)
+    population = py.select("npi").unique().sort("npi")
+    attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
+    py_df = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year")
+    return py_df.collect(), window, attrs
+
+
 def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -> RunManifest:
     raw = read_dataset(data_dir, with_graph=cfg.graph_mode == "embedded")
     clean = validate(raw, cfg)
     write_parquet_atomic(clean.quarantine, paths.quarantine)
-    payments = clean.payments.lazy()
     t = window_end_year(clean.payments["year"].max(), cfg)  # type: ignore[arg-type]
-    window = payments.filter(in_window(t, cfg))
-    py = provider_years(window, cfg)
-    population = py.select("npi").unique().sort("npi")
-    attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
-    py = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year").collect()
+    py, window, attrs = provider_year_rows(clean, t, cfg)
     eligible = py.lazy().filter("eligible")
     primary, fallback = pl.collect_all(
         [billing_group_stats(eligible, PRIMARY_KEYS), billing_group_stats(eligible, FALLBACK_KEYS)]
@@ -99,18 +121,15 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     }.items():
         write_parquet_atomic(frame, paths.stat(name))
     ownership = _ownership_table(clean, excluded, cfg)
-    providers = (
-        attrs.join(totals.lazy(), on="npi", how="left")
-        .join(ownership.lazy(), on="npi", how="left")
-        .join(excluded.lazy(), on="npi", how="left")
-        .sort("npi")
-        .collect()
-    )
+    write_parquet_atomic(ownership, paths.stat("ownership"))  # for incremental runs
+    digests = npi_digests(window, clean.providers.lazy(), clean.exclusions.lazy()).collect()
+    write_parquet_atomic(digests, paths.stat("npi_digest"))  # for the daily refresh
+    providers = provider_rows(attrs, totals, ownership, excluded)
     if providers.is_empty():
         first = t - cfg.window_years + 1
         msg = f"{data_dir}: no provider has a valid payment row in the window {first}-{t}"
         raise InputError(msg)
-    batches = _write_batches(paths, py.select(SLICE_COLUMNS), providers, cfg.batch_size)
+    batches = write_batches(paths, py.select(SLICE_COLUMNS), providers, cfg.batch_size)
     year = pl.col("year")
     counts = {
         "payment_rows_valid": clean.payments.height,

@@ -1,0 +1,179 @@
+"""Incremental runs (SPEC §6.6): given NPIs scored against the latest full run.
+
+T, the peer statistics, the percent-rank tables, the ownership results and the
+r_raw reference population all come from the reference full run, so rescoring
+an NPI whose inputs did not change reproduces its full-run row exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import polars as pl
+
+from scoring.composite import label_expr, reference_risk_score
+from scoring.concentration import program_totals
+from scoring.errors import InputError, RunStateError
+from scoring.exclusion import active_exclusions
+from scoring.inputs import RawInputs, read_dataset
+from scoring.ledger import RunLedger, StepTimer
+from scoring.manifest import RunManifest
+from scoring.npi import npi_problem
+from scoring.provider_scores import STAT_NAMES
+from scoring.quarantine import QUARANTINE_SCHEMA
+from scoring.report import build_report
+from scoring.rundir import RunPaths, read_json, write_json_atomic, write_parquet_atomic
+from scoring.steps.merge import SCORE_COLUMNS, checked_chunks
+from scoring.steps.prepare import SLICE_COLUMNS, provider_rows, provider_year_rows, write_batches
+from scoring.validation import validate
+
+INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small
+
+
+def checked_npis(npis: list[str]) -> list[str]:
+    """Distinct, well-formed NPIs; malformed ones are refused with their problem named."""
+    frame = pl.DataFrame({"npi": npis}, schema={"npi": pl.String}).with_columns(
+        npi_problem(pl.col("npi")).alias("problem")
+    )
+    bad = frame.filter(pl.col("problem").is_not_null())
+    if not bad.is_empty():
+        listed = ", ".join(f"{n!r} ({p})" for n, p in bad.rows()[:20])
+        msg = f"malformed NPI(s): {listed}"
+        raise InputError(msg)
+    if frame.is_empty():
+        msg = "no NPIs given"
+        raise InputError(msg)
+    return sorted(set(npis))
+
+
+def latest_full_run(run_root: Path, *, published_only: bool) -> RunPaths:
+    """The most recent finished full run (published, or merged when nothing is published)."""
+    finished = ("published",) if published_only else ("published", "merged")
+    candidates = []
+    for ledger_file in run_root.glob("*/ledger.json"):
+        state = read_json(ledger_file)
+        if state.get("kind") == "full" and state.get("status") in finished:
+            candidates.append((state.get("created_at", ""), ledger_file.parent.name))
+    if not candidates:
+        msg = f"no finished full run under {run_root}: run a full recompute first"
+        raise RunStateError(msg)
+    return RunPaths(run_root / max(candidates)[1])
+
+
+def _only(raw: RawInputs, npis: list[str]) -> RawInputs:
+    """The source rows of these NPIs, read once into memory."""
+    wanted = pl.Series(npis, dtype=pl.String)
+
+    def pick(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return frame.filter(pl.col("npi").is_in(wanted.implode())).collect().lazy()
+
+    return RawInputs(
+        raw.data_dir,
+        pick(raw.providers),
+        pick(raw.payments),
+        pick(raw.exclusions),
+        None,
+        None,
+        None,
+    )
+
+
+def _link_reference_stats(paths: RunPaths, reference: RunPaths) -> None:
+    paths.stats_dir.mkdir(parents=True, exist_ok=True)
+    for name in STAT_NAMES:
+        os.symlink(reference.stat(name).resolve(), paths.stat(name))
+
+
+def prepare_incremental(
+    paths: RunPaths, reference: RunPaths, data_dir: Path, npis: list[str]
+) -> RunManifest:
+    """Step 1 for an incremental run: the NPIs' own rows, the reference run's statistics."""
+    ref = RunManifest.load(reference)
+    cfg, t = ref.cfg, ref.window_end_year
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.clear()
+    ledger = RunLedger(paths)
+    fingerprint = hashlib.blake2b(f"{ref.run_id}:{','.join(npis)}".encode(), digest_size=16)
+    ledger.start(kind="incremental", source=str(data_dir), fingerprint=fingerprint.hexdigest())
+    ledger.update(reference_run=ref.run_id)
+    try:
+        with StepTimer(ledger, "prepare"):
+            clean = validate(_only(read_dataset(data_dir, with_graph=False), npis), cfg)
+            py, window, attrs = provider_year_rows(clean, t, cfg)
+            scored = py["npi"].unique()
+            requested = pl.Series("npi", npis, dtype=pl.String)
+            unknown = requested.filter(~requested.cast(pl.Int64).is_in(scored.implode())).to_list()
+            no_data = pl.DataFrame(
+                {
+                    "source": "enqueue",
+                    "source_row": None,
+                    "npi": unknown,
+                    "reason": f"no payment data in {t - cfg.window_years + 1}-{t}",
+                    "record": None,
+                },
+                schema=QUARANTINE_SCHEMA,
+            )
+            write_parquet_atomic(pl.concat([clean.quarantine, no_data]), paths.quarantine)
+            if py.is_empty():
+                msg = f"no payment data for NPI(s): {', '.join(unknown[:20])}"
+                raise InputError(msg)
+            ownership = pl.read_parquet(reference.stat("ownership")).filter(
+                pl.col("npi").is_in(scored.implode())
+            )
+            providers = provider_rows(
+                attrs,
+                program_totals(window, t, cfg).collect(),
+                ownership,
+                active_exclusions(clean.exclusions.lazy()).collect(),
+            )
+            _link_reference_stats(paths, reference)
+            write_batches(paths, py.select(SLICE_COLUMNS), providers, INCREMENTAL_BATCH)
+            manifest = RunManifest(
+                run_id=paths.run_id,
+                kind="incremental",
+                source=str(data_dir),
+                window_end_year=t,
+                batches_total=1,
+                batch_size=INCREMENTAL_BATCH,
+                providers_scored=providers.height,
+                input_fingerprint=fingerprint.hexdigest(),
+                settings=ref.settings,
+            )
+            manifest.save(paths)
+    except Exception as exc:
+        ledger.fail("prepare", exc)
+        raise
+    ledger.set_status(
+        "scoring",
+        batches_total=1,
+        window_end_year=t,
+        unknown_npis=unknown,
+        providers_scored=providers.height,
+    )
+    return manifest
+
+
+def merge_incremental(paths: RunPaths, reference: RunPaths) -> pl.DataFrame:
+    """Calibrate against the reference full run's r_raw population, label, write scores."""
+    manifest = RunManifest.load(paths)
+    ledger = RunLedger(paths)
+    ledger.set_status("merging")
+    try:
+        with StepTimer(ledger, "merge"):
+            chunk = checked_chunks(paths, manifest)
+            population = pl.read_parquet(reference.scores, columns=["r_raw"])["r_raw"]
+            scores = (
+                chunk.with_columns(reference_risk_score(chunk["r_raw"], population))
+                .with_columns(label_expr(manifest.cfg))
+                .select(SCORE_COLUMNS)
+                .sort("npi")
+            )
+            write_parquet_atomic(scores, paths.scores)
+    except Exception as exc:
+        ledger.fail("merge", exc)
+        raise
+    ledger.set_status("merged", rows_scored=scores.height)
+    write_json_atomic(build_report(paths, scores), paths.report)
+    return scores
