@@ -224,3 +224,43 @@ def test_redis_restart_mid_run_then_resume_publishes_once(
     again = workers_cli(env, "resume", "outage", "--timeout", "60")  # a second resume: no-op
     assert again.returncode == 0
     assert RunLedger(paths).read()["publish_count"] == 1
+
+
+def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    import re
+
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    fleet("w0")
+    fleet("inc", queues="incremental")
+    first = workers_cli(fleet.env, "full", "--data", str(sample_dataset), "--run-id", "ref",
+                        "--timeout", "120")
+    assert first.returncode == 0, first.stderr
+    reference = pl.read_parquet(tmp_path / "runs" / "ref" / "scores.parquet")
+    picked = reference.sample(n=5, seed=1).sort("npi")
+
+    bad = workers_cli(fleet.env, "enqueue", "123", picked["npi"][0])
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: malformed NPI(s): '123' (npi not 10 digits)"
+
+    # A long full recompute keeps the batch worker busy ...
+    busy = workers_cli(fleet.env, "full", "--data", str(sample_dataset), "--batch-size", "20",
+                       "--run-id", "busy", "--no-wait")
+    assert busy.returncode == 0
+    busy_paths = RunPaths(tmp_path / "runs" / "busy")
+    # ... and the enqueue is served by the incremental worker meanwhile.
+    served = workers_cli(fleet.env, "enqueue", *picked["npi"].to_list(), "1234567893", "--wait",
+                         "--timeout", "120")
+    assert served.returncode == 0, served.stderr
+    busy_state = RunLedger(busy_paths).summary()
+    assert busy_state["status"] == "scoring"
+    assert busy_state["batches_done"] < busy_state["batches_total"]
+    assert "1234567893  no payment data" in served.stdout
+    run_id = re.search(r"run (\S+) \(merged, reference ref\)", served.stdout).group(1)
+    redone = pl.read_parquet(tmp_path / "runs" / run_id / "scores.parquet")
+    assert_frame_equal(redone, picked)
+    for row in picked.iter_rows(named=True):
+        assert f"{row['npi']}  {row['risk_score']:6.2f}  {row['risk_label']}" in served.stdout

@@ -28,10 +28,12 @@ def _incremental(full: RunPaths, data: Path, run_dir: Path, npis: list[str]) -> 
     return merge_incremental(paths, full)
 
 
-def test_unchanged_npis_reproduce_the_full_run_exactly(sample_dataset: Path,
-                                                         tmp_path: Path) -> None:
-    full = run_local(sample_dataset, Settings(run_root=tmp_path), run_dir=tmp_path / "full",
-                     show_progress=False)
+def test_unchanged_npis_reproduce_the_full_run_exactly(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    full = run_local(
+        sample_dataset, Settings(run_root=tmp_path), run_dir=tmp_path / "full", show_progress=False
+    )
     assert latest_full_run(tmp_path, published_only=False) == full
     scores = pl.read_parquet(full.scores)
     picked = scores.sample(n=100, seed=3).sort("npi")
@@ -39,8 +41,9 @@ def test_unchanged_npis_reproduce_the_full_run_exactly(sample_dataset: Path,
     assert_frame_equal(redone, picked)
 
 
-def test_changed_npi_is_rescored_against_the_reference(sample_dataset: Path,
-                                                        tmp_path: Path) -> None:
+def test_changed_npi_is_rescored_against_the_reference(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
     full = run_local(sample_dataset, Settings(), run_dir=tmp_path / "full", show_progress=False)
     scores = pl.read_parquet(full.scores)
     target = scores.sort("r_raw")["npi"][0]  # the lowest risk provider
@@ -59,8 +62,11 @@ def test_changed_npi_is_rescored_against_the_reference(sample_dataset: Path,
 
 
 def test_malformed_and_unknown_npis(sample_dataset: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"malformed NPI\(s\): '123' \(npi not 10 digits\), "
-                                         r"'1234567890' \(npi check digit invalid\)"):
+    with pytest.raises(
+        InputError,
+        match=r"malformed NPI\(s\): '123' \(npi not 10 digits\), "
+        r"'1234567890' \(npi check digit invalid\)",
+    ):
         checked_npis(["123", "1234567890"])
     full = run_local(sample_dataset, Settings(), run_dir=tmp_path / "full", show_progress=False)
     known = pl.read_parquet(full.scores)["npi"][0]
@@ -70,6 +76,8 @@ def test_malformed_and_unknown_npis(sample_dataset: Path, tmp_path: Path) -> Non
     mixed = _incremental(full, sample_dataset, tmp_path / "mixed", [known, unknown])
     assert mixed["npi"].to_list() == [known]
     quarantine = pl.read_parquet(tmp_path / "mixed" / "quarantine.parquet")
-    assert quarantine.filter(pl.col("npi") == unknown)["reason"].item().startswith(
-        "no payment data in"
+    assert (
+        quarantine.filter(pl.col("npi") == unknown)["reason"]
+        .item()
+        .startswith("no payment data in")
     )

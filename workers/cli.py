@@ -113,6 +113,32 @@ def _resume(args: argparse.Namespace) -> int:
     return _finish(follow(args.run, timeout=args.timeout, show_progress=not args.quiet))
 
 
+def _enqueue(args: argparse.Namespace) -> int:
+    from scoring.steps.incremental import checked_npis
+    from workers.tasks import score_incremental
+
+    npis = list(args.npis)
+    if args.file:
+        npis += Path(args.file).read_text().split()
+    wanted = checked_npis(npis)  # malformed NPIs never reach the queue
+    data = str(Path(args.data).resolve()) if args.data else None
+    result = score_incremental.apply_async(args=[wanted, data, not args.no_publish])
+    print(f"enqueued {len(wanted)} NPI(s) as task {result.id}")
+    if not args.wait:
+        return 0
+    outcome = result.get(timeout=args.timeout, propagate=False)
+    if result.failed():
+        print(f"error: {outcome}", file=sys.stderr)
+        return 2
+    for row in outcome["scores"]:
+        flags = "; ".join(row["flags"]) or "-"
+        print(f"{row['npi']}  {row['risk_score']:6.2f}  {row['risk_label']:<8}  {flags}")
+    for npi in outcome["unknown_npis"]:
+        print(f"{npi}  no payment data")
+    print(f"run {outcome['run_id']} ({outcome['status']}, reference {outcome['reference_run']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run")
     waiting(resume)
     resume.set_defaults(func=_resume)
+
+    enqueue = sub.add_parser("enqueue", help="score given NPIs against the latest full run")
+    enqueue.add_argument("npis", nargs="*", help="10-digit NPIs")
+    enqueue.add_argument("--file", help="a file of NPIs (whitespace separated)")
+    enqueue.add_argument(
+        "--data",
+        help="dataset directory (default: Postgres if configured, "
+        "else the reference run's dataset)",
+    )
+    enqueue.add_argument("--wait", action="store_true", help="wait and print the new scores")
+    enqueue.add_argument("--timeout", type=float, default=300)
+    enqueue.add_argument("--no-publish", action="store_true")
+    enqueue.set_defaults(func=_enqueue)
     return parser
 
 

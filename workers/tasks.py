@@ -14,8 +14,14 @@ from scoring.db.export import export_dataset
 from scoring.errors import RETRYABLE_EXCEPTIONS
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
-from scoring.rundir import RunPaths
+from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.steps.incremental import (
+    checked_npis,
+    latest_full_run,
+    merge_incremental,
+    prepare_incremental,
+)
 from scoring.steps.publish import publish
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app
 
@@ -133,3 +139,49 @@ def resume_run(run_id: str) -> str | None:
     missing = ledger.missing_batches(manifest.batches_total)
     ledger.set_status("scoring", error=None, failed_step=None)
     return dispatch_batches(run_id, missing)
+
+
+def _incremental_source(
+    paths: RunPaths, reference: RunPaths, npis: list[str], data_dir: str | None
+) -> Path:
+    """The NPIs' current rows: a dataset directory, or Postgres when one is configured."""
+    if data_dir:
+        return Path(data_dir)
+    url = database_url()
+    if url is None:
+        return Path(RunManifest.load(reference).source)
+    source = paths.root / "source"
+    with connect(url) as conn:
+        export_dataset(conn, source, npis=npis)
+    return source
+
+
+def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool) -> dict[str, Any]:
+    """An incremental run end to end in this process (the steps, never new logic)."""
+    cfg = Settings()
+    url = database_url()
+    wanted = checked_npis(npis)
+    reference = latest_full_run(cfg.run_root, published_only=url is not None and publish_scores)
+    paths = run_paths(new_run_id("-incremental"))
+    source = _incremental_source(paths, reference, wanted, data_dir)
+    prepare_incremental(paths, reference, source, wanted)
+    score_batch(paths, 0)
+    scores = merge_incremental(paths, reference)
+    if publish_scores and url is not None:
+        publish(paths, url)
+    columns = ["npi", "risk_score", "risk_label", "r_raw", "flags"]
+    return {
+        "run_id": paths.run_id,
+        "reference_run": reference.run_id,
+        "status": RunLedger(paths).read()["status"],
+        "unknown_npis": RunLedger(paths).read().get("unknown_npis", []),
+        "scores": scores.select(columns).to_dicts(),
+    }
+
+
+@app.task(name="claidex.score_incremental", bind=True, **RELIABLE)
+def score_incremental(
+    self: Any, npis: list[str], data_dir: str | None, publish_scores: bool
+) -> dict[str, Any]:
+    """Ad-hoc NPIs on their own queue, so they never wait behind a full recompute."""
+    return run_incremental(npis, data_dir, publish_scores)
