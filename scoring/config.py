@@ -84,7 +84,6 @@ class Settings(BaseSettings):
     full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
     refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)
     scheduled_data: Path | None = None  # dataset for scheduled runs; unset: Postgres
-    full_engine: Literal["celery", "modal"] = "celery"
 
     @property
     def weights(self) -> dict[str, float]:

@@ -236,8 +236,9 @@ def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
 
     fleet("w0")
     fleet("inc", queues="incremental")
-    first = workers_cli(fleet.env, "full", "--data", str(sample_dataset), "--run-id", "ref",
-                        "--timeout", "120")
+    first = workers_cli(
+        fleet.env, "full", "--data", str(sample_dataset), "--run-id", "ref", "--timeout", "120"
+    )
     assert first.returncode == 0, first.stderr
     reference = pl.read_parquet(tmp_path / "runs" / "ref" / "scores.parquet")
     picked = reference.sample(n=5, seed=1).sort("npi")
@@ -247,13 +248,23 @@ def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
     assert bad.stderr.strip() == "error: malformed NPI(s): '123' (npi not 10 digits)"
 
     # A long full recompute keeps the batch worker busy ...
-    busy = workers_cli(fleet.env, "full", "--data", str(sample_dataset), "--batch-size", "20",
-                       "--run-id", "busy", "--no-wait")
+    busy = workers_cli(
+        fleet.env,
+        "full",
+        "--data",
+        str(sample_dataset),
+        "--batch-size",
+        "20",
+        "--run-id",
+        "busy",
+        "--no-wait",
+    )
     assert busy.returncode == 0
     busy_paths = RunPaths(tmp_path / "runs" / "busy")
     # ... and the enqueue is served by the incremental worker meanwhile.
-    served = workers_cli(fleet.env, "enqueue", *picked["npi"].to_list(), "1234567893", "--wait",
-                         "--timeout", "120")
+    served = workers_cli(
+        fleet.env, "enqueue", *picked["npi"].to_list(), "1234567893", "--wait", "--timeout", "120"
+    )
     assert served.returncode == 0, served.stderr
     busy_state = RunLedger(busy_paths).summary()
     assert busy_state["status"] == "scoring"
@@ -264,3 +275,114 @@ def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
     assert_frame_equal(redone, picked)
     for row in picked.iter_rows(named=True):
         assert f"{row['npi']}  {row['risk_score']:6.2f}  {row['risk_label']}" in served.stdout
+
+
+def test_beat_dispatches_the_weekly_and_daily_jobs(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    import time
+
+    schedule = {
+        "CLAIDEX_FULL_SCHEDULE": "2",
+        "CLAIDEX_REFRESH_SCHEDULE": "2",
+        "CLAIDEX_SCHEDULED_DATA": str(sample_dataset),
+    }
+    worker_proc = fleet("w0", queues="batches,runs,incremental", **schedule)
+    beat = CeleryProcess(
+        {**fleet.env, **schedule},
+        tmp_path / "beat.log",
+        "beat",
+        "-s",
+        str(tmp_path / "beat-schedule"),
+        "-l",
+        "INFO",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            log = worker_proc.log.read_text()
+            weekly = [
+                p
+                for p in (tmp_path / "runs").glob("*-weekly")
+                if RunLedger(RunPaths(p)).read().get("status") == "merged"
+            ]
+            refreshed = "Task claidex.refresh_changed" in log and "'changed': 0" in log
+            if weekly and refreshed:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"beat jobs not seen:\n{beat.log.read_text()[-2000:]}")
+        beat_log = beat.log.read_text()
+        assert "Sending due task weekly-full-recompute (claidex.scheduled_full_run)" in beat_log
+        assert "Sending due task daily-refresh-changed-npis (claidex.refresh_changed)" in beat_log
+    finally:
+        beat.stop()
+
+
+def test_flower_lists_workers_and_tasks_and_requires_auth(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    import base64
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    from claidex.devservices import free_port
+
+    refused = CeleryProcess(fleet.env, tmp_path / "open-flower.log", "flower")
+    refused.process.wait(timeout=60)
+    assert refused.process.returncode != 0
+    assert "Flower requires authentication" in refused.log.read_text()
+
+    port = free_port()
+    env = {**fleet.env, "FLOWER_BASIC_AUTH": "ops:s3cret"}
+    flower = CeleryProcess(
+        env, tmp_path / "flower.log", "flower", f"--port={port}", "--address=127.0.0.1"
+    )
+    try:
+        fleet("w0")
+        assert (
+            workers_cli(
+                fleet.env,
+                "full",
+                "--data",
+                str(sample_dataset),
+                "--run-id",
+                "seen",
+                "--timeout",
+                "120",
+            ).returncode
+            == 0
+        )
+        token = base64.b64encode(b"ops:s3cret").decode()
+
+        def get(path: str, auth: bool = True) -> dict:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if auth:
+                request.add_header("Authorization", f"Basic {token}")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tasks = get("/api/tasks")
+                if any(
+                    t.get("name") == "claidex.merge_and_calibrate" and t.get("state") == "SUCCESS"
+                    for t in tasks.values()
+                ):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline, flower.log.read_text()[-2000:]
+            time.sleep(0.5)
+        batch = next(t for t in tasks.values() if t.get("name") == "claidex.score_batch")
+        assert "seen" in batch["args"]  # task names and arguments are readable
+        workers = get("/api/workers?refresh=1")
+        assert any(name.startswith("w0@") for name in workers)
+        with pytest.raises(urllib.error.HTTPError) as refused_request:
+            get("/api/workers", auth=False)
+        assert refused_request.value.code == 401
+    finally:
+        flower.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from celery import Celery
 from kombu import Queue
@@ -25,7 +26,15 @@ def backend_url() -> str:
     return os.environ.get("CELERY_RESULT_BACKEND") or broker_url()
 
 
+def require_flower_auth(argv: list[str]) -> None:
+    """Flower never runs open: basic auth must come from the environment."""
+    if "flower" in argv and not os.environ.get("FLOWER_BASIC_AUTH"):
+        msg = "Flower requires authentication: set FLOWER_BASIC_AUTH=user:password"
+        raise SystemExit(msg)
+
+
 def create_app(cfg: Settings | None = None) -> Celery:
+    require_flower_auth(sys.argv)
     cfg = cfg or Settings()
     broker = broker_url()
     if not broker.startswith(("redis://", "rediss://")):

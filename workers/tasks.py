@@ -17,6 +17,7 @@ from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
 from scoring.steps.incremental import (
+    changed_npis,
     checked_npis,
     latest_full_run,
     merge_incremental,
@@ -185,3 +186,41 @@ def score_incremental(
 ) -> dict[str, Any]:
     """Ad-hoc NPIs on their own queue, so they never wait behind a full recompute."""
     return run_incremental(npis, data_dir, publish_scores)
+
+
+def _scheduled_source() -> tuple[str | None, Path | None]:
+    """(dataset dir for start_full_run, directory to read current rows from)."""
+    cfg = Settings()
+    if cfg.scheduled_data is not None:
+        return str(cfg.scheduled_data), cfg.scheduled_data
+    if database_url() is None:
+        msg = "scheduled runs need CLAIDEX_SCHEDULED_DATA or a database (DATABASE_URL)"
+        raise ValueError(msg)
+    return None, None
+
+
+@app.task(name="claidex.scheduled_full_run", bind=True, **RELIABLE)
+def scheduled_full_run(self: Any) -> dict[str, Any]:
+    """Beat's weekly full recompute: a normal full run, published."""
+    data_dir, _ = _scheduled_source()
+    run_id = new_run_id("-weekly")
+    start_full_run.apply_async(args=[run_id, data_dir, {}, True], queue=RUN_QUEUE)
+    return {"run_id": run_id}
+
+
+@app.task(name="claidex.refresh_changed", bind=True, **RELIABLE)
+def refresh_changed(self: Any) -> dict[str, Any]:
+    """Beat's daily refresh: rescore the NPIs whose source rows changed since the last full run."""
+    cfg = Settings()
+    url = database_url()
+    reference = latest_full_run(cfg.run_root, published_only=url is not None)
+    _, data = _scheduled_source()
+    if data is None:  # Postgres: a consistent snapshot of the sources first
+        data = run_paths(new_run_id("-refresh-source")).root
+        with connect(url or "") as conn:
+            export_dataset(conn, data)
+    changed = changed_npis(reference, data)
+    if not changed:
+        return {"changed": 0, "reference_run": reference.run_id}
+    outcome = run_incremental(changed, str(data), publish_scores=True)
+    return {"changed": len(changed), "run_id": outcome["run_id"], "reference_run": reference.run_id}

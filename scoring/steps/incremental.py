@@ -15,12 +15,13 @@ import polars as pl
 
 from scoring.composite import label_expr, reference_risk_score
 from scoring.concentration import program_totals
+from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
 from scoring.inputs import RawInputs, read_dataset
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
-from scoring.npi import npi_problem
+from scoring.npi import npi_problem, npi_to_str
 from scoring.provider_scores import STAT_NAMES
 from scoring.quarantine import QUARANTINE_SCHEMA
 from scoring.report import build_report
@@ -153,6 +154,27 @@ def prepare_incremental(
         providers_scored=providers.height,
     )
     return manifest
+
+
+def changed_npis(reference: RunPaths, data_dir: Path) -> list[str]:
+    """NPIs whose source rows (window payments, provider record, LEIE rows) differ from what
+    the reference full run scored, or that are new since."""
+    ref = RunManifest.load(reference)
+    cfg, t = ref.cfg, ref.window_end_year
+    raw = read_dataset(data_dir, with_graph=False)
+    clean = validate(raw, cfg)
+    window = clean.payments.lazy().filter(pl.col("year").is_between(t - cfg.window_years + 1, t))
+    current = npi_digests(window, clean.providers.lazy(), clean.exclusions.lazy())
+    previous = pl.scan_parquet(reference.stat("npi_digest"))
+    changed = current.join(previous, on=["npi", "digest"], how="anti")
+    scored = window.select("npi").unique()  # only NPIs that have something to score
+    return (
+        changed.join(scored, on="npi", how="semi")
+        .select(npi_to_str(pl.col("npi")))
+        .sort("npi")
+        .collect()["npi"]
+        .to_list()
+    )
 
 
 def merge_incremental(paths: RunPaths, reference: RunPaths) -> pl.DataFrame:
