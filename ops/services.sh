@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the server binaries the test suite runs as private instances, when absent.
+# Install the server binaries (PostgreSQL, Redis) the test suite runs as private
+# instances, when absent.
 # Nothing is started here: the suite starts its own servers on free loopback ports
 # and stops them when it ends. Debian's postinst would create and start a default
 # cluster; we switch that off first so no shared server is left running.
@@ -7,6 +8,9 @@ set -euo pipefail
 need=()
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  need+=(redis-server)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "services: installing ${need[*]}" >&2
@@ -16,7 +20,10 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # policy-rc.d 101: the packages' own services are not started (no init system needed)
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
 fi
 if ! id postgres >/dev/null 2>&1; then
   useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
