@@ -223,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; known failures become one `error: ...` line and exit code 2."""
     try:
         return int(args.func(args))
     except ClaidexError as exc:
@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {database_error(exc, database_url() or '', args.command)}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,10 @@ from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import InputError
 from scoring.rundir import RunPaths
-from scoring.steps import score_batch
+from scoring.steps import merge_and_calibrate, score_batch
 from scoring.steps.incremental import (
     checked_npis,
     latest_full_run,
-    merge_incremental,
     prepare_incremental,
 )
 
@@ -25,7 +24,7 @@ def _incremental(full: RunPaths, data: Path, run_dir: Path, npis: list[str]) -> 
     paths = RunPaths(run_dir)
     prepare_incremental(paths, full, data, checked_npis(npis))
     score_batch(paths, 0)
-    return merge_incremental(paths, full)
+    return merge_and_calibrate(paths, full)
 
 
 def test_unchanged_npis_reproduce_the_full_run_exactly(
@@ -81,3 +80,13 @@ def test_malformed_and_unknown_npis(sample_dataset: Path, tmp_path: Path) -> Non
         .item()
         .startswith("no payment data in")
     )
+
+
+def test_the_fleet_follower_waits_for_the_publish() -> None:
+    from workers.cli import finished
+
+    assert not finished({"status": "merged", "will_publish": True})  # publish still running
+    assert finished({"status": "published", "will_publish": True})
+    assert finished({"status": "merged", "will_publish": False})  # --no-publish / no database
+    assert finished({"status": "merged"})
+    assert not finished({"status": "scoring"})

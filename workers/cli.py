@@ -12,10 +12,16 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scoring.config import load_settings
-from scoring.errors import ClaidexError, InputError
+from scoring.errors import InputError
 from scoring.ledger import RunLedger
 
 FINISHED = ("published", "merged")
+
+
+def finished(summary: dict[str, Any]) -> bool:
+    """Published, or merged by a run that does not publish (no database, --no-publish)."""
+    status = summary.get("status")
+    return status == "published" or (status == "merged" and not summary.get("will_publish"))
 
 
 def follow(run_id: str, *, timeout: float | None, show_progress: bool) -> dict[str, Any]:
@@ -42,7 +48,7 @@ def follow(run_id: str, *, timeout: float | None, show_progress: bool) -> dict[s
                 total=total,
                 completed=summary.get("batches_done", 0),
             )
-            if status in FINISHED or status == "failed":
+            if finished(summary) or status == "failed":
                 return summary
             if deadline is not None and time.monotonic() > deadline:
                 summary["status"] = "timeout"
@@ -182,9 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ClaidexError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from claidex.cli import run_command
+
+    return run_command(build_parser().parse_args(argv))

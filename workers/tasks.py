@@ -20,7 +20,6 @@ from scoring.steps.incremental import (
     changed_npis,
     checked_npis,
     latest_full_run,
-    merge_incremental,
     prepare_incremental,
 )
 from scoring.steps.publish import publish
@@ -106,10 +105,12 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
         # A redelivered batch (worker killed after finishing, before its ack) can complete the
         # chord early; the missing batches are still on their way, so wait for them.
         raise self.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
-    scores = merge_and_calibrate(paths)
     url = database_url()
-    if state.get("publish", True) and url is not None:
-        publish(paths, url)
+    will_publish = bool(state.get("publish", True) and url is not None)
+    ledger.update(will_publish=will_publish)  # followers wait for 'published', not 'merged'
+    scores = merge_and_calibrate(paths)
+    if will_publish:
+        publish(paths, url or "")
     return {
         "run_id": run_id,
         "status": ledger.read()["status"],
@@ -167,7 +168,7 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
     source = _incremental_source(paths, reference, wanted, data_dir)
     prepare_incremental(paths, reference, source, wanted)
     score_batch(paths, 0)
-    scores = merge_incremental(paths, reference)
+    scores = merge_and_calibrate(paths, reference)
     if publish_scores and url is not None:
         publish(paths, url)
     columns = ["npi", "risk_score", "risk_label", "r_raw", "flags"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import polars as pl
 
-from scoring.composite import label_expr, reference_risk_score
 from scoring.concentration import program_totals
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
@@ -24,9 +23,7 @@ from scoring.manifest import RunManifest
 from scoring.npi import npi_problem, npi_to_str
 from scoring.provider_scores import STAT_NAMES
 from scoring.quarantine import QUARANTINE_SCHEMA
-from scoring.report import build_report
-from scoring.rundir import RunPaths, read_json, write_json_atomic, write_parquet_atomic
-from scoring.steps.merge import SCORE_COLUMNS, checked_chunks
+from scoring.rundir import RunPaths, read_json, write_parquet_atomic
 from scoring.steps.prepare import SLICE_COLUMNS, provider_rows, provider_year_rows, write_batches
 from scoring.validation import validate
 
@@ -175,27 +172,3 @@ def changed_npis(reference: RunPaths, data_dir: Path) -> list[str]:
         .collect()["npi"]
         .to_list()
     )
-
-
-def merge_incremental(paths: RunPaths, reference: RunPaths) -> pl.DataFrame:
-    """Calibrate against the reference full run's r_raw population, label, write scores."""
-    manifest = RunManifest.load(paths)
-    ledger = RunLedger(paths)
-    ledger.set_status("merging")
-    try:
-        with StepTimer(ledger, "merge"):
-            chunk = checked_chunks(paths, manifest)
-            population = pl.read_parquet(reference.scores, columns=["r_raw"])["r_raw"]
-            scores = (
-                chunk.with_columns(reference_risk_score(chunk["r_raw"], population))
-                .with_columns(label_expr(manifest.cfg))
-                .select(SCORE_COLUMNS)
-                .sort("npi")
-            )
-            write_parquet_atomic(scores, paths.scores)
-    except Exception as exc:
-        ledger.fail("merge", exc)
-        raise
-    ledger.set_status("merged", rows_scored=scores.height)
-    write_json_atomic(build_report(paths, scores), paths.report)
-    return scores

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from scoring.composite import calibrated_score, label_expr
+from scoring.composite import calibrated_score, label_expr, reference_risk_score
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
@@ -59,27 +59,34 @@ def checked_chunks(paths: RunPaths, manifest: RunManifest) -> pl.DataFrame:
     return merged
 
 
-def merged_scores(paths: RunPaths, manifest: RunManifest) -> pl.DataFrame:
-    """Every chunk, calibrated and labelled; refuses to merge a run with missing batches."""
-    return (
-        checked_chunks(paths, manifest)
-        .lazy()
-        .with_columns(calibrated_score(pl.col("r_raw"), pl.len()))
-        .with_columns(label_expr(manifest.cfg))
-        .select(SCORE_COLUMNS)
-        .sort("npi")
-        .collect()
-    )
+def merged_scores(
+    paths: RunPaths, manifest: RunManifest, reference: RunPaths | None = None
+) -> pl.DataFrame:
+    """Every chunk, calibrated and labelled; refuses to merge a run with missing batches.
+
+    A full run is its own reference population; an incremental run is calibrated
+    against the r_raw population of its reference full run.
+    """
+    chunks = checked_chunks(paths, manifest)
+    if reference is None:
+        calibrated = chunks.with_columns(calibrated_score(pl.col("r_raw"), pl.len()))
+    else:
+        population = read_parquet_named(reference.scores).get_column("r_raw")
+        calibrated = chunks.with_columns(reference_risk_score(chunks["r_raw"], population))
+    return calibrated.with_columns(label_expr(manifest.cfg)).select(SCORE_COLUMNS).sort("npi")
 
 
-def merge_and_calibrate(paths: RunPaths) -> pl.DataFrame:
-    """Run step 3; the result also stays in the run directory for publish and download."""
+def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> pl.DataFrame:
+    """Run step 3; the result also stays in the run directory for publish and download.
+
+    `reference`: the full run an incremental run is calibrated against.
+    """
     ledger = RunLedger(paths)
     manifest = RunManifest.load(paths)
     ledger.set_status("merging")
     try:
         with StepTimer(ledger, "merge"):
-            scores = merged_scores(paths, manifest)
+            scores = merged_scores(paths, manifest, reference)
             write_parquet_atomic(scores, paths.scores)
     except Exception as exc:
         ledger.fail("merge", exc)
