@@ -10,10 +10,8 @@ incremental worker reading those NPIs' rows through the indexed source tables.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,18 +20,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
 import polars as pl  # noqa: E402
-from bench_local import machine  # noqa: E402
+from bench_local import append_section, command_seconds, machine  # noqa: E402
 
 from claidex.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.fleet import fleet_env, worker  # noqa: E402
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -48,13 +38,15 @@ def main() -> None:
             redis.url, scratch / "runs", database_url=pg.url, CLAIDEX_VISIBILITY_TIMEOUT="3600"
         )
         cli = [sys.executable, "-m", "claidex.cli"]
-        load = timed([*cli, "db", "init"], env) + timed([*cli, "db", "load", args.data], env)
+        load = command_seconds([*cli, "db", "init"], env) + command_seconds(
+            [*cli, "db", "load", args.data], env
+        )
         procs = [
             worker(env, scratch / "w0.log", "w0"),
             worker(env, scratch / "inc.log", "inc", queues="incremental"),
         ]
         try:
-            full = timed(
+            full = command_seconds(
                 [
                     sys.executable,
                     "-m",
@@ -70,9 +62,11 @@ def main() -> None:
             )
             scores = scratch / "runs" / "reference" / "scores.parquet"
             npis = pl.read_parquet(scores, columns=["npi"]).sample(n=100, seed=9)["npi"]
-            timed([sys.executable, "-m", "workers", "enqueue", npis[0], "--wait"], env)  # warm
+            command_seconds(
+                [sys.executable, "-m", "workers", "enqueue", npis[0], "--wait"], env
+            )  # warm
             for count in (1, 100):
-                seconds = timed(
+                seconds = command_seconds(
                     [
                         sys.executable,
                         "-m",
@@ -104,9 +98,7 @@ def main() -> None:
         "indexed source tables), scores them against the reference run and upserts them.",
         "",
     ]
-    with Path(args.out).open("a") as handle:
-        handle.write("\n".join(lines))
-    print("\n".join(lines))
+    append_section(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,8 @@ Appends to docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,21 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
-from bench_local import machine  # noqa: E402
+from bench_local import append_section, command_seconds, machine  # noqa: E402
 
 from claidex.devservices import PrivateRedis  # noqa: E402
 from claidex.sample_data import generate  # noqa: E402
 from scoring.ledger import RunLedger  # noqa: E402
 from scoring.rundir import RunPaths  # noqa: E402
 from tests.fleet import fleet_env, worker  # noqa: E402
-
-
-def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
 
 
 def dispatch_overhead_ms(paths: RunPaths, workers: int) -> tuple[float, int]:
@@ -68,7 +58,7 @@ def main() -> None:
         procs.append(worker(env, scratch / "inc.log", "inc", queues="incremental"))
         try:
             for label, data in sizes.items():
-                local = wall(
+                local = command_seconds(
                     [
                         sys.executable,
                         "-m",
@@ -83,7 +73,7 @@ def main() -> None:
                     env,
                 )
                 run_id = f"fleet-{label[:4]}"
-                fleet = wall(
+                fleet = command_seconds(
                     [
                         sys.executable,
                         "-m",
@@ -105,15 +95,17 @@ def main() -> None:
                 npis = pl.read_parquet(reference, columns=["npi"]).sample(n=101, seed=5)["npi"]
                 for count in (1, 100):
                     chosen = npis.head(count).to_list()
-                    wall([sys.executable, "-m", "workers", "enqueue", *chosen[:1], "--wait"], env)
-                    seconds = wall(
+                    command_seconds(
+                        [sys.executable, "-m", "workers", "enqueue", *chosen[:1], "--wait"], env
+                    )
+                    seconds = command_seconds(
                         [sys.executable, "-m", "workers", "enqueue", *chosen, "--wait"], env
                     )
                     enqueue_rows.append((label, count, seconds))
                     print(f"{label}: enqueue {count}: {seconds:.2f}s", flush=True)
             tiny = scratch / "data-tiny"
             generate(tiny, providers=3000, seed=3)
-            wall(
+            command_seconds(
                 [
                     sys.executable,
                     "-m",
@@ -162,9 +154,7 @@ def main() -> None:
             f"(({overhead[1]} batches of 5 NPIs; span x workers - task bodies) / tasks).",
             "",
         ]
-    with Path(args.out).open("a") as handle:
-        handle.write("\n".join(lines))
-    print("\n".join(lines))
+    append_section(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,22 @@ def measured(cmd: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1e6
 
 
+def command_seconds(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time of one command run from the project root; stops the benchmark on failure."""
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def append_section(out: str | Path, lines: list[str]) -> None:
+    """Append a dated section to docs/BENCHMARKS.md and echo it."""
+    with Path(out).open("a") as handle:
+        handle.write("\n".join(lines))
+    print("\n".join(lines))
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -25,7 +25,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
-from bench_local import machine  # noqa: E402
+from bench_local import append_section, machine  # noqa: E402
 
 from claidex.devservices import PrivatePostgres  # noqa: E402
 from claidex.local_engine import run_local  # noqa: E402
@@ -146,9 +146,7 @@ def main() -> None:
         f"Legacy row-at-a-time publish / COPY publish, same rows, same run: **{ratio:.1f}x**.",
         "",
     ]
-    with Path(args.out).open("a") as handle:
-        handle.write("\n".join(lines))
-    print("\n".join(lines))
+    append_section(args.out, lines)
 
 
 if __name__ == "__main__":
