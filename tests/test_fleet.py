@@ -386,3 +386,36 @@ def test_flower_lists_workers_and_tasks_and_requires_auth(
         assert refused_request.value.code == 401
     finally:
         flower.stop()
+
+
+def test_a_redelivered_start_resumes_instead_of_preparing_again(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    reference = run_local(
+        sample_dataset, Settings(batch_size=100), run_dir=tmp_path / "local", show_progress=False
+    )
+    fleet("w0")
+    send_twice = (
+        "import sys; from workers.tasks import start_full_run; "
+        "args = ['twice', sys.argv[1], {'batch_size': 100}, False]; "
+        "start_full_run.apply_async(args=args); start_full_run.apply_async(args=args)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", send_twice, str(sample_dataset)],
+        env=fleet.env,
+        check=True,
+        timeout=60,
+    )
+    paths = RunPaths(tmp_path / "runs" / "twice")
+    deadline = time.monotonic() + 180
+    while RunLedger(paths).read().get("status") != "merged":
+        assert RunLedger(paths).read().get("status") != "failed", RunLedger(paths).read()
+        assert time.monotonic() < deadline, RunLedger(paths).read()
+        time.sleep(0.3)
+    time.sleep(2)  # the second start has been handled too (it resumes a merged run)
+    assert RunLedger(paths).read()["status"] == "merged"
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()

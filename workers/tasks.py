@@ -60,9 +60,16 @@ def dispatch_batches(run_id: str, batches: Iterable[int]) -> str:
 def start_full_run(
     self: Any, run_id: str, data_dir: str | None, overrides: dict[str, Any], publish_scores: bool
 ) -> dict[str, Any]:
-    """Prepare a full run (from a dataset directory or Postgres) and fan out its batches."""
+    """Prepare a full run (from a dataset directory or Postgres) and fan out its batches.
+
+    A redelivered start (its worker died after dispatching) must not prepare again under
+    a running chord: a run already past prepare is resumed instead.
+    """
     cfg = load_settings(**overrides)
     paths = run_paths(run_id)
+    status = RunLedger(paths).read().get("status")
+    if paths.manifest.exists() and status not in (None, "preparing", "failed"):
+        return {"run_id": run_id, "resumed": resume_run(run_id)}
     if data_dir is None:
         url = database_url()
         if url is None:
