@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(default=1800, ge=1)
     task_time_limit: int = Field(default=2100, ge=1)
     task_max_retries: int = Field(default=3, ge=0)
+    batch_max_attempts: int = Field(default=4, ge=1)  # worker deaths on one batch before it fails
     retry_backoff_max: int = Field(default=300, ge=1)
     full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
     refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)

@@ -19,6 +19,10 @@ class RunFileError(RunStateError):
     """A run-directory file is missing or unreadable (storage trouble or a damaged run)."""
 
 
+class BatchGaveUpError(RunStateError):
+    """A batch killed its worker too often (e.g. out of memory): it fails instead of looping."""
+
+
 class TransientError(ClaidexError):
     """A failure that may succeed when retried (database, graph, storage hiccups)."""
 

@@ -82,17 +82,23 @@ class RunLedger:
         self.set_status("failed", failed_step=step, error=str(error))
 
     # --- batch level -------------------------------------------------------
-    def batch_started(self, index: int, *, worker: str, redelivered: bool) -> None:
+    def batch_started(self, index: int, *, worker: str, redelivered: bool) -> int:
+        """Record a start; returns the attempt number (consecutive starts that never ended)."""
+        path = self.paths.batch_status(index)
+        previous = read_json(path) if path.exists() else {}
+        attempt = int(previous.get("attempt", 0)) + 1 if previous.get("status") == "running" else 1
         write_json_atomic(
             {
                 "batch": index,
                 "status": "running",
+                "attempt": attempt,
                 "worker": worker,
                 "redelivered": redelivered,
                 "started_at": utc_now(),
             },
-            self.paths.batch_status(index),
+            path,
         )
+        return attempt
 
     def batch_done(
         self, index: int, *, rows: int, seconds: float, worker: str = "", redelivered: bool = False

@@ -419,3 +419,62 @@ def test_a_redelivered_start_resumes_instead_of_preparing_again(
     time.sleep(2)  # the second start has been handled too (it resumes a merged run)
     assert RunLedger(paths).read()["status"] == "merged"
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
+
+
+def test_a_batch_that_keeps_killing_its_worker_fails_the_run(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    """Simulate an out-of-memory batch: each attempt dies with the pool child."""
+    import json
+
+    from scoring.steps import prepare
+
+    fleet("w0", CLAIDEX_BATCH_MAX_ATTEMPTS="2")
+    paths = RunPaths(tmp_path / "runs" / "oom")
+    prepare(paths, sample_dataset, Settings(batch_size=500, batch_max_attempts=2))
+    # The worker "died" twice on batch 1: its ledger says running, attempt 2.
+    state = {
+        "batch": 1,
+        "status": "running",
+        "attempt": 2,
+        "worker": "w0@x",
+        "redelivered": True,
+        "started_at": "2026-01-01T00:00:00+00:00",
+    }
+    paths.batch_status(1).parent.mkdir(parents=True, exist_ok=True)
+    paths.batch_status(1).write_text(json.dumps(state))
+    failed = workers_cli(fleet.env, "resume", "oom", "--timeout", "120")
+    assert failed.returncode == 1
+    assert "worker died 2 times" in failed.stderr, failed.stderr
+    assert RunLedger(paths).summary()["batches_failed"] == [1]
+    assert not paths.scores.exists()
+
+
+def test_concurrent_resumes_publish_once(
+    sample_dataset: Path, fleet, database_url: str, tmp_path: Path
+) -> None:
+    import threading
+
+    from scoring.steps import prepare
+
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    fleet("w0", DATABASE_URL=database_url)
+    fleet("w1", DATABASE_URL=database_url)
+    paths = RunPaths(tmp_path / "runs" / "twice")
+    prepare(paths, sample_dataset, Settings(batch_size=200))
+    results = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(workers_cli(env, "resume", "twice", "--timeout", "180"))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert RunLedger(paths).read()["publish_count"] == 1
+    assert _published_runs(database_url) == [
+        ("twice", "published", RunLedger(paths).read()["rows_published"])
+    ]

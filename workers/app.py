@@ -28,7 +28,8 @@ def backend_url() -> str:
 
 def require_flower_auth(argv: list[str]) -> None:
     """Flower never runs open: basic auth must come from the environment."""
-    if "flower" in argv and not os.environ.get("FLOWER_BASIC_AUTH"):
+    flag = any(arg.startswith("--basic-auth") or arg.startswith("--basic_auth") for arg in argv)
+    if "flower" in argv and not os.environ.get("FLOWER_BASIC_AUTH") and not flag:
         msg = "Flower requires authentication: set FLOWER_BASIC_AUTH=user:password"
         raise SystemExit(msg)
 

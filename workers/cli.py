@@ -24,8 +24,13 @@ def finished(summary: dict[str, Any]) -> bool:
     return status == "published" or (status == "merged" and not summary.get("will_publish"))
 
 
-def follow(run_id: str, *, timeout: float | None, show_progress: bool) -> dict[str, Any]:
-    """Poll the shared ledger until the run finishes or fails; returns its final summary."""
+def follow(
+    run_id: str, *, timeout: float | None, show_progress: bool, start: Any = None
+) -> dict[str, Any]:
+    """Poll the shared ledger until the run finishes or fails; returns its final summary.
+
+    `start` (the start task's result) reports failures that happen before any ledger exists.
+    """
     from workers.tasks import run_paths
 
     ledger = RunLedger(run_paths(run_id))
@@ -50,6 +55,14 @@ def follow(run_id: str, *, timeout: float | None, show_progress: bool) -> dict[s
             )
             if finished(summary) or status == "failed":
                 return summary
+            if start is not None and start.failed():
+                return {
+                    **summary,
+                    "run_id": run_id,
+                    "status": "failed",
+                    "failed_step": "start",
+                    "error": str(start.result),
+                }
             if deadline is not None and time.monotonic() > deadline:
                 summary["status"] = "timeout"
                 return summary
@@ -82,11 +95,13 @@ def _full(args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id()
     overrides = {"batch_size": args.batch_size} if args.batch_size else {}
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None
-    start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
+    started = start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
     print(f"run {run_id} queued")
     if args.no_wait:
         return 0
-    return _finish(follow(run_id, timeout=args.timeout, show_progress=not args.quiet))
+    return _finish(
+        follow(run_id, timeout=args.timeout, show_progress=not args.quiet, start=started)
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ def beat_schedule(cfg: Settings) -> dict[str, dict[str, Any]]:
         "daily-refresh-changed-npis": {
             "task": "claidex.refresh_changed",
             "schedule": parse_schedule(cfg.refresh_schedule),
-            "options": {"queue": "incremental"},
+            # A whole-source scan: on the runs queue, so ad-hoc enqueues never wait for it.
+            "options": {"queue": "runs"},
         },
     }

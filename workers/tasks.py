@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import chord
 
 from scoring.config import Settings, load_settings
@@ -23,7 +25,7 @@ from scoring.steps.incremental import (
     prepare_incremental,
 )
 from scoring.steps.publish import publish
-from workers.app import BATCH_QUEUE, RUN_QUEUE, app
+from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url
 
 _CFG = Settings()
 RELIABLE: dict[str, Any] = {
@@ -39,6 +41,12 @@ RELIABLE: dict[str, Any] = {
 
 MERGE_WAIT_SECONDS = 5
 MERGE_WAIT_RETRIES = 120  # ten minutes of waiting for late batches, then the run fails
+
+
+def run_lock(run_id: str, purpose: str) -> Any:
+    """A Redis lock per run and purpose: one start and one merge/publish at a time."""
+    client = redis.Redis.from_url(backend_url())
+    return client.lock(f"claidex:{purpose}:{run_id}", timeout=Settings().task_time_limit)
 
 
 def run_paths(run_id: str) -> RunPaths:
@@ -62,29 +70,44 @@ def start_full_run(
 ) -> dict[str, Any]:
     """Prepare a full run (from a dataset directory or Postgres) and fan out its batches.
 
-    A redelivered start (its worker died after dispatching) must not prepare again under
-    a running chord: a run already past prepare is resumed instead.
+    Held under the run's start lock; a start whose chord was already dispatched (a
+    redelivered message) does nothing, so a run is never prepared under a running chord.
     """
-    cfg = load_settings(**overrides)
-    paths = run_paths(run_id)
-    status = RunLedger(paths).read().get("status")
-    if paths.manifest.exists() and status not in (None, "preparing", "failed"):
-        return {"run_id": run_id, "resumed": resume_run(run_id)}
-    if data_dir is None:
+    lock = run_lock(run_id, "start")
+    if not lock.acquire(blocking=False):
+        return {"run_id": run_id, "skipped": "another start of this run is in progress"}
+    try:
+        paths = run_paths(run_id)
+        ledger = RunLedger(paths)
+        if paths.manifest.exists() and ledger.read().get("dispatched"):
+            return {"run_id": run_id, "skipped": "already dispatched"}
+        cfg = load_settings(**overrides)
+        data = Path(data_dir) if data_dir else _export_source(paths)
+        manifest = prepare(paths, data, cfg)
+        ledger.update(engine="celery", publish=publish_scores)
+        chord_id = dispatch_batches(run_id, range(manifest.batches_total))
+        ledger.update(dispatched=chord_id)
+        return {"run_id": run_id, "batches": manifest.batches_total, "chord": chord_id}
+    finally:
+        lock.release()
+
+
+def _export_source(paths: RunPaths) -> Path:
+    """Postgres -> the run's own dataset snapshot; failures are recorded in the ledger."""
+    ledger = RunLedger(paths)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    ledger.start(kind="full", source="postgres", fingerprint="")
+    try:
         url = database_url()
         if url is None:
             msg = "no dataset directory and no database configured for this run"
             raise ValueError(msg)
-        source = paths.root / "source"
         with connect(url) as conn:
-            export_dataset(conn, source)
-        data = source
-    else:
-        data = Path(data_dir)
-    manifest = prepare(paths, data, cfg)
-    RunLedger(paths).update(engine="celery", publish=publish_scores)
-    chord_id = dispatch_batches(run_id, range(manifest.batches_total))
-    return {"run_id": run_id, "batches": manifest.batches_total, "chord": chord_id}
+            export_dataset(conn, paths.root / "source")
+    except Exception as exc:
+        ledger.fail("export", exc)
+        raise
+    return paths.root / "source"
 
 
 @app.task(name="claidex.score_batch", bind=True, **RELIABLE)
@@ -99,7 +122,21 @@ def score_batch_task(self: Any, run_id: str, batch_index: int) -> dict[str, Any]
 
 @app.task(name="claidex.merge_and_calibrate", bind=True, **RELIABLE)
 def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
-    """Chord callback (a list, even of one): merge, calibrate, then publish once."""
+    """Chord callback (a list, even of one): merge, calibrate, then publish once.
+
+    Under the run's merge lock, so concurrent merges (a resume during a live chord)
+    cannot both publish.
+    """
+    lock = run_lock(run_id, "merge")
+    if not lock.acquire(blocking=False):
+        raise self.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
+    try:
+        return _merge_locked(self, results, run_id)
+    finally:
+        lock.release()
+
+
+def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
     state = ledger.read()
@@ -111,11 +148,14 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     if missing:
         # A redelivered batch (worker killed after finishing, before its ack) can complete the
         # chord early; the missing batches are still on their way, so wait for them.
-        raise self.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
+        raise task.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
     url = database_url()
     will_publish = bool(state.get("publish", True) and url is not None)
     ledger.update(will_publish=will_publish)  # followers wait for 'published', not 'merged'
-    scores = merge_and_calibrate(paths)
+    reference = None
+    if manifest.kind == "incremental":  # calibrated against its reference full run
+        reference = run_paths(state["reference_run"])
+    scores = merge_and_calibrate(paths, reference)
     if will_publish:
         publish(paths, url or "")
     return {
@@ -130,6 +170,8 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
 def run_failed(request: Any, exc: BaseException, traceback: Any, run_id: str) -> None:
     """Chord errback: the run fails visibly; nothing is merged or published."""
     ledger = RunLedger(run_paths(run_id))
+    if ledger.read().get("status") == "failed":  # keep the more precise failure already recorded
+        return
     failed = ledger.summary().get("batches_failed", [])
     detail = f"batch(es) {failed} failed: {exc}" if failed else str(exc)
     ledger.fail("score", detail)
@@ -227,8 +269,12 @@ def refresh_changed(self: Any) -> dict[str, Any]:
         data = run_paths(new_run_id("-refresh-source")).root
         with connect(url or "") as conn:
             export_dataset(conn, data)
-    changed = changed_npis(reference, data)
-    if not changed:
-        return {"changed": 0, "reference_run": reference.run_id}
-    outcome = run_incremental(changed, str(data), publish_scores=True)
+    try:
+        changed = changed_npis(reference, data)
+        if not changed:
+            return {"changed": 0, "reference_run": reference.run_id}
+        outcome = run_incremental(changed, str(data), publish_scores=True)
+    finally:
+        if cfg.scheduled_data is None:  # the day's snapshot is not kept
+            shutil.rmtree(data, ignore_errors=True)
     return {"changed": len(changed), "run_id": outcome["run_id"], "reference_run": reference.run_id}

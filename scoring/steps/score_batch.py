@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from scoring.errors import RunStateError
+from scoring.errors import BatchGaveUpError, RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
@@ -57,8 +57,15 @@ def score_batch(
     """Run step 2 for one batch: write its chunk (same bytes on every re-run) and ledger entry."""
     started = time.perf_counter()
     ledger = RunLedger(paths)
-    ledger.batch_started(batch_index, worker=worker, redelivered=redelivered)
+    attempt = ledger.batch_started(batch_index, worker=worker, redelivered=redelivered)
     try:
+        limit = RunManifest.load(paths).cfg.batch_max_attempts
+        if attempt > limit:
+            msg = (
+                f"batch {batch_index}: its worker died {attempt - 1} times running it "
+                f"(limit {limit}); failing it instead of retrying forever"
+            )
+            raise BatchGaveUpError(msg)
         manifest = RunManifest.load(paths)
         chunk = compute_batch(paths, manifest, batch_index)
         write_parquet_atomic(chunk, paths.chunk(batch_index))
