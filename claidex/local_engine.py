@@ -7,7 +7,6 @@ forked), each given an equal share of the cores for its polars thread pool.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -88,26 +87,20 @@ def score_and_merge(paths: RunPaths, workers: int, *, show_progress: bool) -> No
     ledger = RunLedger(paths)
     missing = ledger.missing_batches(manifest.batches_total)
     ledger.set_status("scoring")
-    started = time.perf_counter()
-    with _progress(show_progress) as bar:
+    with ledger.step("score"), _progress(show_progress) as bar:
         task = bar.add_task(
             "scoring batches",
             total=manifest.batches_total,
             completed=manifest.batches_total - len(missing),
         )
-        try:
-            run_batches(
-                paths,
-                missing,
-                workers,
-                lambda done, _total: bar.update(
-                    task, completed=manifest.batches_total - len(missing) + done
-                ),
-            )
-        except Exception as exc:
-            ledger.fail("score", exc)
-            raise
-    ledger.record_timing("score", time.perf_counter() - started)
+        run_batches(
+            paths,
+            missing,
+            workers,
+            lambda done, _total: bar.update(
+                task, completed=manifest.batches_total - len(missing) + done
+            ),
+        )
     merge_and_calibrate(paths)
 
 

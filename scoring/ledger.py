@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,17 @@ class RunLedger:
 
     def fail(self, step: str, error: BaseException | str) -> None:
         self.set_status("failed", failed_step=step, error=str(error))
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time a run step; if it raises, the run is marked failed at that step and the error
+        propagates. (Publish scrubs secrets from its messages first, so it does its own.)"""
+        try:
+            with StepTimer(self, name):
+                yield
+        except Exception as exc:
+            self.fail(name, exc)
+            raise
 
     # --- batch level -------------------------------------------------------
     def batch_started(self, index: int, *, worker: str, redelivered: bool) -> int:

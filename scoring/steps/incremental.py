@@ -18,7 +18,7 @@ from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
 from scoring.inputs import RawInputs, read_dataset
-from scoring.ledger import RunLedger, StepTimer
+from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.npi import npi_problem, npi_to_str
 from scoring.provider_scores import STAT_NAMES
@@ -96,53 +96,49 @@ def prepare_incremental(
     fingerprint = hashlib.blake2b(f"{ref.run_id}:{','.join(npis)}".encode(), digest_size=16)
     ledger.start(kind="incremental", source=str(data_dir), fingerprint=fingerprint.hexdigest())
     ledger.update(reference_run=ref.run_id)
-    try:
-        with StepTimer(ledger, "prepare"):
-            clean = validate(_only(read_dataset(data_dir, with_graph=False), npis), cfg)
-            py, window, attrs = provider_year_rows(clean, t, cfg)
-            scored = py["npi"].unique()
-            requested = pl.Series("npi", npis, dtype=pl.String)
-            unknown = requested.filter(~requested.cast(pl.Int64).is_in(scored.implode())).to_list()
-            no_data = pl.DataFrame(
-                {
-                    "source": "enqueue",
-                    "source_row": None,
-                    "npi": unknown,
-                    "reason": f"no payment data in {t - cfg.window_years + 1}-{t}",
-                    "record": None,
-                },
-                schema=QUARANTINE_SCHEMA,
-            )
-            write_parquet_atomic(pl.concat([clean.quarantine, no_data]), paths.quarantine)
-            if py.is_empty():
-                msg = f"no payment data for NPI(s): {', '.join(unknown[:20])}"
-                raise InputError(msg)
-            ownership = pl.read_parquet(reference.stat("ownership")).filter(
-                pl.col("npi").is_in(scored.implode())
-            )
-            providers = provider_rows(
-                attrs,
-                program_totals(window, t, cfg).collect(),
-                ownership,
-                active_exclusions(clean.exclusions.lazy()).collect(),
-            )
-            _link_reference_stats(paths, reference)
-            write_batches(paths, py.select(SLICE_COLUMNS), providers, INCREMENTAL_BATCH)
-            manifest = RunManifest(
-                run_id=paths.run_id,
-                kind="incremental",
-                source=str(data_dir),
-                window_end_year=t,
-                batches_total=1,
-                batch_size=INCREMENTAL_BATCH,
-                providers_scored=providers.height,
-                input_fingerprint=fingerprint.hexdigest(),
-                settings=ref.settings,
-            )
-            manifest.save(paths)
-    except Exception as exc:
-        ledger.fail("prepare", exc)
-        raise
+    with ledger.step("prepare"):
+        clean = validate(_only(read_dataset(data_dir, with_graph=False), npis), cfg)
+        py, window, attrs = provider_year_rows(clean, t, cfg)
+        scored = py["npi"].unique()
+        requested = pl.Series("npi", npis, dtype=pl.String)
+        unknown = requested.filter(~requested.cast(pl.Int64).is_in(scored.implode())).to_list()
+        no_data = pl.DataFrame(
+            {
+                "source": "enqueue",
+                "source_row": None,
+                "npi": unknown,
+                "reason": f"no payment data in {t - cfg.window_years + 1}-{t}",
+                "record": None,
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+        write_parquet_atomic(pl.concat([clean.quarantine, no_data]), paths.quarantine)
+        if py.is_empty():
+            msg = f"no payment data for NPI(s): {', '.join(unknown[:20])}"
+            raise InputError(msg)
+        ownership = pl.read_parquet(reference.stat("ownership")).filter(
+            pl.col("npi").is_in(scored.implode())
+        )
+        providers = provider_rows(
+            attrs,
+            program_totals(window, t, cfg).collect(),
+            ownership,
+            active_exclusions(clean.exclusions.lazy()).collect(),
+        )
+        _link_reference_stats(paths, reference)
+        write_batches(paths, py.select(SLICE_COLUMNS), providers, INCREMENTAL_BATCH)
+        manifest = RunManifest(
+            run_id=paths.run_id,
+            kind="incremental",
+            source=str(data_dir),
+            window_end_year=t,
+            batches_total=1,
+            batch_size=INCREMENTAL_BATCH,
+            providers_scored=providers.height,
+            input_fingerprint=fingerprint.hexdigest(),
+            settings=ref.settings,
+        )
+        manifest.save(paths)
     ledger.set_status(
         "scoring",
         batches_total=1,

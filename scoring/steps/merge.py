@@ -6,7 +6,7 @@ import polars as pl
 
 from scoring.composite import calibrated_score, label_expr, reference_risk_score
 from scoring.errors import RunStateError
-from scoring.ledger import RunLedger, StepTimer
+from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.npi import npi_to_str
 from scoring.provider_scores import CHUNK_COLUMNS, PREPARE_ID
@@ -84,13 +84,9 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
     ledger = RunLedger(paths)
     manifest = RunManifest.load(paths)
     ledger.set_status("merging")
-    try:
-        with StepTimer(ledger, "merge"):
-            scores = merged_scores(paths, manifest, reference)
-            write_parquet_atomic(scores, paths.scores)
-    except Exception as exc:
-        ledger.fail("merge", exc)
-        raise
+    with ledger.step("merge"):
+        scores = merged_scores(paths, manifest, reference)
+        write_parquet_atomic(scores, paths.scores)
     ledger.set_status("merged", rows_scored=scores.height)
     write_json_atomic(build_report(paths, scores), paths.report)
     return scores

@@ -12,7 +12,7 @@ from scoring.digest import npi_digests
 from scoring.errors import InputError
 from scoring.exclusion import active_exclusions
 from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
-from scoring.ledger import RunLedger, StepTimer, input_fingerprint
+from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
 from scoring.ownership import ownership_counts
 from scoring.peer_stats import (
@@ -165,13 +165,9 @@ def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
         source=str(Path(data_dir).resolve()),
         fingerprint=input_fingerprint(_input_files(data_dir, cfg)),
     )
-    try:
-        with StepTimer(ledger, "prepare"):
-            manifest = _prepare(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
-            manifest.save(paths)
-    except Exception as exc:
-        ledger.fail("prepare", exc)
-        raise
+    with ledger.step("prepare"):
+        manifest = _prepare(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
+        manifest.save(paths)
     ledger.set_status(
         "scoring",
         batches_total=manifest.batches_total,
