@@ -1,4 +1,5 @@
 """Modal burst mode (SPEC §1): the same run steps in up to 300 Modal containers.
 
-Not built yet — tracked by the Modal burst issue. It will wrap scoring.steps.
+`bodies` holds what each Modal function does (plain functions over a directory laid
+out like the volume), `app` decides where they run, `driver` dispatches a run.
 """

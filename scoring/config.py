@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 METHODOLOGY_VERSION = "v1"
 GraphMode = Literal["embedded", "neo4j-snapshot", "neo4j-live"]
+FullEngine = Literal["celery", "modal"]
 
 
 class Settings(BaseSettings):
@@ -85,6 +86,26 @@ class Settings(BaseSettings):
     full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
     refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)
     scheduled_data: Path | None = None  # dataset for scheduled runs; unset: Postgres
+    full_engine: FullEngine = "celery"  # who runs beat's weekly full recompute
+
+    # --- Modal burst (credentials: `modal token new` or MODAL_TOKEN_ID/MODAL_TOKEN_SECRET) ---
+    modal_app_name: str = "claidex-burst"
+    modal_volume: str = "claidex-data"
+    modal_mount: Path = Path("/data")  # where functions see the volume
+    modal_data_name: str = "claidex"  # dataset under <volume>/datasets/ for scheduled runs
+    modal_source: Literal["volume", "postgres"] = "volume"  # scheduled runs read from
+    modal_batch_size: int = Field(default=6_000, ge=1)  # ~300 batches at seed scale
+    modal_max_containers: int = Field(default=300, ge=1)
+    modal_retries: int = Field(default=3, ge=0)
+    modal_batch_timeout: int = Field(default=900, ge=10)  # legacy: 15 min
+    modal_batch_memory: int = Field(default=4_096, ge=512)  # MiB; legacy: 4 GB
+    modal_prepare_timeout: int = Field(default=3_600, ge=10)
+    modal_prepare_memory: int = Field(default=16_384, ge=512)  # whole-population statistics
+    modal_merge_timeout: int = Field(default=1_800, ge=10)
+    modal_merge_memory: int = Field(default=16_384, ge=512)  # every chunk plus the publish
+    modal_driver_timeout: int = Field(default=4 * 3_600, ge=60)  # a deployed run_full end to end
+    modal_postgres_secret: str = "claidex-postgres"  # holds DATABASE_URL
+    modal_neo4j_secret: str = "claidex-neo4j"  # NEO4J_URI/USER/PASSWORD (Neo4j graph modes)
 
     @property
     def weights(self) -> dict[str, float]:

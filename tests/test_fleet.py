@@ -478,3 +478,42 @@ def test_concurrent_resumes_publish_once(
     assert _published_runs(database_url) == [
         ("twice", "published", RunLedger(paths).read()["rows_published"])
     ]
+
+
+def test_weekly_run_handed_to_modal_falls_back_to_the_fleet_without_credentials(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+    import time
+
+    no_modal = {
+        "CLAIDEX_FULL_ENGINE": "modal",
+        "CLAIDEX_SCHEDULED_DATA": str(sample_dataset),
+        "HOME": str(tmp_path),  # no ~/.modal.toml
+    }
+    env = {k: v for k, v in {**fleet.env, **no_modal}.items() if not k.startswith("MODAL_")}
+    fleet("w0", **no_modal)
+    sent = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from workers.tasks import scheduled_full_run as t; "
+            "print(json.dumps(t.apply_async(queue='runs').get(timeout=120)))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert sent.returncode == 0, sent.stderr
+    result = json.loads(sent.stdout)
+    assert result["engine"] == "celery"
+    assert "Modal not usable" in result["modal_error"]
+    assert "modal token new" in result["modal_error"]
+    paths = RunPaths(tmp_path / "runs" / result["run_id"])
+    deadline = time.monotonic() + 180
+    while RunLedger(paths).read().get("status") != "merged":
+        assert time.monotonic() < deadline, RunLedger(paths).read()
+        time.sleep(0.5)

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from celery import chord
+from celery.utils.log import get_task_logger
 
 from scoring.config import Settings, load_settings
 from scoring.db.connection import connect, database_url
@@ -18,6 +19,7 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.steps.finish import export_source, merge_and_publish
 from scoring.steps.incremental import (
     changed_npis,
     checked_npis,
@@ -27,6 +29,7 @@ from scoring.steps.incremental import (
 from scoring.steps.publish import publish
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url
 
+log = get_task_logger(__name__)
 _CFG = Settings()
 RELIABLE: dict[str, Any] = {
     "acks_late": True,
@@ -82,7 +85,7 @@ def start_full_run(
         if paths.manifest.exists() and ledger.read().get("dispatched"):
             return {"run_id": run_id, "skipped": "already dispatched"}
         cfg = load_settings(**overrides)
-        data = Path(data_dir) if data_dir else _export_source(paths)
+        data = Path(data_dir) if data_dir else export_source(paths, database_url())
         manifest = prepare(paths, data, cfg)
         ledger.update(engine="celery", publish=publish_scores)
         chord_id = dispatch_batches(run_id, range(manifest.batches_total))
@@ -90,24 +93,6 @@ def start_full_run(
         return {"run_id": run_id, "batches": manifest.batches_total, "chord": chord_id}
     finally:
         lock.release()
-
-
-def _export_source(paths: RunPaths) -> Path:
-    """Postgres -> the run's own dataset snapshot; failures are recorded in the ledger."""
-    ledger = RunLedger(paths)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    ledger.start(kind="full", source="postgres", fingerprint="")
-    try:
-        url = database_url()
-        if url is None:
-            msg = "no dataset directory and no database configured for this run"
-            raise ValueError(msg)
-        with connect(url) as conn:
-            export_dataset(conn, paths.root / "source")
-    except Exception as exc:
-        ledger.fail("export", exc)
-        raise
-    return paths.root / "source"
 
 
 @app.task(name="claidex.score_batch", bind=True, **RELIABLE)
@@ -140,30 +125,17 @@ def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
     state = ledger.read()
-    manifest = RunManifest.load(paths)
-    if state.get("published_prepare") == manifest.prepare_id:  # never publish a run twice
-        ledger.set_status("published")
-        return {"run_id": run_id, "status": "published", "skipped": True}
-    missing = ledger.missing_batches(manifest.batches_total)
+    missing = ledger.missing_batches(RunManifest.load(paths).batches_total)
     if missing:
         # A redelivered batch (worker killed after finishing, before its ack) can complete the
         # chord early; the missing batches are still on their way, so wait for them.
         raise task.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
-    url = database_url()
-    will_publish = bool(state.get("publish", True) and url is not None)
-    ledger.update(will_publish=will_publish)  # followers wait for 'published', not 'merged'
+    url = database_url() if state.get("publish", True) else None
     reference = None
-    if manifest.kind == "incremental":  # calibrated against its reference full run
+    if state.get("kind") == "incremental":  # calibrated against its reference full run
         reference = run_paths(state["reference_run"])
-    scores = merge_and_calibrate(paths, reference)
-    if will_publish:
-        publish(paths, url or "")
-    return {
-        "run_id": run_id,
-        "status": ledger.read()["status"],
-        "rows": scores.height,
-        "batches": len(results),
-    }
+    outcome = merge_and_publish(paths, url, reference=reference)  # publishes a run only once
+    return {**outcome, "batches": len(results)}
 
 
 @app.task(name="claidex.run_failed")
@@ -251,11 +223,24 @@ def _scheduled_source() -> tuple[str | None, Path | None]:
 
 @app.task(name="claidex.scheduled_full_run", bind=True, **RELIABLE)
 def scheduled_full_run(self: Any) -> dict[str, Any]:
-    """Beat's weekly full recompute: a normal full run, published."""
+    """Beat's weekly full recompute, published: on Modal when CLAIDEX_FULL_ENGINE=modal (falling
+    back to this fleet, with the reason in the result and the log, when Modal is unusable)."""
+    cfg = Settings()
+    modal_error = None
+    if cfg.full_engine == "modal":
+        from modal_burst.credentials import ModalNotConfiguredError
+        from modal_burst.handoff import spawn_full_run
+
+        run_id = new_run_id("-weekly-burst")
+        try:
+            return {"run_id": run_id, "engine": "modal", "call": spawn_full_run(run_id, cfg)}
+        except ModalNotConfiguredError as exc:
+            modal_error = f"Modal not usable, running on the Celery fleet instead: {exc}"
+            log.error(modal_error)
     data_dir, _ = _scheduled_source()
     run_id = new_run_id("-weekly")
     start_full_run.apply_async(args=[run_id, data_dir, {}, True], queue=RUN_QUEUE)
-    return {"run_id": run_id}
+    return {"run_id": run_id, "engine": "celery", "modal_error": modal_error}
 
 
 @app.task(name="claidex.refresh_changed", bind=True, **RELIABLE)

@@ -1,0 +1,5 @@
+import sys
+
+from modal_burst.cli import main
+
+sys.exit(main())

@@ -1,0 +1,30 @@
+"""Hand a full recompute to the deployed Modal app (Celery beat with CLAIDEX_FULL_ENGINE=modal)."""
+
+from __future__ import annotations
+
+from modal_burst.credentials import ModalNotConfiguredError, require_credentials
+from modal_burst.driver import run_overrides
+from scoring.config import Settings
+
+
+def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
+    """Start `run_full` on the deployed app and return its call id without waiting for it."""
+    require_credentials()
+    import modal
+    from modal.exception import AuthError, NotFoundError
+
+    try:
+        function = modal.Function.from_name(cfg.modal_app_name, "run_full")
+        call = function.spawn(
+            run_id, cfg.modal_source, cfg.modal_data_name, run_overrides(cfg), publish
+        )
+    except NotFoundError as exc:
+        msg = (
+            f"Modal app {cfg.modal_app_name!r} is not deployed (or has no run_full): "
+            f"run `modal deploy -m modal_burst.app` ({exc})"
+        )
+        raise ModalNotConfiguredError(msg) from None
+    except AuthError:
+        msg = "Modal rejected the configured token: run `modal token new`"
+        raise ModalNotConfiguredError(msg) from None
+    return str(call.object_id)

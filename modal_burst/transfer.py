@@ -1,0 +1,81 @@
+"""Datasets up to the volume, run results down from it (client side, no container needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from modal.exception import NotFoundError
+
+from modal_burst.layout import dataset_key, run_key
+from scoring.errors import InputError, RunStateError
+from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file
+
+RESULT_FILES = (
+    "scores.parquet",
+    "report.json",
+    "ledger.json",
+    "run.json",
+    "quarantine.parquet",
+    "input_counts.json",
+)
+
+
+class VolumeLike(Protocol):
+    """The part of modal.Volume used here."""
+
+    def batch_upload(self, force: bool = False) -> Any: ...
+
+    def listdir(self, path: str, *, recursive: bool = False) -> list[Any]: ...
+
+    def read_file(self, path: str) -> Any: ...
+
+    def remove_file(self, path: str, recursive: bool = False) -> None: ...
+
+
+def dataset_files(directory: Path) -> list[Path]:
+    """The dataset's tables; the core ones must all be there."""
+    missing = [name for name in CORE_FILES if not dataset_file(directory, name).is_file()]
+    if missing:
+        names = ", ".join(f"{name}.parquet" for name in missing)
+        msg = f"{directory}: not a dataset directory (missing {names})"
+        raise InputError(msg)
+    names = CORE_FILES + GRAPH_FILES
+    return [dataset_file(directory, n) for n in names if dataset_file(directory, n).is_file()]
+
+
+def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
+    """Replace the volume's dataset `name` with the tables of `directory`."""
+    files = dataset_files(directory)
+    target = dataset_key(name)
+    if _entries(volume, target):
+        volume.remove_file(target, recursive=True)  # no stale table from an older upload
+    with volume.batch_upload(force=True) as batch:
+        for path in files:
+            batch.put_file(path, str(PurePosixPath(target) / path.name))
+    return [path.name for path in files]
+
+
+def _entries(volume: VolumeLike, key: str) -> list[Any]:
+    """What the volume holds under `key`; nothing when the path does not exist."""
+    try:
+        return volume.listdir(key)
+    except NotFoundError:
+        return []
+
+
+def download_run(volume: VolumeLike, run_id: str, directory: Path) -> list[str]:
+    """Copy a run's results (scores, report, ledger, manifest, quarantine) into `directory`."""
+    present = {PurePosixPath(entry.path).name for entry in _entries(volume, run_key(run_id))}
+    wanted = [name for name in RESULT_FILES if name in present]
+    if not wanted:
+        msg = f"run {run_id} is not on the volume (or has no results yet)"
+        raise RunStateError(msg)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in wanted:
+        tmp = directory / f".{name}.part"
+        with tmp.open("wb") as handle:
+            for block in volume.read_file(str(PurePosixPath(run_key(run_id)) / name)):
+                handle.write(block)
+        tmp.replace(directory / name)
+    return wanted

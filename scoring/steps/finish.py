@@ -1,0 +1,52 @@
+"""Shared by the engines around the three steps: a run's Postgres snapshot, and merge + publish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scoring.db.connection import connect
+from scoring.db.export import export_dataset
+from scoring.errors import InputError
+from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.rundir import RunPaths
+from scoring.steps.merge import merge_and_calibrate
+from scoring.steps.publish import publish
+
+
+def export_source(paths: RunPaths, database_url: str | None) -> Path:
+    """Postgres -> the run's own dataset snapshot (`source/`); failures land in the ledger."""
+    ledger = RunLedger(paths)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    ledger.start(kind="full", source="postgres", fingerprint="")
+    try:
+        if database_url is None:
+            msg = "no dataset directory and no database configured for this run"
+            raise InputError(msg)
+        with connect(database_url) as conn:
+            export_dataset(conn, paths.root / "source")
+    except Exception as exc:
+        ledger.fail("export", exc)
+        raise
+    return paths.root / "source"
+
+
+def already_published(paths: RunPaths) -> bool:
+    """This prepare of the run was published already: merging again must not publish twice."""
+    return RunLedger(paths).read().get("published_prepare") == RunManifest.load(paths).prepare_id
+
+
+def merge_and_publish(
+    paths: RunPaths, database_url: str | None, *, reference: RunPaths | None = None
+) -> dict[str, Any]:
+    """Step 3, then publish when a database is given; a run published before is left alone."""
+    ledger = RunLedger(paths)
+    if already_published(paths):
+        ledger.set_status("published")
+        return {"run_id": paths.run_id, "status": "published", "skipped": True}
+    ledger.update(will_publish=database_url is not None)  # followers wait for 'published'
+    scores = merge_and_calibrate(paths, reference)
+    if database_url is not None:
+        publish(paths, database_url)
+    return {"run_id": paths.run_id, "status": ledger.read()["status"], "rows": scores.height}
