@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def fleet_env(
     redis_url: str, run_root: Path, database_url: str | None = None, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PG")}
+    env = {  # never the developer's database or Modal account
+        k: v
+        for k, v in os.environ.items()
+        if k != "DATABASE_URL" and not k.startswith(("PG", "MODAL_"))
+    }
     env.update(
         {
             "REDIS_URL": redis_url,

@@ -493,7 +493,7 @@ def test_weekly_run_handed_to_modal_falls_back_to_the_fleet_without_credentials(
         "CLAIDEX_SCHEDULED_DATA": str(sample_dataset),
         "HOME": str(tmp_path),  # no ~/.modal.toml
     }
-    env = {k: v for k, v in {**fleet.env, **no_modal}.items() if not k.startswith("MODAL_")}
+    env = {**fleet.env, **no_modal}
     fleet("w0", **no_modal)
     sent = subprocess.run(
         [
