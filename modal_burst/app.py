@@ -73,6 +73,7 @@ COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volu
     secrets=step_secrets("prepare", CFG),
     timeout=CFG.modal_prepare_timeout,
     memory=CFG.modal_prepare_memory,
+    cpu=CFG.modal_step_cpu,
     retries=retries(CFG),
 )
 def prepare(run_id: str, source: str, data_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +87,7 @@ SCORE_BATCH_OPTIONS: dict[str, Any] = {
     "max_containers": CFG.modal_max_containers,
     "timeout": CFG.modal_batch_timeout,
     "memory": CFG.modal_batch_memory,
+    "cpu": CFG.modal_batch_cpu,
     "retries": retries(CFG),
 }
 
@@ -102,6 +104,7 @@ def score_batch(batch_index: int, run_id: str) -> dict[str, Any]:
     secrets=step_secrets("merge_and_calibrate", CFG),
     timeout=CFG.modal_merge_timeout,
     memory=CFG.modal_merge_memory,
+    cpu=CFG.modal_step_cpu,
     retries=retries(CFG),
 )
 def merge_and_calibrate(run_id: str, publish: bool) -> dict[str, Any]:

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     modal_retries: int = Field(default=3, ge=0)
     modal_batch_timeout: int = Field(default=900, ge=10)  # legacy: 15 min
     modal_batch_memory: int = Field(default=4_096, ge=512)  # MiB; legacy: 4 GB
+    modal_batch_cpu: float = Field(default=1.0, gt=0)  # cores reserved per batch container
+    modal_step_cpu: float = Field(default=2.0, gt=0)  # prepare and merge (as benchmarked)
     modal_prepare_timeout: int = Field(default=3_600, ge=10)
     modal_prepare_memory: int = Field(default=16_384, ge=512)  # whole-population statistics
     modal_merge_timeout: int = Field(default=1_800, ge=10)

@@ -175,7 +175,7 @@ out = {"app": a.app.name, "names": sorted(a.app.registered_functions)}
 for name, fn in a.app.registered_functions.items():
     info = fn.info()
     out[name] = {"timeout": info.timeout, "memory": info.memory_mib,
-                 "retries": info.max_retries, "secrets": info.secrets,
+                 "retries": info.max_retries, "cpu": info.cpu, "secrets": info.secrets,
                  "volumes": {p: v.name for p, v in info.volumes.items()}}
 out["max_containers"] = a.SCORE_BATCH_OPTIONS["max_containers"]
 print(json.dumps(out))
@@ -210,7 +210,7 @@ def test_app_configuration() -> None:
     ]
     assert config["max_containers"] == 300
     batch, merge, prepare = config["score_batch"], config["merge_and_calibrate"], config["prepare"]
-    assert (batch["timeout"], batch["memory"], batch["retries"]) == (900, 4096, 3)
+    assert (batch["timeout"], batch["memory"], batch["retries"], batch["cpu"]) == (900, 4096, 3, 1)
     assert merge["memory"] > batch["memory"] and prepare["memory"] > batch["memory"]
     for name in ("prepare", "score_batch", "merge_and_calibrate", "run_status", "record_status"):
         assert config[name]["volumes"] == {"/data": "claidex-data"}
