@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
     refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)
     scheduled_data: Path | None = None  # dataset for scheduled runs; unset: Postgres
+    graph_load_batch: int = Field(default=10_000, ge=1)  # rows per UNWIND when loading Neo4j
+    neo4j_connect_timeout: float = Field(default=10.0, gt=0)
+    neo4j_retry_seconds: float = Field(default=30.0, ge=0)  # managed-transaction retries
     full_engine: FullEngine = "celery"  # who runs beat's weekly full recompute
 
     # --- Modal burst (credentials: `modal token new` or MODAL_TOKEN_ID/MODAL_TOKEN_SECRET) ---

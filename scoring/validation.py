@@ -76,16 +76,25 @@ def _valid_payments(raw: RawInputs, cfg: Settings, quarantined: list[pl.DataFram
     return pl.concat(kept, rechunk=False)
 
 
-def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
-    """Split each table into good rows and quarantined rows (with reasons)."""
-    quarantined = []
+@dataclass(frozen=True)
+class CleanReference:
+    """Validated providers, LEIE rows and ownership graph (what the graph loader writes)."""
+
+    providers: pl.DataFrame
+    exclusions: pl.DataFrame
+    graph: OwnershipGraph | None
+    quarantined: list[pl.DataFrame]
+
+
+def validate_reference(raw: RawInputs) -> CleanReference:
+    """Quarantine rules for every table but payments."""
+    quarantined: list[pl.DataFrame] = []
 
     def split(name: str, lf: pl.LazyFrame, rules: list[pl.Expr], **dup: object) -> pl.DataFrame:
         good, bad = split_rows(lf.collect(), source=name, rules=rules, **dup)  # type: ignore[arg-type]
         quarantined.append(bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
         return good
 
-    payments = _valid_payments(raw, cfg, quarantined)
     providers = split(
         "providers",
         raw.providers,
@@ -113,12 +122,25 @@ def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
                 "entity_exclusions", raw.entity_exclusions, [missing_rule("entity_id")]
             ).lazy(),
         )
-    return CleanInputs(
+    return CleanReference(
         providers=providers.with_columns(npi_to_int(pl.col("npi"))),
-        payments=payments,
         exclusions=exclusions.with_columns(
             pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi"))).alias("npi")
         ),
         graph=graph,
-        quarantine=pl.concat(quarantined),
+        quarantined=quarantined,
+    )
+
+
+def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
+    """Split each table into good rows and quarantined rows (with reasons)."""
+    quarantined: list[pl.DataFrame] = []
+    payments = _valid_payments(raw, cfg, quarantined)
+    reference = validate_reference(raw)
+    return CleanInputs(
+        providers=reference.providers,
+        payments=payments,
+        exclusions=reference.exclusions,
+        graph=reference.graph,
+        quarantine=pl.concat([*quarantined, *reference.quarantined]),
     )

@@ -1,0 +1,1 @@
+"""The ownership graph in Neo4j (SPEC §5): connection, loader, snapshot reader, live query."""
