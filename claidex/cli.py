@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import get_args
 
 import psycopg
 
-from scoring.config import load_settings
+from scoring.config import GraphMode, load_settings
 from scoring.errors import ClaidexError, InputError
 from scoring.ledger import RunLedger
 
@@ -45,7 +46,10 @@ def _run(args: argparse.Namespace) -> int:
     from scoring.rundir import read_json
 
     cfg = load_settings(
-        batch_size=args.batch_size, workers=args.workers, as_of_year=args.as_of_year
+        batch_size=args.batch_size,
+        workers=args.workers,
+        as_of_year=args.as_of_year,
+        graph_mode=getattr(args, "graph", None),
     )
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.source == "postgres":
@@ -88,6 +92,22 @@ def _db(args: argparse.Namespace) -> int:
         counts = load_dataset(conn, Path(args.dir))
     print(json.dumps(counts, indent=2))
     return 0
+
+
+def add_graph_flag(parser: argparse.ArgumentParser) -> None:
+    """`--graph MODE` on every run command (default CLAIDEX_GRAPH_MODE, else embedded)."""
+    parser.add_argument(
+        "--graph",
+        choices=list(get_args(GraphMode)),
+        default=None,
+        help="ownership graph mode (default: CLAIDEX_GRAPH_MODE or embedded)",
+    )
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from claidex.graph_load import graph_command
+
+    return graph_command(args)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -184,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--run-dir", default=None, help="run directory (default runs/<run id>)")
     run.add_argument("--as-of-year", type=int, default=None, help="window end year T")
+    add_graph_flag(run)
     engine_flags(run)
     run.set_defaults(func=_run)
 
@@ -209,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a dataset directory from Postgres")
     export.add_argument("--to", required=True, help="target dataset directory")
     export.set_defaults(func=_export)
+
+    graph = sub.add_parser("graph", help="the ownership graph in Neo4j (NEO4J_URI, ...)")
+    graph_sub = graph.add_subparsers(dest="graph_command", required=True)
+    graph_load = graph_sub.add_parser("load", help="write the graph into Neo4j (idempotent)")
+    graph_load.add_argument("--data", help="dataset directory (default: --source postgres)")
+    graph_load.add_argument("--source", choices=["dataset", "postgres"], default="dataset")
+    graph_load.add_argument("--quiet", action="store_true", help="no progress bar")
+    graph_sub.add_parser("counts", help="node and relationship counts")
+    graph.set_defaults(func=_graph)
 
     publish = sub.add_parser("publish", help="(re-)publish a finished run to Postgres")
     publish.add_argument("run", help="run id or run directory")

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from claidex.cli import add_graph_flag
 from modal_burst.credentials import ModalNotConfiguredError, require_credentials
 from modal_burst.driver import (
     BurstOutcome,
@@ -72,7 +73,7 @@ def _full(args: argparse.Namespace) -> int:
         run_id=args.run_id or new_run_id("-burst"),
         source=args.source,
         data_name=args.data_name or cfg.modal_data_name,
-        overrides=run_overrides(cfg, batch_size=args.batch_size),
+        overrides=run_overrides(cfg, batch_size=args.batch_size, graph_mode=args.graph),
         max_batches=args.max_batches,
         publish=not args.no_publish,
     )
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--max-batches", type=int, default=None, help="smoke run: first K batches")
     full.add_argument("--run-id", default=None, help="an existing run resumes")
     full.add_argument("--no-publish", action="store_true")
+    add_graph_flag(full)
     remote(full)
     full.set_defaults(func=_full)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from claidex.cli import add_graph_flag
 from scoring.config import load_settings
 from scoring.errors import InputError
 from scoring.ledger import RunLedger
@@ -93,7 +94,8 @@ def _full(args: argparse.Namespace) -> int:
         msg = "give --data DIR or --source postgres"
         raise InputError(msg)
     run_id = args.run_id or new_run_id()
-    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
+    chosen = {"batch_size": args.batch_size, "graph_mode": args.graph}
+    overrides = {k: v for k, v in chosen.items() if v is not None}
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None
     started = start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
     print(f"run {run_id} queued")
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--batch-size", type=int, default=None)
     full.add_argument("--run-id", default=None, help="(default: a new sortable id)")
     full.add_argument("--no-publish", action="store_true")
+    add_graph_flag(full)
     waiting(full)
     full.set_defaults(func=_full)
 

@@ -11,6 +11,9 @@ from scoring.config import Settings
 from scoring.digest import npi_digests
 from scoring.errors import InputError
 from scoring.exclusion import active_exclusions
+from scoring.graphdb.connection import neo4j_target
+from scoring.graphdb.live import LIVE_SCHEMA_NO_NPI
+from scoring.graphdb.snapshot import read_snapshot, verify_graph
 from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
 from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
@@ -42,10 +45,24 @@ def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
 
 
 def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) -> pl.DataFrame:
-    if clean.graph is None:
-        msg = f"graph mode {cfg.graph_mode!r} is not available in this build; use 'embedded'"
-        raise InputError(msg)
-    return ownership_counts(clean.providers.lazy(), excluded.lazy(), clean.graph, cfg).collect()
+    """Per provider with an SNF match: the chain results, from the graph mode's source.
+
+    neo4j-live leaves the table empty here (each batch asks Neo4j) but checks the
+    connection first, so a wrong URI or password fails prepare, not every batch.
+    """
+    if cfg.graph_mode == "embedded":
+        if clean.graph is None:
+            msg = "the dataset has no ownership graph tables (entities, ownership, ...)"
+            raise InputError(msg)
+        graph, chain_excluded = clean.graph, excluded
+    else:
+        target = neo4j_target()
+        if cfg.graph_mode == "neo4j-live":
+            verify_graph(target, cfg)
+            return pl.DataFrame(schema={"npi": pl.Int64, **LIVE_SCHEMA_NO_NPI})
+        snapshot = read_snapshot(target, cfg)
+        graph, chain_excluded = snapshot.graph, snapshot.excluded_npis
+    return ownership_counts(clean.providers.lazy(), chain_excluded.lazy(), graph, cfg).collect()
 
 
 def write_batches(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from scoring.errors import BatchGaveUpError, RunStateError
+from scoring.graphdb.connection import neo4j_target
+from scoring.graphdb.live import with_live_ownership
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
@@ -33,6 +35,8 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
         msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{last}"
         raise RunStateError(msg)
     providers = read_parquet_named(paths.batch_providers(batch_index))
+    if manifest.cfg.graph_mode == "neo4j-live":  # the legacy design: this batch asks Neo4j
+        providers = with_live_ownership(providers, neo4j_target(), manifest.cfg)
     provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
     chunk = score_providers(
         provider_years.lazy(),
