@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,9 @@ from claidex.devservices import PrivatePostgres
 from claidex.sample_data import generate
 from scoring.db.connection import connect
 from scoring.db.schema import init_schema
+from scoring.graphdb.connection import Neo4jTarget, neo4j_target
+from tests.bolt_server import BoltServer
+from tests.graphs import clear_graph
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +47,38 @@ def database_url(postgres_server: PrivatePostgres) -> Iterator[str]:
     yield url
     with psycopg.connect(postgres_server.url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+GRAPH_SERVERS = ["arcadedb"] + (["neo4j"] if os.environ.get("NEO4J_URI") else [])
+NEO4J_VARIABLES = ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
+DEVELOPER_NEO4J = {k: os.environ[k] for k in NEO4J_VARIABLES if k in os.environ}
+
+
+@pytest.fixture(scope="session")
+def arcadedb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoltServer]:
+    """ArcadeDB's Bolt server for the whole session (loopback, random password)."""
+    server = BoltServer(tmp_path_factory.mktemp("bolt")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def use_graph_server(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Neo4jTarget:
+    """NEO4J_* pointed at an emptied graph: ArcadeDB's Bolt server, or the developer's Neo4j
+    when NEO4J_URI is set (its graph is replaced by the tests' graphs)."""
+    env = DEVELOPER_NEO4J if server == "neo4j" else request.getfixturevalue("arcadedb_server").env()
+    for name in NEO4J_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    target = neo4j_target()
+    clear_graph(target)
+    return target
+
+
+@pytest.fixture(params=GRAPH_SERVERS)
+def graph_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Neo4jTarget:
+    return use_graph_server(request.param, request, monkeypatch)

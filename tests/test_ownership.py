@@ -3,12 +3,31 @@ on hand-built ownership graphs, scored end to end through the real run steps."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scoring.graphdb.connection import neo4j_target
 from tests.builders import by_npi, npi, score, write_dataset
+from tests.conftest import GRAPH_SERVERS, use_graph_server
+from tests.graphs import load_dataset_graph
+
+MODES = ["embedded"] + [
+    f"{mode}@{server}" for server in GRAPH_SERVERS for mode in ("neo4j-snapshot", "neo4j-live")
+]
+
+
+@pytest.fixture(autouse=True, params=MODES)
+def graph_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every hand-built graph is scored in all three graph modes (SPEC §5: identical results);
+    the Neo4j modes read it from a real Bolt server after `run` loads it there."""
+    mode, _, server = request.param.partition("@")
+    monkeypatch.setenv("CLAIDEX_GRAPH_MODE", mode)
+    if server:
+        use_graph_server(server, request, monkeypatch)
+    return mode
 
 
 def approx(value: float) -> Any:
@@ -43,6 +62,8 @@ def run(
         ownership=[{"owner_id": a, "owned_id": b} for a, b in ownership],
         entity_exclusions=[{"entity_id": e} for e in entity_exclusions],
     )
+    if os.environ["CLAIDEX_GRAPH_MODE"] != "embedded":
+        load_dataset_graph(neo4j_target(), data)
     return by_npi(score(data, tmp_path / "run"))
 
 
