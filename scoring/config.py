@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     graph_load_batch: int = Field(default=10_000, ge=1)  # rows per UNWIND when loading Neo4j
     neo4j_connect_timeout: float = Field(default=10.0, gt=0)
     neo4j_retry_seconds: float = Field(default=30.0, ge=0)  # managed-transaction retries
+    neo4j_live_attempts: int = Field(default=4, ge=1)  # per batch, when the server is gone
+    neo4j_retry_backoff: float = Field(default=2.0, ge=0)  # seconds, doubled per attempt
     full_engine: FullEngine = "celery"  # who runs beat's weekly full recompute
 
     # --- Modal burst (credentials: `modal token new` or MODAL_TOKEN_ID/MODAL_TOKEN_SECRET) ---

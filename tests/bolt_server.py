@@ -47,6 +47,9 @@ class BoltServer:
     def uri(self) -> str:
         return f"bolt://127.0.0.1:{self.bolt_port}"
 
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.bolt_port}"
+
     def env(self) -> dict[str, str]:
         return {
             "NEO4J_URI": self.uri,

@@ -18,10 +18,12 @@ slow on large graphs; neo4j-snapshot is the recommended Neo4j mode.
 
 from __future__ import annotations
 
+import time
+
 import polars as pl
 
 from scoring.config import Settings
-from scoring.graphdb.connection import Neo4jTarget
+from scoring.graphdb.connection import GraphUnavailableError, Neo4jTarget
 from scoring.graphdb.session import graph_error, graph_session, read_rows
 from scoring.npi import npi_to_int, npi_to_str
 from scoring.ownership import OWNERSHIP_COLUMNS
@@ -88,17 +90,35 @@ def live_ownership(npis: pl.Series, target: Neo4jTarget, cfg: Settings) -> pl.Da
     """Per NPI of one batch: npi (Int64) and the ownership columns; no SNF match gives nulls,
     exactly as the embedded join does."""
     batch = npis.to_frame("npi").select(npi_to_str(pl.col("npi")))["npi"].to_list()
-    with graph_session(target, cfg, "live ownership query") as session:
-        try:
-            _, rows = read_rows(session, live_query(cfg.ownership_max_hops), batch=batch)
-        except Exception as exc:
-            raise graph_error(exc, target, "live ownership query") from None
+    rows = _query_with_retries(target, cfg, batch)
     found = pl.DataFrame(rows, schema=LIVE_SCHEMA, orient="row")
     matched = pl.col("snf_entity_id").is_not_null()
     return found.select(
         npi_to_int(pl.col("npi")).alias("npi"),
         *[pl.when(matched).then(pl.col(c)).alias(c) for c in OWNERSHIP_COLUMNS],
     )
+
+
+def _query_once(target: Neo4jTarget, cfg: Settings, batch: list[str]) -> list[tuple]:
+    with graph_session(target, cfg, "live ownership query") as session:
+        try:
+            return read_rows(session, live_query(cfg.ownership_max_hops), batch=batch)[1]
+        except Exception as exc:
+            raise graph_error(exc, target, "live ownership query") from None
+
+
+def _query_with_retries(target: Neo4jTarget, cfg: Settings, batch: list[str]) -> list[tuple]:
+    """Inside a transaction the driver retries transient errors itself; a server that is gone
+    is retried here with backoff, then the batch fails (never zeros: SPEC §6.3)."""
+    for attempt in range(1, cfg.neo4j_live_attempts + 1):
+        try:
+            return _query_once(target, cfg, batch)
+        except GraphUnavailableError as exc:
+            if attempt == cfg.neo4j_live_attempts:
+                msg = f"{exc} (gave up after {attempt} attempts)"
+                raise GraphUnavailableError(msg) from None
+            time.sleep(cfg.neo4j_retry_backoff * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def with_live_ownership(

@@ -17,7 +17,9 @@ from scoring.graphdb.connection import (
     driver_options,
 )
 
-UNAVAILABLE = (
+UNAVAILABLE = (  # worth retrying a batch later; DatabaseError: the server failed, not our query
+    # (ArcadeDB answers a query that reaches a database shutting down with one)
+    neo4j_errors.DatabaseError,
     neo4j_errors.ServiceUnavailable,
     neo4j_errors.SessionExpired,
     neo4j_errors.TransientError,
