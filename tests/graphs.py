@@ -7,13 +7,23 @@ from pathlib import Path
 from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
 from scoring.graphdb.loader import load_graph
-from scoring.graphdb.session import graph_session, write
+from scoring.graphdb.session import graph_session, read_rows, write
 from scoring.inputs import read_dataset
 from scoring.validation import validate_reference
 
+WIPE_LIMIT = 200_000  # a bigger graph is somebody's data, not a test graph
+
 
 def clear_graph(target: Neo4jTarget) -> None:
+    """Empty the test graph; refuses to wipe a large graph (NEO4J_URI pointing at real data)."""
     with graph_session(target, Settings(), "clear graph") as session:
+        nodes = read_rows(session, "MATCH (n) RETURN count(n) AS n")[1][0][0]
+        if nodes > WIPE_LIMIT:
+            msg = (
+                f"refusing to wipe {nodes:,} nodes at {target.describe()}: point NEO4J_URI "
+                "(and NEO4J_DATABASE) at a test database"
+            )
+            raise RuntimeError(msg)
         write(session, "MATCH (n) DETACH DELETE n")
 
 

@@ -517,3 +517,30 @@ def test_weekly_run_handed_to_modal_falls_back_to_the_fleet_without_credentials(
     while RunLedger(paths).read().get("status") != "merged":
         assert time.monotonic() < deadline, RunLedger(paths).read()
         time.sleep(0.5)
+
+
+def test_chord_run_in_neo4j_live_mode_matches_the_embedded_local_engine(
+    sample_dataset: Path, fleet, tmp_path: Path, graph_target, monkeypatch
+) -> None:
+    """Workers ask the Bolt server for each batch's ownership (SPEC §5 inside the fleet)."""
+    import os
+
+    from scoring.manifest import RunManifest
+    from tests.graphs import load_dataset_graph
+
+    load_dataset_graph(graph_target, sample_dataset)
+    local = run_local(
+        sample_dataset, Settings(batch_size=400), run_dir=tmp_path / "local", show_progress=False
+    )
+    graph = {k: v for k, v in os.environ.items() if k.startswith("NEO4J_")}
+    fleet("w0", **graph)
+    result = workers_cli(
+        {**fleet.env, **graph},
+        "full", "--data", str(sample_dataset), "--batch-size", "400", "--graph", "neo4j-live",
+        "--run-id", "live-run", "--timeout", "240",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    paths = RunPaths(tmp_path / "runs" / "live-run")
+    assert RunLedger(paths).read()["status"] == "merged"
+    assert paths.scores.read_bytes() == local.scores.read_bytes()
+    assert RunManifest.load(paths).cfg.graph_mode == "neo4j-live"

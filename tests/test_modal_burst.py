@@ -286,3 +286,19 @@ def test_handoff_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.stdout.startswith("ModalNotConfiguredError no Modal credentials"), result
     assert "modal token new" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["neo4j-snapshot", "neo4j-live"])
+def test_burst_in_a_neo4j_graph_mode_reproduces_the_local_engine(
+    volume: DirectoryVolume, sample_dataset: Path, local_scores: bytes, graph_target, mode: str
+) -> None:
+    from tests.graphs import load_dataset_graph
+
+    load_dataset_graph(graph_target, sample_dataset)
+    functions = local_functions(burst_app.FUNCTIONS)
+    request = BurstRequest(
+        f"burst-{mode}", overrides={"batch_size": BATCH, "graph_mode": mode}, publish=False
+    )
+    outcome = run_burst(functions, request, show_progress=False)
+    assert outcome.status == "merged"
+    assert VolumeLayout(volume.root).run(f"burst-{mode}").scores.read_bytes() == local_scores

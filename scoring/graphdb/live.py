@@ -12,6 +12,8 @@ ArcadeDB share (checked against ArcadeDB's Bolt server in the test suite):
   on the unbound end is far slower on ArcadeDB.
 - Chain providers are found in one pass over the Provider nodes per batch, against
   the distinct entity names of the whole batch, then split per NPI.
+Subqueries use the variable-scope form `CALL (x) { ... }` (Neo4j 5.23+, Aura, ArcadeDB);
+the older importing `CALL { WITH x ... }` is deprecated in current Neo4j.
 Name containment has no index, so the pass over providers is what makes this mode
 slow on large graphs; neo4j-snapshot is the recommended Neo4j mode.
 """
