@@ -107,19 +107,35 @@ def validate_reference(raw: RawInputs) -> CleanReference:
     )
     graph = None
     if raw.entities is not None and raw.ownership is not None and raw.entity_exclusions is not None:
+        entities = split(
+            "entities",
+            raw.entities,
+            [missing_rule("entity_id")],
+            duplicates_on=["entity_id"],
+            duplicate_label="duplicate entity_id",
+        )
+        known = entities["entity_id"].implode()
+
+        def known_rule(column: str) -> pl.Expr:  # a link to no entity is a bad row, in every mode
+            unknown = ~pl.col(column).is_in(known)
+            return pl.when(unknown).then(pl.lit(f"{column} not in entities"))
+
         graph = OwnershipGraph(
-            entities=split(
-                "entities",
-                raw.entities,
-                [missing_rule("entity_id")],
-                duplicates_on=["entity_id"],
-                duplicate_label="duplicate entity_id",
-            ).lazy(),
+            entities=entities.lazy(),
             ownership=split(
-                "ownership", raw.ownership, [missing_rule("owner_id"), missing_rule("owned_id")]
+                "ownership",
+                raw.ownership,
+                [
+                    missing_rule("owner_id"),
+                    missing_rule("owned_id"),
+                    known_rule("owner_id"),
+                    known_rule("owned_id"),
+                ],
             ).lazy(),
             entity_exclusions=split(
-                "entity_exclusions", raw.entity_exclusions, [missing_rule("entity_id")]
+                "entity_exclusions",
+                raw.entity_exclusions,
+                [missing_rule("entity_id"), known_rule("entity_id")],
             ).lazy(),
         )
     return CleanReference(

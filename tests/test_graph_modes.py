@@ -261,3 +261,22 @@ def test_database_name_defaults_and_overrides() -> None:
 def test_missing_or_malformed_uri_is_a_clear_error(env: dict[str, str]) -> None:
     with pytest.raises(GraphError, match="NEO4J_URI"):
         neo4j_target(env)
+
+
+def test_credentials_inside_the_uri_never_reach_a_message(
+    graph_dataset: Path, tmp_path: Path
+) -> None:
+    target = neo4j_target({"NEO4J_URI": "bolt://scorer:Secr3t%21PW@127.0.0.1:1"})
+    assert (target.uri, target.user) == ("bolt://127.0.0.1:1", "scorer")
+    assert target.password == "Secr3t!PW"
+    env = {"NEO4J_URI": f"bolt://scorer:Secr3tPW@127.0.0.1:{free_port()}",
+           "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2"}  # fmt: skip
+    result = claidex(
+        "run", "--data", str(graph_dataset), "--graph", "neo4j-snapshot", "--run-dir",
+        str(tmp_path / "run"), "--quiet", env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "graph snapshot failed at Neo4j 127.0.0.1:" in result.stderr
+    assert "Secr3tPW" not in result.stderr + result.stdout
+    ledger = (tmp_path / "run" / "ledger.json").read_text()
+    assert "failed at Neo4j" in ledger and "Secr3tPW" not in ledger

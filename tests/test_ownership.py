@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from scoring.graphdb.connection import neo4j_target
@@ -363,3 +364,24 @@ def test_exclusion_proximity_precedence(tmp_path):
         row = scores[npi(i)]
         assert ownership_of(row) == counts, i
         assert row["exclusion_proximity_score"] == approx(s_e), i
+
+
+def test_links_to_unknown_entities_are_quarantined_in_every_mode(tmp_path, graph_mode):
+    """A->X->S with X missing from entities: no path through a phantom node in any mode."""
+    result = run(
+        tmp_path,
+        providers=[provider(1, "Oak SNF")],
+        scored=[1],
+        entities=[entity("S", "Oak SNF Center"), entity("A", "Acme Holding", "HOLDING")],
+        ownership=[("A", "X"), ("X", "S")],
+        entity_exclusions=["A", "Y"],
+    )
+    assert ownership_of(result[npi(1)]) == ("S", 0, 0, False)
+    if graph_mode == "embedded":  # Neo4j modes read the graph, not the dataset's graph tables
+        quarantine = pl.read_parquet(tmp_path / "run" / "quarantine.parquet")
+        graph_rows = quarantine.filter(pl.col("source").is_in(["ownership", "entity_exclusions"]))
+        assert sorted(graph_rows["reason"]) == [
+            "entity_id not in entities",
+            "owned_id not in entities",
+            "owner_id not in entities",
+        ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scoring.config import Settings
 from scoring.errors import ClaidexError, TransientError
@@ -82,12 +82,16 @@ def neo4j_target(env: Mapping[str, str] | None = None) -> Neo4jTarget:
         msg = f"NEO4J_URI must look like neo4j+s://host or bolt://host:7687 (scheme: {scheme})"
         raise GraphError(msg)
     database = _unquoted(env.get("NEO4J_DATABASE", "")) or aura_database(parts.hostname)
-    return Neo4jTarget(
-        uri=uri,
-        user=_unquoted(env.get("NEO4J_USER", "") or env.get("NEO4J_USERNAME", "")) or "neo4j",
-        password=_unquoted(env.get("NEO4J_PASSWORD", "")),
-        database=database,
-    )
+    user = _unquoted(env.get("NEO4J_USER", "") or env.get("NEO4J_USERNAME", ""))
+    password = _unquoted(env.get("NEO4J_PASSWORD", ""))
+    if parts.username or parts.password:  # user:password@host: use them, keep them out of the URI
+        user, password = (
+            user or unquote(parts.username or ""),
+            password or unquote(parts.password or ""),
+        )
+        host = parts.netloc.rsplit("@", 1)[1]
+        uri = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return Neo4jTarget(uri=uri, user=user or "neo4j", password=password, database=database)
 
 
 def driver_options(cfg: Settings) -> dict[str, float]:
