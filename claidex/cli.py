@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="the ownership graph in Neo4j (NEO4J_URI, ...)")
     graph_sub = graph.add_subparsers(dest="graph_command", required=True)
     graph_load = graph_sub.add_parser("load", help="write the graph into Neo4j (idempotent)")
-    graph_load.add_argument("--data", help="dataset directory (default: --source postgres)")
+    graph_load.add_argument("--data", help="dataset directory (or --source postgres)")
     graph_load.add_argument("--source", choices=["dataset", "postgres"], default="dataset")
     graph_load.add_argument("--quiet", action="store_true", help="no progress bar")
     graph_sub.add_parser("counts", help="node and relationship counts")

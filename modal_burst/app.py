@@ -28,6 +28,7 @@ volume = modal.Volume.from_name(CFG.modal_volume, create_if_missing=True)
 image = (
     modal.Image.debian_slim(python_version="3.11")
     .pip_install_from_pyproject(str(PYPROJECT))  # the project's pinned dependencies
+    .env({"CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount)})  # containers see the deployer's mount
     .add_local_python_source("scoring", "modal_burst")
 )
 POSTGRES = modal.Secret.from_name(CFG.modal_postgres_secret)
@@ -74,12 +75,18 @@ COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volu
     timeout=CFG.modal_prepare_timeout,
     memory=CFG.modal_prepare_memory,
     cpu=CFG.modal_step_cpu,
-    retries=retries(CFG),
-)
-def prepare(run_id: str, source: str, data_name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+)  # no Modal retries: its failures (bad input, wrong password) would only repeat
+def prepare(
+    run_id: str, source: str, data_name: str, overrides: dict[str, Any], publish: bool
+) -> dict[str, Any]:
     with synced_volume():
         return bodies.prepare_run(
-            layout(), run_id, source=source, data_name=data_name, overrides=overrides
+            layout(),
+            run_id,
+            source=source,
+            data_name=data_name,
+            overrides=overrides,
+            publish=publish,
         )
 
 
@@ -105,8 +112,7 @@ def score_batch(batch_index: int, run_id: str) -> dict[str, Any]:
     timeout=CFG.modal_merge_timeout,
     memory=CFG.modal_merge_memory,
     cpu=CFG.modal_step_cpu,
-    retries=retries(CFG),
-)
+)  # no Modal retries: `python -m modal_burst merge RUN` is the recovery
 def merge_and_calibrate(run_id: str, publish: bool) -> dict[str, Any]:
     with synced_volume():
         return bodies.merge_run(layout(), run_id, publish=publish)

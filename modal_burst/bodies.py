@@ -20,9 +20,16 @@ NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres
 
 
 def prepare_run(
-    layout: VolumeLayout, run_id: str, *, source: str, data_name: str, overrides: dict[str, Any]
+    layout: VolumeLayout,
+    run_id: str,
+    *,
+    source: str,
+    data_name: str,
+    overrides: dict[str, Any],
+    publish: bool,
 ) -> dict[str, Any]:
-    """Step 1 for a dataset on the volume, or for a fresh Postgres snapshot."""
+    """Step 1 for a dataset on the volume, or for a fresh Postgres snapshot; the run's publish
+    choice is kept in the ledger so a resume honours it."""
     paths = layout.run(run_id)
     if source == "postgres":
         data = export_source(paths, database_url())
@@ -35,7 +42,7 @@ def prepare_run(
             )
             raise InputError(msg)
     manifest = prepare(paths, data, load_settings(**overrides))
-    RunLedger(paths).update(engine="modal")
+    RunLedger(paths).update(engine="modal", publish=publish)
     return {
         "run_id": run_id,
         "batches_total": manifest.batches_total,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -68,6 +69,8 @@ def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
 
 
 def _full(args: argparse.Namespace) -> int:
+    if args.graph:  # the App attaches the Neo4j secret by graph mode when it is imported
+        os.environ["CLAIDEX_GRAPH_MODE"] = args.graph
     cfg = load_settings()
     request = BurstRequest(
         run_id=args.run_id or new_run_id("-burst"),
@@ -132,6 +135,14 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = "must be 1 or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modal_burst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--data-name", help="dataset on the volume (default CLAIDEX_MODAL_DATA_NAME)")
     full.add_argument("--source", choices=["volume", "postgres"], default="volume")
     full.add_argument("--batch-size", type=int, default=None)
-    full.add_argument("--max-batches", type=int, default=None, help="smoke run: first K batches")
+    full.add_argument(
+        "--max-batches", type=positive, default=None, help="smoke run: first K batches"
+    )
     full.add_argument("--run-id", default=None, help="an existing run resumes")
     full.add_argument("--no-publish", action="store_true")
     add_graph_flag(full)
@@ -153,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="score only the missing batches, then merge")
     resume.add_argument("run")
-    resume.add_argument("--max-batches", type=int, default=None)
+    resume.add_argument("--max-batches", type=positive, default=None)
     resume.add_argument("--no-publish", action="store_true")
     remote(resume)
     resume.set_defaults(func=_resume)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scoring.config import Settings
+from scoring.errors import RunStateError
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 
@@ -32,7 +33,8 @@ class BurstRequest:
     data_name: str = "claidex"
     overrides: dict[str, Any] = field(default_factory=dict)
     max_batches: int | None = None  # smoke run: only the first K missing batches
-    publish: bool = True
+    publish: bool | None = True  # None: what the run chose when it started (resume)
+    resume: bool = False  # only an existing, prepared run; never prepare a new one
 
 
 @dataclass
@@ -92,7 +94,14 @@ def run_burst(
     run_id = request.run_id
     state = functions["run_status"].remote(run_id)
     if not state["prepared"]:
-        functions["prepare"].remote(run_id, request.source, request.data_name, request.overrides)
+        if request.resume:
+            detail = "is not on the volume" if not state["exists"] else "never finished prepare"
+            msg = f"run {run_id} {detail}: nothing to resume (start one with `full`)"
+            raise RunStateError(msg)
+        publish = request.publish is not False
+        functions["prepare"].remote(
+            run_id, request.source, request.data_name, request.overrides, publish
+        )
         state = functions["run_status"].remote(run_id)
     total = int(state["batches_total"])
     if state.get("status") == "published":
@@ -116,7 +125,8 @@ def run_burst(
     if done < total:
         outcome.detail = f"{total - done} batch(es) not dispatched (--max-batches)"
         return outcome
-    merged = functions["merge_and_calibrate"].remote(run_id, request.publish)
+    publish = request.publish if request.publish is not None else state.get("publish", True)
+    merged = functions["merge_and_calibrate"].remote(run_id, bool(publish))
     outcome.status = merged["status"]
     outcome.detail = merged.get("note", "")
     return outcome

@@ -12,6 +12,7 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
     require_credentials()
     import modal
     from modal.exception import AuthError, NotFoundError
+    from modal.exception import Error as ModalError
 
     try:
         function = modal.Function.from_name(cfg.modal_app_name, "run_full")
@@ -26,5 +27,8 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
         raise ModalNotConfiguredError(msg) from None
     except AuthError:
         msg = "Modal rejected the configured token: run `modal token new`"
+        raise ModalNotConfiguredError(msg) from None
+    except (ModalError, ConnectionError) as exc:  # Modal unreachable or refusing: same fallback
+        msg = f"Modal unavailable: {type(exc).__name__}: {str(exc).strip()[:200]}"
         raise ModalNotConfiguredError(msg) from None
     return str(call.object_id)

@@ -147,7 +147,6 @@ def test_live_batches_retry_then_the_run_fails_with_nothing_published(
     }
     paths = RunPaths(run_dir)
     watcher = _kill_after_first_batch(paths, own_server.kill)
-    started = time.monotonic()
     result = claidex(
         "run", "--data", str(graph_dataset), "--graph", "neo4j-live", "--batch-size", "500",
         "--run-dir", str(run_dir), "--quiet", env=env,
@@ -158,7 +157,6 @@ def test_live_batches_retry_then_the_run_fails_with_nothing_published(
     assert len(lines) == 1 and "gave up after 3 attempts" in lines[0], result.stderr
     assert f"Neo4j 127.0.0.1:{own_server.bolt_port} (database claidex)" in lines[0]
     assert own_server.password not in result.stderr + result.stdout
-    assert time.monotonic() - started >= 0.5 + 1.0  # the two back-off waits happened
     ledger = RunLedger(paths).summary()
     assert ledger["status"] == "failed" and ledger["failed_step"] == "score"
     assert ledger["batches_failed"] and 0 not in ledger["batches_failed"]
@@ -168,7 +166,11 @@ def test_live_batches_retry_then_the_run_fails_with_nothing_published(
 
 
 def test_live_batch_retry_survives_a_server_restart(
-    graph_dataset: Path, own_server: BoltServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    graph_dataset: Path,
+    own_server: BoltServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("CLAIDEX_NEO4J_RETRY_BACKOFF", "1")
     monkeypatch.setenv("CLAIDEX_NEO4J_CONNECT_TIMEOUT", "2")
@@ -187,6 +189,8 @@ def test_live_batch_retry_survives_a_server_restart(
         graph_dataset, Settings(batch_size=500), run_dir=tmp_path / "emb", show_progress=False
     )
     assert paths.scores.read_bytes() == embedded.scores.read_bytes()
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries and retries[0].startswith("neo4j-live attempt 1 of 4 failed")
 
 
 @pytest.mark.parametrize("mode", ["neo4j-snapshot", "neo4j-live"])
@@ -280,3 +284,33 @@ def test_credentials_inside_the_uri_never_reach_a_message(
     assert "Secr3tPW" not in result.stderr + result.stdout
     ledger = (tmp_path / "run" / "ledger.json").read_text()
     assert "failed at Neo4j" in ledger and "Secr3tPW" not in ledger
+
+
+def test_a_reload_removes_what_the_tables_no_longer_hold(
+    graph_dataset: Path, graph_target: Neo4jTarget, tmp_path: Path
+) -> None:
+    import shutil
+
+    first = graph_load(graph_dataset)
+    changed = tmp_path / "changed"
+    shutil.copytree(graph_dataset, changed)
+    leie = pl.read_parquet(changed / "exclusions.parquet")
+    active = pl.col("npi").is_not_null() & ~pl.col("reinstated").fill_null(False)
+    reinstated_id = leie.filter(active)["exclusion_id"][0]
+    leie.with_columns(
+        pl.when(pl.col("exclusion_id") == reinstated_id)
+        .then(True)
+        .otherwise(pl.col("reinstated"))
+        .alias("reinstated")
+    ).write_parquet(changed / "exclusions.parquet")
+    ownership = pl.read_parquet(changed / "ownership.parquet")
+    ownership.slice(1).write_parquet(changed / "ownership.parquet")
+    second = graph_load(changed)
+    assert second["OWNS"] == first["OWNS"] - 1
+    assert second["EXCLUDED_BY"] == first["EXCLUDED_BY"] - 1
+    assert second["Provider"] == first["Provider"]
+    embedded = run_local(changed, Settings(), run_dir=tmp_path / "e", show_progress=False)
+    live = run_local(
+        changed, Settings(graph_mode="neo4j-live"), run_dir=tmp_path / "l", show_progress=False
+    )
+    assert live.scores.read_bytes() == embedded.scores.read_bytes()

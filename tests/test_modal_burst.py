@@ -22,7 +22,7 @@ from modal_burst.driver import BurstRequest, run_burst, run_overrides
 from modal_burst.layout import VolumeLayout
 from modal_burst.transfer import download_run, upload_dataset
 from scoring.config import Settings
-from scoring.errors import InputError
+from scoring.errors import InputError, RunStateError
 from scoring.ledger import RunLedger
 from tests.modal_standin import DirectoryVolume, local_functions
 
@@ -91,7 +91,9 @@ def test_driver_dispatches_one_call_per_missing_batch_and_never_merges_a_gap(
     volume: DirectoryVolume, local_scores: bytes
 ) -> None:
     functions = local_functions(burst_app.FUNCTIONS)
-    prepared = functions["prepare"].remote("burst-2", "volume", "claidex", {"batch_size": BATCH})
+    prepared = functions["prepare"].remote(
+        "burst-2", "volume", "claidex", {"batch_size": BATCH}, False
+    )
     total = prepared["batches_total"]
     broken = [_break_batch(volume, "burst-2", i) for i in (1, 3)]
 
@@ -120,6 +122,24 @@ def test_driver_dispatches_one_call_per_missing_batch_and_never_merges_a_gap(
     assert again.status == "merged" and functions["score_batch"].mapped == [1, 3]
 
 
+def test_resume_refuses_an_unknown_run_and_keeps_the_runs_publish_choice(
+    volume: DirectoryVolume, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    functions = local_functions(burst_app.FUNCTIONS)
+    with pytest.raises(RunStateError, match="is not on the volume: nothing to resume"):
+        run_burst(functions, BurstRequest("typo", resume=True), show_progress=False)
+    assert functions["prepare"].remote_calls == []
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    smoke = BurstRequest("burst-5", overrides={"batch_size": BATCH}, max_batches=1, publish=False)
+    assert run_burst(functions, smoke, show_progress=False).status == "partial"
+    resumed = run_burst(
+        functions, BurstRequest("burst-5", publish=None, resume=True), show_progress=False
+    )
+    assert resumed.status == "merged"  # started with --no-publish: the resume does not publish
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM provider_risk_scores").fetchone() == (0,)
+
+
 def test_merge_publishes_once_with_the_postgres_secret(
     volume: DirectoryVolume, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,7 +158,7 @@ def test_merge_publishes_once_with_the_postgres_secret(
 
 def test_missing_dataset_on_the_volume_names_the_upload_command(volume: DirectoryVolume) -> None:
     with pytest.raises(InputError, match="modal_burst upload DIR --data-name nope"):
-        burst_app.prepare.local("burst-4", "volume", "nope", {})
+        burst_app.prepare.local("burst-4", "volume", "nope", {}, True)
 
 
 def test_upload_replaces_the_dataset_and_rejects_a_non_dataset(
@@ -212,6 +232,7 @@ def test_app_configuration() -> None:
     batch, merge, prepare = config["score_batch"], config["merge_and_calibrate"], config["prepare"]
     assert (batch["timeout"], batch["memory"], batch["retries"], batch["cpu"]) == (900, 4096, 3, 1)
     assert merge["memory"] > batch["memory"] and prepare["memory"] > batch["memory"]
+    assert prepare["retries"] is None and merge["retries"] is None  # failures would repeat
     for name in ("prepare", "score_batch", "merge_and_calibrate", "run_status", "record_status"):
         assert config[name]["volumes"] == {"/data": "claidex-data"}
     assert config["run_full"]["volumes"] == {}  # the driver only calls the other functions

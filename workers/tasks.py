@@ -19,7 +19,7 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
-from scoring.steps.finish import export_source, merge_and_publish
+from scoring.steps.finish import already_published, export_source, merge_and_publish
 from scoring.steps.incremental import (
     changed_npis,
     checked_npis,
@@ -125,6 +125,8 @@ def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
     state = ledger.read()
+    if already_published(paths):  # never publish twice, even if a chunk went missing since
+        return merge_and_publish(paths, None)
     missing = ledger.missing_batches(RunManifest.load(paths).batches_total)
     if missing:
         # A redelivered batch (worker killed after finishing, before its ack) can complete the

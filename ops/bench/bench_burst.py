@@ -33,7 +33,7 @@ BODY = (
 )
 STEP = {
     "prepare": BODY + "bodies.prepare_run(layout, run, source='volume', data_name='claidex', "
-    "overrides={'batch_size': int(sys.argv[3])})",
+    "overrides={'batch_size': int(sys.argv[3])}, publish=False)",
     "score_all": BODY + "from scoring.manifest import RunManifest; "
     "[bodies.score_one_batch(layout, run, i, 'bench') for i in "
     "range(RunManifest.load(layout.run(run)).batches_total)]",

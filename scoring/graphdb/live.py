@@ -20,15 +20,18 @@ slow on large graphs; neo4j-snapshot is the recommended Neo4j mode.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import polars as pl
 
 from scoring.config import Settings
 from scoring.graphdb.connection import GraphUnavailableError, Neo4jTarget
-from scoring.graphdb.session import graph_error, graph_session, read_rows
+from scoring.graphdb.session import NEO4J_FAILURES, graph_error, graph_session, read_rows
 from scoring.npi import npi_to_int, npi_to_str
 from scoring.ownership import OWNERSHIP_COLUMNS
+
+log = logging.getLogger(__name__)
 
 LIVE_QUERY = """
 CALL () {
@@ -105,7 +108,7 @@ def _query_once(target: Neo4jTarget, cfg: Settings, batch: list[str]) -> list[tu
     with graph_session(target, cfg, "live ownership query") as session:
         try:
             return read_rows(session, live_query(cfg.ownership_max_hops), batch=batch)[1]
-        except Exception as exc:
+        except NEO4J_FAILURES as exc:
             raise graph_error(exc, target, "live ownership query") from None
 
 
@@ -119,7 +122,15 @@ def _query_with_retries(target: Neo4jTarget, cfg: Settings, batch: list[str]) ->
             if attempt == cfg.neo4j_live_attempts:
                 msg = f"{exc} (gave up after {attempt} attempts)"
                 raise GraphUnavailableError(msg) from None
-            time.sleep(cfg.neo4j_retry_backoff * 2 ** (attempt - 1))
+            wait = cfg.neo4j_retry_backoff * 2 ** (attempt - 1)
+            log.warning(
+                "neo4j-live attempt %d of %d failed, retrying in %.1f s: %s",
+                attempt,
+                cfg.neo4j_live_attempts,
+                wait,
+                exc,
+            )
+            time.sleep(wait)
     raise AssertionError("unreachable")
 
 

@@ -1,15 +1,19 @@
-"""`claidex graph load`: write the ownership graph into Neo4j in UNWIND batches (idempotent)."""
+"""`claidex graph load`: write the ownership graph into Neo4j in UNWIND batches.
+
+Idempotent, and a reload replaces: what the current tables no longer hold is removed.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import polars as pl
 
 from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
-from scoring.graphdb.model import COUNTS, LOADS, SCHEMA, graph_tables
-from scoring.graphdb.session import graph_error, graph_session, read_rows, write
+from scoring.graphdb.model import COUNTS, LOADS, SCHEMA, STALE, graph_tables
+from scoring.graphdb.session import NEO4J_FAILURES, graph_error, graph_session, read_rows, write
 from scoring.validation import CleanReference
 
 Progress = Callable[[str, int, int], None]  # (table, rows written, rows total)
@@ -23,6 +27,7 @@ def load_graph(
 ) -> dict[str, int]:
     """Constraints and index first, then MERGE every table; returns the graph's counts."""
     tables = graph_tables(reference)
+    load_id = uuid.uuid4().hex
     with graph_session(target, cfg, "graph load") as session:
         try:
             for statement in SCHEMA:
@@ -31,13 +36,15 @@ def load_graph(
                 frame: pl.DataFrame = tables[name]
                 for start in range(0, frame.height, cfg.graph_load_batch):
                     rows = frame.slice(start, cfg.graph_load_batch).to_dicts()
-                    write(session, query, rows=rows)
+                    write(session, query, rows=rows, load_id=load_id)
                     if on_progress:
                         on_progress(name, min(frame.height, start + len(rows)), frame.height)
                 if on_progress and frame.is_empty():
                     on_progress(name, 0, 0)
+            for statement in STALE:
+                write(session, statement, load_id=load_id)
             return graph_counts_in(session)
-        except Exception as exc:
+        except NEO4J_FAILURES as exc:
             raise graph_error(exc, target, "graph load") from None
 
 

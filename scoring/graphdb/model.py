@@ -27,33 +27,51 @@ SCHEMA = (  # Neo4j 5 syntax; ArcadeDB's Cypher accepts it too
     "CREATE INDEX corporate_entity_type IF NOT EXISTS FOR (n:CorporateEntity) ON (n.entityType)",
 )
 
-# (name, query over $rows): nodes first, then the relationships that MATCH them.
+# (name, query over $rows): nodes first, then the relationships that MATCH them. Every node and
+# relationship written is stamped with the load's id; `STALE` then removes what this load did
+# not write (a reinstated exclusion, a sold facility), so the graph equals the validated tables.
 LOADS = (
     (
         "entities",
         "UNWIND $rows AS r MERGE (e:CorporateEntity {entity_id: r.entity_id}) "
-        "SET e.name = r.name, e.entityType = r.entity_type",
+        "SET e.name = r.name, e.entityType = r.entity_type, e.load_id = $load_id",
     ),
-    ("providers", "UNWIND $rows AS r MERGE (p:Provider {npi: r.npi}) SET p.name = r.name"),
+    (
+        "providers",
+        "UNWIND $rows AS r MERGE (p:Provider {npi: r.npi}) "
+        "SET p.name = r.name, p.load_id = $load_id",
+    ),
     (
         "exclusions",
         "UNWIND $rows AS r MERGE (x:Exclusion {exclusion_id: r.exclusion_id}) "
-        "SET x.reinstated = r.reinstated",
+        "SET x.reinstated = r.reinstated, x.load_id = $load_id",
     ),
     (
         "ownership",
         "UNWIND $rows AS r MATCH (a:CorporateEntity {entity_id: r.owner_id}) "
-        "MATCH (b:CorporateEntity {entity_id: r.owned_id}) MERGE (a)-[:OWNS]->(b)",
+        "MATCH (b:CorporateEntity {entity_id: r.owned_id}) "
+        "MERGE (a)-[o:OWNS]->(b) SET o.load_id = $load_id",
     ),
     (
         "provider_exclusions",
         "UNWIND $rows AS r MATCH (p:Provider {npi: r.npi}) "
-        "MATCH (x:Exclusion {exclusion_id: r.exclusion_id}) MERGE (p)-[:EXCLUDED_BY]->(x)",
+        "MATCH (x:Exclusion {exclusion_id: r.exclusion_id}) "
+        "MERGE (p)-[e:EXCLUDED_BY]->(x) SET e.load_id = $load_id",
     ),
     (
         "entity_exclusions",
-        "UNWIND $rows AS r MATCH (e:CorporateEntity {entity_id: r.entity_id}) "
-        "MATCH (x:Exclusion {exclusion_id: r.exclusion_id}) MERGE (e)-[:EXCLUDED_BY]->(x)",
+        "UNWIND $rows AS r MATCH (c:CorporateEntity {entity_id: r.entity_id}) "
+        "MATCH (x:Exclusion {exclusion_id: r.exclusion_id}) "
+        "MERGE (c)-[e:EXCLUDED_BY]->(x) SET e.load_id = $load_id",
+    ),
+)
+
+STALE = (
+    "MATCH ()-[r:OWNS]->() WHERE coalesce(r.load_id, '') <> $load_id DELETE r",
+    "MATCH ()-[r:EXCLUDED_BY]->() WHERE coalesce(r.load_id, '') <> $load_id DELETE r",
+    *(
+        f"MATCH (n:{label}) WHERE coalesce(n.load_id, '') <> $load_id DETACH DELETE n"
+        for label in ("CorporateEntity", "Provider", "Exclusion")
     ),
 )
 

@@ -28,6 +28,9 @@ UNAVAILABLE = (  # worth retrying a batch later; DatabaseError: the server faile
 )
 
 
+NEO4J_FAILURES = (neo4j_errors.Neo4jError, neo4j_errors.DriverError, OSError)
+
+
 def graph_error(exc: BaseException, target: Neo4jTarget, doing: str) -> GraphError:
     """One line: what failed, where (host, database) and why; transient kinds stay retryable."""
     if isinstance(exc, GraphError):
@@ -52,7 +55,7 @@ def graph_session(target: Neo4jTarget, cfg: Settings, doing: str) -> Iterator[ne
             driver.verify_connectivity()
             with driver.session(database=target.database) as session:
                 yield session
-    except (neo4j_errors.Neo4jError, neo4j_errors.DriverError, OSError) as exc:
+    except NEO4J_FAILURES as exc:
         raise graph_error(exc, target, doing) from None
 
 

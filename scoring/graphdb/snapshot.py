@@ -8,7 +8,7 @@ import polars as pl
 
 from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
-from scoring.graphdb.session import graph_error, graph_session, ping, read_rows
+from scoring.graphdb.session import NEO4J_FAILURES, graph_error, graph_session, ping, read_rows
 from scoring.npi import npi_to_int
 from scoring.ownership import OwnershipGraph
 
@@ -48,7 +48,7 @@ def verify_graph(target: Neo4jTarget, cfg: Settings) -> None:
     with graph_session(target, cfg, "graph check") as session:
         try:
             ping(session)
-        except Exception as exc:
+        except NEO4J_FAILURES as exc:
             raise graph_error(exc, target, "graph check") from None
 
 
@@ -60,7 +60,7 @@ def read_snapshot(target: Neo4jTarget, cfg: Settings) -> GraphSnapshot:
             for name, (query, schema) in QUERIES.items():
                 _, rows = read_rows(session, query)
                 frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
-        except Exception as exc:
+        except NEO4J_FAILURES as exc:
             raise graph_error(exc, target, "graph snapshot") from None
     excluded = (
         frames["excluded_providers"]
