@@ -314,3 +314,16 @@ def test_a_reload_removes_what_the_tables_no_longer_hold(
         changed, Settings(graph_mode="neo4j-live"), run_dir=tmp_path / "l", show_progress=False
     )
     assert live.scores.read_bytes() == embedded.scores.read_bytes()
+
+
+def test_graph_load_from_postgres_equals_the_dataset_load(
+    graph_dataset: Path, graph_target: Neo4jTarget, database_url: str
+) -> None:
+    loaded = claidex("db", "load", str(graph_dataset), env={"DATABASE_URL": database_url})
+    assert loaded.returncode == 0, loaded.stderr
+    from_dataset = graph_load(graph_dataset)
+    result = claidex(
+        "graph", "load", "--source", "postgres", "--quiet", env={"DATABASE_URL": database_url}
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == from_dataset
