@@ -24,6 +24,7 @@ from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import load_dataset
 from scoring.db.publish import publish_scores
+from scoring.errors import is_retryable
 from scoring.inputs import CANONICAL, SCHEMAS
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
@@ -265,6 +266,9 @@ def test_unreachable_database_is_one_clear_line_and_scores_stay(
     ):
         assert "s3cret-pw" not in text
     assert RunLedger(paths).read()["failed_step"] == "publish"
+    with pytest.raises(DatabaseError) as raised:  # a Celery merge task retries this one
+        publish(paths, url)
+    assert is_retryable(raised.value)
 
 
 def test_no_publish_keeps_results_in_the_run_directory(

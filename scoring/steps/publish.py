@@ -6,7 +6,7 @@ import contextlib
 
 import psycopg
 
-from scoring.db.connection import DatabaseError, connect, scrub
+from scoring.db.connection import DatabaseError, DatabaseUnavailableError, connect, scrub
 from scoring.db.publish import PublishResult, publish_scores, record_failure
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
@@ -15,7 +15,10 @@ from scoring.rundir import RunPaths, read_parquet_named
 
 
 def publish(paths: RunPaths, database_url: str) -> PublishResult:
-    """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'."""
+    """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'.
+
+    An unreachable database raises DatabaseUnavailableError, which task runners retry.
+    """
     manifest = RunManifest.load(paths)
     if not paths.scores.exists():
         msg = f"run {manifest.run_id}: no scores.parquet to publish (merge has not finished)"
@@ -44,7 +47,8 @@ def publish(paths: RunPaths, database_url: str) -> PublishResult:
         ledger.fail("publish", msg)
         with contextlib.suppress(psycopg.Error, DatabaseError), connect(database_url) as conn:
             record_failure(conn, run_id=manifest.run_id, kind=manifest.kind, error=msg)
-        raise DatabaseError(msg) from None
+        unavailable = isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError)
+        raise (DatabaseUnavailableError if unavailable else DatabaseError)(msg) from None
     ledger.set_status(
         "published",
         published_prepare=manifest.prepare_id,
