@@ -27,7 +27,7 @@ import polars as pl
 
 from scoring.config import Settings
 from scoring.graphdb.connection import GraphUnavailableError, Neo4jTarget
-from scoring.graphdb.session import NEO4J_FAILURES, graph_error, graph_session, read_rows
+from scoring.graphdb.session import graph_error, graph_session, read_rows
 from scoring.npi import npi_to_int, npi_to_str
 from scoring.ownership import OWNERSHIP_COLUMNS
 
@@ -106,10 +106,7 @@ def live_ownership(npis: pl.Series, target: Neo4jTarget, cfg: Settings) -> pl.Da
 
 def _query_once(target: Neo4jTarget, cfg: Settings, batch: list[str]) -> list[tuple]:
     with graph_session(target, cfg, "live ownership query") as session:
-        try:
-            return read_rows(session, live_query(cfg.ownership_max_hops), batch=batch)[1]
-        except NEO4J_FAILURES as exc:
-            raise graph_error(exc, target, "live ownership query") from None
+        return read_rows(session, live_query(cfg.ownership_max_hops), batch=batch)[1]
 
 
 def _query_with_retries(target: Neo4jTarget, cfg: Settings, batch: list[str]) -> list[tuple]:

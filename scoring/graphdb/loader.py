@@ -8,12 +8,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import neo4j
 import polars as pl
 
 from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
 from scoring.graphdb.model import COUNTS, LOADS, SCHEMA, STALE, graph_tables
-from scoring.graphdb.session import NEO4J_FAILURES, graph_error, graph_session, read_rows, write
+from scoring.graphdb.session import graph_session, read_rows, write
 from scoring.validation import CleanReference
 
 Progress = Callable[[str, int, int], None]  # (table, rows written, rows total)
@@ -29,27 +30,24 @@ def load_graph(
     tables = graph_tables(reference)
     load_id = uuid.uuid4().hex
     with graph_session(target, cfg, "graph load") as session:
-        try:
-            for statement in SCHEMA:
-                write(session, statement)
-            for name, query in LOADS:
-                frame: pl.DataFrame = tables[name]
-                for start in range(0, frame.height, cfg.graph_load_batch):
-                    rows = frame.slice(start, cfg.graph_load_batch).to_dicts()
-                    write(session, query, rows=rows, load_id=load_id)
-                    if on_progress:
-                        on_progress(name, min(frame.height, start + len(rows)), frame.height)
-                if on_progress and frame.is_empty():
-                    on_progress(name, 0, 0)
-            for statement in STALE:
-                write(session, statement, load_id=load_id)
-            return graph_counts_in(session)
-        except NEO4J_FAILURES as exc:
-            raise graph_error(exc, target, "graph load") from None
+        for statement in SCHEMA:
+            write(session, statement)
+        for name, query in LOADS:
+            frame: pl.DataFrame = tables[name]
+            for start in range(0, frame.height, cfg.graph_load_batch):
+                rows = frame.slice(start, cfg.graph_load_batch).to_dicts()
+                write(session, query, rows=rows, load_id=load_id)
+                if on_progress:
+                    on_progress(name, min(frame.height, start + len(rows)), frame.height)
+            if on_progress and frame.is_empty():
+                on_progress(name, 0, 0)
+        for statement in STALE:
+            write(session, statement, load_id=load_id)
+        return graph_counts_in(session)
 
 
-def graph_counts_in(session: object) -> dict[str, int]:
-    return {label: int(read_rows(session, q)[1][0][0]) for label, q in COUNTS.items()}  # type: ignore[arg-type]
+def graph_counts_in(session: neo4j.Session) -> dict[str, int]:
+    return {label: int(read_rows(session, q)[1][0][0]) for label, q in COUNTS.items()}
 
 
 def graph_counts(target: Neo4jTarget, cfg: Settings) -> dict[str, int]:

@@ -47,7 +47,8 @@ def graph_error(exc: BaseException, target: Neo4jTarget, doing: str) -> GraphErr
 
 @contextmanager
 def graph_session(target: Neo4jTarget, cfg: Settings, doing: str) -> Iterator[neo4j.Session]:
-    """A verified session on the target database; failures raise GraphError (one line)."""
+    """A verified session on the target database. Any Neo4j failure, in connecting or in the
+    caller's queries inside the `with` block, raises GraphError (one line) naming `doing`."""
     try:
         with neo4j.GraphDatabase.driver(
             target.uri, auth=(target.user, target.password), **driver_options(cfg)

@@ -8,7 +8,7 @@ import polars as pl
 
 from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
-from scoring.graphdb.session import NEO4J_FAILURES, graph_error, graph_session, ping, read_rows
+from scoring.graphdb.session import graph_session, ping, read_rows
 from scoring.npi import npi_to_int
 from scoring.ownership import OwnershipGraph
 
@@ -46,22 +46,16 @@ class GraphSnapshot:
 def verify_graph(target: Neo4jTarget, cfg: Settings) -> None:
     """Fail a run's prepare at once, in one line, when Neo4j is unreachable or refuses us."""
     with graph_session(target, cfg, "graph check") as session:
-        try:
-            ping(session)
-        except NEO4J_FAILURES as exc:
-            raise graph_error(exc, target, "graph check") from None
+        ping(session)
 
 
 def read_snapshot(target: Neo4jTarget, cfg: Settings) -> GraphSnapshot:
     """Read the four tables in managed read transactions (streamed, retried when transient)."""
     frames: dict[str, pl.DataFrame] = {}
     with graph_session(target, cfg, "graph snapshot") as session:
-        try:
-            for name, (query, schema) in QUERIES.items():
-                _, rows = read_rows(session, query)
-                frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
-        except NEO4J_FAILURES as exc:
-            raise graph_error(exc, target, "graph snapshot") from None
+        for name, (query, schema) in QUERIES.items():
+            _, rows = read_rows(session, query)
+            frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
     excluded = (
         frames["excluded_providers"]
         .filter(pl.col("npi").str.contains(r"^\d{10}$"))
