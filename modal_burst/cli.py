@@ -84,11 +84,14 @@ def _full(args: argparse.Namespace) -> int:
     return _burst(args, request)
 
 
+def resume_request(args: argparse.Namespace) -> BurstRequest:
+    """An existing run only; publishes as the run chose at start unless --no-publish."""
+    publish = False if args.no_publish else None
+    return BurstRequest(run_id=args.run, max_batches=args.max_batches, publish=publish, resume=True)
+
+
 def _resume(args: argparse.Namespace) -> int:
-    request = BurstRequest(
-        run_id=args.run, max_batches=args.max_batches, publish=not args.no_publish
-    )
-    return _burst(args, request)
+    return _burst(args, resume_request(args))
 
 
 def _merge(args: argparse.Namespace) -> int:

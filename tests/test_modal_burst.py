@@ -323,3 +323,12 @@ def test_burst_in_a_neo4j_graph_mode_reproduces_the_local_engine(
     outcome = run_burst(functions, request, show_progress=False)
     assert outcome.status == "merged"
     assert VolumeLayout(volume.root).run(f"burst-{mode}").scores.read_bytes() == local_scores
+
+
+def test_resume_command_asks_for_an_existing_run_and_the_runs_publish_choice() -> None:
+    from modal_burst.cli import build_parser, resume_request
+
+    plain = resume_request(build_parser().parse_args(["resume", "r1"]))
+    assert (plain.run_id, plain.resume, plain.publish) == ("r1", True, None)
+    quiet = resume_request(build_parser().parse_args(["resume", "r1", "--no-publish"]))
+    assert quiet.publish is False
