@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from claidex.cli import add_graph_flag
-from modal_burst.credentials import ModalNotConfiguredError, require_credentials
+from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
 from modal_burst.driver import (
     BurstOutcome,
     BurstRequest,
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModalNotConfiguredError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except AuthError:
-        print("error: Modal rejected the configured token: run `modal token new`", file=sys.stderr)
+        print(f"error: {TOKEN_REJECTED}", file=sys.stderr)
     except (ModalError, ConnectionError) as exc:
         print(f"error: Modal: {one_line(exc)}", file=sys.stderr)
     return 2

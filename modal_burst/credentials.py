@@ -10,6 +10,9 @@ HOW_TO_AUTHENTICATE = (
 )
 
 
+TOKEN_REJECTED = "Modal rejected the configured token: run `modal token new`"
+
+
 class ModalNotConfiguredError(ClaidexError):
     """Modal cannot be used from here: no token, or the app is not deployed."""
 

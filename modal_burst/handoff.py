@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modal_burst.credentials import ModalNotConfiguredError, require_credentials
-from modal_burst.driver import run_overrides
+from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
+from modal_burst.driver import one_line, run_overrides
 from scoring.config import Settings
 
 
@@ -26,9 +26,7 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
         )
         raise ModalNotConfiguredError(msg) from None
     except AuthError:
-        msg = "Modal rejected the configured token: run `modal token new`"
-        raise ModalNotConfiguredError(msg) from None
+        raise ModalNotConfiguredError(TOKEN_REJECTED) from None
     except (ModalError, ConnectionError) as exc:  # Modal unreachable or refusing: same fallback
-        msg = f"Modal unavailable: {type(exc).__name__}: {str(exc).strip()[:200]}"
-        raise ModalNotConfiguredError(msg) from None
+        raise ModalNotConfiguredError(f"Modal unavailable: {one_line(exc)}") from None
     return str(call.object_id)

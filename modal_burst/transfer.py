@@ -10,14 +10,19 @@ from modal.exception import NotFoundError
 from modal_burst.layout import dataset_key, run_key
 from scoring.errors import InputError, RunStateError
 from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file
+from scoring.rundir import RunPaths
 
-RESULT_FILES = (
-    "scores.parquet",
-    "report.json",
-    "ledger.json",
-    "run.json",
-    "quarantine.parquet",
-    "input_counts.json",
+_RUN = RunPaths(Path("run"))  # only for the file names of the shared run-directory layout
+RESULT_FILES = tuple(
+    p.name
+    for p in (
+        _RUN.scores,
+        _RUN.report,
+        _RUN.ledger,
+        _RUN.manifest,
+        _RUN.quarantine,
+        _RUN.input_counts,
+    )
 )
 
 

@@ -19,7 +19,12 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
-from scoring.steps.finish import already_published, export_source, merge_and_publish
+from scoring.steps.finish import (
+    already_published,
+    export_source,
+    merge_and_publish,
+    published_outcome,
+)
 from scoring.steps.incremental import (
     changed_npis,
     checked_npis,
@@ -125,8 +130,8 @@ def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
     state = ledger.read()
-    if already_published(paths):  # never publish twice, even if a chunk went missing since
-        return merge_and_publish(paths, None)
+    if (skipped := published_outcome(paths)) is not None:  # even if a chunk went missing since
+        return skipped
     missing = ledger.missing_batches(RunManifest.load(paths).batches_total)
     if missing:
         # A redelivered batch (worker killed after finishing, before its ack) can complete the
@@ -159,7 +164,7 @@ def resume_run(run_id: str) -> str | None:
     paths = run_paths(run_id)
     manifest = RunManifest.load(paths)
     ledger = RunLedger(paths)
-    if ledger.read().get("published_prepare") == manifest.prepare_id:
+    if already_published(paths):
         return None
     missing = ledger.missing_batches(manifest.batches_total)
     ledger.set_status("scoring", error=None, failed_step=None)

@@ -37,14 +37,21 @@ def already_published(paths: RunPaths) -> bool:
     return RunLedger(paths).read().get("published_prepare") == RunManifest.load(paths).prepare_id
 
 
+def published_outcome(paths: RunPaths) -> dict[str, Any] | None:
+    """For a run published already: its status restored and a 'skipped' outcome; else None."""
+    if not already_published(paths):
+        return None
+    RunLedger(paths).set_status("published")
+    return {"run_id": paths.run_id, "status": "published", "skipped": True}
+
+
 def merge_and_publish(
     paths: RunPaths, database_url: str | None, *, reference: RunPaths | None = None
 ) -> dict[str, Any]:
     """Step 3, then publish when a database is given; a run published before is left alone."""
+    if (skipped := published_outcome(paths)) is not None:
+        return skipped
     ledger = RunLedger(paths)
-    if already_published(paths):
-        ledger.set_status("published")
-        return {"run_id": paths.run_id, "status": "published", "skipped": True}
     ledger.update(will_publish=database_url is not None)  # followers wait for 'published'
     scores = merge_and_calibrate(paths, reference)
     if database_url is not None:
