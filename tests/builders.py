@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,14 @@ def score(data_dir: Path, run_dir: Path, **settings: Any) -> pl.DataFrame:
 
 def by_npi(scores: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return {row["npi"]: row for row in scores.iter_rows(named=True)}
+
+
+def claidex_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`claidex ARGS` in a fresh process (wide terminal for tables), extra environment on top."""
+    return subprocess.run(
+        [sys.executable, "-m", "claidex.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -17,22 +14,11 @@ from scoring.errors import RunFileError, RunStateError
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from scoring.steps import merge_and_calibrate, prepare, score_batch
-
-CLI = [sys.executable, "-m", "claidex.cli"]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+from tests.builders import claidex_cli
 
 
 def test_generate_run_status_from_the_command_line(tmp_path: Path) -> None:
-    generated = _cli("generate", str(tmp_path / "data"), "--providers", "800", "--seed", "3")
+    generated = claidex_cli("generate", str(tmp_path / "data"), "--providers", "800", "--seed", "3")
     assert generated.returncode == 0, generated.stderr
     summary = json.loads(generated.stdout)
     assert summary["providers"] == 800 and summary["payment_rows"] > 5000
@@ -47,7 +33,7 @@ def test_generate_run_status_from_the_command_line(tmp_path: Path) -> None:
     ):
         assert (tmp_path / "data" / f"{name}.parquet").exists()
 
-    run = _cli(
+    run = claidex_cli(
         "run",
         "--data",
         str(tmp_path / "data"),
@@ -64,7 +50,7 @@ def test_generate_run_status_from_the_command_line(tmp_path: Path) -> None:
     for text in ("High", "Elevated", "Top flags", "quarantined rows", "Planted anomalies"):
         assert text in run.stdout
 
-    status = _cli("status", str(tmp_path / "run"), "--json")
+    status = claidex_cli("status", str(tmp_path / "run"), "--json")
     assert status.returncode == 0
     ledger = json.loads(status.stdout)
     assert ledger["status"] == "merged"

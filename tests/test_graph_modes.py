@@ -7,9 +7,6 @@ failures must be visible, one line, never zeros and never a publish (SPEC §6.3)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from scoring.steps import prepare
 from tests.bolt_server import BoltServer, free_port
+from tests.builders import claidex_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("embedded", "neo4j-snapshot", "neo4j-live")
@@ -44,19 +42,8 @@ def graph_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def claidex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "claidex.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def graph_load(data: Path, env: dict[str, str] | None = None) -> dict[str, int]:
-    result = claidex("graph", "load", "--data", str(data), "--quiet", env=env)
+    result = claidex_cli("graph", "load", "--data", str(data), "--quiet", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -147,7 +134,7 @@ def test_live_batches_retry_then_the_run_fails_with_nothing_published(
     }
     paths = RunPaths(run_dir)
     watcher = _kill_after_first_batch(paths, own_server.kill)
-    result = claidex(
+    result = claidex_cli(
         "run", "--data", str(graph_dataset), "--graph", "neo4j-live", "--batch-size", "500",
         "--run-dir", str(run_dir), "--quiet", env=env,
     )  # fmt: skip
@@ -201,7 +188,7 @@ def test_unreachable_server_fails_prepare_in_one_line(
     env = {"NEO4J_URI": f"bolt://127.0.0.1:{port}", "NEO4J_PASSWORD": "s3cret-value",
            "NEO4J_DATABASE": "claidex", "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2"}  # fmt: skip
     started = time.monotonic()
-    result = claidex(
+    result = claidex_cli(
         "run", "--data", str(graph_dataset), "--graph", mode, "--run-dir",
         str(tmp_path / "run"), "--quiet", env=env,
     )  # fmt: skip
@@ -220,7 +207,7 @@ def test_wrong_password_is_one_clear_line_without_the_password(
     graph_dataset: Path, arcadedb_server: BoltServer, tmp_path: Path, mode: str
 ) -> None:
     env = {**arcadedb_server.env(), "NEO4J_PASSWORD": "wrong-Pa55word"}
-    result = claidex(
+    result = claidex_cli(
         "run", "--data", str(graph_dataset), "--graph", mode, "--run-dir",
         str(tmp_path / "run"), "--quiet", env=env,
     )  # fmt: skip
@@ -275,7 +262,7 @@ def test_credentials_inside_the_uri_never_reach_a_message(
     assert target.password == "Secr3t!PW"
     env = {"NEO4J_URI": f"bolt://scorer:Secr3tPW@127.0.0.1:{free_port()}",
            "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2"}  # fmt: skip
-    result = claidex(
+    result = claidex_cli(
         "run", "--data", str(graph_dataset), "--graph", "neo4j-snapshot", "--run-dir",
         str(tmp_path / "run"), "--quiet", env=env,
     )  # fmt: skip
@@ -319,10 +306,10 @@ def test_a_reload_removes_what_the_tables_no_longer_hold(
 def test_graph_load_from_postgres_equals_the_dataset_load(
     graph_dataset: Path, graph_target: Neo4jTarget, database_url: str
 ) -> None:
-    loaded = claidex("db", "load", str(graph_dataset), env={"DATABASE_URL": database_url})
+    loaded = claidex_cli("db", "load", str(graph_dataset), env={"DATABASE_URL": database_url})
     assert loaded.returncode == 0, loaded.stderr
     from_dataset = graph_load(graph_dataset)
-    result = claidex(
+    result = claidex_cli(
         "graph", "load", "--source", "postgres", "--quiet", env={"DATABASE_URL": database_url}
     )
     assert result.returncode == 0, result.stderr

@@ -29,13 +29,13 @@ from scoring.inputs import CANONICAL, SCHEMAS
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from scoring.steps.publish import publish
+from tests.builders import claidex_cli
 
 CLI = [sys.executable, "-m", "claidex.cli"]
 
 
 def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": url, "COLUMNS": "200"}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, env=env)
+    return claidex_cli(*args, env={"DATABASE_URL": url})
 
 
 def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
