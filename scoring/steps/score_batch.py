@@ -63,14 +63,14 @@ def score_batch(
     ledger = RunLedger(paths)
     attempt = ledger.batch_started(batch_index, worker=worker, redelivered=redelivered)
     try:
-        limit = RunManifest.load(paths).cfg.batch_max_attempts
+        manifest = RunManifest.load(paths)
+        limit = manifest.cfg.batch_max_attempts
         if attempt > limit:
             msg = (
                 f"batch {batch_index}: its worker died {attempt - 1} times running it "
                 f"(limit {limit}); failing it instead of retrying forever"
             )
             raise BatchGaveUpError(msg)
-        manifest = RunManifest.load(paths)
         chunk = compute_batch(paths, manifest, batch_index)
         write_parquet_atomic(chunk, paths.chunk(batch_index))
     except Exception as exc:
