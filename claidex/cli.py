@@ -18,7 +18,7 @@ from scoring.ledger import RunLedger
 def _generate(args: argparse.Namespace) -> int:
     from claidex.sample_data import generate
 
-    summary = generate(Path(args.dir), providers=args.providers, seed=args.seed)
+    summary = generate(Path(args.dir), providers=args.providers, seed=args.seed, layout=args.layout)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("dir")
     gen.add_argument("--providers", type=int, default=20_000)
     gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument(
+        "--layout",
+        choices=["lines", "production"],
+        default="lines",
+        help="'production': only what the production tables can hold (for `claidex db load`)",
+    )
     gen.set_defaults(func=_generate)
 
     def engine_flags(p: argparse.ArgumentParser) -> None:

@@ -134,7 +134,7 @@ def run_local_from_postgres(
     paths = RunPaths(run_dir or cfg.run_root / new_run_id())
     source = paths.root / "source"
     with connect(database_url) as conn:
-        export_dataset(conn, source)
+        export_dataset(conn, source, with_graph=cfg.graph_mode == "embedded")
     return run_local(
         source, cfg, run_dir=paths.root, show_progress=show_progress, database_url=publish_to
     )

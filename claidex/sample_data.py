@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -24,6 +25,11 @@ YEARS = np.arange(FIRST_YEAR, LAST_YEAR + 1)
 PLANTED_KINDS = ("billing_outlier", "explosive_growth", "program_concentration", "excluded_chain")
 PLANTED_SHARE = 0.004  # of paying providers, per kind
 MAX_OWNER_LEVELS = 6
+# 'lines': several service lines per (npi, year, program), NPPES-style empty strings, owner
+# forests up to six levels. 'production': what the production tables can hold (issue 10):
+# one row per (npi, year, program), missing provider values NULL, and every owner of an
+# SNF's chain owning the SNF directly (ownership_snf holds only owner -> SNF edges).
+Layout = Literal["lines", "production"]
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,17 @@ def _write(table: pa.Table | pl.DataFrame, path: Path) -> None:
 
 
 class _Generator:
-    def __init__(self, out_dir: Path, providers: int, seed: int) -> None:
+    def __init__(self, out_dir: Path, providers: int, seed: int, layout: Layout) -> None:
         self.out = out_dir
         self.n = providers
         self.rng = np.random.default_rng(seed)
+        self.production = layout == "production"
 
     # --- providers -----------------------------------------------------------
+    def owner_type(self, kind: str) -> str:
+        """corporate_entities has no type column: production-layout owners are organisations."""
+        return "Organization" if self.production else kind
+
     def population(self) -> Population:
         n, rng = self.n, self.rng
         payment_only = max(1, n // 200)
@@ -207,11 +218,17 @@ class _Generator:
         entities = pl.concat(
             [
                 pl.DataFrame({"entity_id": snf_id, "name": snf_name, "entity_type": "SNF"}),
-                owners.select("entity_id", "name", pl.lit("OWNER").alias("entity_type")),
-                mega_entities.select("entity_id", "name", pl.lit("HOLDING").alias("entity_type")),
+                owners.select(
+                    "entity_id", "name", pl.lit(self.owner_type("OWNER")).alias("entity_type")
+                ),
+                mega_entities.select(
+                    "entity_id", "name", pl.lit(self.owner_type("HOLDING")).alias("entity_type")
+                ),
             ]
         )
         all_edges = pl.concat([*edges, mega]).unique().sort("owner_id", "owned_id")
+        if self.production:
+            all_edges = _owners_of_snfs(all_edges, snf_id)
         # Chain providers carry an owner's name ("<owner> PHARMACY LLC").
         branded = owners.filter(pl.col("level") <= 2)
         pick = rng.integers(0, branded.height, pop.chain.size)
@@ -280,6 +297,8 @@ class _Generator:
             np.isin(who_r, planted["program_concentration"]) & (year_r >= YEARS.size - 3), 2.0, 1.0
         )
         lines = 1 + rng.poisson(1.8, who_r.size)
+        if self.production:  # one row per (npi, year, program), as the program tables key it
+            lines = np.ones(who_r.size, dtype=lines.dtype)
         row = np.repeat(np.arange(who_r.size), lines)
         share = rng.gamma(1.5, 1.0, row.size)
         share /= np.bincount(row, weights=share)[row]
@@ -432,7 +451,7 @@ class _Generator:
         is_excluded[listed] = True
         tax_text = pl.Series(self.taxonomy_codes).gather(taxonomy[:n]).to_numpy().astype(object)
         no_tax = rng.random(n) < 0.01
-        tax_text[no_tax] = ""
+        tax_text[no_tax] = None if self.production else ""
         state_codes = pl.Series([s for s, _ in vocab.STATES])
         state_text = state_codes.gather(state[:n]).to_numpy().astype(object)
         no_state = rng.random(n) < 0.005
@@ -498,9 +517,27 @@ class _Generator:
         }
 
 
-def generate(out_dir: Path, *, providers: int, seed: int = 7) -> dict[str, object]:
+def _owners_of_snfs(edges: pl.DataFrame, snf_id: pl.Series) -> pl.DataFrame:
+    """Every (ancestor, SNF) pair of the forest: each owner of a chain owns the SNF directly."""
+    closure = edges.filter(pl.col("owned_id").is_in(snf_id.implode()))
+    frontier = closure
+    for _ in range(MAX_OWNER_LEVELS + 1):  # loops over owner levels, never over rows
+        frontier = edges.join(
+            frontier.select(pl.col("owner_id").alias("mid"), "owned_id"),
+            left_on="owned_id",
+            right_on="mid",
+        ).select("owner_id", pl.col("owned_id_right").alias("owned_id"))
+        if frontier.is_empty():
+            break
+        closure = pl.concat([closure, frontier])
+    return closure.unique().sort("owner_id", "owned_id")
+
+
+def generate(
+    out_dir: Path, *, providers: int, seed: int = 7, layout: Layout = "lines"
+) -> dict[str, object]:
     """Write the six dataset files plus planted.parquet into out_dir; same seed, same bytes."""
     if providers < 50:
         msg = "--providers must be at least 50"
         raise ValueError(msg)
-    return _Generator(Path(out_dir), providers, seed).run()
+    return _Generator(Path(out_dir), providers, seed, layout).run()

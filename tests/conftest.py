@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -35,18 +36,38 @@ def postgres_server() -> Iterator[PrivatePostgres]:
         server.stop()
 
 
+PRODUCTION_SCHEMA = Path(__file__).parent / "fixtures" / "production_schema.sql"
+
+
+@contextmanager
+def fresh_database(server: PrivatePostgres) -> Iterator[str]:
+    """An empty database on the private server, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        yield server.url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(server.url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def database_url(postgres_server: PrivatePostgres) -> Iterator[str]:
-    """A fresh database with the Claidex schema, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    url = postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
-    with connect(url) as conn:
-        init_schema(conn)
-    yield url
-    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    """A fresh database after `db init` (the production layout laid down by us)."""
+    with fresh_database(postgres_server) as url:
+        with connect(url) as conn:
+            init_schema(conn)
+        yield url
+
+
+@pytest.fixture
+def production_url(postgres_server: PrivatePostgres) -> Iterator[str]:
+    """A fresh database holding the production objects as issue 10 states them, no `db init`."""
+    with fresh_database(postgres_server) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(PRODUCTION_SCHEMA.read_text())  # type: ignore[arg-type]
+        yield url
 
 
 GRAPH_SERVERS = ["arcadedb"] + (["neo4j"] if os.environ.get("NEO4J_URI") else [])

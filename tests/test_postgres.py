@@ -57,8 +57,8 @@ def _published(url: str) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("pg-data")
-    generate(root / "a", providers=2000, seed=21)
-    generate(root / "b", providers=1500, seed=22)
+    generate(root / "a", providers=2000, seed=21, layout="production")
+    generate(root / "b", providers=1500, seed=22, layout="production")
     return root / "a", root / "b"
 
 

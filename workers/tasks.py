@@ -90,7 +90,12 @@ def start_full_run(
         if paths.manifest.exists() and ledger.read().get("dispatched"):
             return {"run_id": run_id, "skipped": "already dispatched"}
         cfg = load_settings(**overrides)
-        data = Path(data_dir) if data_dir else export_source(paths, database_url())
+        embedded = cfg.graph_mode == "embedded"
+        data = (
+            Path(data_dir)
+            if data_dir
+            else export_source(paths, database_url(), with_graph=embedded)
+        )
         manifest = prepare(paths, data, cfg)
         ledger.update(engine="celery", publish=publish_scores)
         chord_id = dispatch_batches(run_id, range(manifest.batches_total))
@@ -260,7 +265,7 @@ def refresh_changed(self: Any) -> dict[str, Any]:
     if data is None:  # Postgres: a consistent snapshot of the sources first
         data = run_paths(new_run_id("-refresh-source")).root
         with connect(url or "") as conn:
-            export_dataset(conn, data)
+            export_dataset(conn, data, with_graph=cfg.graph_mode == "embedded")
     try:
         changed = changed_npis(reference, data)
         if not changed:

@@ -14,30 +14,59 @@ import psycopg
 from psycopg import sql
 
 from scoring.db.copy import copy_out_csv
+from scoring.db.load import ENTITY_EXCLUSIONS_TABLE
 from scoring.inputs import CANONICAL, SCHEMAS, dataset_file
 
 EXPORT_QUERIES = {
     "providers": "SELECT npi, entity_type_code, display_name, taxonomy_1, state, "
     "is_excluded::text AS is_excluded FROM providers",
+    # NUMERIC travels as its exact decimal text; the CSV reader rounds it once, correctly.
     "payments_combined": "SELECT npi, year, program, payments, claims, beneficiaries, taxonomy, "
     "state FROM payments_combined_v",
     "exclusions": "SELECT exclusion_id, npi, excldate, reinstated::text AS reinstated "
     "FROM exclusions",
-    "entities": "SELECT entity_id, name, entity_type FROM corporate_entities",
-    "ownership": "SELECT owner_id, owned_id FROM entity_ownership",
-    "entity_exclusions": "SELECT entity_id FROM entity_exclusions",
+    # The production graph: one SNF per enrolled provider_associate_id (its name the first
+    # in plain string order when enrollments differ), the organisation owners, and one OWNS
+    # edge per organisation owner row. Individual owners ('I') are people, never entities.
+    "entities": "SELECT provider_associate_id AS entity_id, "
+    "min(provider_org_name COLLATE \"C\") AS name, 'SNF' AS entity_type FROM ownership_snf "
+    "WHERE provider_associate_id IS NOT NULL GROUP BY provider_associate_id "
+    "UNION ALL SELECT entity_id, name, 'Organization' FROM corporate_entities c "
+    "WHERE NOT EXISTS (SELECT 1 FROM ownership_snf s "
+    "WHERE s.provider_associate_id = c.entity_id)",
+    "ownership": "SELECT DISTINCT owner_associate_id AS owner_id, provider_associate_id AS "
+    "owned_id FROM ownership_snf WHERE owner_type = 'O'",
+    "entity_exclusions": f"SELECT entity_id FROM {ENTITY_EXCLUSIONS_TABLE}",
 }
+NO_ENTITY_EXCLUSIONS = "SELECT NULL::text AS entity_id WHERE false"
+GRAPH_QUERIES = ("entities", "ownership", "entity_exclusions")
 
 
 PER_NPI = ("providers", "payments_combined", "exclusions")
 
 
+def _queries(conn: psycopg.Connection, *, with_graph: bool) -> dict[str, str]:
+    """The export queries for this database: no graph tables in the neo4j-* modes."""
+    if not with_graph:
+        return {name: q for name, q in EXPORT_QUERIES.items() if name not in GRAPH_QUERIES}
+    queries = dict(EXPORT_QUERIES)
+    present = conn.execute("SELECT to_regclass(%s)", (ENTITY_EXCLUSIONS_TABLE,)).fetchone()
+    if present is None or present[0] is None:
+        queries["entity_exclusions"] = NO_ENTITY_EXCLUSIONS  # optional: absent means none
+    return queries
+
+
 def export_dataset(
-    conn: psycopg.Connection, out_dir: Path, npis: list[str] | None = None
+    conn: psycopg.Connection,
+    out_dir: Path,
+    npis: list[str] | None = None,
+    *,
+    with_graph: bool = True,
 ) -> dict[str, int]:
     """Write the dataset files from one consistent snapshot; rows per file.
 
     With `npis`, only those NPIs' provider, payment and LEIE rows (an incremental run).
+    Without `with_graph` (the neo4j-* modes) no Postgres graph table is read at all.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -47,7 +76,7 @@ def export_dataset(
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute("SET LOCAL extra_float_digits = 3")  # floats round-trip exactly
         try:
-            for name, query in EXPORT_QUERIES.items():
+            for name, query in _queries(conn, with_graph=with_graph).items():
                 if npis is not None and name not in PER_NPI:
                     continue
                 csv = Path(scratch) / f"{name}.csv"

@@ -1,4 +1,4 @@
-"""Atomic publish (SPEC §6.7): COPY into a staging table, one set-based upsert, one transaction.
+"""Atomic publish (SPEC §6.7): COPY into a staging table, set-based replace, one transaction.
 
 Readers of provider_risk_scores see the previous run or the new one, never a mix.
 A full run also removes NPIs it no longer scores; an incremental run touches
@@ -49,16 +49,18 @@ def published_frame(scores: pl.DataFrame, run_id: str) -> pl.DataFrame:
     ).select(PUBLISHED_COLUMNS)
 
 
-def _upsert() -> sql.Composed:
+def _insert() -> sql.Composed:
     columns = sql.SQL(", ").join(map(sql.Identifier, PUBLISHED_COLUMNS))
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in PUBLISHED_COLUMNS[1:]
-    )
     return sql.SQL(
         "INSERT INTO provider_risk_scores ({columns}, updated_at) "
-        "SELECT {columns}, now() FROM {stage} "
-        "ON CONFLICT (npi) DO UPDATE SET {updates}, updated_at = now()"
-    ).format(columns=columns, updates=updates, stage=sql.Identifier(STAGE))
+        "SELECT {columns}, now() FROM {stage}"
+    ).format(columns=columns, stage=sql.Identifier(STAGE))
+
+
+def _delete(where: str) -> sql.Composed:
+    return sql.SQL(
+        "DELETE FROM provider_risk_scores p WHERE {} (SELECT 1 FROM {} s WHERE s.npi = p.npi)"
+    ).format(sql.SQL(where), sql.Identifier(STAGE))
 
 
 def publish_scores(
@@ -79,15 +81,11 @@ def publish_scores(
         # One publisher at a time (readers are not blocked): concurrent full runs, or a
         # redelivered merge, must not interleave their deletes and upserts.
         conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
-        removed = 0
-        if kind == "full":
-            removed = conn.execute(
-                sql.SQL(
-                    "DELETE FROM provider_risk_scores p WHERE NOT EXISTS "
-                    "(SELECT 1 FROM {} s WHERE s.npi = p.npi)"
-                ).format(sql.Identifier(STAGE))
-            ).rowcount
-        published = conn.execute(_upsert()).rowcount
+        # Delete-then-insert, not ON CONFLICT: a production provider_risk_scores may carry
+        # npi under a plain index, without the unique constraint an upsert needs.
+        removed = conn.execute(_delete("NOT EXISTS")).rowcount if kind == "full" else 0
+        conn.execute(_delete("EXISTS"))
+        published = conn.execute(_insert()).rowcount
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
             "rows_removed, published_at) VALUES (%s, %s, 'published', %s, %s, %s, now()) "

@@ -15,8 +15,10 @@ from scoring.steps.merge import merge_and_calibrate
 from scoring.steps.publish import publish
 
 
-def export_source(paths: RunPaths, database_url: str | None) -> Path:
-    """Postgres -> the run's own dataset snapshot (`source/`); failures land in the ledger."""
+def export_source(paths: RunPaths, database_url: str | None, *, with_graph: bool = True) -> Path:
+    """Postgres -> the run's own dataset snapshot (`source/`); failures land in the ledger.
+
+    `with_graph` False (the neo4j-* modes) reads no Postgres graph table."""
     ledger = RunLedger(paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     ledger.start(kind="full", source="postgres", fingerprint="")
@@ -25,7 +27,7 @@ def export_source(paths: RunPaths, database_url: str | None) -> Path:
             msg = "no dataset directory and no database configured for this run"
             raise InputError(msg)
         with connect(database_url) as conn:
-            export_dataset(conn, paths.root / "source")
+            export_dataset(conn, paths.root / "source", with_graph=with_graph)
     except Exception as exc:
         ledger.fail("export", exc)
         raise

@@ -1,0 +1,272 @@
+"""The production Claidex database as it is (issue 10): `db init` changes nothing that exists,
+`db load` writes the production layout, and every source read goes through it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+from claidex.local_engine import run_local
+from claidex.sample_data import generate
+from scoring.config import Settings
+from scoring.db.connection import connect
+from scoring.db.export import export_dataset
+from scoring.db.load import SOURCE_TABLES
+from tests.builders import claidex_cli
+
+SOURCE_OBJECTS = (*SOURCE_TABLES, "payments_combined_v")
+
+
+def _cli(url: str, *args: str):
+    return claidex_cli(*args, env={"DATABASE_URL": url})
+
+
+def _catalog(url: str) -> dict[str, Any]:
+    """Every table's and view's definition: columns, constraints, indexes, view text."""
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, ordinal_position, data_type, numeric_precision, "
+            "numeric_scale, character_maximum_length, is_nullable, column_default "
+            "FROM information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+        constraints = conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT tablename, indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = 'public' ORDER BY 1, 2"
+        ).fetchall()
+        views = conn.execute(
+            "SELECT viewname, pg_get_viewdef(viewname::regclass, true) FROM pg_views "
+            "WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall()
+    catalog: dict[str, Any] = {}
+    for table, *rest in columns:
+        catalog.setdefault(table, {"columns": [], "constraints": [], "indexes": []})
+        catalog[table]["columns"].append(tuple(rest))
+    for table, *rest in constraints:
+        catalog[table]["constraints"].append(tuple(rest))
+    for table, *rest in indexes:
+        catalog[table]["indexes"].append(tuple(rest))
+    for view, definition in views:
+        catalog[view]["view"] = definition
+    return catalog
+
+
+@pytest.fixture(scope="module")
+def production_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("production-data")
+    generate(directory, providers=2500, seed=31, layout="production")
+    return directory
+
+
+def test_db_init_twice_changes_no_existing_object(production_url: str) -> None:
+    before = _catalog(production_url)
+    for _ in range(2):
+        result = _cli(production_url, "db", "init")
+        assert result.returncode == 0, result.stderr
+    after = _catalog(production_url)
+    for name in [*SOURCE_OBJECTS, "api_high_risk_v"]:
+        assert after[name] == before[name], name
+    scores_before, scores_after = before["provider_risk_scores"], after["provider_risk_scores"]
+    # The SPEC §3 columns keep their definition; only the additive ones are appended.
+    kept = scores_after["columns"][: len(scores_before["columns"])]
+    assert kept == scores_before["columns"]
+    added = [c[0] for c in scores_after["columns"][len(scores_before["columns"]) :]]
+    assert added == [
+        "run_id", "top_program", "snf_entity_id", "chain_provider_count",
+        "chain_excluded_count", "owner_excluded", "actively_excluded",
+    ]  # fmt: skip
+    # Its five indexes exist already under other names: none is created twice.
+    assert scores_after["indexes"] == scores_before["indexes"]
+    assert scores_after["constraints"] == scores_before["constraints"] == []
+    assert {"claidex_runs"} == set(after) - set(before)
+    # A third init is a no-op on every object, ours included.
+    assert _cli(production_url, "db", "init").returncode == 0
+    assert _catalog(production_url) == after
+
+
+def test_db_init_creates_the_billing_index_the_api_sorts_on(production_url: str) -> None:
+    with psycopg.connect(production_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_prs_billing")
+    assert _cli(production_url, "db", "init").returncode == 0
+    indexes = [i[1] for i in _catalog(production_url)["provider_risk_scores"]["indexes"]]
+    billing = [i for i in indexes if "(billing_outlier_score DESC)" in i]
+    assert len(billing) == 1 and len(indexes) == 5
+
+
+def test_an_empty_database_gets_the_production_layout(
+    production_url: str, database_url: str, production_dataset: Path
+) -> None:
+    """`db init` on an empty database lays down the objects the fixture transcribes from the
+    issue; after `db load` of the same dataset both read back the same rows."""
+    ours, theirs = _catalog(database_url), _catalog(production_url)
+    for name in SOURCE_TABLES:
+        assert ours[name]["columns"] == theirs[name]["columns"], name
+        keys = [c[1] for c in ours[name]["constraints"]]
+        assert keys == [c[1] for c in theirs[name]["constraints"]], name
+    assert ours["payments_combined_v"]["columns"] == theirs["payments_combined_v"]["columns"]
+    for url in (database_url, production_url):
+        assert _cli(url, "db", "init").returncode == 0
+        loaded = _cli(url, "db", "load", str(production_dataset))
+        assert loaded.returncode == 0, loaded.stderr
+    counts = json.loads(loaded.stdout)
+    assert counts["ownership_snf"] > counts["corporate_entities"] > 0
+    assert counts["payments_medicaid"] > 0 and counts["medicare_part_d"] > 0
+    query = "SELECT * FROM {} ORDER BY 1, 2, 3"
+    with psycopg.connect(database_url) as a, psycopg.connect(production_url) as b:
+        for name in SOURCE_OBJECTS:
+            rows = a.execute(query.format(name)).fetchall()  # type: ignore[arg-type]
+            assert rows == b.execute(query.format(name)).fetchall(), name  # type: ignore[arg-type]
+            assert rows, name
+
+
+def test_postgres_run_on_the_production_schema_equals_the_dataset_run(
+    production_url: str, production_dataset: Path, tmp_path: Path
+) -> None:
+    assert _cli(production_url, "db", "init").returncode == 0
+    assert _cli(production_url, "db", "load", str(production_dataset)).returncode == 0
+    exported = export_dataset(psycopg.connect(production_url), tmp_path / "exported")
+    original = pl.read_parquet(production_dataset / "payments_combined.parquet")
+    assert exported["payments_combined"] == original.height
+    again = pl.read_parquet(tmp_path / "exported" / "payments_combined.parquet")
+    columns = ["npi", "year", "program"]
+    assert again.sort(columns).equals(original.sort(columns).cast(again.schema))  # exact floats
+
+    from_files = run_local(
+        production_dataset, Settings(), run_dir=tmp_path / "files", show_progress=False
+    )
+    result = _cli(
+        production_url, "run", "--source", "postgres", "--run-dir", str(tmp_path / "db"), "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "db" / "scores.parquet").read_bytes() == from_files.scores.read_bytes()
+    # Published into the legacy table (no primary key): one row per NPI, twice over.
+    again_run = _cli(
+        production_url, "run", "--source", "postgres", "--run-dir", str(tmp_path / "db2"), "--quiet"
+    )
+    assert again_run.returncode == 0, again_run.stderr
+    scores = pl.read_parquet(from_files.scores)
+    with connect(production_url) as conn:
+        published = conn.execute(
+            "SELECT count(*), count(DISTINCT npi), min(run_id), max(risk_score), "
+            "count(*) FILTER (WHERE risk_score >= 80) FROM provider_risk_scores"
+        ).fetchone()
+        high = conn.execute("SELECT count(*) FROM api_high_risk_v").fetchone()
+    assert published is not None and high is not None
+    assert published[:3] == (scores.height, scores.height, "db2")
+    assert float(published[3]) == scores["risk_score"].max()
+    assert high[0] == published[4] == scores.filter(pl.col("risk_score") >= 80).height
+
+
+def test_numeric_amounts_are_read_exactly(production_url: str, tmp_path: Path) -> None:
+    """Cents that have no exact binary float, and values near the NUMERIC(18,2) limits."""
+    data = tmp_path / "data"
+    generate(data, providers=600, seed=5, layout="production")
+    payments = pl.read_parquet(data / "payments_combined.parquet")
+    awkward = [0.07, 0.1, 0.29, 1234567.89, 99999999999.99, 1e-2, 0.0]
+    payments = payments.with_columns(
+        pl.when(pl.int_range(pl.len()) < len(awkward) * 40)
+        .then(pl.lit(pl.Series(awkward * 40 + [0.0] * (payments.height - len(awkward) * 40))))
+        .otherwise(pl.col("payments"))
+        .alias("payments"),
+        pl.when(pl.int_range(pl.len()) % 97 == 0)
+        .then(pl.lit(123456789012345.0))
+        .otherwise(pl.col("claims"))
+        .alias("claims"),
+    )
+    payments.write_parquet(data / "payments_combined.parquet")
+    assert _cli(production_url, "db", "init").returncode == 0
+    loaded = _cli(production_url, "db", "load", str(data))
+    assert loaded.returncode == 0, loaded.stderr
+    export_dataset(psycopg.connect(production_url), tmp_path / "exported")
+    again = pl.read_parquet(tmp_path / "exported" / "payments_combined.parquet")
+    key = ["npi", "year", "program"]
+    assert again.sort(key).equals(payments.sort(key).cast(again.schema))
+    files = run_local(data, Settings(), run_dir=tmp_path / "f", show_progress=False)
+    db = run_local(tmp_path / "exported", Settings(), run_dir=tmp_path / "d", show_progress=False)
+    assert db.scores.read_bytes() == files.scores.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("lines", "payments_combined.parquet: column 'npi, year, program'"),
+        ("cents", "payments_combined.parquet: column 'payments'"),
+        ("program", "payments_combined.parquet: column 'program'"),
+        ("taxonomy", "payments_combined.parquet: column 'taxonomy'"),
+        ("owner chain", "ownership.parquet: column 'owned_id'"),
+        ("provider twice", "providers.parquet: column 'npi'"),
+    ],
+)
+def test_db_load_refuses_what_the_production_tables_cannot_hold(
+    database_url: str, tmp_path: Path, change: str, named: str
+) -> None:
+    data = tmp_path / "data"
+    generate(data, providers=300, seed=3, layout="lines" if change == "lines" else "production")
+    pay = data / "payments_combined.parquet"
+    edits = {
+        "cents": (pay, pl.col("payments").first().alias("payments") + 0.001),
+        "program": (pay, pl.lit("Tricare").alias("program")),
+        "taxonomy": (pay, pl.lit("999X").alias("taxonomy")),
+    }
+    if change in edits:
+        path, expr = edits[change]
+        frame = pl.read_parquet(path).sort(pl.col("program") != "Medicare", "npi", "year")
+        head = frame.head(1).with_columns(expr)
+        pl.concat([head, frame.slice(1)]).write_parquet(path)
+    if change == "owner chain":
+        edges = pl.read_parquet(data / "ownership.parquet")
+        owners = pl.read_parquet(data / "entities.parquet").filter(pl.col("entity_type") != "SNF")
+        deep = pl.DataFrame(
+            {"owner_id": [owners["entity_id"][0]], "owned_id": owners["entity_id"][1]}
+        )
+        pl.concat([edges, deep]).write_parquet(data / "ownership.parquet")
+    if change == "provider twice":
+        providers = pl.read_parquet(data / "providers.parquet")
+        pl.concat([providers, providers.head(1)]).write_parquet(data / "providers.parquet")
+    with connect(database_url) as conn:
+        conn.execute("INSERT INTO providers (npi) VALUES ('kept')")
+        conn.commit()
+    result = _cli(database_url, "db", "load", str(data))
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and named in line, line
+    assert "(e.g. " in line
+    with connect(database_url) as conn:  # refused before anything was written
+        assert conn.execute("SELECT npi FROM providers").fetchall() == [("kept",)]
+
+
+def test_neo4j_modes_read_no_postgres_graph_table(
+    database_url: str, production_dataset: Path, tmp_path: Path
+) -> None:
+    assert _cli(database_url, "db", "load", str(production_dataset)).returncode == 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE ownership_snf, corporate_entities, entity_exclusions")
+        counts = export_dataset(conn, tmp_path / "core", with_graph=False)
+    assert set(counts) == {"providers", "payments_combined", "exclusions"}
+    with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.UndefinedTable):
+        export_dataset(conn, tmp_path / "all")
+
+
+def test_entity_exclusions_table_is_optional(
+    database_url: str, production_dataset: Path, tmp_path: Path
+) -> None:
+    assert _cli(database_url, "db", "load", str(production_dataset)).returncode == 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with_table = export_dataset(conn, tmp_path / "with")
+        conn.execute("DROP TABLE entity_exclusions")
+        without = export_dataset(conn, tmp_path / "without")
+    flagged = pl.read_parquet(production_dataset / "entity_exclusions.parquet").height
+    assert with_table["entity_exclusions"] == flagged > 0
+    assert without["entity_exclusions"] == 0
+    assert {k: v for k, v in without.items() if k != "entity_exclusions"} == {
+        k: v for k, v in with_table.items() if k != "entity_exclusions"
+    }
