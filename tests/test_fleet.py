@@ -544,3 +544,51 @@ def test_chord_run_in_neo4j_live_mode_matches_the_embedded_local_engine(
     assert RunLedger(paths).read()["status"] == "merged"
     assert paths.scores.read_bytes() == local.scores.read_bytes()
     assert RunManifest.load(paths).cfg.graph_mode == "neo4j-live"
+
+
+def test_fleet_and_enqueue_on_the_production_schema_equal_the_local_engine(
+    fleet, production_url: str, tmp_path: Path
+) -> None:
+    """Issue 10: `--source postgres` through the production objects, fleet and enqueue alike."""
+    import re
+
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from claidex.sample_data import generate
+    from tests.builders import claidex_cli
+
+    data = tmp_path / "data"
+    generate(data, providers=2500, seed=41, layout="production")
+    for command in (("db", "init"), ("db", "load", str(data))):
+        done = claidex_cli(*command, env={"DATABASE_URL": production_url})
+        assert done.returncode == 0, done.stderr
+    local = run_local(data, Settings(batch_size=400), run_dir=tmp_path / "l", show_progress=False)
+    env = {**fleet.env, "DATABASE_URL": production_url}
+    fleet("w0", DATABASE_URL=production_url)
+    fleet("inc", queues="incremental", DATABASE_URL=production_url)
+    full = workers_cli(
+        env, "full", "--source", "postgres", "--batch-size", "400", "--run-id", "prod",
+        "--timeout", "240",
+    )  # fmt: skip
+    assert full.returncode == 0, full.stderr + full.stdout
+    assert (tmp_path / "runs" / "prod" / "scores.parquet").read_bytes() == local.scores.read_bytes()
+
+    picked = pl.read_parquet(local.scores).sample(n=6, seed=3).sort("npi")
+    served = workers_cli(env, "enqueue", *picked["npi"].to_list(), "--wait", "--timeout", "120")
+    assert served.returncode == 0, served.stderr
+    run_id = re.search(r"run (\S+) \(\w+, reference prod\)", served.stdout).group(1)
+    assert_frame_equal(pl.read_parquet(tmp_path / "runs" / run_id / "scores.parquet"), picked)
+    import psycopg
+
+    with psycopg.connect(production_url) as conn:
+        rows = conn.execute(
+            "SELECT npi, run_id, risk_score::float8 FROM provider_risk_scores "
+            "WHERE npi = ANY(%s) ORDER BY npi",
+            (picked["npi"].to_list(),),
+        ).fetchall()
+        total = conn.execute("SELECT count(*), count(DISTINCT npi) FROM provider_risk_scores")
+        assert total.fetchone() == (pl.read_parquet(local.scores).height,) * 2  # no duplicates
+    assert rows == [
+        (n, run_id, s) for n, s in zip(picked["npi"], picked["risk_score"], strict=True)
+    ]

@@ -304,13 +304,27 @@ def test_a_reload_removes_what_the_tables_no_longer_hold(
 
 
 def test_graph_load_from_postgres_equals_the_dataset_load(
-    graph_dataset: Path, graph_target: Neo4jTarget, database_url: str
+    graph_target: Neo4jTarget, database_url: str, tmp_path: Path
 ) -> None:
-    loaded = claidex_cli("db", "load", str(graph_dataset), env={"DATABASE_URL": database_url})
+    """From the production tables: ownership_snf + corporate_entities (+ entity_exclusions)."""
+    data = tmp_path / "data"
+    generate(data, providers=3000, seed=12, layout="production")
+    loaded = claidex_cli("db", "load", str(data), env={"DATABASE_URL": database_url})
     assert loaded.returncode == 0, loaded.stderr
-    from_dataset = graph_load(graph_dataset)
+    from_dataset = graph_load(data)
     result = claidex_cli(
         "graph", "load", "--source", "postgres", "--quiet", env={"DATABASE_URL": database_url}
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == from_dataset
+    # The neo4j-* modes need no Postgres graph table at all (issue 10).
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE ownership_snf, corporate_entities, entity_exclusions")
+    embedded = run_local(data, Settings(), run_dir=tmp_path / "embedded", show_progress=False)
+    for mode in ("neo4j-snapshot", "neo4j-live"):
+        run = claidex_cli(
+            "run", "--source", "postgres", "--graph", mode, "--no-publish", "--quiet",
+            "--run-dir", str(tmp_path / mode), env={"DATABASE_URL": database_url},
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert (tmp_path / mode / "scores.parquet").read_bytes() == embedded.scores.read_bytes()
