@@ -1,6 +1,8 @@
 """`enqueue --wait` latency when the current rows come from Postgres (the production path).
 
-    .venv/bin/python ops/bench/bench_enqueue_pg.py [--data /tmp/claidex-seed]
+    .venv/bin/python ops/bench/bench_enqueue_pg.py [--data /tmp/claidex-seed-prod]
+
+The dataset must fit the production layout (`claidex generate DIR --layout production`).
 
 Private durable PostgreSQL and Redis; `claidex db load` of the dataset; a full run on
 the fleet that publishes (the reference); then enqueues of 1 and 100 NPIs with a warm
@@ -28,7 +30,7 @@ from tests.fleet import fleet_env, worker  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="/tmp/claidex-seed")
+    parser.add_argument("--data", default="/tmp/claidex-seed-prod")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="claidex-enqueue-bench-"))

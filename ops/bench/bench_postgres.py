@@ -1,6 +1,7 @@
 """Postgres benchmark: publish of 1,788,105 rows, the legacy row-at-a-time upsert, load/export.
 
-    .venv/bin/python ops/bench/bench_postgres.py [--data /tmp/claidex-seed] [--run RUN_DIR]
+    .venv/bin/claidex generate /tmp/claidex-seed-prod --providers 1788105 --layout production
+    .venv/bin/python ops/bench/bench_postgres.py [--data /tmp/claidex-seed-prod] [--run RUN_DIR]
 
 Starts a private, durable PostgreSQL (fsync on, default settings) on a free
 port. Publishes a seed-scale run's scores (padded to 1,788,105 rows by cloning
@@ -8,7 +9,8 @@ scored rows under unused NPIs, so every US NPI has a row) twice: into the empty
 table, then over itself (the weekly case). Times the legacy publish — psycopg2
 `execute_batch(page_size=500)` of INSERT ... ON CONFLICT, reproduced with
 client-side binding — on the same rows in the same run. Then `db load` of the
-seed dataset and `export`, as rows per second. Appends to docs/BENCHMARKS.md.
+seed dataset into the production layout (so a `--layout production` dataset: one row
+per npi-year-program) and `export`, as rows per second. Appends to docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def timed(label: str, action) -> float:  # noqa: ANN001
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="/tmp/claidex-seed")
+    parser.add_argument("--data", default="/tmp/claidex-seed-prod")
     parser.add_argument("--run", default="/tmp/claidex-bench-runs/pg-run")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = parser.parse_args()
