@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -56,12 +57,22 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
 
 
 def score_batch(
-    paths: RunPaths, batch_index: int, *, worker: str = "local", redelivered: bool = False
+    paths: RunPaths,
+    batch_index: int,
+    *,
+    worker: str = "local",
+    redelivered: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> BatchResult:
-    """Run step 2 for one batch: write its chunk (same bytes on every re-run) and ledger entry."""
+    """Run step 2 for one batch: write its chunk (same bytes on every re-run) and ledger entry.
+
+    `on_start` runs once the start is recorded: Modal commits the volume there, so a
+    container killed mid-batch still counts as an attempt (batch_max_attempts)."""
     started = time.perf_counter()
     ledger = RunLedger(paths)
     attempt = ledger.batch_started(batch_index, worker=worker, redelivered=redelivered)
+    if on_start is not None:
+        on_start()
     try:
         manifest = RunManifest.load(paths)
         limit = manifest.cfg.batch_max_attempts
