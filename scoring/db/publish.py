@@ -57,10 +57,20 @@ def _insert() -> sql.Composed:
     ).format(columns=columns, stage=sql.Identifier(STAGE))
 
 
-def _delete(where: str) -> sql.Composed:
+def _replace_all() -> sql.Composed:
+    """A full run: one pass deletes every row; counts the NPIs the run no longer scores."""
     return sql.SQL(
-        "DELETE FROM provider_risk_scores p WHERE {} (SELECT 1 FROM {} s WHERE s.npi = p.npi)"
-    ).format(sql.SQL(where), sql.Identifier(STAGE))
+        "WITH gone AS (DELETE FROM provider_risk_scores RETURNING npi) "
+        "SELECT count(DISTINCT npi) FROM gone g "
+        "WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.npi = g.npi)"
+    ).format(sql.Identifier(STAGE))
+
+
+def _replace_own() -> sql.Composed:
+    """An incremental run: delete only its own NPIs' rows."""
+    return sql.SQL(
+        "DELETE FROM provider_risk_scores p WHERE EXISTS (SELECT 1 FROM {} s WHERE s.npi = p.npi)"
+    ).format(sql.Identifier(STAGE))
 
 
 def publish_scores(
@@ -83,8 +93,12 @@ def publish_scores(
         conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
         # Delete-then-insert, not ON CONFLICT: a production provider_risk_scores may carry
         # npi under a plain index, without the unique constraint an upsert needs.
-        removed = conn.execute(_delete("NOT EXISTS")).rowcount if kind == "full" else 0
-        conn.execute(_delete("EXISTS"))
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGE)))
+        removed = 0
+        if kind == "full":
+            (removed,) = conn.execute(_replace_all()).fetchone() or (0,)
+        else:
+            conn.execute(_replace_own())
         published = conn.execute(_insert()).rowcount
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
