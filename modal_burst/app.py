@@ -1,15 +1,19 @@
-"""The Modal App: image, volume, secrets, and one function per run step (no scoring logic).
+"""The Modal App: image, volume, and one function per run step (no scoring logic, no secrets).
 
 `modal deploy -m modal_burst.app` deploys it; `python -m modal_burst full` runs it
 ephemerally. Limits come from Settings (CLAIDEX_MODAL_*), read when this module is
-imported, so deploy with the same environment the runs should use.
+imported, so deploy with the same environment the runs should use. Secrets are not
+declared here: the driver attaches each step's secrets per run (`run_secrets`), so a
+user without a Postgres secret can still run `--no-publish` bursts from a volume dataset.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,41 +21,80 @@ from typing import Any
 import modal
 
 from modal_burst import bodies
-from modal_burst.layout import VolumeLayout
+from modal_burst.layout import VolumeLayout, named_volume
 from scoring.config import Settings
 
 CFG = Settings()
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+LOCAL_SOURCES = ("scoring", "modal_burst")  # all the code containers import
+# What `scoring` and `modal_burst` import in a container (the Modal client itself is
+# mounted by Modal); never celery, redis or flower.
+CONTAINER_PACKAGES = (
+    "polars",
+    "numpy",
+    "pydantic",
+    "pydantic-settings",
+    "psycopg",
+    "neo4j",
+    "rich",
+)
+
+
+def requirement_name(spec: str) -> str:
+    """`psycopg[binary]==3.3.9` -> `psycopg` (normalised as pip compares names)."""
+    match = re.match(r"[A-Za-z0-9._-]+", spec.strip())
+    return re.sub(r"[-_.]+", "-", match.group(0)).lower() if match else ""
+
+
+def pinned_requirements(pyproject: Path, names: Iterable[str]) -> list[str]:
+    """The project's own pinned requirement for each package, as pyproject.toml states it.
+
+    pyproject.toml exists only where the App is deployed from; inside a container the image
+    is built already and this returns nothing."""
+    if not pyproject.is_file():
+        return []
+    declared = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    by_name = {requirement_name(spec): spec for spec in declared}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        msg = f"{pyproject}: no pinned dependency for {', '.join(missing)}"
+        raise ValueError(msg)
+    return [by_name[name] for name in names]
+
+
+CONTAINER_REQUIREMENTS = pinned_requirements(PYPROJECT, CONTAINER_PACKAGES)
+IMAGE_ENV = {
+    "CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount),  # containers see the deployer's mount
+    "CLAIDEX_MODAL_POSTGRES_SECRET": CFG.modal_postgres_secret,  # run_full attaches these
+    "CLAIDEX_MODAL_NEO4J_SECRET": CFG.modal_neo4j_secret,
+}
 
 app = modal.App(CFG.modal_app_name)
-volume = modal.Volume.from_name(CFG.modal_volume, create_if_missing=True)
+volume = named_volume(CFG.modal_volume)
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    .pip_install_from_pyproject(str(PYPROJECT))  # the project's pinned dependencies
-    .env({"CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount)})  # containers see the deployer's mount
-    .add_local_python_source("scoring", "modal_burst")
+    .uv_pip_install(*CONTAINER_REQUIREMENTS)
+    .env(IMAGE_ENV)
+    .add_local_python_source(*LOCAL_SOURCES)
 )
-POSTGRES = modal.Secret.from_name(CFG.modal_postgres_secret)
-NEO4J = modal.Secret.from_name(CFG.modal_neo4j_secret)
-
-
-def step_secrets(step: str, cfg: Settings) -> list[modal.Secret]:
-    """Each step gets only the secrets it uses: Postgres to export and publish, Neo4j only in
-    the graph modes that read it there (snapshot in prepare, live in every batch)."""
-    secrets = [POSTGRES] if step in ("prepare", "merge_and_calibrate") else []
-    neo4j_steps = {"neo4j-snapshot": ("prepare",), "neo4j-live": ("prepare", "score_batch")}
-    if step in neo4j_steps.get(cfg.graph_mode, ()):
-        secrets.append(NEO4J)
-    return secrets
 
 
 def retries(cfg: Settings) -> modal.Retries:
+    """For exceptions and timeouts. A container that dies (out of memory) is retried by Modal
+    without counting here, forever in a deployed app: the run's batch_max_attempts bounds it."""
     return modal.Retries(max_retries=cfg.modal_retries, backoff_coefficient=2.0, initial_delay=5.0)
 
 
 def layout() -> VolumeLayout:
     """The volume as functions see it (CLAIDEX_MODAL_MOUNT points tests at a directory)."""
     return VolumeLayout(Settings().modal_mount)
+
+
+def commit_volume() -> None:
+    """Make this container's writes visible to other containers now; whatever a container
+    has not committed when it is killed is lost."""
+    if not modal.is_local():
+        volume.commit()
 
 
 @contextmanager
@@ -62,20 +105,34 @@ def synced_volume() -> Iterator[None]:
     try:
         yield
     finally:
-        if not modal.is_local():
-            volume.commit()
+        commit_volume()
 
 
 COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volume}}
+STEP = {"cpu": CFG.modal_step_cpu}
+OPTIONS: dict[str, dict[str, Any]] = {  # per function, besides image and volume
+    # prepare and merge without Modal retries: their failures (bad input, wrong password)
+    # would only repeat; `python -m modal_burst resume|merge RUN` is the recovery
+    "prepare": {**STEP, "timeout": CFG.modal_prepare_timeout, "memory": CFG.modal_prepare_memory},
+    "score_batch": {
+        "max_containers": CFG.modal_max_containers,
+        "timeout": CFG.modal_batch_timeout,
+        "memory": CFG.modal_batch_memory,
+        "cpu": CFG.modal_batch_cpu,
+        "retries": retries(CFG),
+    },
+    "merge_and_calibrate": {
+        **STEP,
+        "timeout": CFG.modal_merge_timeout,
+        "memory": CFG.modal_merge_memory,
+    },
+    "run_status": {"timeout": 120},
+    "record_status": {"timeout": 120},
+    "run_full": {"timeout": CFG.modal_driver_timeout},
+}
 
 
-@app.function(
-    **COMMON,
-    secrets=step_secrets("prepare", CFG),
-    timeout=CFG.modal_prepare_timeout,
-    memory=CFG.modal_prepare_memory,
-    cpu=CFG.modal_step_cpu,
-)  # no Modal retries: its failures (bad input, wrong password) would only repeat
+@app.function(**COMMON, **OPTIONS["prepare"])
 def prepare(
     run_id: str, source: str, data_name: str, overrides: dict[str, Any], publish: bool
 ) -> dict[str, Any]:
@@ -90,55 +147,40 @@ def prepare(
         )
 
 
-SCORE_BATCH_OPTIONS: dict[str, Any] = {
-    "max_containers": CFG.modal_max_containers,
-    "timeout": CFG.modal_batch_timeout,
-    "memory": CFG.modal_batch_memory,
-    "cpu": CFG.modal_batch_cpu,
-    "retries": retries(CFG),
-}
-
-
-@app.function(**COMMON, secrets=step_secrets("score_batch", CFG), **SCORE_BATCH_OPTIONS)
+@app.function(**COMMON, **OPTIONS["score_batch"])
 def score_batch(batch_index: int, run_id: str) -> dict[str, Any]:
     worker = os.environ.get("MODAL_TASK_ID") or socket.gethostname()
     with synced_volume():
-        return bodies.score_one_batch(layout(), run_id, batch_index, worker)
+        return bodies.score_one_batch(layout(), run_id, batch_index, worker, on_start=commit_volume)
 
 
-@app.function(
-    **COMMON,
-    secrets=step_secrets("merge_and_calibrate", CFG),
-    timeout=CFG.modal_merge_timeout,
-    memory=CFG.modal_merge_memory,
-    cpu=CFG.modal_step_cpu,
-)  # no Modal retries: `python -m modal_burst merge RUN` is the recovery
+@app.function(**COMMON, **OPTIONS["merge_and_calibrate"])
 def merge_and_calibrate(run_id: str, publish: bool) -> dict[str, Any]:
     with synced_volume():
         return bodies.merge_run(layout(), run_id, publish=publish)
 
 
-@app.function(**COMMON, timeout=120)
+@app.function(**COMMON, **OPTIONS["run_status"])
 def run_status(run_id: str) -> dict[str, Any]:
     with synced_volume():
         return bodies.run_state(layout(), run_id)
 
 
-@app.function(**COMMON, timeout=120)
+@app.function(**COMMON, **OPTIONS["record_status"])
 def record_status(run_id: str, status: str, step: str | None, error: str | None) -> None:
     with synced_volume():
         bodies.record_status(layout(), run_id, status, step=step, error=error)
 
 
-@app.function(image=image, timeout=CFG.modal_driver_timeout)
+@app.function(image=image, **OPTIONS["run_full"])
 def run_full(
     run_id: str, source: str, data_name: str, overrides: dict[str, Any], publish: bool
 ) -> dict[str, Any]:
     """A whole burst inside Modal: what Celery beat spawns when CLAIDEX_FULL_ENGINE=modal."""
-    from modal_burst.driver import BurstRequest, run_burst
+    from modal_burst.driver import BurstRequest, ModalRemote, run_burst
 
     request = BurstRequest(run_id, source, data_name, overrides, publish=publish)
-    return run_burst(FUNCTIONS, request, show_progress=False).as_dict()
+    return run_burst(ModalRemote(FUNCTIONS), request, show_progress=False).as_dict()
 
 
 FUNCTIONS: dict[str, Any] = {

@@ -6,13 +6,16 @@ Plain functions of a `VolumeLayout`, so they run unchanged in a container (volum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from modal_burst.layout import VolumeLayout
+from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
 from scoring.db.connection import database_url
-from scoring.errors import InputError
+from scoring.errors import BatchGaveUpError, InputError
 from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.rundir import read_json
 from scoring.steps import prepare, score_batch
 from scoring.steps.finish import export_source, merge_and_publish
 
@@ -51,10 +54,21 @@ def prepare_run(
 
 
 def score_one_batch(
-    layout: VolumeLayout, run_id: str, batch_index: int, worker: str
+    layout: VolumeLayout,
+    run_id: str,
+    batch_index: int,
+    worker: str,
+    *,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Step 2 for one batch; idempotent, so Modal's retries rewrite the same chunk."""
-    result = score_batch(layout.run(run_id), batch_index, worker=worker)
+    """Step 2 for one batch; idempotent, so Modal's retries rewrite the same chunk.
+
+    A batch whose containers died batch_max_attempts times returns `gave_up` instead of
+    raising: an exception would be retried by Modal and start the crash loop over."""
+    try:
+        result = score_batch(layout.run(run_id), batch_index, worker=worker, on_start=on_start)
+    except BatchGaveUpError as exc:
+        return {"batch": batch_index, "gave_up": str(exc)}
     return {"batch": result.batch_index, "rows": result.rows, "seconds": round(result.seconds, 3)}
 
 
@@ -68,20 +82,26 @@ def merge_run(layout: VolumeLayout, run_id: str, *, publish: bool) -> dict[str, 
 
 
 def run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
-    """The ledger summary plus what a driver needs: prepared or not, missing batches, errors."""
+    """The ledger summary plus what a driver needs: prepared or not, missing batches, errors,
+    and the run's own graph mode (run.json), which decides the secrets of its batches."""
     paths = layout.run(run_id)
     if not paths.ledger.exists():
         return {"run_id": run_id, "exists": False, "prepared": False, "missing": []}
     ledger = RunLedger(paths)
     summary = ledger.summary()
     prepared = paths.manifest.exists()
+    pruned = read_json(paths.root / PRUNED) if (paths.root / PRUNED).exists() else None
     states = ledger.batch_states()
+    total = int(summary.get("batches_total", 0))
+    settings = RunManifest.load(paths).settings if prepared else {}
     return {
         **summary,
         "exists": True,
         "prepared": prepared,
-        "missing": ledger.missing_batches(int(summary.get("batches_total", 0))) if prepared else [],
+        "graph_mode": settings.get("graph_mode"),
+        "missing": ledger.missing_batches(total) if prepared and not pruned else [],
         "batch_errors": {i: states[i].get("error", "") for i in summary["batches_failed"]},
+        "pruned": pruned,
     }
 
 

@@ -1,12 +1,11 @@
-"""`python -m modal_burst full|resume|merge|status|upload|download`: burst runs on Modal."""
+"""`python -m modal_burst full|resume|merge|status|upload|download|prune`: burst runs on Modal."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,15 @@ from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, req
 from modal_burst.driver import (
     BurstOutcome,
     BurstRequest,
-    FunctionLike,
+    ModalRemote,
+    Remote,
+    merge_only,
     one_line,
     run_burst,
     run_overrides,
 )
+from modal_burst.layout import VOLUME_VERSION, named_volume
+from modal_burst.prune import DEFAULT_KEEP, prune_runs
 from scoring.config import Settings, load_settings
 from scoring.rundir import new_run_id
 
@@ -28,22 +31,22 @@ FUNCTION_NAMES = ("prepare", "score_batch", "merge_and_calibrate", "run_status",
 
 
 @contextmanager
-def remote_functions(deployed: bool, *, quiet: bool) -> Iterator[Mapping[str, FunctionLike]]:
+def remote_app(deployed: bool, *, quiet: bool) -> Iterator[Remote]:
     """The deployed app's functions by name, or the app run ephemerally for this command."""
     import modal
 
     if deployed:
         name = Settings().modal_app_name
-        yield {f: modal.Function.from_name(name, f) for f in FUNCTION_NAMES}
+        yield ModalRemote({f: modal.Function.from_name(name, f) for f in FUNCTION_NAMES})
         return
     from modal_burst.app import FUNCTIONS, app
 
     if quiet:
         with app.run():
-            yield FUNCTIONS
+            yield ModalRemote(FUNCTIONS)
         return
     with modal.enable_output(), app.run():
-        yield FUNCTIONS
+        yield ModalRemote(FUNCTIONS)
 
 
 def report(outcome: BurstOutcome) -> int:
@@ -63,14 +66,13 @@ def report(outcome: BurstOutcome) -> int:
 
 
 def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
-    with remote_functions(args.deployed, quiet=args.quiet) as functions:
-        outcome = run_burst(functions, request, show_progress=not args.quiet)
+    with remote_app(args.deployed, quiet=args.quiet) as remote:
+        outcome = run_burst(remote, request, show_progress=not args.quiet)
     return report(outcome)
 
 
 def _full(args: argparse.Namespace) -> int:
-    if args.graph:  # the App attaches the Neo4j secret by graph mode when it is imported
-        os.environ["CLAIDEX_GRAPH_MODE"] = args.graph
+    """A new run; an existing --run-id keeps its own settings (graph mode, publish choice)."""
     cfg = load_settings()
     request = BurstRequest(
         run_id=args.run_id or new_run_id("-burst"),
@@ -78,7 +80,7 @@ def _full(args: argparse.Namespace) -> int:
         data_name=args.data_name or cfg.modal_data_name,
         overrides=run_overrides(cfg, batch_size=args.batch_size, graph_mode=args.graph),
         max_batches=args.max_batches,
-        publish=not args.no_publish,
+        publish=False if args.no_publish else None,  # an existing --run-id keeps its choice
     )
     print(f"run {request.run_id}: bursting on Modal app {cfg.modal_app_name}")
     return _burst(args, request)
@@ -94,14 +96,14 @@ def _resume(args: argparse.Namespace) -> int:
     return _burst(args, resume_request(args))
 
 
+def merge_publish(args: argparse.Namespace) -> bool | None:
+    """--publish / --no-publish, else None: what the run chose when it started."""
+    return True if args.publish else False if args.no_publish else None
+
+
 def _merge(args: argparse.Namespace) -> int:
-    with remote_functions(args.deployed, quiet=args.quiet) as functions:
-        state = functions["run_status"].remote(args.run)
-        if state["missing"] or not state["prepared"]:
-            shown = ", ".join(map(str, state["missing"][:20])) or "not prepared"
-            print(f"run {args.run}: cannot merge, batches missing: {shown}", file=sys.stderr)
-            return 1
-        merged = functions["merge_and_calibrate"].remote(args.run, not args.no_publish)
+    with remote_app(args.deployed, quiet=args.quiet) as remote:
+        merged = merge_only(remote, args.run, publish=merge_publish(args))
     print(
         f"run {args.run}: {merged['status']}" + (f" ({merged['note']})" if "note" in merged else "")
     )
@@ -109,16 +111,14 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with remote_functions(args.deployed, quiet=True) as functions:
-        state: dict[str, Any] = functions["run_status"].remote(args.run)
+    with remote_app(args.deployed, quiet=True) as remote:
+        state: dict[str, Any] = remote.functions["run_status"].remote(args.run)
     print(json.dumps(state, indent=2, default=str))
     return 1 if state.get("status") == "failed" or not state["exists"] else 0
 
 
 def _volume() -> Any:
-    import modal
-
-    return modal.Volume.from_name(Settings().modal_volume, create_if_missing=True)
+    return named_volume(Settings().modal_volume)
 
 
 def _upload(args: argparse.Namespace) -> int:
@@ -136,6 +136,27 @@ def _download(args: argparse.Namespace) -> int:
     files = download_run(_volume(), args.run, Path(args.directory))
     print(f"downloaded {', '.join(files)} to {args.directory}")
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    actions = prune_runs(_volume(), keep=args.keep, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for act in actions:
+        if act.action == "pruned":
+            print(f"run {act.run_id}: {verb} {act.files} batch file(s)")
+    kept = [a for a in actions if a.action != "pruned"]
+    by_reason = {r: sum(1 for a in kept if a.action == r) for r in sorted({a.action for a in kept})}
+    shown = ", ".join(f"{n} {reason}" for reason, n in by_reason.items()) or "none"
+    print(f"{len(actions) - len(kept)} run(s) pruned; left alone: {shown}")
+    return 0
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        msg = "must be 0 or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def positive(text: str) -> int:
@@ -174,9 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     remote(resume)
     resume.set_defaults(func=_resume)
 
-    merge = sub.add_parser("merge", help="merge only (batches finished, merge did not)")
+    merge = sub.add_parser(
+        "merge", help="merge only (batches finished, merge did not); publishes as the run chose"
+    )
     merge.add_argument("run")
-    merge.add_argument("--no-publish", action="store_true")
+    choice = merge.add_mutually_exclusive_group()
+    choice.add_argument("--no-publish", action="store_true", help="never publish")
+    choice.add_argument("--publish", action="store_true", help="publish a --no-publish run")
     remote(merge)
     merge.set_defaults(func=_merge)
 
@@ -194,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("run")
     download.add_argument("directory")
     download.set_defaults(func=_download)
+
+    prune = sub.add_parser(
+        "prune", help="remove old published runs' chunks and batch slices from the volume"
+    )
+    prune.add_argument(
+        "--keep", type=non_negative, default=DEFAULT_KEEP, help="newest runs left whole"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    prune.set_defaults(func=_prune)
     return parser
 
 
@@ -213,5 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     except AuthError:
         print(f"error: {TOKEN_REJECTED}", file=sys.stderr)
     except (ModalError, ConnectionError) as exc:
-        print(f"error: Modal: {one_line(exc)}", file=sys.stderr)
+        print(f"error: Modal: {one_line(exc)}{volume_hint(exc)}", file=sys.stderr)
     return 2
+
+
+def volume_hint(exc: BaseException) -> str:
+    """For Modal's 'exists but has version v1' (an older claidex-data): how to move to v2."""
+    if "has version v1" not in str(exc):
+        return ""
+    name = Settings().modal_volume
+    return (
+        f"; burst mode needs a v{VOLUME_VERSION} volume: `modal volume rename {name} {name}-v1` "
+        f"(old results stay there), then `python -m modal_burst upload DIR` creates a new one"
+    )

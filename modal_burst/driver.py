@@ -1,21 +1,25 @@
 """The burst driver: prepare once, map score_batch over the missing batches, merge when complete.
 
-It talks to anything shaped like Modal Functions (`.remote`, `.map`), so the same code
-drives the deployed app, an ephemeral app, or a local stand-in in tests.
+It talks to anything shaped like Modal (a `Remote`: Functions with `.remote`, `.map` and
+`.with_options`, plus named secrets), so the same code drives the deployed app, an
+ephemeral app, or the stand-in in tests. Each step's secrets come from the run's own
+settings (`run_secrets`), attached per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_uses
 from scoring.config import Settings
 from scoring.errors import RunStateError
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
+AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
 
 
 class FunctionLike(Protocol):
@@ -25,6 +29,33 @@ class FunctionLike(Protocol):
 
     def map(self, *inputs: Iterable[Any], **options: Any) -> Iterable[Any]: ...
 
+    def with_options(self, *, secrets: Collection[Any]) -> FunctionLike: ...
+
+
+class Remote(Protocol):
+    """Modal as the driver sees it: the App's functions by name, and secrets by name."""
+
+    @property
+    def functions(self) -> Mapping[str, FunctionLike]: ...
+
+    def secret(self, name: str) -> Any:
+        """The named secret, looked up now (modal.exception.NotFoundError when it is missing)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModalRemote:
+    """The real thing: functions of a running or deployed App, secrets from the workspace."""
+
+    functions: Mapping[str, FunctionLike]
+
+    def secret(self, name: str) -> Any:
+        import modal
+
+        secret = modal.Secret.from_name(name)
+        secret.hydrate()  # the lookup happens here, not in the middle of the run
+        return secret
+
 
 @dataclass(frozen=True)
 class BurstRequest:
@@ -33,7 +64,8 @@ class BurstRequest:
     data_name: str = "claidex"
     overrides: dict[str, Any] = field(default_factory=dict)
     max_batches: int | None = None  # smoke run: only the first K missing batches
-    publish: bool | None = True  # None: what the run chose when it started (resume)
+    # None: a new run publishes, an existing one keeps the choice it started with
+    publish: bool | None = None
     resume: bool = False  # only an existing, prepared run; never prepare a new one
 
 
@@ -65,6 +97,36 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def find_secrets(
+    remote: Remote, needs: RunNeeds, steps: Collection[str], cfg: Settings
+) -> dict[str, list[Any]]:
+    """Each step's secrets, every one looked up before any step runs: a missing secret is
+    one MissingSecretError naming it and the `modal secret create` command."""
+    from modal.exception import NotFoundError
+
+    uses = secret_uses(needs, cfg)
+    found: dict[str, Any] = {}
+    for use in (use for step in steps for use in uses[step]):
+        if use.name not in found:
+            try:
+                found[use.name] = remote.secret(use.name)
+            except NotFoundError:
+                raise MissingSecretError(use.missing()) from None
+    return {step: [found[use.name] for use in uses[step]] for step in steps}
+
+
+def with_secrets(
+    remote: Remote, needs: RunNeeds, steps: Collection[str], cfg: Settings
+) -> dict[str, FunctionLike]:
+    """The steps' functions, each carrying only the secrets the run needs there."""
+    secrets = find_secrets(remote, needs, steps, cfg)
+    functions = remote.functions
+    return {
+        step: functions[step].with_options(secrets=found) if found else functions[step]
+        for step, found in secrets.items()
+    }
+
+
 def _progress(enabled: bool) -> Progress:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
     return Progress(*columns, TimeElapsedColumn(), disable=not enabled)
@@ -76,22 +138,32 @@ def score_missing(
     todo: list[int],
     on_result: Callable[[int, Any], None],
 ) -> dict[int, str]:
-    """One score_batch call per batch in `todo`; returns the failures by batch index."""
+    """One score_batch call per batch in `todo`; returns the failures by batch index (a batch
+    that gave up after killing its container too often returns that instead of raising)."""
     failed: dict[int, str] = {}
     results = score.map(todo, kwargs={"run_id": run_id}, order_outputs=True, return_exceptions=True)
     for index, result in zip(todo, results, strict=True):
         if isinstance(result, BaseException):
             failed[index] = one_line(result)
+        elif "gave_up" in result:
+            failed[index] = f"BatchGaveUpError: {result['gave_up']}"
         on_result(index, result)
     return failed
 
 
 def run_burst(
-    functions: Mapping[str, FunctionLike], request: BurstRequest, *, show_progress: bool = True
+    remote: Remote,
+    request: BurstRequest,
+    *,
+    cfg: Settings | None = None,
+    show_progress: bool = True,
 ) -> BurstOutcome:
     """Prepare (unless the run already is), score only missing batches, merge only a complete
-    run; a run with failed or undispatched batches is never merged."""
+    run; a run with failed or undispatched batches is never merged. A prepared run's secrets
+    follow its run.json and ledger, whatever this caller's environment says."""
+    cfg = cfg or Settings()
     run_id = request.run_id
+    functions = remote.functions
     state = functions["run_status"].remote(run_id)
     if not state["prepared"]:
         if request.resume:
@@ -99,21 +171,25 @@ def run_burst(
             msg = f"run {run_id} {detail}: nothing to resume (start one with `full`)"
             raise RunStateError(msg)
         publish = request.publish is not False
-        functions["prepare"].remote(
+        needs = RunNeeds.of_request(request.overrides, request.source, publish)
+        steps = with_secrets(remote, needs, STEPS, cfg)
+        steps["prepare"].remote(
             run_id, request.source, request.data_name, request.overrides, publish
         )
         state = functions["run_status"].remote(run_id)
+    else:
+        if state.get("status") == "published":
+            total = int(state["batches_total"])
+            return BurstOutcome(run_id, "published", total, total, detail="already published")
+        needs = RunNeeds.of_run(state, publish=request.publish)
+        steps = with_secrets(remote, needs, AFTER_PREPARE, cfg)
     total = int(state["batches_total"])
-    if state.get("status") == "published":
-        return BurstOutcome(run_id, "published", total, total, detail="already published")
     missing: list[int] = list(state["missing"])
     todo = missing if request.max_batches is None else missing[: request.max_batches]
     functions["record_status"].remote(run_id, "scoring", None, None)
     with _progress(show_progress) as bar:
         task = bar.add_task(f"run {run_id}", total=total, completed=total - len(missing))
-        failed = score_missing(
-            functions["score_batch"], run_id, todo, lambda _i, _r: bar.advance(task)
-        )
+        failed = score_missing(steps["score_batch"], run_id, todo, lambda _i, _r: bar.advance(task))
     done = total - len(missing) + len(todo) - len(failed)
     outcome = BurstOutcome(run_id, "partial", total, done, dispatched=todo, failed=failed)
     if failed:
@@ -125,8 +201,25 @@ def run_burst(
     if done < total:
         outcome.detail = f"{total - done} batch(es) not dispatched (--max-batches)"
         return outcome
-    publish = request.publish if request.publish is not None else state.get("publish", True)
-    merged = functions["merge_and_calibrate"].remote(run_id, bool(publish))
+    merged = steps["merge_and_calibrate"].remote(run_id, needs.publishes)
     outcome.status = merged["status"]
     outcome.detail = merged.get("note", "")
     return outcome
+
+
+def merge_only(
+    remote: Remote, run_id: str, *, publish: bool | None, cfg: Settings | None = None
+) -> dict[str, Any]:
+    """`merge RUN`: all batches done, merge (and publish as the run chose at start, unless
+    `publish` says otherwise); a run published already is left alone."""
+    cfg = cfg or Settings()
+    state = remote.functions["run_status"].remote(run_id)
+    if state.get("status") == "published":
+        return {"run_id": run_id, "status": "published", "note": "already published"}
+    if state["missing"] or not state["prepared"]:
+        shown = ", ".join(map(str, state["missing"][:20])) or "not prepared"
+        msg = f"run {run_id}: cannot merge, batches missing: {shown}"
+        raise RunStateError(msg)
+    needs = RunNeeds.of_run(state, publish=publish)
+    steps = with_secrets(remote, needs, ("merge_and_calibrate",), cfg)
+    return dict(steps["merge_and_calibrate"].remote(run_id, needs.publishes))

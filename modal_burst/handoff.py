@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
-from modal_burst.driver import one_line, run_overrides
+from modal_burst.driver import ModalRemote, find_secrets, one_line, run_overrides
+from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds
 from scoring.config import Settings
 
 
 def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
-    """Start `run_full` on the deployed app and return its call id without waiting for it."""
+    """Start `run_full` on the deployed app and return its call id without waiting for it.
+
+    The secrets the run will need are looked up first: a spawned run that cannot find one
+    would fail where nobody watches, while an error here sends the run to the fleet."""
     require_credentials()
     import modal
     from modal.exception import AuthError, NotFoundError
     from modal.exception import Error as ModalError
 
+    overrides = run_overrides(cfg)
+    needs = RunNeeds.of_request(overrides, cfg.modal_source, publish)
     try:
+        find_secrets(ModalRemote({}), needs, STEPS, cfg)
         function = modal.Function.from_name(cfg.modal_app_name, "run_full")
-        call = function.spawn(
-            run_id, cfg.modal_source, cfg.modal_data_name, run_overrides(cfg), publish
-        )
+        call = function.spawn(run_id, cfg.modal_source, cfg.modal_data_name, overrides, publish)
+    except MissingSecretError as exc:
+        raise ModalNotConfiguredError(str(exc)) from None
     except NotFoundError as exc:
         msg = (
             f"Modal app {cfg.modal_app_name!r} is not deployed (or has no run_full): "

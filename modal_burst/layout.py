@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from scoring.rundir import RunPaths
 
 DATASETS = "datasets"
 RUNS = "runs"
+PRUNED = "pruned.json"  # in a run directory: `prune` removed its batch files (what, when)
+# Modal documents v1 volumes for a handful of concurrent writers and v2 for hundreds;
+# a burst has up to 300 containers committing at once.
+VOLUME_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -32,3 +37,11 @@ def dataset_key(name: str) -> str:
 def run_key(run_id: str) -> str:
     """A run directory's path inside the volume."""
     return str(PurePosixPath(RUNS) / run_id)
+
+
+def named_volume(name: str) -> Any:
+    """The burst volume by name, created as v2 when missing. An existing v1 volume of that
+    name makes Modal raise InvalidError ('exists but has version v1') when it is first used."""
+    import modal
+
+    return modal.Volume.from_name(name, create_if_missing=True, version=VOLUME_VERSION)

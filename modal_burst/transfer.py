@@ -53,7 +53,7 @@ def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
     """Replace the volume's dataset `name` with the tables of `directory`."""
     files = dataset_files(directory)
     target = dataset_key(name)
-    if _entries(volume, target):
+    if entries(volume, target):
         volume.remove_file(target, recursive=True)  # no stale table from an older upload
     with volume.batch_upload(force=True) as batch:
         for path in files:
@@ -61,17 +61,17 @@ def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
     return [path.name for path in files]
 
 
-def _entries(volume: VolumeLike, key: str) -> list[Any]:
+def entries(volume: VolumeLike, key: str, *, recursive: bool = False) -> list[Any]:
     """What the volume holds under `key`; nothing when the path does not exist."""
     try:
-        return volume.listdir(key)
+        return volume.listdir(key, recursive=recursive)
     except NotFoundError:
         return []
 
 
 def download_run(volume: VolumeLike, run_id: str, directory: Path) -> list[str]:
     """Copy a run's results (scores, report, ledger, manifest, quarantine) into `directory`."""
-    present = {PurePosixPath(entry.path).name for entry in _entries(volume, run_key(run_id))}
+    present = {PurePosixPath(entry.path).name for entry in entries(volume, run_key(run_id))}
     wanted = [name for name in RESULT_FILES if name in present]
     if not wanted:
         msg = f"run {run_id} is not on the volume (or has no results yet)"

@@ -1,31 +1,407 @@
-"""Local stand-ins for the two Modal objects the burst code talks to (Modal is unreachable here).
+"""A local stand-in for Modal, strict where the burst code depends on Modal's behaviour.
 
-`LocalFunction` plays a modal.Function: `.remote` and `.map` run the App function's own body
-in this process (`Function.local`). `DirectoryVolume` plays a modal.Volume over a directory.
-Both record how they were called so tests can count dispatches.
+`StandIn(app_module, volume_root, secrets=...)` plays Modal for the App in `app_module`:
+`with standin.run() as remote:` is `app.run()`, and `remote` is what the driver talks to
+(`remote.functions[name]` with `.remote`, `.map`, `.with_options`; `remote.secret(name)`).
+`DirectoryVolume` plays the client-side `modal.Volume` API over the committed directory.
+
+Each behaviour below says what of modal 1.6.4 (.venv/lib/python3.11/site-packages/modal)
+or of Modal's documentation it mirrors:
+
+Secrets
+- Looked up by name when the App runs, for every secret a function declares
+  (`runner.py::_create_all_objects` loads each function's dependencies; `secret.py::
+  _Secret.from_name` sends SecretGetOrCreate), and a missing one is
+  `modal.exception.NotFoundError` (gRPC NOT_FOUND, `_grpc_client.py`). `run()` does so.
+- A variant from `Function.with_options(secrets=...)` replaces the function's secrets and
+  runs in its own container pool (`_functions.py::_Function.with_options` docstring,
+  `_function_variants.py::_FunctionOptions.to_proto`: replace_secret_ids); its secrets are
+  looked up when the variant is first used (`_make_function_variant`: hydrate_lazily, the
+  options' secrets as deps). `remote.secret(name)` is `Secret.from_name(name).hydrate()`.
+- A container's environment is the image's env plus its secrets' keys, never the
+  caller's environment (`Function.local` docstring: only a local call sees "secrets
+  available in the caller environment").
+
+Containers and the volume (details in tests/modal_standin_container.py)
+- Every container is its own process (`python -S` on the project's interpreter) with its
+  own copy of the volume: writes are visible to other containers only after `commit()`,
+  others' commits only after `reload()`; last write wins per file (`volume.py::_Volume`).
+- Warm containers serve inputs one after another (up to `max_containers` per pool, at most
+  the function's own `max_containers`); containers stop when the App stops.
+- The image holds only what `app_module.CONTAINER_REQUIREMENTS` installs plus the Modal
+  client, which Modal mounts itself (`mount.py::_get_client_mount`); the code is only the
+  packages of `LOCAL_SOURCES` (`Image.add_local_python_source`). Any other distribution
+  the project declares (celery, redis, flower, pyarrow, psutil, the dev tools) is absent.
+
+Failures (`_functions.py::_Invocation.run_function`, `parallel_map.py::_MapItemContext.
+handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and retries")
+- An exception or a timeout (`FunctionTimeoutError`, `_utils/function_utils.py::
+  _process_result`) counts against `modal.Retries.max_retries`; retry n waits
+  initial_delay * backoff_coefficient ** (n - 1), at least 1 s, at most max_delay
+  (`RetryManager._retry_delay_ms`). Delays are recorded, and slept times `time_scale`.
+- A container that dies (start-up or mid-input, e.g. out of memory) is rescheduled on a
+  new container without counting against max_retries; "for deployed apps, container
+  crashes will be retried indefinitely" (guide). The stand-in behaves like a deployed app,
+  except that after CRASH_LOOP_LIMIT crashes of one input it raises StandInCrashLoopError into
+  the caller, so a test fails where Modal would loop forever.
+- The caller gets the function's own exception (pickled back, `_process_result`), or
+  `RemoteError` when it cannot be pickled.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib.metadata
+import io
+import json
+import os
+import select
 import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import tomllib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, BinaryIO
 
-from modal.exception import NotFoundError
+import modal
+from modal.exception import FunctionTimeoutError, NotFoundError, RemoteError
+from modal.retries import RetryManager
+from modal.volume import FileEntryType
+
+from tests.modal_standin_container import receive, send, volume_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTAINER_SCRIPT = Path(__file__).with_name("modal_standin_container.py")
+CRASH_LOOP_LIMIT = 12
+STARTUP_TIMEOUT = 60.0
 
 
-class LocalFunction:
-    def __init__(self, function: Any) -> None:
-        self.function = function
-        self.remote_calls: list[tuple[Any, ...]] = []
-        self.mapped: list[Any] = []
+class StandInCrashLoopError(AssertionError):
+    """An input kept killing its containers: a deployed Modal app would retry it forever."""
+
+
+@dataclass(frozen=True)
+class StandInSecret:
+    name: str
+    env: dict[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CrashRule:
+    """Kill the container (exit 137, like an out-of-memory kill) when the function puts this
+    file (a path inside the volume) in place; `times` None: every time."""
+
+    path: str
+    times: int | None = None
+    volume: str | None = None  # default: the App's volume
+
+
+@dataclass
+class CallRecord:
+    """What tests count, per function (shared by its with_options variants)."""
+
+    remote_calls: list[tuple[Any, ...]] = field(default_factory=list)
+    mapped: list[Any] = field(default_factory=list)
+    attempts: list[tuple[Any, str]] = field(default_factory=list)  # (first arg, outcome)
+    retry_delays_ms: list[float] = field(default_factory=list)
+    secrets_seen: list[tuple[str, ...]] = field(default_factory=list)  # per attempt
+
+
+def _requirement_name(spec: str) -> str:
+    from modal_burst.app import requirement_name
+
+    return requirement_name(spec)
+
+
+_IMAGE_SITES: dict[frozenset[str], Path] = {}
+
+
+def image_site(installed: Iterable[str]) -> Path:
+    """site-packages as the image has it: the project's interpreter's site-packages without
+    the distributions the project declares but the image does not install."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    declared += [
+        spec for extra in project.get("optional-dependencies", {}).values() for spec in extra
+    ]
+    absent = {_requirement_name(s) for s in declared} - {_requirement_name(s) for s in installed}
+    absent.discard("modal")  # mounted by Modal into every container
+    key = frozenset(absent)
+    if key in _IMAGE_SITES:
+        return _IMAGE_SITES[key]
+    skip: set[str] = set()
+    for name in absent:
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or ():
+            top = file.parts[0]
+            if top != "..":
+                skip.add(top)
+    site = Path(sysconfig.get_paths()["purelib"])
+    target = Path(tempfile.mkdtemp(prefix="standin-image-"))
+    atexit.register(shutil.rmtree, target, ignore_errors=True)
+    for entry in site.iterdir():
+        if entry.name in skip or entry.suffix == ".pth" or entry.name.startswith("__editable__"):
+            continue
+        (target / entry.name).symlink_to(entry)
+    _IMAGE_SITES[key] = target
+    return target
+
+
+@dataclass
+class Outcome:
+    kind: str  # ok, error, timeout, crash
+    value: Any = None
+    detail: str = ""
+    rule: int | None = None
+
+
+class Container:
+    """One container process of one pool."""
+
+    def __init__(self, pool: Pool, number: int) -> None:
+        self.pool = pool
+        standin = pool.standin
+        self.home = standin.workdir / "containers" / f"{pool.label}-{number}"
+        self.home.mkdir(parents=True)
+        mounts = {
+            name: (str(standin.volumes[name]), str(self.home / "volume" / name))
+            for name in pool.mounts.values()
+        }
+        crash = [
+            {"id": i, "path": rule.path, "volume": rule.volume or standin.volume_name}
+            for i, rule in enumerate(standin.crash)
+            if standin.crashes_left(i)
+        ]
+        config = {
+            "module": standin.app_module.__name__,
+            "function": pool.name,
+            "mounts": mounts,
+            "crash": crash,
+        }
+        (self.home / "config.json").write_text(json.dumps(config))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": os.pathsep.join([str(standin.code_dir), str(standin.site)]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "MODAL_IS_REMOTE": "1",
+            "MODAL_TASK_ID": f"ta-standin-{pool.label}-{number}",
+            **getattr(standin.app_module, "IMAGE_ENV", {}),
+            **pool.env,
+        }
+        for mount_path, name in pool.mounts.items():  # the mount point is the view
+            for key, value in list(env.items()):
+                if value == mount_path:
+                    env[key] = mounts[name][1]
+        self.log = (self.home / "stderr.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-S", str(CONTAINER_SCRIPT), str(self.home / "config.json")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+            cwd=standin.code_dir,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.requests: BinaryIO = self.process.stdin
+        self.replies: BinaryIO = self.process.stdout
+
+    def stderr_tail(self) -> str:
+        self.log.flush()
+        lines = (self.home / "stderr.log").read_text(errors="replace").strip().splitlines()
+        return "\n".join(lines[-15:])
+
+    def _read(self, deadline: float) -> Any:
+        """The next reply; TimeoutError past the deadline, EOFError when the process died."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self.replies], [], [], remaining)[0]:
+            raise TimeoutError
+        return receive(self.replies)
+
+    def start(self) -> Outcome | None:
+        """Wait until the App module is imported; an Outcome when the container died instead."""
+        try:
+            self._read(time.monotonic() + STARTUP_TIMEOUT)
+        except (EOFError, TimeoutError):
+            self.stop()
+            return Outcome("crash", detail=f"container died on start-up:\n{self.stderr_tail()}")
+        return None
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> Outcome:
+        rule = None
+        try:
+            send(self.requests, (args, kwargs))
+            deadline = time.monotonic() + timeout
+            reply = self._read(deadline)
+            if reply[0] == "crashing":
+                rule = reply[1]
+                reply = self._read(deadline)
+        except TimeoutError:
+            self.stop()
+            return Outcome("timeout", detail=f"timed out after {timeout} s")
+        except (EOFError, BrokenPipeError):
+            code = self.process.wait()
+            return Outcome("crash", detail=f"exit code {code}:\n{self.stderr_tail()}", rule=rule)
+        if reply[0] == "ok":
+            return Outcome("ok", reply[1])
+        if reply[0] == "unpicklable":
+            return Outcome("error", RemoteError(reply[1]), detail=reply[2])
+        return Outcome("error", reply[1], detail=reply[2])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.requests.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Pool:
+    """The containers of one function (or one with_options variant)."""
+
+    def __init__(self, standin: StandIn, name: str, env: dict[str, str], label: str) -> None:
+        self.standin = standin
+        self.name = name
+        self.env = env
+        self.label = label
+        function = getattr(standin.app_module, name)
+        info = function.info()
+        self.timeout = float(info.timeout)
+        self.mounts = {path: mount.name for path, mount in info.volumes.items()}
+        options = getattr(standin.app_module, "OPTIONS", {}).get(name, {})
+        own_limit = options.get("max_containers") or standin.max_containers
+        self.max_containers = min(standin.max_containers, own_limit)
+        self.retries: modal.Retries | None = options.get("retries")
+        if self.retries is not None:
+            assert info.max_retries == self.retries.max_retries
+        self.idle: list[Container] = []
+        self.started = 0
+        self.live = 0
+        self.changed = threading.Condition()
+
+    def acquire(self) -> Container | Outcome:
+        with self.changed:
+            while not self.idle and self.live >= self.max_containers:
+                self.changed.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.live += 1
+            number = self.started = self.started + 1
+        container = Container(self, number)
+        failed = container.start()
+        if failed is not None:
+            self.release(container, alive=False)
+            return failed
+        return container
+
+    def release(self, container: Container, *, alive: bool) -> None:
+        if not alive:
+            container.stop()
+        with self.changed:
+            if alive:
+                self.idle.append(container)
+            else:
+                self.live -= 1
+            self.changed.notify()
+
+    def stop(self) -> None:
+        with self.changed:
+            for container in self.idle:
+                container.stop()
+            self.idle.clear()
+
+
+class StandInFunction:
+    """A modal.Function of the App (or a with_options variant of one)."""
+
+    def __init__(self, standin: StandIn, name: str, secrets: tuple[Any, ...] | None) -> None:
+        self.standin = standin
+        self.name = name
+        self.secrets = secrets  # None: the ones the function declares
+        self.record = standin.records.setdefault(name, CallRecord())
+
+    @property
+    def remote_calls(self) -> list[tuple[Any, ...]]:
+        return self.record.remote_calls
+
+    @property
+    def mapped(self) -> list[Any]:
+        return self.record.mapped
+
+    def with_options(self, *, secrets: Iterable[Any]) -> StandInFunction:
+        return StandInFunction(self.standin, self.name, tuple(secrets))
+
+    def _resolved(self) -> list[StandInSecret]:
+        declared = self.secrets
+        if declared is None:
+            declared = tuple(getattr(self.standin.app_module, self.name)._spec_.secrets)
+        return [
+            s if isinstance(s, StandInSecret) else self.standin.lookup(s.name) for s in declared
+        ]
+
+    def hydrate(self) -> StandInFunction:
+        self._resolved()
+        return self
+
+    def _pool(self) -> tuple[Pool, tuple[str, ...]]:
+        secrets = self._resolved()
+        env: dict[str, str] = {}
+        for secret in secrets:
+            env.update(secret.env)
+        names = tuple(s.name for s in secrets)
+        return self.standin.pool(self.name, names, env), names
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        pool, names = self._pool()
+        manager = RetryManager(pool.retries._to_proto()) if pool.retries else None
+        crashes = 0
+        while True:
+            got = pool.acquire()
+            if isinstance(got, Outcome):
+                outcome = got
+            else:
+                outcome = got.call(args, kwargs, pool.timeout)
+                pool.release(got, alive=outcome.kind in ("ok", "error"))
+            self.record.attempts.append((args[0] if args else None, outcome.kind))
+            self.record.secrets_seen.append(names)
+            if outcome.kind == "ok":
+                return outcome.value
+            if outcome.kind == "crash":
+                if outcome.rule is not None:
+                    self.standin.crashed(outcome.rule)
+                crashes += 1
+                if crashes >= CRASH_LOOP_LIMIT:
+                    msg = (
+                        f"stand-in: {self.name}{args} killed its container {crashes} times; "
+                        f"a deployed Modal app would retry it forever. Last: {outcome.detail}"
+                    )
+                    raise StandInCrashLoopError(msg)
+                continue  # rescheduled on a new container, not counted as a retry
+            delay = manager.get_delay_ms() if manager else None
+            if delay is None:
+                if outcome.kind == "timeout":
+                    raise FunctionTimeoutError(outcome.detail)
+                raise outcome.value
+            self.record.retry_delays_ms.append(delay)
+            time.sleep(delay / 1000 * self.standin.time_scale)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        self.remote_calls.append(args)
-        return self.function.local(*args, **kwargs)
+        self.record.remote_calls.append(args)
+        return self._call(args, kwargs)
 
     def map(
         self,
@@ -35,28 +411,121 @@ class LocalFunction:
         return_exceptions: bool = False,
     ) -> Iterator[Any]:
         assert order_outputs, "the driver pairs results with batch indexes by position"
-        for item in inputs:
-            self.mapped.append(item)
-            try:
-                yield self.function.local(item, **(kwargs or {}))
-            except Exception as exc:
-                if not return_exceptions:
+        items = list(inputs)
+        self.record.mapped.extend(items)
+        pool, _ = self._pool()
+        with ThreadPoolExecutor(max_workers=pool.max_containers) as workers:
+            futures = [workers.submit(self._call, (item,), kwargs or {}) for item in items]
+            for future in futures:
+                try:
+                    yield future.result()
+                except StandInCrashLoopError:
                     raise
-                yield exc
+                except Exception as exc:
+                    if not return_exceptions:
+                        raise
+                    yield exc
 
 
-def local_functions(functions: dict[str, Any]) -> dict[str, LocalFunction]:
-    return {name: LocalFunction(function) for name, function in functions.items()}
+class StandInRemote:
+    """What the driver talks to (modal_burst.driver.Remote)."""
+
+    def __init__(self, standin: StandIn) -> None:
+        self.standin = standin
+        self.functions = {
+            name: StandInFunction(standin, name, None) for name in standin.app_module.FUNCTIONS
+        }
+
+    def secret(self, name: str) -> StandInSecret:
+        return self.standin.lookup(name)
+
+
+class StandIn:
+    """Modal for one App module, its volume directory and a workspace of secrets."""
+
+    def __init__(
+        self,
+        app_module: ModuleType,
+        volume_root: Path,
+        *,
+        secrets: dict[str, dict[str, str]] | None = None,
+        crash: Iterable[CrashRule] = (),
+        time_scale: float = 0.0,
+        max_containers: int = 2,
+    ) -> None:
+        self.app_module = app_module
+        self.volume_name = app_module.CFG.modal_volume
+        self.volumes = {self.volume_name: volume_root}
+        self.workspace = dict(secrets or {})
+        self.crash = list(crash)
+        self.crash_count = [0] * len(self.crash)
+        self.time_scale = time_scale
+        self.max_containers = max_containers
+        self.records: dict[str, CallRecord] = {}
+        self.pools: dict[tuple[str, tuple[str, ...]], Pool] = {}
+        self.lock = threading.Lock()
+        self.workdir = volume_root.parent / f".standin-{volume_root.name}"
+        self.code_dir = self.workdir / "code"
+        self.site = image_site(getattr(app_module, "CONTAINER_REQUIREMENTS", ()))
+
+    def lookup(self, name: str) -> StandInSecret:
+        if name not in self.workspace:
+            msg = f"Secret '{name}' not found in environment 'main'"
+            raise NotFoundError(msg)
+        return StandInSecret(name, dict(self.workspace[name]))
+
+    def crashes_left(self, rule: int) -> bool:
+        times = self.crash[rule].times
+        return times is None or self.crash_count[rule] < times
+
+    def crashed(self, rule: int) -> None:
+        with self.lock:
+            self.crash_count[rule] += 1
+
+    def pool(self, name: str, secrets: tuple[str, ...], env: dict[str, str]) -> Pool:
+        with self.lock:
+            key = (name, secrets)
+            if key not in self.pools:
+                label = "-".join((name, *secrets))
+                self.pools[key] = Pool(self, name, env, label)
+            return self.pools[key]
+
+    @contextmanager
+    def run(self) -> Iterator[StandInRemote]:
+        """`app.run()`: every secret a function declares is looked up now."""
+        remote = StandInRemote(self)
+        for function in remote.functions.values():
+            function.hydrate()
+        self.code_dir.mkdir(parents=True, exist_ok=True)
+        for package in getattr(self.app_module, "LOCAL_SOURCES", ()):
+            link = self.code_dir / package
+            if not link.exists():
+                link.symlink_to(ROOT / package)
+        try:
+            yield remote
+        finally:
+            for pool in self.pools.values():
+                pool.stop()
+            self.pools.clear()
 
 
 @dataclass
 class Entry:
+    """modal.volume.FileEntry: a path relative to the volume root."""
+
     path: str
+    type: FileEntryType
+    mtime: int
+    size: int
 
 
 class DirectoryVolume:
+    """The client-side modal.Volume API (batch_upload, listdir, read_file, remove_file) over
+    the committed state, the directory containers commit into (`volume.py::_Volume`)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
         self.uploaded: list[str] = []
 
     def _local(self, path: str) -> Path:
@@ -64,25 +533,57 @@ class DirectoryVolume:
 
     @contextmanager
     def batch_upload(self, force: bool = False) -> Iterator[DirectoryVolume]:
-        yield self
+        with volume_lock(self.root):
+            yield self
 
-    def put_file(self, local: Path, remote: str) -> None:
+    def put_file(self, local: Path | str | io.BytesIO, remote: str) -> None:
         target = self._local(remote)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
+        data = local.getvalue() if isinstance(local, io.BytesIO) else Path(local).read_bytes()
+        tmp = target.with_name(f".{target.name}.upload")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
         self.uploaded.append(remote)
 
+    def write_committed(self, path: str, data: bytes) -> None:
+        """Test helper: change a committed file the way a client-side upload would."""
+        with self.batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(data), path)
+
     def listdir(self, path: str, *, recursive: bool = False) -> list[Entry]:
-        folder = self._local(path)
-        if not folder.exists():
-            raise NotFoundError(f"no such path: {path}")
-        children = folder.rglob("*") if recursive else folder.iterdir()
-        return [Entry(str(child.relative_to(self.root))) for child in sorted(children)]
+        with volume_lock(self.root):
+            folder = self._local(path)
+            if not folder.exists():
+                msg = f"No such file or directory: {path}"
+                raise NotFoundError(msg)
+            if folder.is_file():
+                children: Iterable[Path] = [folder]
+            else:
+                children = folder.rglob("*") if recursive else folder.iterdir()
+            return [self._entry(child) for child in sorted(children)]
+
+    def _entry(self, path: Path) -> Entry:
+        stat = path.stat()
+        kind = FileEntryType.DIRECTORY if path.is_dir() else FileEntryType.FILE
+        return Entry(path.relative_to(self.root).as_posix(), kind, int(stat.st_mtime), stat.st_size)
 
     def read_file(self, path: str) -> Iterator[bytes]:
-        with self._local(path).open("rb") as handle:
-            while block := handle.read(1 << 16):
-                yield block
+        with volume_lock(self.root):
+            try:
+                data = self._local(path).read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                raise FileNotFoundError(path) from None
+        yield from (data[i : i + (1 << 16)] for i in range(0, len(data), 1 << 16))
 
     def remove_file(self, path: str, recursive: bool = False) -> None:
-        shutil.rmtree(self._local(path))
+        with volume_lock(self.root):
+            target = self._local(path)
+            if not target.exists():
+                raise FileNotFoundError(path)
+            if target.is_dir():
+                if not recursive:
+                    msg = f"{path} is a directory"
+                    raise IsADirectoryError(msg)
+                shutil.rmtree(target)
+            else:
+                target.unlink()

@@ -1,45 +1,50 @@
-"""Modal burst mode without Modal: the App's function bodies run locally over a directory laid
-out like the volume, driven through stand-ins for Function.map and the Volume (issue: Modal)."""
+"""Modal burst mode without Modal: the App's functions run in stand-in containers (one process
+each, own view of the volume, secrets only from the stand-in's workspace, Modal's retry and
+crash rules; see tests/modal_standin.py), driven by the real driver (issue: Modal)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import warnings
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import psycopg
 import pytest
+from modal.exception import NotFoundError
 
 from claidex.local_engine import run_local
 from modal_burst import app as burst_app
-from modal_burst.driver import BurstRequest, run_burst, run_overrides
-from modal_burst.layout import VolumeLayout
+from modal_burst.driver import BurstRequest, merge_only, run_burst, run_overrides
+from modal_burst.layout import PRUNED, VolumeLayout
+from modal_burst.prune import prune_runs
+from modal_burst.run_secrets import MissingSecretError, RunNeeds, secret_uses
 from modal_burst.transfer import download_run, upload_dataset
 from scoring.config import Settings
 from scoring.errors import InputError, RunStateError
 from scoring.ledger import RunLedger
-from tests.modal_standin import DirectoryVolume, local_functions
+from tests.modal_standin import CrashRule, DirectoryVolume, StandIn
+from tests.modal_standin_container import Mount
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
+NEO4J_VARIABLES = ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
 
 
 @pytest.fixture
 def volume(tmp_path: Path, sample_dataset: Path, monkeypatch: pytest.MonkeyPatch):
-    """A directory laid out like the volume, holding the sample dataset as `claidex`; the App's
-    functions see it through CLAIDEX_MODAL_MOUNT."""
-    root = tmp_path / "volume"
-    stand_in = DirectoryVolume(root)
+    """The committed state of the volume, holding the sample dataset as `claidex`. Nothing of
+    this process's environment reaches a container: secrets come from a StandIn workspace."""
+    stand_in = DirectoryVolume(tmp_path / "volume")
     upload_dataset(stand_in, sample_dataset, "claidex")
-    monkeypatch.setenv("CLAIDEX_MODAL_MOUNT", str(root))
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    warnings.filterwarnings("ignore", message=".*executing locally.*")
     return stand_in
 
 
@@ -51,114 +56,408 @@ def local_scores(sample_dataset: Path, tmp_path: Path) -> bytes:
     return paths.scores.read_bytes()
 
 
+def modal_for(volume: DirectoryVolume, **options) -> StandIn:
+    return StandIn(burst_app, volume.root, **options)
+
+
+def postgres(url: str) -> dict[str, dict[str, str]]:
+    return {"claidex-postgres": {"DATABASE_URL": url}}
+
+
 def _request(run_id: str, **extra) -> BurstRequest:
     return BurstRequest(run_id, overrides={"batch_size": BATCH}, publish=False, **extra)
+
+
+def _committed(volume: DirectoryVolume, run_id: str):
+    return VolumeLayout(volume.root).run(run_id)
+
+
+def _files(volume: DirectoryVolume, run_id: str) -> dict[str, int]:
+    root = _committed(volume, run_id).root
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*.*")}
 
 
 def test_bodies_reproduce_the_local_engine_with_max_batches_then_resume(
     volume: DirectoryVolume, local_scores: bytes, tmp_path: Path
 ) -> None:
-    functions = local_functions(burst_app.FUNCTIONS)
-    smoke = run_burst(functions, _request("burst-1", max_batches=2), show_progress=False)
-    assert smoke.status == "partial" and smoke.dispatched == [0, 1]
-    assert smoke.batches_done == 2 and smoke.batches_total >= 5
-    assert functions["merge_and_calibrate"].remote_calls == []
-    paths = VolumeLayout(volume.root).run("burst-1")
-    assert not paths.scores.exists()
-    assert RunLedger(paths).summary()["batches_done"] == 2
+    standin = modal_for(volume)  # an empty workspace: no secret exists at all
+    with standin.run() as remote:
+        functions = remote.functions
+        smoke = run_burst(remote, _request("burst-1", max_batches=2), show_progress=False)
+        assert smoke.status == "partial" and smoke.dispatched == [0, 1]
+        assert smoke.batches_done == 2 and smoke.batches_total >= 5
+        assert functions["merge_and_calibrate"].remote_calls == []
+        paths = _committed(volume, "burst-1")
+        assert not paths.scores.exists()
+        assert RunLedger(paths).summary()["batches_done"] == 2
 
-    resumed = run_burst(functions, _request("burst-1"), show_progress=False)
+        resumed = run_burst(remote, _request("burst-1"), show_progress=False)
     assert resumed.status == "merged" and resumed.batches_done == resumed.batches_total
     assert resumed.dispatched == list(range(2, resumed.batches_total))
     assert functions["score_batch"].mapped == list(range(resumed.batches_total))
     assert len(functions["prepare"].remote_calls) == 1  # the resume did not prepare again
     assert paths.scores.read_bytes() == local_scores
-    assert RunLedger(paths).read()["engine"] == "modal"
+    ledger = RunLedger(paths).read()
+    assert ledger["engine"] == "modal"
+    workers = {RunLedger(paths).batch_states()[i]["worker"] for i in range(resumed.batches_total)}
+    assert all(w.startswith("ta-standin-score_batch-") for w in workers)  # ran in containers
+    assert all(seen == () for r in standin.records.values() for seen in r.secrets_seen)
 
     files = download_run(volume, "burst-1", tmp_path / "down")
     assert {"scores.parquet", "report.json", "ledger.json", "run.json"} <= set(files)
     assert (tmp_path / "down" / "scores.parquet").read_bytes() == local_scores
 
 
-def _break_batch(volume: DirectoryVolume, run_id: str, index: int) -> tuple[Path, bytes]:
-    slice_file = VolumeLayout(volume.root).run(run_id).batch_providers(index)
+def _break_batch(volume: DirectoryVolume, run_id: str, index: int) -> tuple[str, bytes]:
+    slice_file = _committed(volume, run_id).batch_providers(index)
+    key = slice_file.relative_to(volume.root).as_posix()
     original = slice_file.read_bytes()
-    slice_file.write_bytes(b"not parquet")
-    return slice_file, original
+    volume.write_committed(key, b"not parquet")
+    return key, original
 
 
 def test_driver_dispatches_one_call_per_missing_batch_and_never_merges_a_gap(
     volume: DirectoryVolume, local_scores: bytes
 ) -> None:
-    functions = local_functions(burst_app.FUNCTIONS)
-    prepared = functions["prepare"].remote(
-        "burst-2", "volume", "claidex", {"batch_size": BATCH}, False
+    standin = modal_for(volume)
+    with standin.run() as remote:
+        functions = remote.functions
+        prepared = functions["prepare"].remote(
+            "burst-2", "volume", "claidex", {"batch_size": BATCH}, False
+        )
+        total = prepared["batches_total"]
+        broken = [_break_batch(volume, "burst-2", i) for i in (1, 3)]
+
+        failed = run_burst(remote, _request("burst-2"), show_progress=False)
+        assert failed.status == "failed"
+        assert sorted(failed.failed) == [1, 3]
+        assert all("RunFileError" in error for error in failed.failed.values())
+        assert functions["score_batch"].mapped == list(range(total))  # one input each
+        record = standin.records["score_batch"]
+        tries = [index for index, _ in record.attempts]
+        assert tries.count(1) == tries.count(3) == 4  # Modal: 1 + max_retries=3 per input
+        assert tries.count(0) == 1
+        assert sorted(record.retry_delays_ms) == [5000, 5000, 10000, 10000, 20000, 20000]
+        assert functions["merge_and_calibrate"].remote_calls == []
+        ledger = RunLedger(_committed(volume, "burst-2"))
+        summary = ledger.summary()
+        assert summary["status"] == "failed" and summary["failed_step"] == "score"
+        assert summary["batches_failed"] == [1, 3] and "batch 1: RunFileError" in summary["error"]
+        state = functions["run_status"].remote("burst-2")
+        assert state["missing"] == [1, 3] and set(state["batch_errors"]) == {1, 3}
+
+        for key, original in broken:  # warm containers see the fix only after a reload
+            volume.write_committed(key, original)
+        functions["score_batch"].mapped.clear()
+        done = run_burst(remote, _request("burst-2"), show_progress=False)
+        assert functions["score_batch"].mapped == [1, 3]
+        assert done.status == "merged" and len(functions["merge_and_calibrate"].remote_calls) == 1
+        assert _committed(volume, "burst-2").scores.read_bytes() == local_scores
+
+        again = run_burst(remote, _request("burst-2"), show_progress=False)
+        assert again.status == "merged" and functions["score_batch"].mapped == [1, 3]
+
+
+def test_no_publish_needs_no_postgres_secret_and_publish_names_the_missing_one(
+    volume: DirectoryVolume,
+) -> None:
+    standin = modal_for(volume)  # nobody created claidex-postgres
+    with standin.run() as remote:
+        quiet = run_burst(remote, _request("quiet"), show_progress=False)
+        assert quiet.status == "merged"
+        with pytest.raises(MissingSecretError) as publishing:
+            loud = BurstRequest("loud", overrides={"batch_size": BATCH})
+            run_burst(remote, loud, show_progress=False)
+        with pytest.raises(MissingSecretError) as exporting:
+            run_burst(remote, _request("export", source="postgres"), show_progress=False)
+        assert [call[0] for call in remote.functions["prepare"].remote_calls] == ["quiet"]
+        assert remote.functions["run_status"].remote("loud")["exists"] is False  # nothing ran
+    message = str(publishing.value)
+    assert "\n" not in message and "'claidex-postgres' not found" in message
+    assert "`modal secret create claidex-postgres DATABASE_URL=postgresql://" in message
+    assert "--no-publish" in message
+    assert "--source postgres reads Postgres" in str(exporting.value)
+
+
+def test_an_app_declaring_a_missing_secret_fails_when_it_runs(
+    volume: DirectoryVolume, tmp_path: Path
+) -> None:
+    """What every command did before: Modal looks up declared secrets at app start."""
+    source = tmp_path / "old_app.py"
+    source.write_text(
+        "import modal\n"
+        "from scoring.config import Settings\n"
+        "CFG = Settings()\n"
+        "app = modal.App('old')\n"
+        "@app.function(secrets=[modal.Secret.from_name('claidex-postgres')])\n"
+        "def run_status(run_id: str) -> dict:\n"
+        "    return {}\n"
+        "FUNCTIONS = {'run_status': run_status}\n"
     )
-    total = prepared["batches_total"]
-    broken = [_break_batch(volume, "burst-2", i) for i in (1, 3)]
-
-    failed = run_burst(functions, _request("burst-2"), show_progress=False)
-    assert failed.status == "failed"
-    assert sorted(failed.failed) == [1, 3]
-    assert all("RunFileError" in error for error in failed.failed.values())
-    assert functions["score_batch"].mapped == list(range(total))  # one call each
-    assert functions["merge_and_calibrate"].remote_calls == []
-    ledger = RunLedger(VolumeLayout(volume.root).run("burst-2"))
-    summary = ledger.summary()
-    assert summary["status"] == "failed" and summary["failed_step"] == "score"
-    assert summary["batches_failed"] == [1, 3] and "batch 1: RunFileError" in summary["error"]
-    state = functions["run_status"].remote("burst-2")
-    assert state["missing"] == [1, 3] and set(state["batch_errors"]) == {1, 3}
-
-    for slice_file, original in broken:
-        slice_file.write_bytes(original)
-    functions["score_batch"].mapped.clear()
-    done = run_burst(functions, _request("burst-2"), show_progress=False)
-    assert functions["score_batch"].mapped == [1, 3]
-    assert done.status == "merged" and len(functions["merge_and_calibrate"].remote_calls) == 1
-    assert VolumeLayout(volume.root).run("burst-2").scores.read_bytes() == local_scores
-
-    again = run_burst(functions, _request("burst-2"), show_progress=False)
-    assert again.status == "merged" and functions["score_batch"].mapped == [1, 3]
+    spec = importlib.util.spec_from_file_location("old_app", source)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(NotFoundError, match="claidex-postgres"), StandIn(module, volume.root).run():
+        pass
 
 
 def test_resume_refuses_an_unknown_run_and_keeps_the_runs_publish_choice(
-    volume: DirectoryVolume, database_url: str, monkeypatch: pytest.MonkeyPatch
+    volume: DirectoryVolume, database_url: str
 ) -> None:
-    functions = local_functions(burst_app.FUNCTIONS)
-    with pytest.raises(RunStateError, match="is not on the volume: nothing to resume"):
-        run_burst(functions, BurstRequest("typo", resume=True), show_progress=False)
-    assert functions["prepare"].remote_calls == []
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    smoke = BurstRequest("burst-5", overrides={"batch_size": BATCH}, max_batches=1, publish=False)
-    assert run_burst(functions, smoke, show_progress=False).status == "partial"
-    resumed = run_burst(
-        functions, BurstRequest("burst-5", publish=None, resume=True), show_progress=False
-    )
+    standin = modal_for(volume, secrets=postgres(database_url))
+    with standin.run() as remote:
+        with pytest.raises(RunStateError, match="is not on the volume: nothing to resume"):
+            run_burst(remote, BurstRequest("typo", resume=True), show_progress=False)
+        assert remote.functions["prepare"].remote_calls == []
+        smoke = _request("burst-5", max_batches=1)
+        assert run_burst(remote, smoke, show_progress=False).status == "partial"
+        resumed = run_burst(
+            remote, BurstRequest("burst-5", publish=None, resume=True), show_progress=False
+        )
     assert resumed.status == "merged"  # started with --no-publish: the resume does not publish
+    assert standin.records["merge_and_calibrate"].secrets_seen == [()]
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM provider_risk_scores").fetchone() == (0,)
 
 
 def test_merge_publishes_once_with_the_postgres_secret(
-    volume: DirectoryVolume, database_url: str, monkeypatch: pytest.MonkeyPatch
+    volume: DirectoryVolume, database_url: str
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)  # what the claidex-postgres secret provides
-    functions = local_functions(burst_app.FUNCTIONS)
-    request = BurstRequest("burst-3", overrides={"batch_size": BATCH}, publish=True)
-    outcome = run_burst(functions, request, show_progress=False)
-    assert outcome.status == "published"
-    scores = pl.read_parquet(VolumeLayout(volume.root).run("burst-3").scores)
+    standin = modal_for(volume, secrets=postgres(database_url))
+    with standin.run() as remote:
+        request = BurstRequest("burst-3", overrides={"batch_size": BATCH}, publish=True)
+        outcome = run_burst(remote, request, show_progress=False)
+        assert outcome.status == "published"
+        assert standin.records["merge_and_calibrate"].secrets_seen == [("claidex-postgres",)]
+        assert set(standin.records["score_batch"].secrets_seen) == {()}  # batches get none
+        scores = pl.read_parquet(_committed(volume, "burst-3").scores)
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute("SELECT count(*) FROM provider_risk_scores").fetchone()
+        assert rows == (scores.height,)
+        merge = remote.functions["merge_and_calibrate"]
+        secret = remote.secret("claidex-postgres")
+        merged = merge.with_options(secrets=[secret]).remote("burst-3", True)
+        assert merged.get("skipped") is True  # merge-only recovery never publishes twice
+        assert merge_only(remote, "burst-3", publish=None)["note"] == "already published"
+
+
+def test_merge_honours_the_runs_publish_choice(volume: DirectoryVolume, database_url: str) -> None:
+    standin = modal_for(volume, secrets=postgres(database_url))
+    with standin.run() as remote:
+        assert run_burst(remote, _request("quiet-merge"), show_progress=False).status == "merged"
+        again = merge_only(remote, "quiet-merge", publish=None)  # `merge RUN`
+        assert again["status"] == "merged"
+        assert standin.records["merge_and_calibrate"].secrets_seen == [(), ()]
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT count(*) FROM provider_risk_scores").fetchone() == (0,)
+        published = merge_only(remote, "quiet-merge", publish=True)  # `merge RUN --publish`
+        assert published["status"] == "published"
+        assert run_burst(remote, _request("half", max_batches=1), show_progress=False)
+        with pytest.raises(RunStateError, match="cannot merge, batches missing: 1, 2"):
+            merge_only(remote, "half", publish=None)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM provider_risk_scores").fetchone()
-    assert rows == (scores.height,)
-    merged = functions["merge_and_calibrate"].remote("burst-3", True)
-    assert merged.get("skipped") is True  # merge-only recovery never publishes twice
+    assert rows == (pl.read_parquet(_committed(volume, "quiet-merge").scores).height,)
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_that_kills_its_container_every_time_fails_the_run_visibly(
+    volume: DirectoryVolume, local_scores: bytes
+) -> None:
+    """Out of memory, every time, at the end of batch 2 (and once for batch 4): Modal
+    reschedules a dead container without counting it, forever in a deployed app; the run's
+    batch_max_attempts ends it."""
+    run = "burst-oom"
+    rules = [
+        CrashRule(f"runs/{run}/chunks/00002.parquet"),
+        CrashRule(f"runs/{run}/chunks/00004.parquet", times=1),
+    ]
+    standin = modal_for(volume, crash=rules)
+    request = _request(run)
+    request = replace(request, overrides={**request.overrides, "batch_max_attempts": 3})
+    with standin.run() as remote:
+        outcome = run_burst(remote, request, show_progress=False)
+    assert outcome.status == "failed" and sorted(outcome.failed) == [2]
+    assert outcome.failed[2].startswith("BatchGaveUpError: batch 2: its worker died 3 times")
+    assert standin.crash_count == [3, 1]
+    record = standin.records["score_batch"]
+    assert [kind for index, kind in record.attempts if index == 2] == ["crash"] * 3 + ["ok"]
+    assert [kind for index, kind in record.attempts if index == 4] == ["crash", "ok"]
+    assert record.retry_delays_ms == []  # dead containers and the give-up cost no Modal retry
+    assert standin.records["merge_and_calibrate"].remote_calls == []
+    summary = RunLedger(_committed(volume, run)).summary()
+    assert summary["status"] == "failed" and summary["batches_failed"] == [2]
+    assert "died 3 times" in summary["error"]
+
+    with modal_for(volume).run() as remote:  # memory raised: a resume starts a fresh count
+        resumed = run_burst(
+            remote, BurstRequest(run, publish=None, resume=True), show_progress=False
+        )
+    assert resumed.status == "merged" and resumed.dispatched == [2]
+    assert _committed(volume, run).scores.read_bytes() == local_scores
+
+
+@pytest.mark.parametrize("mode", ["neo4j-snapshot", "neo4j-live"])
+def test_burst_in_a_neo4j_graph_mode_reproduces_the_local_engine(
+    volume: DirectoryVolume,
+    sample_dataset: Path,
+    local_scores: bytes,
+    graph_target,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.graphs import load_dataset_graph
+
+    load_dataset_graph(graph_target, sample_dataset)
+    neo4j = {name: os.environ[name] for name in NEO4J_VARIABLES if name in os.environ}
+    for name in NEO4J_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    standin = modal_for(volume, secrets={"claidex-neo4j": neo4j})
+    request = BurstRequest(
+        f"burst-{mode}", overrides={"batch_size": BATCH, "graph_mode": mode}, publish=False
+    )
+    with standin.run() as remote:
+        outcome = run_burst(remote, request, show_progress=False)
+    assert outcome.status == "merged"
+    assert _committed(volume, f"burst-{mode}").scores.read_bytes() == local_scores
+    batch_secrets = {("claidex-neo4j",)} if mode == "neo4j-live" else {()}
+    assert set(standin.records["score_batch"].secrets_seen) == batch_secrets
+    assert standin.records["prepare"].secrets_seen == [("claidex-neo4j",)]
+
+
+def test_resume_of_a_neo4j_live_run_takes_its_secrets_from_the_run_not_the_caller(
+    volume: DirectoryVolume,
+    sample_dataset: Path,
+    local_scores: bytes,
+    graph_target,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.graphs import load_dataset_graph
+
+    load_dataset_graph(graph_target, sample_dataset)
+    neo4j = {name: os.environ[name] for name in NEO4J_VARIABLES if name in os.environ}
+    for name in NEO4J_VARIABLES:  # the caller has no Neo4j settings at all
+        monkeypatch.delenv(name, raising=False)
+    workspace = {"claidex-neo4j": neo4j}
+    run = "burst-live"
+    start = BurstRequest(
+        run, overrides={"batch_size": BATCH, "graph_mode": "neo4j-live"}, publish=False
+    )
+    with modal_for(volume, secrets=workspace).run() as remote:
+        first = run_burst(remote, replace(start, max_batches=2), show_progress=False)
+        assert first.status == "partial"
+
+    monkeypatch.setenv("CLAIDEX_GRAPH_MODE", "embedded")  # whatever this shell says
+    resumer = modal_for(volume, secrets=workspace)
+    with resumer.run() as remote:  # `resume RUN`: a new command, a new app
+        resume = BurstRequest(run, max_batches=1, publish=None, resume=True)
+        resumed = run_burst(remote, resume, show_progress=False)
+    assert resumed.status == "partial" and resumed.dispatched == [2]
+    assert resumer.records["score_batch"].secrets_seen == [("claidex-neo4j",)]
+
+    finisher = modal_for(volume, secrets=workspace)
+    with finisher.run() as remote:  # `full --run-id RUN --graph embedded`
+        rerun = BurstRequest(run, overrides={"graph_mode": "embedded"}, publish=None)
+        finished = run_burst(remote, rerun, show_progress=False)
+    assert finished.status == "merged"
+    assert set(finisher.records["score_batch"].secrets_seen) == {("claidex-neo4j",)}
+    assert finisher.records["prepare"].remote_calls == []
+    assert _committed(volume, run).scores.read_bytes() == local_scores
+
+    missing = r"'claidex-neo4j' not found \(graph mode neo4j-live"
+    with modal_for(volume).run() as remote, pytest.raises(MissingSecretError, match=missing):
+        run_burst(remote, replace(start, run_id=f"{run}-2"), show_progress=False)
 
 
 def test_missing_dataset_on_the_volume_names_the_upload_command(volume: DirectoryVolume) -> None:
-    with pytest.raises(InputError, match="modal_burst upload DIR --data-name nope"):
-        burst_app.prepare.local("burst-4", "volume", "nope", {}, True)
+    upload = "modal_burst upload DIR --data-name nope"
+    with modal_for(volume).run() as remote, pytest.raises(InputError, match=upload):
+        remote.functions["prepare"].remote("burst-4", "volume", "nope", {}, True)
+
+
+def test_prune_keeps_the_newest_runs_and_never_touches_unfinished_ones(
+    volume: DirectoryVolume, database_url: str
+) -> None:
+    standin = modal_for(volume, secrets=postgres(database_url))
+    with standin.run() as remote:
+        published = BurstRequest("p1-published", overrides={"batch_size": BATCH})
+        assert run_burst(remote, published, show_progress=False).status == "published"
+        running = _request("p2-scoring", max_batches=2)
+        assert run_burst(remote, running, show_progress=False).status == "partial"
+        assert remote.functions["prepare"].remote(
+            "p3-failed", "volume", "claidex", {"batch_size": BATCH}, False
+        )
+        _break_batch(volume, "p3-failed", 0)
+        assert run_burst(remote, _request("p3-failed"), show_progress=False).status == "failed"
+        newest = BurstRequest("p4-published", overrides={"batch_size": BATCH})
+        assert run_burst(remote, newest, show_progress=False).status == "published"
+        untouched = {
+            run: _files(volume, run) for run in ("p2-scoring", "p3-failed", "p4-published")
+        }
+        before = _files(volume, "p1-published")
+
+        planned = prune_runs(volume, keep=1, dry_run=True)
+        assert _files(volume, "p1-published") == before
+        actions = {a.run_id: (a.action, a.status) for a in prune_runs(volume, keep=1)}
+        assert actions == {
+            "p4-published": ("newest", "published"),
+            "p3-failed": ("unfinished", "failed"),
+            "p2-scoring": ("unfinished", "scoring"),
+            "p1-published": ("pruned", "published"),
+        }
+        assert {run: _files(volume, run) for run in untouched} == untouched
+        kept = set(_files(volume, "p1-published"))
+        batches = int(RunLedger(_committed(volume, "p4-published")).read()["batches_total"])
+        gone = {f for f in before if f.split("/")[0] in ("chunks", "batches", "ledger")}
+        assert len(gone) == 4 * batches  # a chunk, two slices and a record per batch
+        assert kept == (set(before) - gone) | {PRUNED}
+        assert {"scores.parquet", "run.json", "ledger.json", "report.json"} <= kept
+        assert any(f.startswith("stats/") for f in kept)  # incremental runs' reference
+        marker = json.loads((_committed(volume, "p1-published").root / PRUNED).read_text())
+        assert (
+            marker["files"] == len(gone) == next(a.files for a in planned if a.action == "pruned")
+        )
+        assert prune_runs(volume, keep=1)[-1].action == "pruned already"
+
+        state = remote.functions["run_status"].remote("p1-published")
+        assert state["pruned"] and state["missing"] == [] and state["status"] == "published"
+        again = run_burst(remote, BurstRequest("p1-published", resume=True), show_progress=False)
+        assert again.detail == "already published"
+        resumed = run_burst(remote, BurstRequest("p2-scoring", resume=True), show_progress=False)
+        assert resumed.status == "merged"  # the in-progress run finished after the prune
+
+
+def test_a_container_sees_other_containers_writes_only_after_commit_and_reload(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "committed"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "a.txt").write_text("v1")
+    first, second = Mount(root, tmp_path / "c1"), Mount(root, tmp_path / "c2")
+    first.start()
+    second.start()
+    (first.view / "d" / "b.txt").write_text("new")
+    (first.view / "d" / "a.txt").write_text("v2")
+    second.reload()
+    assert not (second.view / "d" / "b.txt").exists() and not (root / "d" / "b.txt").exists()
+    first.commit()
+    assert (root / "d" / "b.txt").read_text() == "new" and (
+        root / "d" / "a.txt"
+    ).read_text() == "v2"
+    assert (second.view / "d" / "a.txt").read_text() == "v1"  # not reloaded yet
+    second.reload()
+    assert (second.view / "d" / "b.txt").read_text() == "new"
+    assert (second.view / "d" / "a.txt").read_text() == "v2"
+    (second.view / "d" / "a.txt").unlink()
+    (second.view / "d" / "c.txt").write_text("second")
+    (first.view / "d" / "c.txt").write_text("first")
+    first.commit()
+    second.commit()  # last write wins
+    assert not (root / "d" / "a.txt").exists() and (root / "d" / "c.txt").read_text() == "second"
+    first.reload()
+    assert not (first.view / "d" / "a.txt").exists()
+    assert (first.view / "d" / "c.txt").read_text() == "second"
 
 
 def test_upload_replaces_the_dataset_and_rejects_a_non_dataset(
@@ -185,19 +484,64 @@ def test_run_overrides_carry_the_callers_methodology_not_its_paths() -> None:
     assert run_overrides(cfg, batch_size=9)["batch_size"] == 9
 
 
+def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
+    cfg = Settings()
+
+    def names(needs: RunNeeds) -> dict[str, list[str]]:
+        return {step: [u.name for u in uses] for step, uses in secret_uses(needs, cfg).items()}
+
+    pg, neo = ["claidex-postgres"], ["claidex-neo4j"]
+    assert names(RunNeeds(publishes=False)) == {
+        "prepare": [],
+        "score_batch": [],
+        "merge_and_calibrate": [],
+    }
+    assert names(RunNeeds()) == {"prepare": [], "score_batch": [], "merge_and_calibrate": pg}
+    assert names(RunNeeds(reads_postgres=True, publishes=False))["prepare"] == pg
+    snapshot = names(RunNeeds("neo4j-snapshot", publishes=False))
+    assert snapshot == {"prepare": neo, "score_batch": [], "merge_and_calibrate": []}
+    live = names(RunNeeds("neo4j-live", reads_postgres=True))
+    assert live == {"prepare": pg + neo, "score_batch": neo, "merge_and_calibrate": pg}
+    state = {"graph_mode": "neo4j-live", "publish": False}
+    assert RunNeeds.of_run(state, publish=None) == RunNeeds("neo4j-live", publishes=False)
+    assert RunNeeds.of_run(state, publish=True).publishes is True
+    assert RunNeeds.of_request({"graph_mode": "neo4j-snapshot"}, "postgres", True) == RunNeeds(
+        "neo4j-snapshot", reads_postgres=True
+    )
+
+
 def _app_config(**env: str) -> dict:
-    """The App as `modal deploy` would see it, imported fresh with the given environment."""
+    """The App as `modal deploy` would see it, imported fresh with the given environment;
+    records how volumes are named and what the image installs."""
     script = """
 import json, warnings
 warnings.simplefilter("ignore")
+import modal
+calls = {"volumes": [], "installs": []}
+from_name = modal.Volume.from_name
+def volume_from_name(name, **options):
+    calls["volumes"].append({"name": name, **options})
+    return from_name(name, **options)
+modal.Volume.from_name = volume_from_name
+uv_pip_install = modal.Image.uv_pip_install
+def record_install(self, *packages, **options):
+    calls["installs"].append(list(packages))
+    return uv_pip_install(self, *packages, **options)
+modal.Image.uv_pip_install = record_install
+def refuse(*args, **options):
+    raise AssertionError("pip_install_from_pyproject installs every project dependency")
+modal.Image.pip_install_from_pyproject = refuse
+modal.Image.pip_install = refuse
 from modal_burst import app as a
-out = {"app": a.app.name, "names": sorted(a.app.registered_functions)}
+from modal_burst import cli
+cli._volume()
+out = {"app": a.app.name, "names": sorted(a.app.registered_functions), **calls}
 for name, fn in a.app.registered_functions.items():
     info = fn.info()
     out[name] = {"timeout": info.timeout, "memory": info.memory_mib,
                  "retries": info.max_retries, "cpu": info.cpu, "secrets": info.secrets,
                  "volumes": {p: v.name for p, v in info.volumes.items()}}
-out["max_containers"] = a.SCORE_BATCH_OPTIONS["max_containers"]
+out["max_containers"] = a.OPTIONS["score_batch"]["max_containers"]
 print(json.dumps(out))
 """
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAIDEX_")}
@@ -211,10 +555,6 @@ print(json.dumps(out))
         check=True,
     )
     return json.loads(result.stdout)
-
-
-POSTGRES = ["modal.Secret.from_name('claidex-postgres')"]
-NEO4J = ["modal.Secret.from_name('claidex-neo4j')"]
 
 
 def test_app_configuration() -> None:
@@ -236,20 +576,30 @@ def test_app_configuration() -> None:
     for name in ("prepare", "score_batch", "merge_and_calibrate", "run_status", "record_status"):
         assert config[name]["volumes"] == {"/data": "claidex-data"}
     assert config["run_full"]["volumes"] == {}  # the driver only calls the other functions
-    assert batch["secrets"] == [] and config["run_full"]["secrets"] == []
-    assert prepare["secrets"] == POSTGRES and merge["secrets"] == POSTGRES
-    assert config["run_status"]["secrets"] == []
+    for name in config["names"]:  # declared secrets would be looked up at every app start
+        assert config[name]["secrets"] == []
+    assert (
+        config["volumes"]
+        == [  # the App's volume and the client side's (upload, prune)
+            {"name": "claidex-data", "create_if_missing": True, "version": 2}
+        ]
+        * 2
+    )
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (installed,) = config["installs"]
+    assert installed == list(burst_app.CONTAINER_REQUIREMENTS) and set(installed) <= set(pins)
+    names = {burst_app.requirement_name(spec) for spec in installed}
+    assert {"polars", "psycopg", "neo4j", "pydantic-settings"} <= names
+    assert not names & {"celery", "flower", "redis", "modal"}
 
 
-def test_app_configuration_follows_settings_and_graph_mode() -> None:
+def test_app_configuration_follows_settings_but_never_declares_secrets() -> None:
     live = _app_config(CLAIDEX_GRAPH_MODE="neo4j-live", CLAIDEX_MODAL_MAX_CONTAINERS="50")
     assert live["max_containers"] == 50
-    assert live["score_batch"]["secrets"] == NEO4J
-    assert live["prepare"]["secrets"] == POSTGRES + NEO4J
-    assert live["merge_and_calibrate"]["secrets"] == POSTGRES
-    snapshot = _app_config(CLAIDEX_GRAPH_MODE="neo4j-snapshot")
-    assert snapshot["score_batch"]["secrets"] == []
-    assert snapshot["prepare"]["secrets"] == POSTGRES + NEO4J
+    assert all(live[name]["secrets"] == [] for name in live["names"])
+
+
+MODAL_FREE = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
 
 
 @pytest.mark.parametrize(
@@ -259,16 +609,17 @@ def test_app_configuration_follows_settings_and_graph_mode() -> None:
         ["full", "--max-batches", "2", "--no-publish"],
         ["resume", "r1"],
         ["merge", "r1"],
+        ["merge", "r1", "--publish"],
         ["status", "r1"],
         ["upload", "."],
         ["download", "r1", "out"],
+        ["prune", "--keep", "2"],
     ],
 )
 def test_every_command_without_credentials_fails_fast_with_one_line(
     command: list[str], tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    env.update(HOME=str(tmp_path), MODAL_TOKEN_ID="ak-not-a-secret-but-alone")
+    env = {**MODAL_FREE, "HOME": str(tmp_path), "MODAL_TOKEN_ID": "ak-not-a-secret-but-alone"}
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "modal_burst", *command],
@@ -286,6 +637,74 @@ def test_every_command_without_credentials_fails_fast_with_one_line(
     assert result.stdout == ""
 
 
+CREDENTIAL_CASES = """
+import json, os
+from modal_burst.credentials import ModalNotConfiguredError, require_credentials
+cases = {
+    "token": {"MODAL_TOKEN_ID": "ak-1", "MODAL_TOKEN_SECRET": "as-1"},
+    "token id alone": {"MODAL_TOKEN_ID": "ak-1"},
+    "oauth client secret": {"MODAL_OAUTH_REFRESH_TOKEN": "r", "MODAL_OAUTH_CLIENT_ID": "oc-1",
+                            "MODAL_OAUTH_CLIENT_SECRET": "ov-1"},
+    "oauth jwt key": {"MODAL_OAUTH_REFRESH_TOKEN": "r", "MODAL_OAUTH_CLIENT_ID": "oc-1",
+                      "MODAL_OAUTH_JWT_KEY": "k"},
+    "oauth secret and jwt key": {"MODAL_OAUTH_REFRESH_TOKEN": "r", "MODAL_OAUTH_CLIENT_ID": "oc-1",
+                                 "MODAL_OAUTH_CLIENT_SECRET": "ov-1", "MODAL_OAUTH_JWT_KEY": "k"},
+    "oauth without client id": {"MODAL_OAUTH_REFRESH_TOKEN": "r",
+                                "MODAL_OAUTH_CLIENT_SECRET": "ov-1"},
+    "token and oauth": {"MODAL_TOKEN_ID": "ak-1", "MODAL_TOKEN_SECRET": "as-1",
+                        "MODAL_OAUTH_REFRESH_TOKEN": "r", "MODAL_OAUTH_CLIENT_ID": "oc-1",
+                        "MODAL_OAUTH_CLIENT_SECRET": "ov-1"},
+    "inside a container": {"MODAL_IS_REMOTE": "1"},
+    "profile only": {},
+}
+base = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+out = {}
+for name, env in cases.items():
+    os.environ.clear()
+    os.environ.update({**base, **env})
+    try:
+        require_credentials()
+        out[name] = None
+    except ModalNotConfiguredError as exc:
+        out[name] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def _credential_results(home: Path) -> dict[str, str | None]:
+    result = subprocess.run(
+        [sys.executable, "-c", CREDENTIAL_CASES],
+        cwd=ROOT,
+        env={**MODAL_FREE, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_every_credential_form_modal_accepts_counts(tmp_path: Path) -> None:
+    results = _credential_results(tmp_path)  # no ~/.modal.toml
+    accepted = {"token", "oauth client secret", "oauth jwt key", "inside a container"}
+    assert {name for name, problem in results.items() if problem is None} == accepted
+    assert (
+        "modal token new" in results["token id alone"]
+        and "modal token new" in results["profile only"]
+    )
+    for name in ("oauth secret and jwt key", "oauth without client id"):
+        assert results[name].startswith("incomplete Modal OAuth credentials")
+    assert "both configured" in results["token and oauth"]
+    assert all("\n" not in p and "ov-1" not in p for p in results.values() if p)
+
+    (tmp_path / ".modal.toml").write_text(
+        '[default]\noauth_refresh_token = "r"\noauth_client_id = "oc-1"\noauth_jwt_key = "k"\n'
+    )
+    with_profile = _credential_results(tmp_path)
+    assert with_profile["profile only"] is None  # OAuth in the active profile
+    assert "both configured" in with_profile["token"]  # Modal refuses the mixture too
+
+
 def test_handoff_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
     """In a fresh process: Modal reads ~/.modal.toml when it is imported."""
     script = (
@@ -296,11 +715,10 @@ def test_handoff_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     result = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
-        env={**env, "HOME": str(tmp_path)},
+        env={**MODAL_FREE, "HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -309,26 +727,15 @@ def test_handoff_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
     assert "modal token new" in result.stdout
 
 
-@pytest.mark.parametrize("mode", ["neo4j-snapshot", "neo4j-live"])
-def test_burst_in_a_neo4j_graph_mode_reproduces_the_local_engine(
-    volume: DirectoryVolume, sample_dataset: Path, local_scores: bytes, graph_target, mode: str
-) -> None:
-    from tests.graphs import load_dataset_graph
-
-    load_dataset_graph(graph_target, sample_dataset)
-    functions = local_functions(burst_app.FUNCTIONS)
-    request = BurstRequest(
-        f"burst-{mode}", overrides={"batch_size": BATCH, "graph_mode": mode}, publish=False
-    )
-    outcome = run_burst(functions, request, show_progress=False)
-    assert outcome.status == "merged"
-    assert VolumeLayout(volume.root).run(f"burst-{mode}").scores.read_bytes() == local_scores
-
-
-def test_resume_command_asks_for_an_existing_run_and_the_runs_publish_choice() -> None:
-    from modal_burst.cli import build_parser, resume_request
+def test_resume_and_merge_commands_ask_for_the_runs_publish_choice() -> None:
+    from modal_burst.cli import build_parser, merge_publish, resume_request
 
     plain = resume_request(build_parser().parse_args(["resume", "r1"]))
     assert (plain.run_id, plain.resume, plain.publish) == ("r1", True, None)
     quiet = resume_request(build_parser().parse_args(["resume", "r1", "--no-publish"]))
     assert quiet.publish is False
+    parse = build_parser().parse_args
+    assert merge_publish(parse(["merge", "r1"])) is None
+    assert merge_publish(parse(["merge", "r1", "--no-publish"])) is False
+    assert merge_publish(parse(["merge", "r1", "--publish"])) is True
+    assert parse(["prune"]).keep == 3 and parse(["prune", "--keep", "0"]).keep == 0
