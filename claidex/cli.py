@@ -85,11 +85,12 @@ def _db(args: argparse.Namespace) -> int:
 
     url = _required_database()
     with connect(url) as conn:
-        init_schema(conn)
+        created = init_schema(conn, lock_timeout_s=load_settings().db_lock_timeout)
         if args.db_command == "init":
-            print(f"schema ready at {describe(url)}")
+            done = ", ".join(created) or "nothing to create"
+            print(f"schema ready at {describe(url)}: {done}")
             return 0
-        counts = load_dataset(conn, Path(args.dir))
+        counts = load_dataset(conn, Path(args.dir), replace=args.replace)
     print(json.dumps(counts, indent=2))
     return 0
 
@@ -115,7 +116,7 @@ def _export(args: argparse.Namespace) -> int:
     from scoring.db.export import export_dataset
 
     with connect(_required_database()) as conn:
-        counts = export_dataset(conn, Path(args.to))
+        counts = export_dataset(conn, Path(args.to), with_graph=True)
     print(json.dumps(counts, indent=2))
     return 0
 
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("init", help="create or update the schema (idempotent)")
     db_load = db_sub.add_parser("load", help="load a dataset directory into the source tables")
     db_load.add_argument("dir")
+    db_load.add_argument(
+        "--replace", action="store_true", help="replace source tables that hold rows already"
+    )
     db.set_defaults(func=_db)
 
     export = sub.add_parser("export", help="write a dataset directory from Postgres")

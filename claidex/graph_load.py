@@ -13,14 +13,20 @@ from scoring.config import load_settings
 from scoring.errors import InputError
 from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.loader import graph_counts, load_graph
-from scoring.inputs import read_dataset
+from scoring.inputs import CORE_FILES, GRAPH_FILES, read_dataset
 from scoring.validation import validate_reference
+
+# From Postgres the loader needs every table but the payments (the largest by far).
+GRAPH_EXPORT = tuple(name for name in CORE_FILES + GRAPH_FILES if name != "payments_combined")
+PAYMENTS_FILE = "payments_combined.parquet"
 
 
 def _load(data: Path, quiet: bool) -> dict[str, int]:
     cfg = load_settings()
     target = neo4j_target()
-    reference = validate_reference(read_dataset(data, with_graph=True))
+    reference = validate_reference(
+        read_dataset(data, with_graph=True, with_payments=(data / PAYMENTS_FILE).exists())
+    )
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), disable=quiet) as bar:
         tasks: dict[str, int] = {}
@@ -44,7 +50,7 @@ def graph_command(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="claidex-graph-") as scratch:
             with connect(_required_database()) as conn:
-                export_dataset(conn, Path(scratch))
+                export_dataset(conn, Path(scratch), with_graph=True, tables=GRAPH_EXPORT)
             counts = _load(Path(scratch), args.quiet)
     else:
         if not args.data:

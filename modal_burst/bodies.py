@@ -34,8 +34,10 @@ def prepare_run(
     """Step 1 for a dataset on the volume, or for a fresh Postgres snapshot; the run's publish
     choice is kept in the ledger so a resume honours it."""
     paths = layout.run(run_id)
+    cfg = load_settings(**overrides)
     if source == "postgres":
-        data = export_source(paths, database_url())
+        embedded = cfg.graph_mode == "embedded"  # the neo4j-* modes read no Postgres graph table
+        data = export_source(paths, database_url(), with_graph=embedded)
     else:
         data = layout.dataset(data_name)
         if not data.is_dir():
@@ -44,7 +46,7 @@ def prepare_run(
                 f"`python -m modal_burst upload DIR --data-name {data_name}`"
             )
             raise InputError(msg)
-    manifest = prepare(paths, data, load_settings(**overrides))
+    manifest = prepare(paths, data, cfg)
     RunLedger(paths).update(engine="modal", publish=publish)
     return {
         "run_id": run_id,

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     run_root: Path = Path("runs")
     graph_mode: GraphMode = "embedded"
 
+    # --- Postgres ------------------------------------------------------------
+    db_lock_timeout: float = Field(default=3.0, gt=0)  # s; db init never queues long behind readers
+
     # --- Celery fleet (broker/backend URLs are secrets: read from the environment) ---
     visibility_timeout: int = Field(default=3600, ge=1)  # > longest task; redelivery after
     task_soft_time_limit: int = Field(default=1800, ge=1)

@@ -125,9 +125,22 @@ class RawInputs:
     entity_exclusions: pl.LazyFrame | None
 
 
-def read_dataset(data_dir: Path, *, with_graph: bool = True) -> RawInputs:
-    """Open a dataset directory; graph tables are needed only in the embedded graph mode."""
-    core = {name: scan_table(data_dir, name) for name in CORE_FILES}
+def empty_table(name: str) -> pl.LazyFrame:
+    """A table with its canonical columns and no rows."""
+    return pl.LazyFrame(schema={column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()})
+
+
+def read_dataset(
+    data_dir: Path, *, with_graph: bool = True, with_payments: bool = True
+) -> RawInputs:
+    """Open a dataset directory; graph tables are needed only in the embedded graph mode,
+    payments not at all by the graph loader."""
+    core = {
+        name: scan_table(data_dir, name)
+        if with_payments or name != "payments_combined"
+        else empty_table(name)
+        for name in CORE_FILES
+    }
     graph = {name: scan_table(data_dir, name) if with_graph else None for name in GRAPH_FILES}
     return RawInputs(
         data_dir=Path(data_dir),

@@ -296,9 +296,9 @@ def test_load_and_export_are_copy_not_row_inserts(
     """The counts come back from COPY; a second load replaces rather than appends."""
     with connect(database_url) as conn:
         first = load_dataset(conn, datasets[1])
-        second = load_dataset(conn, datasets[1])
+        second = load_dataset(conn, datasets[1], replace=True)
         assert first == second
-        exported = export_dataset(conn, tmp_path / "x")
+        exported = export_dataset(conn, tmp_path / "x", with_graph=True)
     payment_rows = pl.scan_parquet(datasets[1] / "payments_combined.parquet").select(pl.len())
     assert exported["payments_combined"] == payment_rows.collect().item()
     assert (

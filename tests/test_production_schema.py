@@ -14,7 +14,7 @@ import pytest
 from claidex.local_engine import run_local
 from claidex.sample_data import generate
 from scoring.config import Settings
-from scoring.db.connection import connect
+from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import SOURCE_TABLES
 from tests.builders import claidex_cli
@@ -133,7 +133,9 @@ def test_postgres_run_on_the_production_schema_equals_the_dataset_run(
 ) -> None:
     assert _cli(production_url, "db", "init").returncode == 0
     assert _cli(production_url, "db", "load", str(production_dataset)).returncode == 0
-    exported = export_dataset(psycopg.connect(production_url), tmp_path / "exported")
+    exported = export_dataset(
+        psycopg.connect(production_url), tmp_path / "exported", with_graph=True
+    )
     original = pl.read_parquet(production_dataset / "payments_combined.parquet")
     assert exported["payments_combined"] == original.height
     again = pl.read_parquet(tmp_path / "exported" / "payments_combined.parquet")
@@ -186,7 +188,7 @@ def test_numeric_amounts_are_read_exactly(production_url: str, tmp_path: Path) -
     assert _cli(production_url, "db", "init").returncode == 0
     loaded = _cli(production_url, "db", "load", str(data))
     assert loaded.returncode == 0, loaded.stderr
-    export_dataset(psycopg.connect(production_url), tmp_path / "exported")
+    export_dataset(psycopg.connect(production_url), tmp_path / "exported", with_graph=True)
     again = pl.read_parquet(tmp_path / "exported" / "payments_combined.parquet")
     key = ["npi", "year", "program"]
     assert again.sort(key).equals(payments.sort(key).cast(again.schema))
@@ -252,8 +254,8 @@ def test_neo4j_modes_read_no_postgres_graph_table(
         conn.execute("DROP TABLE ownership_snf, corporate_entities, entity_exclusions")
         counts = export_dataset(conn, tmp_path / "core", with_graph=False)
     assert set(counts) == {"providers", "payments_combined", "exclusions"}
-    with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.UndefinedTable):
-        export_dataset(conn, tmp_path / "all")
+    with psycopg.connect(database_url) as conn, pytest.raises(DatabaseError, match="ownership_snf"):
+        export_dataset(conn, tmp_path / "all", with_graph=True)
 
 
 def test_entity_exclusions_table_is_optional(
@@ -261,12 +263,168 @@ def test_entity_exclusions_table_is_optional(
 ) -> None:
     assert _cli(database_url, "db", "load", str(production_dataset)).returncode == 0
     with psycopg.connect(database_url, autocommit=True) as conn:
-        with_table = export_dataset(conn, tmp_path / "with")
+        with_table = export_dataset(conn, tmp_path / "with", with_graph=True)
         conn.execute("DROP TABLE entity_exclusions")
-        without = export_dataset(conn, tmp_path / "without")
+        without = export_dataset(conn, tmp_path / "without", with_graph=True)
     flagged = pl.read_parquet(production_dataset / "entity_exclusions.parquet").height
     assert with_table["entity_exclusions"] == flagged > 0
     assert without["entity_exclusions"] == 0
     assert {k: v for k, v in without.items() if k != "entity_exclusions"} == {
         k: v for k, v in with_table.items() if k != "entity_exclusions"
     }
+
+
+def test_db_init_resolves_objects_through_the_search_path(production_url: str) -> None:
+    """Production objects in another schema on the search_path are used, never shadowed."""
+    with psycopg.connect(production_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA cms")
+        for name in [*SOURCE_OBJECTS, "api_high_risk_v", "provider_risk_scores"]:
+            kind = "VIEW" if name.endswith("_v") else "TABLE"
+            conn.execute(f"ALTER {kind} {name} SET SCHEMA cms")  # type: ignore[arg-type]
+        database = conn.execute("SELECT current_database()").fetchone()
+        assert database is not None
+        conn.execute(f'ALTER DATABASE "{database[0]}" SET search_path = "$user", public, cms')  # type: ignore[arg-type]
+    result = _cli(production_url, "db", "init")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("claidex_runs, provider_risk_scores.run_id, "
+        "provider_risk_scores.top_program, provider_risk_scores.snf_entity_id, "
+        "provider_risk_scores.chain_provider_count, provider_risk_scores.chain_excluded_count, "
+        "provider_risk_scores.owner_excluded, provider_risk_scores.actively_excluded")  # fmt: skip
+    with psycopg.connect(production_url) as conn:
+        public = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+    assert public == [("claidex_runs",)]
+
+
+def test_db_init_on_a_complete_database_needs_no_create_right_and_no_lock(
+    production_url: str,
+) -> None:
+    assert _cli(production_url, "db", "init").returncode == 0
+    role_url = production_url.replace("postgres:", "reader:", 1)
+    with psycopg.connect(production_url, autocommit=True) as conn:
+        password = production_url.split(":")[2].split("@")[0]
+        conn.execute(f"CREATE ROLE reader LOGIN PASSWORD '{password}'")  # type: ignore[arg-type]
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+        # A long-running holder of the strongest lock on the scores table.
+        blocker = psycopg.connect(production_url)
+        blocker.execute("LOCK TABLE provider_risk_scores IN ACCESS EXCLUSIVE MODE")
+        try:
+            result = _cli(role_url, "db", "init")
+        finally:
+            blocker.close()
+            conn.execute("DROP OWNED BY reader")
+            conn.execute("DROP ROLE reader")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("nothing to create")
+
+
+def test_db_init_behind_a_lock_gives_up_in_one_line(production_url: str) -> None:
+    blocker = psycopg.connect(production_url)
+    blocker.execute("SELECT count(*) FROM provider_risk_scores")  # holds ACCESS SHARE
+    try:
+        result = claidex_cli(
+            "db", "init", env={"DATABASE_URL": production_url, "CLAIDEX_DB_LOCK_TIMEOUT": "0.5"}
+        )
+    finally:
+        blocker.close()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: db init could not lock provider_risk_scores within 0.5 s: a long query or "
+        "transaction holds it; run `claidex db init` again when it has finished"
+    ]
+    assert _cli(production_url, "db", "init").returncode == 0  # and then it goes through
+
+
+def test_db_init_refuses_the_source_tables_of_an_earlier_version(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE payments_medicare CASCADE")
+        conn.execute("CREATE TABLE payments_medicare (npi text, year int, payments float8)")
+    result = _cli(database_url, "db", "init")
+    assert result.returncode == 2
+    assert "earlier Claidex version" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_db_init_builds_only_indexes_that_serve(production_url: str) -> None:
+    """A partial, an invalid-order or another table's same-named index serves nothing."""
+    with psycopg.connect(production_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_prs_risk_score, idx_prs_updated, idx_prs_label")
+        conn.execute(
+            "CREATE INDEX part ON provider_risk_scores (risk_score DESC) WHERE risk_score > 80"
+        )
+        conn.execute("CREATE INDEX asc_updated ON provider_risk_scores (updated_at)")  # serves DESC
+        conn.execute("CREATE INDEX provider_risk_scores_risk_label_idx ON exclusions (npi)")
+    assert _cli(production_url, "db", "init").returncode == 0
+    indexes = [i[1] for i in _catalog(production_url)["provider_risk_scores"]["indexes"]]
+    assert sum("(risk_score DESC)" in i and "WHERE" not in i for i in indexes) == 1
+    assert sum("(risk_label)" in i for i in indexes) == 1
+    assert not any("(updated_at DESC)" in i for i in indexes)
+
+
+def test_publish_keeps_what_other_jobs_hang_on_the_scores_table(
+    production_url: str, production_dataset: Path, tmp_path: Path
+) -> None:
+    """Update in place: foreign keys, cascades, other jobs' columns and identities survive."""
+    with psycopg.connect(production_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX idx_prs_npi")
+        conn.execute("ALTER TABLE provider_risk_scores ADD PRIMARY KEY (npi)")
+        conn.execute(
+            "ALTER TABLE provider_risk_scores ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY"
+        )
+        conn.execute("ALTER TABLE provider_risk_scores ADD COLUMN reviewed boolean DEFAULT false")
+        conn.execute(
+            "CREATE TABLE analyst_notes "
+            "(npi text REFERENCES provider_risk_scores ON DELETE CASCADE, note text)"
+        )
+        conn.execute("CREATE TABLE watchlist (npi text REFERENCES provider_risk_scores)")
+    assert _cli(production_url, "db", "init").returncode == 0
+    assert _cli(production_url, "db", "load", str(production_dataset)).returncode == 0
+    first = _cli(
+        production_url, "run", "--source", "postgres", "--run-dir", str(tmp_path / "a"), "--quiet"
+    )
+    assert first.returncode == 0, first.stderr
+    npi = pl.read_parquet(tmp_path / "a" / "scores.parquet")["npi"][0]
+    with psycopg.connect(production_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO analyst_notes VALUES (%s, 'called')", (npi,))
+        conn.execute("INSERT INTO watchlist VALUES (%s)", (npi,))
+        conn.execute("UPDATE provider_risk_scores SET reviewed = true WHERE npi = %s", (npi,))
+        before = conn.execute(
+            "SELECT id FROM provider_risk_scores WHERE npi = %s", (npi,)
+        ).fetchone()
+    again = _cli(
+        production_url, "run", "--source", "postgres", "--run-dir", str(tmp_path / "b"), "--quiet"
+    )
+    assert again.returncode == 0, again.stderr
+    with psycopg.connect(production_url) as conn:
+        row = conn.execute(
+            "SELECT p.id, p.reviewed, p.run_id, n.note FROM provider_risk_scores p "
+            "JOIN analyst_notes n USING (npi) WHERE npi = %s",
+            (npi,),
+        ).fetchone()
+    assert row == (before[0] if before else None, True, "b", "called")
+
+
+def test_db_load_never_wipes_rows_without_replace(
+    database_url: str, production_dataset: Path
+) -> None:
+    assert _cli(database_url, "db", "load", str(production_dataset)).returncode == 0
+    again = _cli(database_url, "db", "load", str(production_dataset))
+    assert again.returncode == 2
+    assert "hold rows already: give --replace" in again.stderr
+    replaced = _cli(database_url, "db", "load", str(production_dataset), "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+
+
+def test_export_is_independent_of_the_sessions_datestyle(
+    database_url: str, production_dataset: Path, tmp_path: Path
+) -> None:
+    assert _cli(database_url, "db", "load", str(production_dataset)).returncode == 0
+    result = claidex_cli(
+        "export", "--to", str(tmp_path / "x"),
+        env={"DATABASE_URL": database_url, "PGOPTIONS": "-c datestyle=Postgres,MDY"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    leie = pl.read_parquet(production_dataset / "exclusions.parquet").sort("exclusion_id")
+    again = pl.read_parquet(tmp_path / "x" / "exclusions.parquet").sort("exclusion_id")
+    assert again["excldate"].to_list() == leie["excldate"].to_list()

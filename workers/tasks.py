@@ -187,7 +187,7 @@ def _incremental_source(
         return Path(RunManifest.load(reference).source)
     source = paths.root / "source"
     with connect(url) as conn:
-        export_dataset(conn, source, npis=npis)
+        export_dataset(conn, source, npis=npis, with_graph=False)
     return source
 
 

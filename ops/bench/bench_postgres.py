@@ -119,7 +119,9 @@ def main() -> None:
             exported: dict[str, int] = {}
             results["export"] = timed(
                 "export (COPY)",
-                lambda: exported.update(export_dataset(conn, run_dir.parent / "pg-export")),
+                lambda: exported.update(
+                    export_dataset(conn, run_dir.parent / "pg-export", with_graph=True)
+                ),
             )
     loaded = sum(counts.values())
     ratio = results["legacy_empty"] / results["publish_empty"]
@@ -134,7 +136,7 @@ def main() -> None:
         "",
         "| operation | wall s | rows/s |",
         "|---|---:|---:|",
-        f"| publish into empty table (COPY to staging + upsert, one transaction) | "
+        f"| publish into empty table (COPY to staging + set-based replace, one transaction) | "
         f"{results['publish_empty']:.1f} | {TARGET_ROWS / results['publish_empty']:,.0f} |",
         f"| publish over the previous run (all rows updated) | {results['publish_again']:.1f} | "
         f"{TARGET_ROWS / results['publish_again']:,.0f} |",

@@ -1,10 +1,11 @@
--- Claidex's own objects (idempotent: `claidex db init` applies it on every call): the
+-- Claidex's own objects, each `-- object: NAME` section run only when NAME is missing: the
 -- published scores table and the run ledger. On a production database that already
 -- has provider_risk_scores, only its missing additive columns and indexes are added; the
 -- source tables and payments_combined_v are never touched (see source_schema.sql).
 
 -- Published scores: one row per provider, read by the API (SPEC §3 columns).
-CREATE TABLE IF NOT EXISTS provider_risk_scores (
+-- object: provider_risk_scores
+CREATE TABLE provider_risk_scores (
     npi                          TEXT PRIMARY KEY,
     risk_score                   NUMERIC(6,2) NOT NULL,
     risk_label                   TEXT NOT NULL,
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS provider_risk_scores (
 -- a second `db init` takes no lock on provider_risk_scores at all.
 
 -- Run ledger: every run that reached the database, and what it published.
-CREATE TABLE IF NOT EXISTS claidex_runs (
+-- object: claidex_runs
+CREATE TABLE claidex_runs (
     run_id             TEXT PRIMARY KEY,
     kind               TEXT NOT NULL,
     status             TEXT NOT NULL,

@@ -1,9 +1,12 @@
 -- The production Claidex source objects (issue 10), laid down by `claidex db init` only
 -- where they are absent: an empty development or test database. On a production
 -- database every one of them exists already and is never dropped, replaced or altered.
--- Each statement creates one object and is skipped when that object exists.
+-- Each `-- object: NAME` section creates one object; scoring.db.schema runs it only when
+-- NAME resolves to nothing on the search_path (to_regclass), so it never shadows an
+-- object that lives in another schema and never needs CREATE rights on a complete database.
 
-CREATE TABLE IF NOT EXISTS providers (
+-- object: providers
+CREATE TABLE providers (
     npi               TEXT PRIMARY KEY,
     entity_type_code  SMALLINT,
     org_name          TEXT,
@@ -29,7 +32,8 @@ CREATE TABLE IF NOT EXISTS providers (
 );
 
 -- LEIE.
-CREATE TABLE IF NOT EXISTS exclusions (
+-- object: exclusions
+CREATE TABLE exclusions (
     exclusion_id     TEXT PRIMARY KEY,
     source           TEXT DEFAULT 'LEIE',
     npi              TEXT,
@@ -46,7 +50,8 @@ CREATE TABLE IF NOT EXISTS exclusions (
     created_at       TIMESTAMPTZ
 );
 
-CREATE TABLE IF NOT EXISTS payments_medicaid (
+-- object: payments_medicaid
+CREATE TABLE payments_medicaid (
     npi            TEXT NOT NULL,
     year           SMALLINT,
     payments       NUMERIC(18,2),
@@ -55,7 +60,8 @@ CREATE TABLE IF NOT EXISTS payments_medicaid (
     PRIMARY KEY (npi, year)
 );
 
-CREATE TABLE IF NOT EXISTS payments_medicare (
+-- object: payments_medicare
+CREATE TABLE payments_medicare (
     npi                    TEXT NOT NULL,
     year                   SMALLINT,
     last_org_name          TEXT,
@@ -73,7 +79,8 @@ CREATE TABLE IF NOT EXISTS payments_medicare (
     PRIMARY KEY (npi, year)
 );
 
-CREATE TABLE IF NOT EXISTS medicare_part_d (
+-- object: medicare_part_d
+CREATE TABLE medicare_part_d (
     npi              TEXT NOT NULL,
     year             INTEGER NOT NULL,
     last_org_name    TEXT,
@@ -88,7 +95,8 @@ CREATE TABLE IF NOT EXISTS medicare_part_d (
 );
 
 -- Organisation owners (CMS associate ids); there is no entity-type column.
-CREATE TABLE IF NOT EXISTS corporate_entities (
+-- object: corporate_entities
+CREATE TABLE corporate_entities (
     entity_id             TEXT PRIMARY KEY,
     name                  TEXT,
     dba                   TEXT,
@@ -108,7 +116,8 @@ CREATE TABLE IF NOT EXISTS corporate_entities (
 );
 
 -- One row per (SNF enrollment, owner); owner_type 'O' organisation, 'I' individual.
-CREATE TABLE IF NOT EXISTS ownership_snf (
+-- object: ownership_snf
+CREATE TABLE ownership_snf (
     enrollment_id         TEXT,
     provider_associate_id TEXT,
     provider_org_name     TEXT,
@@ -124,29 +133,25 @@ CREATE TABLE IF NOT EXISTS ownership_snf (
 -- The union of the three programs, one row per (npi, year, program). Taxonomy and state:
 -- the provider record's, else the extract's provider_type / state, else 'Unknown'
 -- (Medicaid has no provider_type: the provider record, else 'Unknown').
-DO $$
-BEGIN
-    IF to_regclass('payments_combined_v') IS NULL THEN
-        CREATE VIEW payments_combined_v AS
-        SELECT m.npi, m.year::integer AS year, 'Medicaid'::text AS program,
-               m.payments::numeric AS payments, NULL::numeric AS allowed,
-               m.claims::numeric AS claims, m.beneficiaries::numeric AS beneficiaries,
-               COALESCE(p.taxonomy_1, 'Unknown') AS taxonomy,
-               COALESCE(p.state, 'Unknown') AS state
-          FROM payments_medicaid m LEFT JOIN providers p ON p.npi = m.npi
-        UNION ALL
-        SELECT r.npi, r.year::integer, 'Medicare'::text,
-               r.medicare_paid::numeric, r.medicare_allowed::numeric,
-               r.total_services::numeric, r.total_beneficiaries::numeric,
-               COALESCE(p.taxonomy_1, r.provider_type, 'Unknown'),
-               COALESCE(p.state, r.state, 'Unknown')
-          FROM payments_medicare r LEFT JOIN providers p ON p.npi = r.npi
-        UNION ALL
-        SELECT d.npi, d.year::integer, 'MedicarePartD'::text,
-               d.total_drug_cost, NULL::numeric, d.total_claims, d.total_benes,
-               COALESCE(p.taxonomy_1, d.provider_type, 'Unknown'),
-               COALESCE(p.state, d.state, 'Unknown')
-          FROM medicare_part_d d LEFT JOIN providers p ON p.npi = d.npi;
-    END IF;
-END
-$$;
+-- object: payments_combined_v
+CREATE VIEW payments_combined_v AS
+SELECT m.npi, m.year::integer AS year, 'Medicaid'::text AS program,
+       m.payments::numeric AS payments, NULL::numeric AS allowed,
+       m.claims::numeric AS claims, m.beneficiaries::numeric AS beneficiaries,
+       COALESCE(p.taxonomy_1, 'Unknown') AS taxonomy,
+       COALESCE(p.state, 'Unknown') AS state
+  FROM payments_medicaid m LEFT JOIN providers p ON p.npi = m.npi
+UNION ALL
+SELECT r.npi, r.year::integer, 'Medicare'::text,
+       r.medicare_paid::numeric, r.medicare_allowed::numeric,
+       r.total_services::numeric, r.total_beneficiaries::numeric,
+       COALESCE(p.taxonomy_1, r.provider_type, 'Unknown'),
+       COALESCE(p.state, r.state, 'Unknown')
+  FROM payments_medicare r LEFT JOIN providers p ON p.npi = r.npi
+UNION ALL
+SELECT d.npi, d.year::integer, 'MedicarePartD'::text,
+       d.total_drug_cost, NULL::numeric, d.total_claims, d.total_benes,
+       COALESCE(p.taxonomy_1, d.provider_type, 'Unknown'),
+       COALESCE(p.state, d.state, 'Unknown')
+  FROM medicare_part_d d LEFT JOIN providers p ON p.npi = d.npi;
+

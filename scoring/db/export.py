@@ -7,14 +7,17 @@ and from there into Parquet with the dataset's column types.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
+from scoring.db.connection import DatabaseError, DatabaseUnavailableError
 from scoring.db.copy import copy_out_csv
 from scoring.db.load import ENTITY_EXCLUSIONS_TABLE
+from scoring.errors import ClaidexError, InputError
 from scoring.inputs import CANONICAL, SCHEMAS, dataset_file
 
 EXPORT_QUERIES = {
@@ -56,17 +59,38 @@ def _queries(conn: psycopg.Connection, *, with_graph: bool) -> dict[str, str]:
     return queries
 
 
+SOURCE_OF = {
+    "providers": "providers",
+    "payments_combined": "payments_combined_v",
+    "exclusions": "exclusions",
+    "entities": "ownership_snf + corporate_entities",
+    "ownership": "ownership_snf",
+    "entity_exclusions": ENTITY_EXCLUSIONS_TABLE,
+}
+
+
+def _export_error(exc: Exception, name: str) -> ClaidexError:
+    """One line naming the source object, whatever failed (the query or parsing its text)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    msg = f"export of {SOURCE_OF[name]} (for {name}.parquet) failed: {first}"
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseUnavailableError(msg)
+    return DatabaseError(msg) if isinstance(exc, psycopg.Error) else InputError(msg)
+
+
 def export_dataset(
     conn: psycopg.Connection,
     out_dir: Path,
     npis: list[str] | None = None,
     *,
-    with_graph: bool = True,
+    with_graph: bool,
+    tables: Collection[str] | None = None,
 ) -> dict[str, int]:
     """Write the dataset files from one consistent snapshot; rows per file.
 
     With `npis`, only those NPIs' provider, payment and LEIE rows (an incremental run).
-    Without `with_graph` (the neo4j-* modes) no Postgres graph table is read at all.
+    Without `with_graph` (the neo4j-* modes) no Postgres graph table is read at all;
+    `tables` limits the export to those dataset files.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -75,21 +99,35 @@ def export_dataset(
             conn.commit()  # the snapshot must be this export's own transaction
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         conn.execute("SET LOCAL extra_float_digits = 3")  # floats round-trip exactly
+        conn.execute("SET LOCAL datestyle = 'ISO, YMD'")  # dates as the reader parses them
         try:
             for name, query in _queries(conn, with_graph=with_graph).items():
-                if npis is not None and name not in PER_NPI:
+                if (npis is not None and name not in PER_NPI) or (
+                    tables is not None and name not in tables
+                ):
                     continue
-                csv = Path(scratch) / f"{name}.csv"
-                text, params = query, ()
-                if npis is not None:
-                    text, params = f"SELECT * FROM ({query}) q WHERE npi = ANY(%s)", (npis,)
-                copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
-                schema = {column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()}
-                frame = pl.scan_csv(csv, schema=schema)
-                frame.sink_parquet(dataset_file(out_dir, name), compression="zstd")
-                counts[name] = (
-                    pl.scan_parquet(dataset_file(out_dir, name)).select(pl.len()).collect().item()
-                )
+                try:
+                    counts[name] = _export_one(conn, name, query, npis, Path(scratch), out_dir)
+                except (psycopg.Error, pl.exceptions.PolarsError) as exc:
+                    raise _export_error(exc, name) from exc
         finally:
             conn.rollback()
     return counts
+
+
+def _export_one(
+    conn: psycopg.Connection,
+    name: str,
+    query: str,
+    npis: list[str] | None,
+    scratch: Path,
+    out_dir: Path,
+) -> int:
+    csv = scratch / f"{name}.csv"
+    text, params = query, ()
+    if npis is not None:
+        text, params = f"SELECT * FROM ({query}) q WHERE npi = ANY(%s)", (npis,)
+    copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
+    schema = {column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()}
+    pl.scan_csv(csv, schema=schema).sink_parquet(dataset_file(out_dir, name), compression="zstd")
+    return pl.scan_parquet(dataset_file(out_dir, name)).select(pl.len()).collect().item()

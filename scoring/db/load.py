@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 from scoring.db.copy import chunks, copy_in
 from scoring.errors import InputError
@@ -47,7 +48,7 @@ class ProgramTable:
     state: str | None
 
 
-SMALLINT_MAX, INTEGER_MAX = 32_767, 2_147_483_647
+SMALLINT_MAX, INTEGER_MAX = 32_767, 2_147_483_647  # minimums: -(MAX + 1)
 PROGRAM_TABLES = {
     "Medicaid": ProgramTable(
         "payments_medicaid", SMALLINT_MAX,
@@ -86,14 +87,21 @@ def _duplicates(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     return frame.filter(pl.struct(key).is_duplicated()).select(key).unique().sort(key)
 
 
+def _decimals(values: pl.Expr) -> pl.Expr:
+    """Decimal places of the text COPY sends (the float's shortest repr, e.g. '1.5e-7')."""
+    parts = values.cast(pl.String).str.extract_groups(r"^-?\d+(?:\.(\d+))?(?:e([+-]?\d+))?$")
+    fraction = parts.struct.field("1").fill_null("").str.strip_chars_end("0").str.len_chars()
+    exponent = parts.struct.field("2").cast(pl.Int64).fill_null(0)
+    return pl.max_horizontal(fraction.cast(pl.Int64) - exponent, pl.lit(0))
+
+
 def _not_numeric(values: pl.Expr, amount: Amount) -> pl.Expr:
     """True where NUMERIC(digits, scale) cannot hold the float exactly (NaN it can)."""
-    finite = values.is_finite()
     if amount.scale is None:
         return values.is_infinite()
     too_large = values.abs() >= 10.0 ** (amount.digits - amount.scale)
-    inexact = values.round(amount.scale) != values
-    return values.is_not_null() & ~values.is_nan() & (~finite | too_large | inexact)
+    inexact = _decimals(values) > amount.scale
+    return values.is_not_null() & ~values.is_nan() & (values.is_infinite() | too_large | inexact)
 
 
 def _view_value(provider_value: str, row_value: str, has_own: bool) -> pl.Expr:
@@ -125,7 +133,9 @@ def _program_tables(data_dir: Path, providers: pl.DataFrame) -> dict[str, pl.Dat
         part = rows.filter(pl.col("program") == program)
         _refuse(
             where, "year",
-            part.filter(pl.col("year").abs() > spec.year_max).select("npi", "year", "program"),
+            part.filter(~pl.col("year").is_between(-spec.year_max - 1, spec.year_max)).select(
+                "npi", "year", "program"
+            ),
             f"have a year outside {spec.table}.year",
         )  # fmt: skip
         for source, amount in (
@@ -182,9 +192,8 @@ def _graph_tables(data_dir: Path) -> dict[str, pl.DataFrame]:
         "are OWNS edges into an entity that is not an SNF: ownership_snf holds only "
         "owner -> SNF edges",
     )  # fmt: skip
-    _refuse(
-        where, "owner_id", edges.filter(pl.col("owner_id").is_null()), "have no owner_id"
-    )  # fmt: skip
+    for column in ("owner_id", "owned_id"):
+        _refuse(where, column, edges.filter(pl.col(column).is_null()), f"have no {column}")
     _refuse(
         str(dataset_file(data_dir, "entities")), "entity_id",
         snfs.filter(~pl.col("entity_id").is_in(edges["owned_id"].implode())).select("entity_id"),
@@ -201,6 +210,10 @@ def _graph_tables(data_dir: Path) -> dict[str, pl.DataFrame]:
     )
     owners = entities.filter(pl.col("entity_type").ne_missing(SNF)).select("entity_id", "name")
     flagged = scan_table(data_dir, "entity_exclusions").collect().unique().sort("entity_id")
+    _refuse(
+        str(dataset_file(data_dir, "entity_exclusions")), "entity_id",
+        flagged.filter(pl.col("entity_id").is_null()), "have no entity_id (a primary key)",
+    )  # fmt: skip
     return {
         "ownership_snf": ownership_snf,
         "corporate_entities": owners,
@@ -213,9 +226,9 @@ def production_tables(data_dir: Path) -> dict[str, pl.DataFrame]:
     providers = _keyed(data_dir, "providers", "npi")
     _refuse(
         str(dataset_file(data_dir, "providers")), "entity_type_code",
-        providers.filter(pl.col("entity_type_code").abs() > SMALLINT_MAX).select(
-            "npi", "entity_type_code"
-        ),
+        providers.filter(
+            ~pl.col("entity_type_code").is_between(-SMALLINT_MAX - 1, SMALLINT_MAX)
+        ).select("npi", "entity_type_code"),
         "do not fit providers.entity_type_code (SMALLINT)",
     )  # fmt: skip
     tables = {
@@ -228,9 +241,33 @@ def production_tables(data_dir: Path) -> dict[str, pl.DataFrame]:
     return tables
 
 
-def load_dataset(conn: psycopg.Connection, data_dir: Path) -> dict[str, int]:
-    """Replace the source tables' rows with the dataset's, in one transaction; rows per table."""
+def _tables_with_rows(conn: psycopg.Connection) -> list[str]:
+    return [
+        table
+        for table in SOURCE_TABLES
+        if conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table))
+        ).fetchone()
+        == (True,)
+    ]
+
+
+def load_dataset(
+    conn: psycopg.Connection, data_dir: Path, *, replace: bool = False
+) -> dict[str, int]:
+    """Replace the source tables' rows with the dataset's, in one transaction; rows per table.
+
+    Source tables that hold rows are replaced only with `replace`: on a production
+    database `db load` would otherwise wipe the CMS extracts.
+    """
     tables = production_tables(data_dir)  # refuses before anything is written
+    holding = _tables_with_rows(conn)
+    if holding and not replace:
+        msg = (
+            f"db load replaces the source tables' rows, and {', '.join(holding)} hold rows "
+            "already: give --replace if this is a development database"
+        )
+        raise InputError(msg)
     counts = {}
     with conn.transaction():
         conn.execute(
@@ -239,6 +276,7 @@ def load_dataset(conn: psycopg.Connection, data_dir: Path) -> dict[str, int]:
         conn.execute("TRUNCATE " + ", ".join([*SOURCE_TABLES, ENTITY_EXCLUSIONS_TABLE]))  # type: ignore[arg-type]
         for table, frame in tables.items():
             counts[table] = copy_in(conn, table, chunks(frame))
-    conn.execute("ANALYZE")
+        for table in tables:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     conn.commit()
     return counts

@@ -1,4 +1,4 @@
-"""Atomic publish (SPEC §6.7): COPY into a staging table, set-based replace, one transaction.
+"""Atomic publish (SPEC §6.7): COPY into a staging table, set-based update + insert.
 
 Readers of provider_risk_scores see the previous run or the new one, never a mix.
 A full run also removes NPIs it no longer scores; an incremental run touches
@@ -49,64 +49,76 @@ def published_frame(scores: pl.DataFrame, run_id: str) -> pl.DataFrame:
     ).select(PUBLISHED_COLUMNS)
 
 
+def _stage() -> sql.Composed:
+    """A staging table of exactly the published columns (none of the table's constraints)."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, PUBLISHED_COLUMNS))
+    return sql.SQL(
+        "CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+        "SELECT {columns} FROM provider_risk_scores WITH NO DATA"
+    ).format(stage=sql.Identifier(STAGE), columns=columns)
+
+
+def _update() -> sql.Composed:
+    """Rows of NPIs already published change in place: keys, other columns, FKs all stay."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in PUBLISHED_COLUMNS[1:]
+    )
+    return sql.SQL(
+        "UPDATE provider_risk_scores p SET {assignments}, updated_at = %(at)s "
+        "FROM {stage} s WHERE p.npi = s.npi"
+    ).format(assignments=assignments, stage=sql.Identifier(STAGE))
+
+
 def _insert() -> sql.Composed:
     columns = sql.SQL(", ").join(map(sql.Identifier, PUBLISHED_COLUMNS))
     return sql.SQL(
         "INSERT INTO provider_risk_scores ({columns}, updated_at) "
-        "SELECT {columns}, now() FROM {stage}"
+        "SELECT {columns}, %(at)s FROM {stage} s "
+        "WHERE NOT EXISTS (SELECT 1 FROM provider_risk_scores p WHERE p.npi = s.npi)"
     ).format(columns=columns, stage=sql.Identifier(STAGE))
 
 
-def _replace_all() -> sql.Composed:
-    """A full run: one pass deletes every row; counts the NPIs the run no longer scores."""
+def _remove_unscored() -> sql.Composed:
+    """A full run: the NPIs it no longer scores leave the table (rows without an NPI too)."""
     return sql.SQL(
-        "WITH gone AS (DELETE FROM provider_risk_scores RETURNING npi) "
-        "SELECT count(DISTINCT npi) FROM gone g "
-        "WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.npi = g.npi)"
-    ).format(sql.Identifier(STAGE))
-
-
-def _replace_own() -> sql.Composed:
-    """An incremental run: delete only its own NPIs' rows."""
-    return sql.SQL(
-        "DELETE FROM provider_risk_scores p WHERE EXISTS (SELECT 1 FROM {} s WHERE s.npi = p.npi)"
+        "DELETE FROM provider_risk_scores p "
+        "WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.npi = p.npi)"
     ).format(sql.Identifier(STAGE))
 
 
 def publish_scores(
     conn: psycopg.Connection, scores: pl.DataFrame, *, run_id: str, kind: str, fingerprint: str
 ) -> PublishResult:
-    """Publish one run's scores and record it in claidex_runs, all or nothing."""
+    """Publish one run's scores and record it in claidex_runs, all or nothing.
+
+    UPDATE + INSERT rather than ON CONFLICT: a production provider_risk_scores may carry
+    npi under a plain index, without the unique constraint an upsert needs; and rather
+    than delete + insert, which would fire cascades and reset columns other jobs own.
+    """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         msg = "publish needs an idle connection: it must own its transaction"
         raise ValueError(msg)
     frame = published_frame(scores, run_id)
     with conn.transaction():
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {} (LIKE provider_risk_scores INCLUDING DEFAULTS) ON COMMIT DROP"
-            ).format(sql.Identifier(STAGE))
-        )
+        conn.execute(_stage())
         copy_in(conn, STAGE, chunks(frame))
-        # One publisher at a time (readers are not blocked): concurrent full runs, or a
-        # redelivered merge, must not interleave their deletes and upserts.
-        conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
-        # Delete-then-insert, not ON CONFLICT: a production provider_risk_scores may carry
-        # npi under a plain index, without the unique constraint an upsert needs.
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGE)))
-        removed = 0
-        if kind == "full":
-            (removed,) = conn.execute(_replace_all()).fetchone() or (0,)
-        else:
-            conn.execute(_replace_own())
-        published = conn.execute(_insert()).rowcount
+        # One publisher at a time (readers are not blocked): concurrent full runs, or a
+        # redelivered merge, must not interleave their deletes and updates.
+        conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+        at = {"at": row[0] if row else None}  # when this publish got the table: publish order
+        removed = conn.execute(_remove_unscored()).rowcount if kind == "full" else 0
+        updated = conn.execute(_update(), at).rowcount
+        inserted = conn.execute(_insert(), at).rowcount
+        published = updated + inserted
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
-            "rows_removed, published_at) VALUES (%s, %s, 'published', %s, %s, %s, now()) "
+            "rows_removed, published_at) VALUES (%s, %s, 'published', %s, %s, %s, %s) "
             "ON CONFLICT (run_id) DO UPDATE SET status = 'published', error = NULL, "
             "rows_published = EXCLUDED.rows_published, rows_removed = EXCLUDED.rows_removed, "
-            "published_at = now(), updated_at = now()",
-            (run_id, kind, fingerprint, published, removed),
+            "published_at = EXCLUDED.published_at, updated_at = now()",
+            (run_id, kind, fingerprint, published, removed, at["at"]),
         )
     return PublishResult(rows_published=published, rows_removed=removed)
 

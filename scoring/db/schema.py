@@ -1,10 +1,12 @@
 """`claidex db init`: safe on a production database (issue 10).
 
-It never drops, replaces or alters a source table or view. The production source
-objects (ops/sql/source_schema.sql) are laid down only where they are absent, so an
-empty development database looks like production. Claidex's own objects
-(ops/sql/schema.sql) are created when missing; an existing provider_risk_scores gains
-only the additive columns and indexes it lacks.
+It never drops, replaces or alters a source table or view. Every object is looked up
+through the search_path first (to_regclass), and only a missing one is created: the
+production source objects (ops/sql/source_schema.sql) on an empty development
+database, Claidex's own tables (ops/sql/schema.sql) anywhere. An existing
+provider_risk_scores gains only the additive columns it lacks (one short lock each)
+and the indexes it lacks (built CONCURRENTLY). A database that has everything gets
+catalog reads only: no DDL, no table lock, no CREATE privilege needed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from scoring.db.connection import DatabaseError
 from scoring.errors import ClaidexError
 
 SQL_DIRS = (
     Path(__file__).resolve().parents[2] / "ops" / "sql",  # source checkout
     Path.cwd() / "ops" / "sql",  # installed package run from the project dir
 )
+OBJECT_MARKER = re.compile(r"^-- object: (\w+)[ \t]*$", re.MULTILINE)
 SCORES_TABLE = "provider_risk_scores"
 # Columns Claidex adds to the SPEC §3 table (never renames or retypes one).
 ADDITIVE_COLUMNS = {
@@ -33,15 +37,16 @@ ADDITIVE_COLUMNS = {
     "owner_excluded": "BOOLEAN",
     "actively_excluded": "BOOLEAN",
 }
-# Index name -> indexed key; created only when no index of the table starts with that key.
+# Indexed key -> its definition; built only when no valid, whole-table btree index of the
+# table leads with that column in an order it can serve (a DESC key is also served by an
+# ascending index read backwards).
 SCORE_INDEXES = {
-    "provider_risk_scores_score_idx": "risk_score DESC",
-    "provider_risk_scores_label_idx": "risk_label",
-    "provider_risk_scores_npi_idx": "npi",
-    "provider_risk_scores_billing_idx": "billing_outlier_score DESC",  # the API sorts on it
-    "provider_risk_scores_updated_idx": "updated_at DESC",
+    "risk_score": "risk_score DESC",
+    "risk_label": "risk_label",
+    "npi": "npi",
+    "billing_outlier_score": "billing_outlier_score DESC",  # the API sorts on it
+    "updated_at": "updated_at DESC",
 }
-LOCK_TIMEOUT = "10s"  # never queue behind the API's readers for long
 
 
 def sql_file(name: str) -> str:
@@ -54,55 +59,124 @@ def sql_file(name: str) -> str:
     raise ClaidexError(msg)
 
 
-def _leading_keys(conn: psycopg.Connection, table: str) -> set[str]:
-    """The first key of each index on `table`, as 'column' or 'column DESC'."""
+def sql_sections(name: str) -> list[tuple[str, str]]:
+    """(object name, statement) for each `-- object: NAME` section of an ops/sql file."""
+    parts = OBJECT_MARKER.split(sql_file(name))
+    return list(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def resolved(conn: psycopg.Connection, name: str) -> str | None:
+    """The object `name` resolves to on the search_path (schema-qualified when needed)."""
+    row = conn.execute("SELECT to_regclass(%s)::text", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def _columns(conn: psycopg.Connection, table: str) -> set[str]:
     rows = conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s",
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attnum > 0 AND NOT attisdropped",
         (table,),
     ).fetchall()
-    keys = set()
-    for (indexdef,) in rows:
-        match = re.search(r"\(([^,)]+)", indexdef)
-        if match:
-            key = re.sub(r"\s+(ASC|NULLS (FIRST|LAST))\b", "", match.group(1).strip('" '))
-            keys.add(" ".join(key.replace('"', "").split()))
-    return keys
+    return {name for (name,) in rows}
 
 
-def _missing_columns(conn: psycopg.Connection, table: str) -> dict[str, str]:
-    present = {
-        name
-        for (name,) in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = %s",
-            (table,),
-        ).fetchall()
-    }
-    return {name: kind for name, kind in ADDITIVE_COLUMNS.items() if name not in present}
+def _indexed_columns(conn: psycopg.Connection, table: str) -> set[str]:
+    """Leading columns of the table's valid, non-partial btree indexes in a default order."""
+    rows = conn.execute(
+        "SELECT a.attname FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "WHERE i.indrelid = %s::regclass AND i.indisvalid AND i.indpred IS NULL "
+        "AND am.amname = 'btree' "
+        "AND ((i.indoption[0] & 1) <> 0) = ((i.indoption[0] & 2) <> 0)",  # DESC <=> NULLS FIRST
+        (table,),
+    ).fetchall()
+    return {name for (name,) in rows}
 
 
-def _complete_scores_table(conn: psycopg.Connection) -> None:
-    table = sql.Identifier(SCORES_TABLE)
-    for name, kind in _missing_columns(conn, SCORES_TABLE).items():
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                table, sql.Identifier(name), sql.SQL(kind)
-            )
+def _refuse_earlier_layout(conn: psycopg.Connection) -> None:
+    """An earlier Claidex version's own source tables: not production, never migrated here."""
+    medicare = resolved(conn, "payments_medicare")
+    old_payments = medicare is not None and "medicare_paid" not in _columns(conn, medicare)
+    old_graph = resolved(conn, "entity_ownership") and not resolved(conn, "ownership_snf")
+    if old_payments or old_graph:
+        msg = (
+            "this database holds the source tables of an earlier Claidex version "
+            "(payments_medicare without medicare_paid, or entity_ownership without "
+            "ownership_snf); db init never alters source tables: load the data into a new "
+            "database with `claidex db init` and `claidex db load DIR`"
         )
-    present = _leading_keys(conn, SCORES_TABLE)
-    for name, key in SCORE_INDEXES.items():
-        if key not in present:
+        raise DatabaseError(msg)
+
+
+def _lock_timeout(seconds: float) -> sql.Composed:
+    return sql.SQL("SET LOCAL lock_timeout = {}").format(f"{max(1, int(seconds * 1000))}ms")
+
+
+def _create_missing(conn: psycopg.Connection, lock_timeout_s: float) -> list[str]:
+    created = []
+    with conn.transaction():
+        conn.execute(_lock_timeout(lock_timeout_s))
+        for file in ("source_schema.sql", "schema.sql"):
+            for name, statement in sql_sections(file):
+                if resolved(conn, name) is None:
+                    conn.execute(statement)  # type: ignore[arg-type]
+                    created.append(name)
+    return created
+
+
+def _complete_scores_table(conn: psycopg.Connection, lock_timeout_s: float) -> list[str]:
+    """Add the missing additive columns (one short lock each) and indexes (CONCURRENTLY)."""
+    table = resolved(conn, SCORES_TABLE)
+    assert table is not None  # created above when missing
+    added = []
+    present = _columns(conn, table)
+    for name, kind in ADDITIVE_COLUMNS.items():
+        if name in present:
+            continue
+        with conn.transaction():
+            conn.execute(_lock_timeout(lock_timeout_s))
             conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
-                    sql.Identifier(name), table, sql.SQL(key)
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    sql.SQL(table), sql.Identifier(name), sql.SQL(kind)
                 )
             )
+        added.append(f"{SCORES_TABLE}.{name}")
+    missing = [
+        key for column, key in SCORE_INDEXES.items() if column not in _indexed_columns(conn, table)
+    ]
+    if missing:
+        conn.commit()
+        conn.autocommit = True  # CREATE INDEX CONCURRENTLY: readers and writers carry on
+        try:
+            for key in missing:
+                conn.execute(
+                    sql.SQL("CREATE INDEX CONCURRENTLY ON {} ({})").format(
+                        sql.SQL(table), sql.SQL(key)
+                    )
+                )
+                added.append(f"index on {SCORES_TABLE} ({key})")
+        finally:
+            conn.autocommit = False
+    return added
 
 
-def init_schema(conn: psycopg.Connection) -> None:
-    """Create what is missing, change nothing that exists; safe to run again."""
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-        conn.execute(sql_file("source_schema.sql"))  # type: ignore[arg-type]
-        conn.execute(sql_file("schema.sql"))  # type: ignore[arg-type]
-        _complete_scores_table(conn)
+def init_schema(conn: psycopg.Connection, *, lock_timeout_s: float = 3.0) -> list[str]:
+    """Create what is missing, change nothing that exists; returns what it created."""
+    try:
+        _refuse_earlier_layout(conn)
+        created = _create_missing(conn, lock_timeout_s)
+        created += _complete_scores_table(conn, lock_timeout_s)
+        conn.commit()
+        return created
+    except psycopg.errors.LockNotAvailable:
+        conn.rollback()
+        msg = (
+            f"db init could not lock {SCORES_TABLE} within {lock_timeout_s:g} s: a long query "
+            "or transaction holds it; run `claidex db init` again when it has finished"
+        )
+        raise DatabaseError(msg) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        conn.rollback()
+        msg = f"db init needs to create or change an object and may not: {str(exc).strip()}"
+        raise DatabaseError(msg) from None

@@ -15,7 +15,7 @@ from scoring.steps.merge import merge_and_calibrate
 from scoring.steps.publish import publish
 
 
-def export_source(paths: RunPaths, database_url: str | None, *, with_graph: bool = True) -> Path:
+def export_source(paths: RunPaths, database_url: str | None, *, with_graph: bool) -> Path:
     """Postgres -> the run's own dataset snapshot (`source/`); failures land in the ledger.
 
     `with_graph` False (the neo4j-* modes) reads no Postgres graph table."""
