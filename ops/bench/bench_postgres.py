@@ -136,7 +136,8 @@ def main() -> None:
         "",
         "| operation | wall s | rows/s |",
         "|---|---:|---:|",
-        f"| publish into empty table (COPY to staging + set-based update and insert, one transaction) | "
+        "| publish into empty table (COPY to staging + set-based update and insert, "
+        f"one transaction) | "
         f"{results['publish_empty']:.1f} | {TARGET_ROWS / results['publish_empty']:,.0f} |",
         f"| publish over the previous run (all rows updated) | {results['publish_again']:.1f} | "
         f"{TARGET_ROWS / results['publish_again']:,.0f} |",
