@@ -29,20 +29,26 @@ Containers and the volume (details in tests/modal_standin_container.py)
 - Warm containers serve inputs one after another (up to `max_containers` per pool, at most
   the function's own `max_containers`); containers stop when the App stops.
 - The image holds only what `app_module.CONTAINER_REQUIREMENTS` installs plus the Modal
-  client, which Modal mounts itself (`mount.py::_get_client_mount`); the code is only the
-  packages of `LOCAL_SOURCES` (`Image.add_local_python_source`). Any other distribution
-  the project declares (celery, redis, flower, pyarrow, psutil, the dev tools) is absent.
+  client, which Modal mounts itself (`mount.py::_get_client_mount`); the code is a copy of
+  the packages of `LOCAL_SOURCES` (`Image.add_local_python_source`), with no pyproject.toml
+  beside it. Any other distribution the project declares (celery, redis, flower, pyarrow,
+  psutil, the dev tools) is absent.
 
 Failures (`_functions.py::_Invocation.run_function`, `parallel_map.py::_MapItemContext.
 handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and retries")
 - An exception or a timeout (`FunctionTimeoutError`, `_utils/function_utils.py::
-  _process_result`) counts against `modal.Retries.max_retries`; retry n waits
-  initial_delay * backoff_coefficient ** (n - 1), at least 1 s, at most max_delay
-  (`RetryManager._retry_delay_ms`). Delays are recorded, and slept times `time_scale`.
-- A container that dies (start-up or mid-input, e.g. out of memory) is rescheduled on a
-  new container without counting against max_retries; "for deployed apps, container
-  crashes will be retried indefinitely" (guide). The stand-in behaves like a deployed app,
-  except that after CRASH_LOOP_LIMIT crashes of one input it raises StandInCrashLoopError into
+  _process_result`) counts against `modal.Retries.max_retries` ("User errors including
+  timeouts are managed by the user specified retry policy"); the delay before retry n is
+  what `RetryManager.get_delay_ms` computes (initial_delay * backoff_coefficient ** (n - 1),
+  at least 1 s). Delays are recorded, and slept multiplied by `time_scale` (0: not slept).
+  A function without `retries` fails at the first exception.
+- A container that dies (on start-up or mid-input, e.g. out of memory) is rescheduled
+  with its input on a new container: "Modal will reschedule the container and any work it
+  was currently assigned ... For deployed apps, container crashes will be retried
+  indefinitely" (guide). That is not a retry of the policy (the client only meets lost
+  inputs as GENERIC_STATUS_INTERNAL_FAILURE, retried without delay). The stand-in
+  behaves like a deployed app (an ephemeral one gives up at some failure rate), except
+  that after CRASH_LOOP_LIMIT crashes of one input it raises StandInCrashLoopError into
   the caller, so a test fails where Modal would loop forever.
 - The caller gets the function's own exception (pickled back, `_process_result`), or
   `RemoteError` when it cannot be pickled.
@@ -177,9 +183,13 @@ class Container:
             for name in pool.mounts.values()
         }
         crash = [
-            {"id": i, "path": rule.path, "volume": rule.volume or standin.volume_name}
+            {
+                "id": i,
+                "path": rule.path,
+                "volume": rule.volume or standin.volume_name,
+                "budget": standin.crash_budget(i),
+            }
             for i, rule in enumerate(standin.crash)
-            if standin.crashes_left(i)
         ]
         config = {
             "module": standin.app_module.__name__,
@@ -474,9 +484,16 @@ class StandIn:
             raise NotFoundError(msg)
         return StandInSecret(name, dict(self.workspace[name]))
 
-    def crashes_left(self, rule: int) -> bool:
+    def crash_budget(self, rule: int) -> str | None:
+        """A file holding how many more times the rule may crash (shared by containers)."""
         times = self.crash[rule].times
-        return times is None or self.crash_count[rule] < times
+        if times is None:
+            return None
+        budget = self.workdir / f"crash-{rule}.left"
+        if not budget.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            budget.write_text(str(times))
+        return str(budget)
 
     def crashed(self, rule: int) -> None:
         with self.lock:
@@ -497,10 +514,9 @@ class StandIn:
         for function in remote.functions.values():
             function.hydrate()
         self.code_dir.mkdir(parents=True, exist_ok=True)
-        for package in getattr(self.app_module, "LOCAL_SOURCES", ()):
-            link = self.code_dir / package
-            if not link.exists():
-                link.symlink_to(ROOT / package)
+        for package in getattr(self.app_module, "LOCAL_SOURCES", ()):  # copies, as Modal
+            shutil.rmtree(self.code_dir / package, ignore_errors=True)  # mounts them at /root
+            shutil.copytree(ROOT / package, self.code_dir / package)
         try:
             yield remote
         finally:

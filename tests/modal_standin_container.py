@@ -23,7 +23,8 @@ container's environment. What it mirrors of modal 1.6.4 (site-packages/modal):
 - A container killed by the kernel (out of memory: SIGKILL, exit 137) loses everything it
   has not committed. A `crash` rule from the test reproduces that: when the function puts
   the named file in place (an `os.rename`/`os.replace`, audited via `sys.addaudithook`),
-  the process exits with 137 at once, before the rename.
+  the process exits with 137 at once, before the rename. The rule names the function's
+  output, not a point in our code, so it fires whether or not the code commits early.
 """
 
 from __future__ import annotations
@@ -191,19 +192,35 @@ def patch_modal(mounts: dict[str, Mount]) -> None:
 def install_crash_rules(
     rules: list[dict[str, Any]], mounts: dict[str, Mount], out: BinaryIO
 ) -> None:
-    """Die like an out-of-memory kill when the function puts a crash rule's file in place."""
+    """Die like an out-of-memory kill when the function puts a crash rule's file in place.
+
+    A rule with a budget (a file holding how many crashes are left, shared by all the
+    containers) crashes only while the budget lasts."""
     targets = {
-        os.path.normpath(mounts[rule["volume"]].view / rule["path"]): rule["id"]
+        os.path.normpath(mounts[rule["volume"]].view / rule["path"]): rule
         for rule in rules
         if rule["volume"] in mounts
     }
+
+    def spend(budget: str | None) -> bool:
+        if budget is None:
+            return True
+        with open(budget, "r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            left = int(handle.read() or 0)
+            if left <= 0:
+                return False
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(left - 1))
+            return True
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event != "os.rename" or _IN_STANDIN_IO or not targets:
             return
         rule = targets.get(os.path.normpath(os.path.abspath(os.fsdecode(args[1]))))
-        if rule is not None:
-            send(out, ("crashing", rule))
+        if rule is not None and spend(rule["budget"]):
+            send(out, ("crashing", rule["id"]))
             os._exit(OOM_EXIT)
 
     sys.addaudithook(hook)

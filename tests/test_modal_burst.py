@@ -179,6 +179,28 @@ def test_no_publish_needs_no_postgres_secret_and_publish_names_the_missing_one(
     assert "--source postgres reads Postgres" in str(exporting.value)
 
 
+def test_source_postgres_attaches_the_secret_to_prepare_only(
+    volume: DirectoryVolume, database_url: str, tmp_path: Path
+) -> None:
+    from claidex.sample_data import generate
+    from scoring.db.connection import connect
+    from scoring.db.load import load_dataset
+
+    data = tmp_path / "production"
+    generate(data, providers=1000, seed=21, layout="production")
+    with connect(database_url) as conn:
+        load_dataset(conn, data)
+    expected = run_local(data, Settings(), run_dir=tmp_path / "files", show_progress=False)
+    standin = modal_for(volume, secrets=postgres(database_url))
+    with standin.run() as remote:
+        outcome = run_burst(remote, _request("from-db", source="postgres"), show_progress=False)
+    assert outcome.status == "merged"
+    assert _committed(volume, "from-db").scores.read_bytes() == expected.scores.read_bytes()
+    assert standin.records["prepare"].secrets_seen == [("claidex-postgres",)]
+    assert set(standin.records["score_batch"].secrets_seen) == {()}
+    assert standin.records["merge_and_calibrate"].secrets_seen == [()]  # --no-publish
+
+
 def test_an_app_declaring_a_missing_secret_fails_when_it_runs(
     volume: DirectoryVolume, tmp_path: Path
 ) -> None:
