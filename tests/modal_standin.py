@@ -48,7 +48,7 @@ handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and re
   indefinitely" (guide). That is not a retry of the policy (the client only meets lost
   inputs as GENERIC_STATUS_INTERNAL_FAILURE, retried without delay). The stand-in
   behaves like a deployed app (an ephemeral one gives up at some failure rate), except
-  that after CRASH_LOOP_LIMIT crashes of one input it raises StandInCrashLoopError into
+  that after `crash_loop_limit` crashes of one input it raises StandInCrashLoopError into
   the caller, so a test fails where Modal would loop forever.
 - The caller gets the function's own exception (pickled back, `_process_result`), or
   `RemoteError` when it cannot be pickled.
@@ -256,8 +256,9 @@ class Container:
             if reply[0] == "crashing":
                 rule = reply[1]
                 reply = self._read(deadline)
-        except TimeoutError:
-            self.stop()
+        except TimeoutError:  # Modal terminates the container at its timeout
+            self.process.kill()
+            self.process.wait()
             return Outcome("timeout", detail=f"timed out after {timeout} s")
         except (EOFError, BrokenPipeError):
             code = self.process.wait()
@@ -394,7 +395,7 @@ class StandInFunction:
                 if outcome.rule is not None:
                     self.standin.crashed(outcome.rule)
                 crashes += 1
-                if crashes >= CRASH_LOOP_LIMIT:
+                if crashes >= self.standin.crash_loop_limit:
                     msg = (
                         f"stand-in: {self.name}{args} killed its container {crashes} times; "
                         f"a deployed Modal app would retry it forever. Last: {outcome.detail}"
@@ -462,6 +463,7 @@ class StandIn:
         crash: Iterable[CrashRule] = (),
         time_scale: float = 0.0,
         max_containers: int = 2,
+        crash_loop_limit: int = CRASH_LOOP_LIMIT,
     ) -> None:
         self.app_module = app_module
         self.volume_name = app_module.CFG.modal_volume
@@ -471,11 +473,14 @@ class StandIn:
         self.crash_count = [0] * len(self.crash)
         self.time_scale = time_scale
         self.max_containers = max_containers
+        self.crash_loop_limit = crash_loop_limit
         self.records: dict[str, CallRecord] = {}
         self.pools: dict[tuple[str, tuple[str, ...]], Pool] = {}
         self.lock = threading.Lock()
         self.workdir = volume_root.parent / f".standin-{volume_root.name}"
         self.code_dir = self.workdir / "code"
+        depth = len(app_module.__name__.split("."))  # the folder holding the top package
+        self.source_root = Path(str(app_module.__file__)).resolve().parents[depth - 1]
         self.site = image_site(getattr(app_module, "CONTAINER_REQUIREMENTS", ()))
 
     def lookup(self, name: str) -> StandInSecret:
@@ -516,7 +521,7 @@ class StandIn:
         self.code_dir.mkdir(parents=True, exist_ok=True)
         for package in getattr(self.app_module, "LOCAL_SOURCES", ()):  # copies, as Modal
             shutil.rmtree(self.code_dir / package, ignore_errors=True)  # mounts them at /root
-            shutil.copytree(ROOT / package, self.code_dir / package)
+            shutil.copytree(self.source_root / package, self.code_dir / package)
         try:
             yield remote
         finally:

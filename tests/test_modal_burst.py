@@ -450,6 +450,60 @@ def test_prune_keeps_the_newest_runs_and_never_touches_unfinished_ones(
         assert resumed.status == "merged"  # the in-progress run finished after the prune
 
 
+PROBE_APP = """
+import os, time
+from types import SimpleNamespace
+import modal
+
+CFG = SimpleNamespace(modal_volume="probe")
+LOCAL_SOURCES = ("probe",)
+RETRIES = modal.Retries(max_retries=1, initial_delay=2.0)
+OPTIONS = {"nap": {"retries": RETRIES}}
+app = modal.App("probe")
+
+@app.function(timeout=1, retries=RETRIES)
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return os.environ.get("PROBE", "no secret")
+
+@app.function()
+def die() -> None:
+    os._exit(9)
+
+FUNCTIONS = {"nap": nap, "die": die}
+"""
+
+
+def test_standin_timeouts_count_as_retries_and_secrets_are_the_only_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modal.exception import FunctionTimeoutError
+
+    from tests.modal_standin import StandInCrashLoopError
+
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "__init__.py").write_text("")
+    (tmp_path / "probe" / "app.py").write_text(PROBE_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PROBE", "the caller's")
+    probe = importlib.import_module("probe.app")
+    secrets = {"probe": {"PROBE": "from secret"}}
+    standin = StandIn(probe, tmp_path / "volume", secrets=secrets, crash_loop_limit=3)
+    with standin.run() as remote:
+        nap = remote.functions["nap"]
+        assert nap.remote(0) == "no secret"  # the caller's environment stays outside
+        assert nap.with_options(secrets=[remote.secret("probe")]).remote(0) == "from secret"
+        with pytest.raises(FunctionTimeoutError):
+            nap.remote(5)
+        with pytest.raises(StandInCrashLoopError, match="retry it forever"):
+            remote.functions["die"].remote()
+    assert standin.records["nap"].attempts[-2:] == [(5, "timeout"), (5, "timeout")]
+    assert standin.records["nap"].retry_delays_ms == [2000]  # one retry, as Retries says
+    assert [kind for _, kind in standin.records["die"].attempts] == ["crash"] * 3
+    for name in ("probe.app", "probe"):
+        monkeypatch.delitem(sys.modules, name)
+
+
 def test_a_container_sees_other_containers_writes_only_after_commit_and_reload(
     tmp_path: Path,
 ) -> None:
