@@ -49,12 +49,18 @@ def _non_empty(column: str) -> pl.Expr:
     return pl.when(value.str.len_bytes() > 0).then(value)
 
 
+def _first_in_order(column: str) -> pl.Expr:
+    """The first non-null value by (program, year, value): a total order over the rows."""
+    return pl.col(column).sort_by("program", "year", column).drop_nulls().first()
+
+
 def peer_attributes(
     population: pl.LazyFrame, providers: pl.LazyFrame, payments: pl.LazyFrame, cfg: Settings
 ) -> pl.LazyFrame:
     """Per NPI: taxonomy_10 and state, each from providers, then payment rows, then 'Unknown'.
 
-    The payment-row fallback takes the first non-empty value ordered by program name, then year.
+    The payment-row fallback takes the first non-empty value ordered by program name, then
+    year, then the value itself (plain string order): never the order the rows came in.
     """
     from_providers = providers.select(
         "npi", _non_empty("taxonomy_1").alias("p_tax"), _non_empty("state").alias("p_state")
@@ -70,9 +76,8 @@ def peer_attributes(
             _non_empty("taxonomy").alias("r_tax"),
             _non_empty("state").alias("r_state"),
         )
-        .sort("npi", "program", "year")
-        .group_by("npi", maintain_order=True)
-        .agg(pl.col("r_tax").drop_nulls().first(), pl.col("r_state").drop_nulls().first())
+        .group_by("npi")
+        .agg(_first_in_order("r_tax"), _first_in_order("r_state"))
     )
     unknown = pl.lit(cfg.unknown_value)
     return base.join(from_payments, on="npi", how="left").select(

@@ -60,3 +60,48 @@ def test_batches_read_only_their_own_slice(small_dataset: Path, tmp_path: Path) 
     everyone = pl.concat(seen)
     assert everyone.is_unique().all()
     assert everyone.len() == scores.height
+
+
+def _with_attribute_ties(source: Path, target: Path, *, seed: int, row_group_size: int) -> None:
+    """A copy whose payment rows come in another order and row-group split, where many NPIs
+    without a provider taxonomy/state carry several values within one (program, year)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    providers = pl.read_parquet(source / "providers.parquet")
+    blank = providers["npi"].sort().gather_every(7)
+    providers.with_columns(
+        pl.when(pl.col("npi").is_in(blank.implode())).then(pl.lit("")).otherwise(pl.col(c)).alias(c)
+        for c in ("taxonomy_1", "state")
+    ).write_parquet(target / "providers.parquet")
+    payments = pl.read_parquet(source / "payments_combined.parquet").sort(
+        "npi", "year", "program", "payments", "claims"
+    )
+    line = pl.int_range(pl.len()).over("npi", "year", "program")
+    payments = payments.with_columns(
+        pl.when(line % 3 == 1)
+        .then(pl.lit("207Q00000X"))
+        .otherwise(pl.col("taxonomy"))
+        .alias("taxonomy"),
+        pl.when(line % 2 == 1).then(pl.lit("AK")).otherwise(pl.col("state")).alias("state"),
+    )
+    payments.sample(fraction=1.0, shuffle=True, seed=seed).write_parquet(
+        target / "payments_combined.parquet", row_group_size=row_group_size
+    )
+
+
+def test_row_order_and_file_split_do_not_change_a_byte(small_dataset: Path, tmp_path: Path) -> None:
+    """Issue 11.1: the taxonomy/state fallback breaks ties by value, never by row order."""
+    outputs = []
+    for seed, row_group in [(1, 1_000_000), (2, 977), (3, 64)]:
+        data = tmp_path / f"data-{seed}"
+        _with_attribute_ties(small_dataset, data, seed=seed, row_group_size=row_group)
+        cfg = Settings(validation_chunk_rows=1_500 if seed == 3 else 4_000_000)
+        outputs.append(run_local(data, cfg, run_dir=tmp_path / f"r{seed}", show_progress=False))
+    scores = pl.read_parquet(outputs[0].scores)
+    tied = pl.read_parquet(tmp_path / "data-1" / "providers.parquet").filter(
+        pl.col("taxonomy_1") == ""
+    )
+    assert scores.join(tied, on="npi")["peer_taxonomy"].is_in(["207Q00000X"]).any()
+    for other in outputs[1:]:
+        assert other.scores.read_bytes() == outputs[0].scores.read_bytes()
