@@ -56,3 +56,23 @@ def test_program_totals_are_exact_in_any_order() -> None:
     assert_frame_equal(first, again)
     assert first["recent_total"].item() == 1000000000.68
     assert first["top_program"].item() == "Medicare"
+
+
+def test_totals_past_int64_never_wrap() -> None:
+    """Issue 11.2: ten valid rows of 1e12 for one NPI-year (programs P0..P9) sum to 1e13."""
+    rows = pl.LazyFrame(
+        {
+            "npi": [7] * 10,
+            "year": [2023] * 10,
+            "program": [f"P{i}" for i in range(10)],
+            "payments": [1e12] * 10,
+            "claims": [1e12] * 10,
+            "beneficiaries": [1e12] * 10,
+        }
+    )
+    year = provider_years(rows, CFG).collect()
+    assert year.select("payments", "claims", "beneficiaries").row(0) == (1e13, 1e13, 1e13)
+    totals = program_totals(rows, 2023, CFG).collect()
+    assert totals["recent_total"].item() == 1e13
+    assert totals["top_program_total"].item() == 1e12
+    assert totals["top_program"].item() == "P0"
