@@ -14,6 +14,17 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         f"[bold]run {report['run_id']}[/]: {report['rows_scored']:,} providers scored "
         f"in {report['batches']} batches, window {report['window'][0]}-{report['window'][1]}"
     )
+    counts = report.get("input_counts", {})
+    if counts.get("window_end_reason"):
+        console.print(f"window end {counts['window_end_year']}: {counts['window_end_reason']}")
+    outside = (
+        counts.get("payment_rows_after_window", 0),
+        counts.get("payment_rows_before_window", 0),
+    )
+    if any(outside):
+        console.print(
+            f"payment rows not scored: {outside[0]:,} after the window, {outside[1]:,} before it"
+        )
     labels = Table("risk_label", "providers", title="Labels")
     for label in ("High", "Elevated", "Moderate", "Low"):
         labels.add_row(label, f"{report['labels'].get(label, 0):,}")

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     peer_min_claims: float = 100.0  # eligible peer provider-year
     peer_min_group_size: int = 50  # primary group used from this many eligible members
     window_years: int = 5
+    # T is the latest year in which at least this share of the busiest year's distinct NPIs
+    # bill: a few stray rows dated later never move the window for everyone.
+    window_end_min_share: float = Field(default=0.5, gt=0, le=1)
     concentration_years: int = 3
     concentration_threshold: float = 0.5
     ownership_max_hops: int = 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from scoring.amounts import from_micros, micros
@@ -12,14 +14,37 @@ PROVIDER_YEAR_KEYS = ("npi", "year")
 AMOUNTS = ("payments", "claims", "beneficiaries")
 
 
-def window_end_year(max_payment_year: int | None, cfg: Settings) -> int:
-    """T: the most recent year in the valid payment rows, or the configured as_of_year."""
+@dataclass(frozen=True)
+class WindowEnd:
+    year: int
+    reason: str
+
+
+def npis_per_year(payments: pl.LazyFrame) -> pl.LazyFrame:
+    """Distinct billing NPIs per year (of valid payment rows)."""
+    return payments.group_by("year").agg(pl.col("npi").n_unique().alias("npis")).sort("year")
+
+
+def window_end(per_year: pl.DataFrame, cfg: Settings) -> WindowEnd:
+    """T: the configured as_of_year, else the latest year in which at least
+    `window_end_min_share` as many distinct NPIs bill as in the busiest year (SPEC §4)."""
     if cfg.as_of_year is not None:
-        return cfg.as_of_year
-    if max_payment_year is None:
+        return WindowEnd(cfg.as_of_year, "as_of_year is set")
+    if per_year.is_empty():
         msg = "no valid payment rows: cannot determine the scoring window"
         raise InputError(msg)
-    return int(max_payment_year)
+    busiest = per_year.sort("npis", "year", descending=[True, False]).row(0, named=True)
+    floor = cfg.window_end_min_share * busiest["npis"]
+    t = int(per_year.filter(pl.col("npis") >= floor)["year"].max())  # type: ignore[arg-type]
+    later = per_year.filter(pl.col("year") > t)
+    reason = (
+        f"the latest year in which at least {cfg.window_end_min_share:.0%} as many NPIs bill "
+        f"as in the busiest year ({busiest['year']}: {busiest['npis']:,} NPIs)"
+    )
+    if not later.is_empty():
+        listed = ", ".join(f"{y}: {n:,} NPI{'' if n == 1 else 's'}" for y, n in later.iter_rows())
+        reason += f"; later years have too few to end the window ({listed})"
+    return WindowEnd(t, reason)
 
 
 def in_window(t: int, cfg: Settings) -> pl.Expr:

@@ -105,3 +105,26 @@ def test_row_order_and_file_split_do_not_change_a_byte(small_dataset: Path, tmp_
     assert scores.join(tied, on="npi")["peer_taxonomy"].is_in(["207Q00000X"]).any()
     for other in outputs[1:]:
         assert other.scores.read_bytes() == outputs[0].scores.read_bytes()
+
+
+def test_a_stray_future_row_never_moves_the_window(small_dataset: Path, tmp_path: Path) -> None:
+    """Issue 11.3: one valid-looking row dated 2030 is counted after the window, not scored."""
+    import json
+    import shutil
+
+    stray = tmp_path / "stray"
+    shutil.copytree(small_dataset, stray)
+    payments = pl.read_parquet(small_dataset / "payments_combined.parquet")
+    row = payments.head(1).with_columns(pl.lit(2030).cast(payments["year"].dtype).alias("year"))
+    pl.concat([payments, row]).write_parquet(stray / "payments_combined.parquet")
+    clean = run_local(small_dataset, Settings(), run_dir=tmp_path / "a", show_progress=False)
+    moved = run_local(stray, Settings(), run_dir=tmp_path / "b", show_progress=False)
+    assert moved.scores.read_bytes() == clean.scores.read_bytes()
+    counts = json.loads(moved.input_counts.read_text())
+    assert counts["window_end_year"] == 2023
+    assert counts["payment_rows_after_window"] == 1
+    assert counts["window_end_reason"].endswith("(2030: 1 NPI)")
+    assert "busiest year" in counts["window_end_reason"]
+    report = json.loads(moved.report.read_text())
+    assert report["window"] == [2019, 2023]
+    assert report["input_counts"]["window_end_reason"] == counts["window_end_reason"]

@@ -28,9 +28,10 @@ from scoring.peer_stats import (
 )
 from scoring.population import (
     in_window,
+    npis_per_year,
     peer_attributes,
     provider_years,
-    window_end_year,
+    window_end,
     with_growth,
 )
 from scoring.rundir import RunPaths, write_json_atomic, write_parquet_atomic
@@ -114,7 +115,8 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
     raw = read_dataset(data_dir, with_graph=cfg.graph_mode == "embedded")
     clean = validate(raw, cfg)
     write_parquet_atomic(clean.quarantine, paths.quarantine)
-    t = window_end_year(clean.payments["year"].max(), cfg)  # type: ignore[arg-type]
+    end = window_end(npis_per_year(clean.payments.lazy().select("npi", "year")).collect(), cfg)
+    t = end.year
     py, window, attrs = provider_year_rows(clean, t, cfg)
     eligible = py.lazy().filter("eligible")
     primary, fallback = pl.collect_all(
@@ -157,6 +159,8 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
         "providers_scored": providers.height,
         "provider_years": py.height,
         "quarantined_rows": clean.quarantine.height,
+        "window_end_year": t,
+        "window_end_reason": end.reason,
     }
     write_json_atomic(counts, paths.input_counts)
     return RunManifest(
