@@ -126,9 +126,9 @@ def _publish(args: argparse.Namespace) -> int:
     from scoring.steps.publish import publish
 
     paths = resolve_run(args.run, load_settings())
-    result = publish(paths, _required_database())
+    result = publish(paths, _required_database(), force=args.force)
     print(
-        f"published run {paths.run_id}: {result.rows_published:,} rows upserted, "
+        f"published run {paths.run_id}: {result.rows_published:,} rows written, "
         f"{result.rows_removed:,} removed"
     )
     return 0
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = sub.add_parser("publish", help="(re-)publish a finished run to Postgres")
     publish.add_argument("run", help="run id or run directory")
+    publish.add_argument(
+        "--force", action="store_true", help="publish even over a newer published full run"
+    )
     publish.set_defaults(func=_publish)
 
     resume = sub.add_parser("resume", help="score missing batches of a run, then merge")

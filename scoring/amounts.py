@@ -33,9 +33,13 @@ def from_micros(column: str, cfg: Settings) -> pl.Expr:
     (9e9 dollars), correctly rounded above, the same in any order either way.
     """
     scale = float(cfg.amount_scale)
-    return pl.col(column).cast(pl.Float64).map_batches(
-        lambda totals: pl.Series(
-            totals.name, totals.to_numpy() / scale, dtype=pl.Float64, nan_to_null=True
-        ),
-        return_dtype=pl.Float64,
+    return (
+        pl.col(column)
+        .cast(pl.Float64)
+        .map_batches(
+            lambda totals: pl.Series(
+                totals.name, totals.to_numpy() / scale, dtype=pl.Float64, nan_to_null=True
+            ),
+            return_dtype=pl.Float64,
+        )
     )

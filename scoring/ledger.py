@@ -21,8 +21,8 @@ from scoring.rundir import RunPaths, read_json, write_json_atomic
 STATUSES = ("preparing", "scoring", "merging", "publishing", "published", "merged", "failed")
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def input_fingerprint(files: list[Path]) -> str:
@@ -63,7 +63,7 @@ class RunLedger:
             source=source,
             status="preparing",
             input_fingerprint=fingerprint,
-            created_at=utc_now(),
+            created_at=utc_now("microseconds"),  # orders runs for the stale-publish check
             timings={},
             error=None,
             failed_step=None,

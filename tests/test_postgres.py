@@ -214,7 +214,7 @@ def test_publish_killed_half_way_keeps_the_old_run_and_can_be_completed(
         for _ in range(300):
             waiting = admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'INSERT INTO claidex_runs%'"
+                "AND query ~ '^(INSERT INTO|SELECT run_id, run_created_at FROM) claidex_runs'"
             ).fetchall()
             if waiting:
                 break
@@ -405,8 +405,40 @@ def test_concurrent_full_publishes_never_mix(
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not errors
+    # The newer run wins whichever gets the lock first: the older one is refused if it comes
+    # second, or overwritten if it comes first.
+    assert all(
+        isinstance(e, DatabaseError) and "older than the published" in str(e) for e in errors
+    )
     table = _published(database_url)
-    assert table["run_id"].n_unique() == 1  # whichever committed last, entirely
-    winner = next(p for p in runs if p.run_id == table["run_id"][0])
+    assert table["run_id"].unique().to_list() == [runs[-1].run_id]
+    winner = runs[-1]
     assert table["npi"].to_list() == pl.read_parquet(winner.scores)["npi"].to_list()
+
+
+def test_an_older_full_run_never_rolls_the_table_back(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    """Issue 11.4: a stale full run is refused unless --force; incremental runs then use the
+    run actually on the table (publish order), not the newest run directory."""
+    from scoring.steps.incremental import latest_full_run
+
+    old = run_local(datasets[0], Settings(), run_dir=tmp_path / "old", show_progress=False)
+    new = run_local(datasets[1], Settings(), run_dir=tmp_path / "new", database_url=database_url,
+                    show_progress=False)  # fmt: skip
+    refused = _cli("publish", str(old.root), url=database_url)
+    assert refused.returncode == 2
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert f"run old (prepared {RunLedger(old).read()['created_at']}) is older than" in line
+    assert "--force" in line
+    assert _published(database_url)["run_id"].unique().to_list() == ["new"]
+    assert RunLedger(old).read()["status"] == "failed"
+    assert latest_full_run(tmp_path, published_only=True, database_url=database_url) == new
+
+    forced = _cli("publish", str(old.root), "--force", url=database_url)
+    assert forced.returncode == 0, forced.stderr
+    assert _published(database_url)["run_id"].unique().to_list() == ["old"]
+    # The newest directory is 'new', but the table holds 'old': that is the reference.
+    assert latest_full_run(tmp_path, published_only=True, database_url=database_url) == old
+    assert latest_full_run(tmp_path, published_only=False) == new

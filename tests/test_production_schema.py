@@ -286,7 +286,8 @@ def test_db_init_resolves_objects_through_the_search_path(production_url: str) -
         conn.execute(f'ALTER DATABASE "{database[0]}" SET search_path = "$user", public, cms')  # type: ignore[arg-type]
     result = _cli(production_url, "db", "init")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("claidex_runs, provider_risk_scores.run_id, "
+    assert result.stdout.strip().endswith("claidex_runs, claidex_runs.run_created_at, "
+        "provider_risk_scores.run_id, "
         "provider_risk_scores.top_program, provider_risk_scores.snf_entity_id, "
         "provider_risk_scores.chain_provider_count, provider_risk_scores.chain_excluded_count, "
         "provider_risk_scores.owner_excluded, provider_risk_scores.actively_excluded")  # fmt: skip

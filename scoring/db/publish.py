@@ -13,6 +13,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from scoring.db.connection import DatabaseError
 from scoring.db.copy import chunks, copy_in
 
 STAGE = "claidex_stage"
@@ -86,10 +87,43 @@ def _remove_unscored() -> sql.Composed:
     ).format(sql.Identifier(STAGE))
 
 
+class StalePublishError(DatabaseError):
+    """A full run older than the one on the table: publishing it would roll the table back."""
+
+
+def _refuse_stale(conn: psycopg.Connection, run_id: str, created_at: str | None) -> None:
+    """Under the table lock: the full run on the table must not be newer than this one."""
+    current = conn.execute(
+        "SELECT run_id, run_created_at FROM claidex_runs WHERE kind = 'full' "
+        "AND status = 'published' AND run_id <> %s ORDER BY published_at DESC NULLS LAST LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    if current is None or current[1] is None or created_at is None:
+        return
+    newer = conn.execute("SELECT %s::timestamptz < %s", (created_at, current[1])).fetchone()
+    if newer and newer[0]:
+        msg = (
+            f"run {run_id} (prepared {created_at}) is older than the published full run "
+            f"{current[0]} (prepared {current[1].isoformat()}): not published, it would roll "
+            f"the table back; `claidex publish {run_id} --force` publishes it anyway"
+        )
+        raise StalePublishError(msg)
+
+
 def publish_scores(
-    conn: psycopg.Connection, scores: pl.DataFrame, *, run_id: str, kind: str, fingerprint: str
+    conn: psycopg.Connection,
+    scores: pl.DataFrame,
+    *,
+    run_id: str,
+    kind: str,
+    fingerprint: str,
+    created_at: str | None = None,
+    force: bool = False,
 ) -> PublishResult:
     """Publish one run's scores and record it in claidex_runs, all or nothing.
+
+    A full run prepared before the full run on the table is refused (StalePublishError)
+    unless `force`: an old run resumed late must not roll the table back.
 
     UPDATE + INSERT rather than ON CONFLICT: a production provider_risk_scores may carry
     npi under a plain index, without the unique constraint an upsert needs; and rather
@@ -112,13 +146,17 @@ def publish_scores(
         updated = conn.execute(_update(), at).rowcount
         inserted = conn.execute(_insert(), at).rowcount
         published = updated + inserted
+        if kind == "full" and not force:  # still under the lock, so publish order is settled
+            _refuse_stale(conn, run_id, created_at)
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
-            "rows_removed, published_at) VALUES (%s, %s, 'published', %s, %s, %s, %s) "
+            "rows_removed, published_at, run_created_at) "
+            "VALUES (%s, %s, 'published', %s, %s, %s, %s, %s) "
             "ON CONFLICT (run_id) DO UPDATE SET status = 'published', error = NULL, "
             "rows_published = EXCLUDED.rows_published, rows_removed = EXCLUDED.rows_removed, "
-            "published_at = EXCLUDED.published_at, updated_at = now()",
-            (run_id, kind, fingerprint, published, removed, at["at"]),
+            "published_at = EXCLUDED.published_at, run_created_at = EXCLUDED.run_created_at, "
+            "updated_at = now()",
+            (run_id, kind, fingerprint, published, removed, at["at"], created_at),
         )
     return PublishResult(rows_published=published, rows_removed=removed)
 

@@ -37,6 +37,8 @@ ADDITIVE_COLUMNS = {
     "owner_excluded": "BOOLEAN",
     "actively_excluded": "BOOLEAN",
 }
+# Columns added to Claidex's own run table after its first version.
+RUNS_COLUMNS = {"run_created_at": "TIMESTAMPTZ"}  # when the run was prepared (read its input)
 # Indexed key -> its definition; built only when no valid, whole-table btree index of the
 # table leads with that column in an order it can serve (a DESC key is also served by an
 # ascending index read backwards).
@@ -125,23 +127,33 @@ def _create_missing(conn: psycopg.Connection, lock_timeout_s: float) -> list[str
     return created
 
 
-def _complete_scores_table(conn: psycopg.Connection, lock_timeout_s: float) -> list[str]:
-    """Add the missing additive columns (one short lock each) and indexes (CONCURRENTLY)."""
-    table = resolved(conn, SCORES_TABLE)
+def _add_columns(
+    conn: psycopg.Connection, name: str, columns: dict[str, str], lock_timeout_s: float
+) -> list[str]:
+    """Add the columns `name` lacks, one short lock each."""
+    table = resolved(conn, name)
     assert table is not None  # created above when missing
     added = []
     present = _columns(conn, table)
-    for name, kind in ADDITIVE_COLUMNS.items():
-        if name in present:
+    for column, kind in columns.items():
+        if column in present:
             continue
         with conn.transaction():
             conn.execute(_lock_timeout(lock_timeout_s))
             conn.execute(
                 sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    sql.SQL(table), sql.Identifier(name), sql.SQL(kind)
+                    sql.SQL(table), sql.Identifier(column), sql.SQL(kind)
                 )
             )
-        added.append(f"{SCORES_TABLE}.{name}")
+        added.append(f"{name}.{column}")
+    return added
+
+
+def _complete_scores_table(conn: psycopg.Connection, lock_timeout_s: float) -> list[str]:
+    """Add the missing additive columns (one short lock each) and indexes (CONCURRENTLY)."""
+    added = _add_columns(conn, SCORES_TABLE, ADDITIVE_COLUMNS, lock_timeout_s)
+    table = resolved(conn, SCORES_TABLE)
+    assert table is not None
     missing = [
         key for column, key in SCORE_INDEXES.items() if column not in _indexed_columns(conn, table)
     ]
@@ -166,6 +178,7 @@ def init_schema(conn: psycopg.Connection, *, lock_timeout_s: float = 3.0) -> lis
     try:
         _refuse_earlier_layout(conn)
         created = _create_missing(conn, lock_timeout_s)
+        created += _add_columns(conn, "claidex_runs", RUNS_COLUMNS, lock_timeout_s)
         created += _complete_scores_table(conn, lock_timeout_s)
         conn.commit()
         return created

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from scoring.concentration import program_totals
+from scoring.db.connection import connect
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
@@ -46,8 +47,30 @@ def checked_npis(npis: list[str]) -> list[str]:
     return sorted(set(npis))
 
 
-def latest_full_run(run_root: Path, *, published_only: bool) -> RunPaths:
-    """The most recent finished full run (published, or merged when nothing is published)."""
+def published_full_run(run_root: Path, database_url: str) -> RunPaths:
+    """The full run whose scores are on the table: the last full publish in claidex_runs."""
+    with connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
+            "ORDER BY published_at DESC NULLS LAST LIMIT 1"
+        ).fetchone()
+    if row is None:
+        msg = "no full run has been published (claidex_runs): run a full recompute first"
+        raise RunStateError(msg)
+    paths = RunPaths(run_root / row[0])
+    if not paths.ledger.exists():
+        msg = f"the published full run {row[0]} is not under {run_root} (CLAIDEX_RUN_ROOT)"
+        raise RunStateError(msg)
+    return paths
+
+
+def latest_full_run(
+    run_root: Path, *, published_only: bool, database_url: str | None = None
+) -> RunPaths:
+    """The reference for incremental runs: with a database, the full run actually published
+    (publish order, not creation order); else the most recent merged or published one."""
+    if published_only and database_url is not None:
+        return published_full_run(run_root, database_url)
     finished = ("published",) if published_only else ("published", "merged")
     candidates = []
     for ledger_file in run_root.glob("*/ledger.json"):

@@ -7,14 +7,14 @@ import contextlib
 import psycopg
 
 from scoring.db.connection import DatabaseError, DatabaseUnavailableError, connect, scrub
-from scoring.db.publish import PublishResult, publish_scores, record_failure
+from scoring.db.publish import PublishResult, StalePublishError, publish_scores, record_failure
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, read_parquet_named
 
 
-def publish(paths: RunPaths, database_url: str) -> PublishResult:
+def publish(paths: RunPaths, database_url: str, *, force: bool = False) -> PublishResult:
     """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'.
 
     An unreachable database raises DatabaseUnavailableError, which task runners retry.
@@ -34,15 +34,22 @@ def publish(paths: RunPaths, database_url: str) -> PublishResult:
                 run_id=manifest.run_id,
                 kind=manifest.kind,
                 fingerprint=manifest.input_fingerprint,
+                created_at=ledger.read().get("created_at"),
+                force=force,
             )
     except BaseException as exc:
         if not isinstance(exc, psycopg.Error | DatabaseError):
             ledger.fail("publish", f"publish interrupted: {type(exc).__name__}: {exc}")
             raise
         reason = exc if isinstance(exc, DatabaseError) else scrub(str(exc), database_url)
+        retry = (
+            ""
+            if isinstance(exc, StalePublishError)
+            else f" (retry with `claidex publish {manifest.run_id}`)"
+        )
         msg = (
-            f"publish of run {manifest.run_id} failed: {reason}; the scores stay in "
-            f"{paths.scores} (retry with `claidex publish {manifest.run_id}`)"
+            f"publish of run {manifest.run_id} failed: {reason}; "
+            f"the scores stay in {paths.scores}{retry}"
         )
         ledger.fail("publish", msg)
         with contextlib.suppress(psycopg.Error, DatabaseError), connect(database_url) as conn:
