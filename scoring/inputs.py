@@ -7,6 +7,7 @@ left to :mod:`scoring.quarantine`, which never drops a row silently.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "entity_exclusions": {"entity_id": STR},
 }
 
+INT64_MAX = 2**63 - 1
 CORE_FILES = ("providers", "payments_combined", "exclusions")
 GRAPH_FILES = ("entities", "ownership", "entity_exclusions")
 
@@ -84,19 +86,48 @@ def check_columns(name: str, schema: pl.Schema, *, where: str) -> None:
             raise InputError(msg)
 
 
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_integer_range(lf: pl.LazyFrame, name: str, schema: pl.Schema, path: Path) -> None:
+    """An unsigned 64-bit column must fit the signed Int64 the pipeline computes in."""
+    for column, kind in SCHEMAS[name].items():
+        if kind == INT and schema[column] == pl.UInt64:
+            with reading(path):
+                largest = lf.select(pl.col(column).max()).collect().item()
+            if largest is not None and largest > INT64_MAX:
+                msg = f"{path}: column '{column}' holds {largest}, beyond the Int64 range"
+                raise InputError(msg)
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Reading errors deep in a file (corrupt pages behind an intact footer) name the file."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        msg = f"{path}: cannot be read ({first_line(exc)})"
+        raise InputError(msg) from None
+
+
 def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
     """Lazily read one input table, check its columns and cast them to canonical types."""
     path = dataset_file(data_dir, name)
+    if path.is_dir():
+        msg = f"{path}: is a directory, not a Parquet file"
+        raise InputError(msg)
     if not path.is_file():
         msg = f"{path}: input file is missing"
         raise InputError(msg)
     try:
         lf = pl.scan_parquet(path)
-        schema = lf.collect_schema()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        msg = f"{path}: not a readable Parquet file ({exc})"
-        raise InputError(msg) from exc
+        schema = lf.collect_schema()  # repeated column names fail here (DuplicateError)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        msg = f"{path}: not a readable Parquet file ({first_line(exc)})"
+        raise InputError(msg) from None
     check_columns(name, schema, where=str(path))
+    _check_integer_range(lf, name, schema, path)
     return lf.select(canonical(name))
 
 

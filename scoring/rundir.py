@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -13,7 +14,34 @@ from typing import Any
 
 import polars as pl
 
-from scoring.errors import RunFileError
+from scoring.errors import RunFileError, RunStateError
+
+# A run id is a plain name: task messages, volumes and the CLI all resolve it under a run
+# root, so '../x' or '/abs' must never reach a path (prepare clears directories there).
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checked_run_id(run_id: str) -> str:
+    """The run id, if it is a plain name; else a one-line error."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        msg = (
+            f"run id {run_id!r} is not a plain name (letters, digits, '.', '_' and '-', "
+            "at most 128, no '..'): a run id never names a path"
+        )
+        raise RunStateError(msg)
+    return run_id
+
+
+def writable_run_dir(root: Path) -> None:
+    """Create the run directory and prove it takes a file, or fail in one line."""
+    probe = root / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        msg = f"{root}: the run directory cannot be created or written ({exc.strerror or exc})"
+        raise RunFileError(msg) from None
 
 
 @dataclass(frozen=True)

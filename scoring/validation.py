@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from scoring.config import Settings
-from scoring.inputs import SCHEMAS, RawInputs, iter_table_chunks
+from scoring.inputs import SCHEMAS, RawInputs, dataset_file, iter_table_chunks, reading
 from scoring.npi import npi_problems, npi_to_int
 from scoring.ownership import OwnershipGraph
 from scoring.quarantine import (
@@ -91,7 +91,9 @@ def validate_reference(raw: RawInputs) -> CleanReference:
     quarantined: list[pl.DataFrame] = []
 
     def split(name: str, lf: pl.LazyFrame, rules: list[pl.Expr], **dup: object) -> pl.DataFrame:
-        good, bad = split_rows(lf.collect(), source=name, rules=rules, **dup)  # type: ignore[arg-type]
+        with reading(dataset_file(raw.data_dir, name)):
+            rows = lf.collect()
+        good, bad = split_rows(rows, source=name, rules=rules, **dup)  # type: ignore[arg-type]
         quarantined.append(bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
         return good
 
@@ -151,7 +153,8 @@ def validate_reference(raw: RawInputs) -> CleanReference:
 def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
     """Split each table into good rows and quarantined rows (with reasons)."""
     quarantined: list[pl.DataFrame] = []
-    payments = _valid_payments(raw, cfg, quarantined)
+    with reading(dataset_file(raw.data_dir, "payments_combined")):
+        payments = _valid_payments(raw, cfg, quarantined)
     reference = validate_reference(raw)
     return CleanInputs(
         providers=reference.providers,

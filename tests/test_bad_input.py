@@ -152,3 +152,116 @@ def test_no_valid_payment_rows_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no valid payment rows"):
         score(data, tmp_path / "run")
     assert pl.read_parquet(tmp_path / "run" / "quarantine.parquet").height == 1
+
+
+def _corrupt_pages(path: Path) -> None:
+    """Garbage in the middle of the data pages; the footer stays intact."""
+    frame = pl.read_parquet(path)
+    frame.write_parquet(path, compression="zstd", statistics=False)
+    raw = bytearray(path.read_bytes())
+    footer = int.from_bytes(raw[-8:-4], "little") + 8
+    for offset in range(8, len(raw) - footer - 8, 3):
+        raw[offset] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def _unsigned(path: Path, column: str, value: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    values = pa.array([value] * table.num_rows, type=pa.uint64())
+    pq.write_table(table.set_column(table.schema.get_field_index(column), column, values), path)
+
+
+def _duplicate_column(path: Path, column: str) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(table.append_column(column, table[column]), path)
+
+
+def _directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+    (path / "part-0.parquet").write_bytes(b"")
+
+
+BROKEN_INPUTS = {
+    "uint64 year beyond Int64": (
+        "payments_combined.parquet",
+        lambda p: _unsigned(p, "year", 2**63 + 5),
+        "column 'year' holds 9223372036854775813, beyond the Int64 range",
+    ),
+    "uint64 entity_type_code": (
+        "providers.parquet",
+        lambda p: _unsigned(p, "entity_type_code", 2**64 - 1),
+        "column 'entity_type_code' holds 18446744073709551615, beyond the Int64 range",
+    ),
+    "duplicate column names": (
+        "payments_combined.parquet",
+        lambda p: _duplicate_column(p, "year"),
+        "not a readable Parquet file (column with name 'year' has more than one occurrence)",
+    ),
+    "corrupt data pages": ("payments_combined.parquet", _corrupt_pages, "cannot be read ("),
+    "a directory": ("payments_combined.parquet", _directory, "is a directory, not a Parquet file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_INPUTS))
+def test_broken_files_end_in_one_line_and_a_failed_ledger(
+    tmp_path: Path, capsys, case: str
+) -> None:
+    """Issue 11: exit 2, one line naming the file and the reason, ledger failed, no results."""
+    data = write_dataset(tmp_path / "data", **_good_rows())
+    name, damage, reason = BROKEN_INPUTS[case]
+    damage(data / name)
+    run = tmp_path / "run"
+    code = main(["run", "--data", str(data), "--run-dir", str(run), "--quiet", "--no-publish"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith(f"error: {data / name}: ") and reason in err, err
+    ledger = RunLedger(RunPaths(run)).read()
+    assert (ledger["status"], ledger["failed_step"]) == ("failed", "prepare")
+    assert not (run / "scores.parquet").exists() and not (run / "run.json").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_unwritable_run_directory_is_one_line(tmp_path: Path, capsys, where: str) -> None:
+    data = write_dataset(tmp_path / "data", **_good_rows())
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    run = blocker if where == "a file" else blocker / "run"
+    code = main(["run", "--data", str(data), "--run-dir", str(run), "--quiet", "--no-publish"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0
+    assert err.startswith(f"error: {run}: the run directory cannot be created or written (")
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("run_id", ["../x", "/tmp/elsewhere", "a/b", "..", ".hidden", ""])
+def test_run_ids_never_name_paths(tmp_path: Path, run_id: str) -> None:
+    import subprocess
+    import sys
+
+    from scoring.errors import RunStateError
+    from scoring.rundir import checked_run_id
+    from workers.tasks import run_paths
+
+    with pytest.raises(RunStateError, match="is not a plain name"):
+        run_paths(run_id)  # what every task does with the id in its message
+    assert checked_run_id("20261201T000000Z-abc123-incremental") == (
+        "20261201T000000Z-abc123-incremental"
+    )
+    if run_id:
+        result = subprocess.run(
+            [sys.executable, "-m", "workers", "full", "--data", str(tmp_path), "--run-id", run_id],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0"},
+        )
+        assert result.returncode == 2
+        assert result.stderr.strip().endswith("a run id never names a path")

@@ -93,7 +93,9 @@ def _full(args: argparse.Namespace) -> int:
     if args.source == "dataset" and not args.data:
         msg = "give --data DIR or --source postgres"
         raise InputError(msg)
-    run_id = args.run_id or new_run_id()
+    from scoring.rundir import checked_run_id
+
+    run_id = checked_run_id(args.run_id) if args.run_id else new_run_id()
     chosen = {"batch_size": args.batch_size, "graph_mode": args.graph}
     overrides = {k: v for k, v in chosen.items() if v is not None}
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None

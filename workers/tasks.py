@@ -17,7 +17,7 @@ from scoring.db.export import export_dataset
 from scoring.errors import RETRYABLE_EXCEPTIONS
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
-from scoring.rundir import RunPaths, new_run_id
+from scoring.rundir import RunPaths, checked_run_id, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
 from scoring.steps.finish import (
     already_published,
@@ -58,8 +58,9 @@ def run_lock(run_id: str, purpose: str) -> Any:
 
 
 def run_paths(run_id: str) -> RunPaths:
-    """Every worker resolves a run id under the shared run root (CLAIDEX_RUN_ROOT)."""
-    return RunPaths(Settings().run_root / run_id)
+    """Every worker resolves a run id under the shared run root (CLAIDEX_RUN_ROOT); a run id
+    from a message is checked first, so no message can point a task outside it."""
+    return RunPaths(Settings().run_root / checked_run_id(run_id))
 
 
 def dispatch_batches(run_id: str, batches: Iterable[int]) -> str:

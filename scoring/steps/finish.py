@@ -10,7 +10,7 @@ from scoring.db.export import export_dataset
 from scoring.errors import InputError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
-from scoring.rundir import RunPaths
+from scoring.rundir import RunPaths, writable_run_dir
 from scoring.steps.merge import merge_and_calibrate
 from scoring.steps.publish import publish
 
@@ -20,7 +20,7 @@ def export_source(paths: RunPaths, database_url: str | None, *, with_graph: bool
 
     `with_graph` False (the neo4j-* modes) reads no Postgres graph table."""
     ledger = RunLedger(paths)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    writable_run_dir(paths.root)
     ledger.start(kind="full", source="postgres", fingerprint="")
     try:
         if database_url is None:

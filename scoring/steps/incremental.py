@@ -24,7 +24,7 @@ from scoring.manifest import RunManifest
 from scoring.npi import npi_problem, npi_to_str
 from scoring.provider_scores import STAT_NAMES
 from scoring.quarantine import QUARANTINE_SCHEMA
-from scoring.rundir import RunPaths, read_json, write_parquet_atomic
+from scoring.rundir import RunPaths, read_json, writable_run_dir, write_parquet_atomic
 from scoring.steps.prepare import SLICE_COLUMNS, provider_rows, provider_year_rows, write_batches
 from scoring.validation import validate
 
@@ -113,7 +113,7 @@ def prepare_incremental(
     """Step 1 for an incremental run: the NPIs' own rows, the reference run's statistics."""
     ref = RunManifest.load(reference)
     cfg, t = ref.cfg, ref.window_end_year
-    paths.root.mkdir(parents=True, exist_ok=True)
+    writable_run_dir(paths.root)
     paths.clear()
     ledger = RunLedger(paths)
     fingerprint = hashlib.blake2b(f"{ref.run_id}:{','.join(npis)}".encode(), digest_size=16)

@@ -34,7 +34,7 @@ from scoring.population import (
     window_end,
     with_growth,
 )
-from scoring.rundir import RunPaths, write_json_atomic, write_parquet_atomic
+from scoring.rundir import RunPaths, writable_run_dir, write_json_atomic, write_parquet_atomic
 from scoring.validation import CleanInputs, validate
 
 SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
@@ -42,7 +42,8 @@ SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
 
 def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
     names = CORE_FILES + (GRAPH_FILES if cfg.graph_mode == "embedded" else ())
-    return [dataset_file(data_dir, name) for name in names if dataset_file(data_dir, name).exists()]
+    paths = [dataset_file(data_dir, name) for name in names]
+    return [path for path in paths if path.is_file()]
 
 
 def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) -> pl.DataFrame:
@@ -178,7 +179,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
 
 def prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> RunManifest:
     """Step 1 of a full run over a dataset directory; records status and timing in the ledger."""
-    paths.root.mkdir(parents=True, exist_ok=True)
+    writable_run_dir(paths.root)
     paths.clear()
     ledger = RunLedger(paths)
     ledger.start(
