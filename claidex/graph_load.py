@@ -25,7 +25,7 @@ def _load(data: Path, quiet: bool) -> dict[str, int]:
     cfg = load_settings()
     target = neo4j_target()
     reference = validate_reference(
-        read_dataset(data, with_graph=True, with_payments=(data / PAYMENTS_FILE).exists())
+        read_dataset(data, with_graph=True, with_payments=(data / PAYMENTS_FILE).exists()), cfg
     )
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), disable=quiet) as bar:

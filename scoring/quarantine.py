@@ -40,6 +40,14 @@ def missing_rule(column: str) -> pl.Expr:
     return pl.when(value.is_null() | (value.str.len_bytes() == 0)).then(pl.lit(f"{column} missing"))
 
 
+def too_long_rule(column: str, cfg: Settings) -> pl.Expr:
+    """Absurdly long names: quarantined, so name matching stays cheap."""
+    longest = cfg.max_name_length
+    return pl.when(pl.col(column).str.len_chars() > longest).then(
+        pl.lit(f"{column} longer than {longest} characters")
+    )
+
+
 def payment_rules(cfg: Settings) -> list[pl.Expr]:
     """Why a payment row cannot be scored."""
     year = pl.col("year")

@@ -24,6 +24,7 @@ from scoring.quarantine import (
     split_rows,
     split_tagged,
     tag_rows,
+    too_long_rule,
 )
 
 
@@ -86,7 +87,7 @@ class CleanReference:
     quarantined: list[pl.DataFrame]
 
 
-def validate_reference(raw: RawInputs) -> CleanReference:
+def validate_reference(raw: RawInputs, cfg: Settings) -> CleanReference:
     """Quarantine rules for every table but payments."""
     quarantined: list[pl.DataFrame] = []
 
@@ -100,7 +101,7 @@ def validate_reference(raw: RawInputs) -> CleanReference:
     providers = split(
         "providers",
         raw.providers,
-        [npi_rule()],
+        [npi_rule(), too_long_rule("display_name", cfg)],
         duplicates_on=["npi"],
         duplicate_label="duplicate npi",
     )
@@ -112,7 +113,7 @@ def validate_reference(raw: RawInputs) -> CleanReference:
         entities = split(
             "entities",
             raw.entities,
-            [missing_rule("entity_id")],
+            [missing_rule("entity_id"), too_long_rule("name", cfg)],
             duplicates_on=["entity_id"],
             duplicate_label="duplicate entity_id",
         )
@@ -155,7 +156,7 @@ def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
     quarantined: list[pl.DataFrame] = []
     with reading(dataset_file(raw.data_dir, "payments_combined")):
         payments = _valid_payments(raw, cfg, quarantined)
-    reference = validate_reference(raw)
+    reference = validate_reference(raw, cfg)
     return CleanInputs(
         providers=reference.providers,
         payments=payments,

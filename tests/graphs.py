@@ -29,5 +29,5 @@ def clear_graph(target: Neo4jTarget) -> None:
 
 def load_dataset_graph(target: Neo4jTarget, data: Path) -> dict[str, int]:
     """What `claidex graph load --data` does, in-process."""
-    reference = validate_reference(read_dataset(data, with_graph=True))
+    reference = validate_reference(read_dataset(data, with_graph=True), Settings())
     return load_graph(target, reference, Settings())

@@ -60,7 +60,7 @@ def main() -> None:
 
             os.environ.update(server.env())
             cfg, target = Settings(), neo4j_target()
-            reference = validate_reference(read_dataset(data, with_graph=True))
+            reference = validate_reference(read_dataset(data, with_graph=True), Settings())
             load_s, counts = timed(lambda: load_graph(target, reference, cfg))
             reload_s, _ = timed(lambda: load_graph(target, reference, cfg))
             snap_s, snapshot = timed(lambda: read_snapshot(target, cfg))
