@@ -147,8 +147,15 @@ def split_tagged(
 def split_duplicates(
     good: pl.DataFrame, columns: list[str], keys: list[str], source: str, label: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Quarantine later copies of rows repeating an earlier row on `keys`; keeps the first."""
-    copies = later_copies(good, keys)
+    """Quarantine all but one of the rows sharing `keys`: the one whose whole record sorts
+    first (plain order, nulls last), so which record wins never depends on row order."""
+    repeated = good.select(pl.struct(keys).is_duplicated()).to_series()
+    copies = repeated
+    if repeated.any():
+        others = [c for c in columns if c not in keys]
+        ranked = good.filter(repeated).sort([*keys, *others, ROW], nulls_last=True)
+        winners = ranked.unique(keys, keep="first", maintain_order=True)[ROW]
+        copies = repeated & ~good[ROW].is_in(winners.implode())
     marked = good.head(0) if not copies.any() else good.filter(copies)
     bad = quarantine_records(marked.with_columns(pl.lit(label).alias(REASON)), columns, source)
     kept = good if bad.is_empty() else good.filter(~copies)

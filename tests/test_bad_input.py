@@ -289,3 +289,29 @@ def test_absurdly_long_names_are_quarantined_not_matched(tmp_path: Path) -> None
         "providers": "display_name longer than 200 characters",
         "entities": "name longer than 200 characters",
     }
+
+
+def test_which_duplicate_record_wins_never_depends_on_row_order(tmp_path: Path) -> None:
+    """Issue 11.1: of the records sharing an NPI (or an entity id) the one whose whole record
+    sorts first is kept, whichever comes first in the file."""
+    rows = _good_rows()
+    first = {"npi": npi(1), "display_name": "ZED CLINIC", "taxonomy_1": "207Q00000X"}
+    second = {"npi": npi(1), "display_name": "ACME CLINIC", "taxonomy_1": "999999999X"}
+    snf = [{"entity_id": "S1", "name": "ZED CARE HOME"}, {"entity_id": "S1", "name": "ACME CARE"}]
+    outputs = []
+    for order in (1, -1):
+        others = [{**rows["providers"][1], "display_name": "ACME CARE"}, *rows["providers"][2:]]
+        providers = [*others, *[first, second][::order]]
+        data = write_dataset(
+            tmp_path / f"d{order}",
+            providers=providers,
+            payments=rows["payments"],
+            entities=snf[::order],
+        )
+        scores = score(data, tmp_path / f"r{order}")
+        kept = scores.filter(pl.col("npi") == npi(1))
+        assert kept["peer_taxonomy"].item() == "999999999X"  # 'ACME CLINIC' sorts first
+        matched = scores.filter(pl.col("npi") == npi(2))["snf_entity_id"].item()
+        assert matched == "S1"  # the entity record kept is 'ACME CARE', not 'ZED CARE HOME'
+        outputs.append((tmp_path / f"r{order}" / "scores.parquet").read_bytes())
+    assert outputs[0] == outputs[1]
