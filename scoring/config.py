@@ -71,9 +71,6 @@ class Settings(BaseSettings):
     max_amount: float = 1e12  # larger amounts are quarantined (and would overflow exact sums)
     validation_chunk_rows: int = Field(default=4_000_000, ge=1)  # payment rows checked at a time
     taxonomy_prefix_len: int = 10
-    # Longer display/entity names are quarantined: SNF substring matching grows with the
-    # cube of the name length, and no NPPES or CMS name comes near this.
-    max_name_length: int = Field(default=200, ge=1)
 
     # --- run / engine ------------------------------------------------------
     as_of_year: int | None = None

@@ -6,14 +6,17 @@ import polars as pl
 
 from scoring.quarantine import row_hash
 
-PAYMENT_COLUMNS = ["npi", "year", "program", "payments", "claims", "beneficiaries"]
+PAYMENT_COLUMNS = [
+    "npi", "year", "program", "payments", "claims", "beneficiaries", "taxonomy", "state",
+]  # fmt: skip
 PROVIDER_COLUMNS = ["npi", "display_name", "taxonomy_1", "state"]
 EXCLUSION_COLUMNS = ["npi", "exclusion_id", "reinstated"]
 
 
 def _summed(frame: pl.LazyFrame, columns: list[str]) -> pl.LazyFrame:
     """Order-independent per-NPI sum of row hashes (shifted so sums cannot overflow)."""
-    text = [pl.col(c).cast(pl.String) if c == "program" else pl.col(c) for c in columns]
+    categorical = ("program", "taxonomy", "state")  # hash the text, not dictionary codes
+    text = [pl.col(c).cast(pl.String) if c in categorical else pl.col(c) for c in columns]
     return (
         frame.select(text)
         .select("npi", (row_hash(columns) // 4096).cast(pl.Int64).alias("h"))

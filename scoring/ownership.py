@@ -41,40 +41,33 @@ def match_snf(providers: pl.LazyFrame, entities: pl.LazyFrame) -> pl.LazyFrame:
     """Step 1: per provider, the SNF whose lower(name) contains lower(display_name).
 
     Several candidates: the smallest name as stored, then the smallest entity_id.
-    Empty display names match nothing.
+    Empty display names match nothing. One Aho-Corasick pass of every distinct display
+    name over the SNF names: linear in the text, so no name length can blow it up
+    (a table of the SNF names' substrings grows with the cube of the longest name).
     """
     names = providers.select("npi", _lower_name("display_name").alias("needle")).filter(
         pl.col("needle").str.len_chars() > 0
     )
-    bounds = names.select(
-        pl.col("needle").str.len_chars().min().alias("lo"),
-        pl.col("needle").str.len_chars().max().alias("hi"),
-    )
+    patterns = names.select("needle").unique().sort("needle").collect()["needle"]
+    if patterns.is_empty():
+        return pl.LazyFrame(schema={"npi": pl.Int64, "snf_entity_id": pl.String})
     snf = entities.filter(pl.col("entity_type") == SNF_TYPE).select(
         "entity_id", "name", _lower_name("name").alias("hay")
     )
-    substrings = (
-        snf.with_columns(pl.col("hay").str.len_chars().alias("hay_len"))
-        .join(bounds, how="cross")
-        .with_columns(pl.int_ranges(0, pl.col("hay_len")).alias("start"))
-        .explode("start")
-        .with_columns(
-            pl.int_ranges(
-                pl.col("lo"),
-                pl.min_horizontal(pl.col("hay_len") - pl.col("start"), pl.col("hi")) + 1,
-            ).alias("length")
-        )
-        .explode("length")
-        .filter(pl.col("length").is_not_null())
-        .select(
+    contained = (
+        snf.select(
             "entity_id",
             "name",
-            pl.col("hay").str.slice(pl.col("start"), pl.col("length")).alias("needle"),
+            pl.col("hay")
+            .str.extract_many(pl.lit(patterns).implode(), overlapping=True)
+            .alias("needle"),
         )
+        .explode("needle")
+        .drop_nulls("needle")
         .unique(["entity_id", "needle"])
     )
     return (
-        names.join(substrings, on="needle", how="inner")
+        names.join(contained, on="needle", how="inner")
         .group_by("npi")
         .agg(pl.col("entity_id").sort_by("name", "entity_id").first().alias("snf_entity_id"))
     )

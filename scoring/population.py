@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import polars as pl
 
@@ -34,8 +35,10 @@ def window_end(per_year: pl.DataFrame, cfg: Settings) -> WindowEnd:
         msg = "no valid payment rows: cannot determine the scoring window"
         raise InputError(msg)
     busiest = per_year.sort("npis", "year", descending=[True, False]).row(0, named=True)
-    floor = cfg.window_end_min_share * busiest["npis"]
-    t = int(per_year.filter(pl.col("npis") >= floor)["year"].max())  # type: ignore[arg-type]
+    # Exact: 0.55 * 100 is 55.00000000000001 in floats; the share as the decimal it was written.
+    share = Fraction(repr(cfg.window_end_min_share))
+    enough = pl.col("npis") * share.denominator >= share.numerator * busiest["npis"]
+    t = int(per_year.filter(enough)["year"].max())  # type: ignore[arg-type]
     later = per_year.filter(pl.col("year") > t)
     reason = (
         f"the latest year in which at least {cfg.window_end_min_share:.0%} as many NPIs bill "

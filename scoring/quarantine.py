@@ -40,12 +40,12 @@ def missing_rule(column: str) -> pl.Expr:
     return pl.when(value.is_null() | (value.str.len_bytes() == 0)).then(pl.lit(f"{column} missing"))
 
 
-def too_long_rule(column: str, cfg: Settings) -> pl.Expr:
-    """Absurdly long names: quarantined, so name matching stays cheap."""
-    longest = cfg.max_name_length
-    return pl.when(pl.col(column).str.len_chars() > longest).then(
-        pl.lit(f"{column} longer than {longest} characters")
-    )
+def nul_rule(*columns: str) -> list[pl.Expr]:
+    """Text holding a NUL byte: Postgres text cannot store it, so the publish would fail."""
+    return [
+        pl.when(pl.col(c).str.contains("\x00", literal=True)).then(pl.lit(f"{c} holds a NUL byte"))
+        for c in columns
+    ]
 
 
 def payment_rules(cfg: Settings) -> list[pl.Expr]:
@@ -58,6 +58,7 @@ def payment_rules(cfg: Settings) -> list[pl.Expr]:
             pl.lit(f"year outside {cfg.min_valid_year}-{cfg.max_valid_year}")
         ),
         missing_rule("program"),
+        *nul_rule("program", "taxonomy", "state"),
     ]
     for column in AMOUNTS:
         amount = pl.col(column)

@@ -18,13 +18,13 @@ from scoring.quarantine import (
     later_copies,
     missing_rule,
     npi_rule,
+    nul_rule,
     payment_rules,
     quarantine_records,
     row_hash,
     split_rows,
     split_tagged,
     tag_rows,
-    too_long_rule,
 )
 
 
@@ -101,7 +101,10 @@ def validate_reference(raw: RawInputs, cfg: Settings) -> CleanReference:
     providers = split(
         "providers",
         raw.providers,
-        [npi_rule(), too_long_rule("display_name", cfg)],
+        [
+            npi_rule(),
+            *nul_rule("display_name", "taxonomy_1", "state"),
+        ],
         duplicates_on=["npi"],
         duplicate_label="duplicate npi",
     )
@@ -113,7 +116,7 @@ def validate_reference(raw: RawInputs, cfg: Settings) -> CleanReference:
         entities = split(
             "entities",
             raw.entities,
-            [missing_rule("entity_id"), too_long_rule("name", cfg)],
+            [missing_rule("entity_id"), *nul_rule("entity_id", "name")],
             duplicates_on=["entity_id"],
             duplicate_label="duplicate entity_id",
         )

@@ -267,9 +267,9 @@ def test_run_ids_never_name_paths(tmp_path: Path, run_id: str) -> None:
         assert result.stderr.strip().endswith("a run id never names a path")
 
 
-def test_absurdly_long_names_are_quarantined_not_matched(tmp_path: Path) -> None:
-    """Issue 11: a 20,000-character SNF name and display name would build a substring table
-    cubic in the length; they are quarantined with a reason, and the rest is scored."""
+def test_absurdly_long_names_are_matched_in_linear_time(tmp_path: Path) -> None:
+    """Issue 11: a 20,000-character SNF name and display name once built a substring table
+    cubic in the length (> 5 GB at 2,000 characters); one Aho-Corasick pass matches them."""
     rows = _good_rows()
     long_name = "SUNNY " * 3_400  # 20,400 characters
     rows["providers"][0]["display_name"] = long_name
@@ -280,15 +280,10 @@ def test_absurdly_long_names_are_quarantined_not_matched(tmp_path: Path) -> None
     ]
     data = write_dataset(tmp_path / "data", entities=entities, **rows)
     scores = score(data, tmp_path / "run")
-    assert scores.height == 5  # the long-named provider is still scored, from its payments
+    assert scores.height == 5
     assert scores.filter(pl.col("npi") == npi(2))["snf_entity_id"].to_list() == ["S2"]
-    assert scores.filter(pl.col("npi") == npi(1))["snf_entity_id"].to_list() == [None]
-    quarantine = pl.read_parquet(RunPaths(tmp_path / "run").quarantine)
-    reasons = dict(quarantine.select("source", "reason").iter_rows())
-    assert reasons == {
-        "providers": "display_name longer than 200 characters",
-        "entities": "name longer than 200 characters",
-    }
+    assert scores.filter(pl.col("npi") == npi(1))["snf_entity_id"].to_list() == ["S1"]
+    assert pl.read_parquet(RunPaths(tmp_path / "run").quarantine).is_empty()
 
 
 def test_which_duplicate_record_wins_never_depends_on_row_order(tmp_path: Path) -> None:

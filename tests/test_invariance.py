@@ -128,3 +128,39 @@ def test_a_stray_future_row_never_moves_the_window(small_dataset: Path, tmp_path
     report = json.loads(moved.report.read_text())
     assert report["window"] == [2019, 2023]
     assert report["input_counts"]["window_end_reason"] == counts["window_end_reason"]
+
+
+def test_the_window_end_share_is_exact() -> None:
+    """0.55 * 100 is 55.00000000000001 in floats: 55 of 100 NPIs must still qualify."""
+    from scoring.population import window_end
+
+    per_year = pl.DataFrame({"year": [2022, 2023], "npis": [100, 55]})
+    end = window_end(per_year, Settings(window_end_min_share=0.55))
+    assert end.year == 2023
+    assert window_end(per_year, Settings(window_end_min_share=0.56)).year == 2022
+
+
+def test_the_refresh_digest_sees_payment_row_attributes() -> None:
+    """The peer-attribute fallback reads payment rows' taxonomy/state: a change there is a
+    change of the NPI's inputs."""
+    from scoring.digest import npi_digests
+
+    rows = {
+        "npi": [1, 1], "year": [2023, 2023], "program": ["Medicare", "Medicaid"],
+        "payments": [10.0, 5.0], "claims": [1.0, 1.0], "beneficiaries": [1.0, 1.0],
+        "taxonomy": ["207Q00000X", "Unknown"], "state": ["CA", "Unknown"],
+    }  # fmt: skip
+    none = pl.LazyFrame(schema={"npi": pl.Int64, "display_name": pl.String,
+                                "taxonomy_1": pl.String, "state": pl.String})  # fmt: skip
+    leie = pl.LazyFrame(schema={"npi": pl.Int64, "exclusion_id": pl.String,
+                                "reinstated": pl.Boolean})  # fmt: skip
+
+    def digest(**change: list[str]) -> int:
+        payments = pl.LazyFrame({**rows, **change}).with_columns(
+            pl.col("program", "taxonomy", "state").cast(pl.Categorical)
+        )
+        return npi_digests(payments, none, leie).collect()["digest"].item()
+
+    assert digest() == digest()
+    assert digest(taxonomy=["363L00000X", "Unknown"]) != digest()
+    assert digest(state=["TX", "Unknown"]) != digest()

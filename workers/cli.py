@@ -109,6 +109,7 @@ def _full(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from scoring.rundir import RunPaths
     from workers.tasks import run_paths
 
     if args.run:
@@ -118,7 +119,7 @@ def _status(args: argparse.Namespace) -> int:
     root = load_settings().run_root
     runs = sorted((p for p in root.glob("*") if (p / "ledger.json").exists()), reverse=True)
     for path in runs[:20]:
-        state = RunLedger(run_paths(path.name)).summary()
+        state = RunLedger(RunPaths(path)).summary()  # any directory name: it is listed, not used
         print(
             f"{path.name}  {state.get('kind', '?'):<11} {state.get('status', '?'):<10} "
             f"{state.get('batches_done', 0)}/{state.get('batches_total', '?')} batches"

@@ -58,7 +58,7 @@ def read_snapshot(target: Neo4jTarget, cfg: Settings) -> GraphSnapshot:
             frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
     excluded = (
         frames["excluded_providers"]
-        .filter(pl.col("npi").str.contains(r"^\d{10}$"))
+        .filter(pl.col("npi").str.contains(r"^[0-9]{10}$"))  # ASCII: Unicode digits are no NPI
         .select(npi_to_int(pl.col("npi")).alias("npi"))
         .unique()
         .sort("npi")
