@@ -273,6 +273,10 @@ def run_command(args: argparse.Namespace) -> int:
     except ClaidexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # storage: a full disk, a vanished mount, a permission
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except psycopg.Error as exc:  # e.g. a schema that `claidex db init` has not created yet
         from scoring.db.connection import database_error, database_url
 

@@ -56,6 +56,8 @@ GRAPH_FILES = ("entities", "ownership", "entity_exclusions")
 
 
 def _accepts(kind: str, dtype: pl.DataType) -> bool:
+    if dtype == pl.Null:  # an all-null column: valid for every nullable field
+        return True
     if kind == STR:
         return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
     if kind == INT:

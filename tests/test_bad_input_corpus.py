@@ -226,6 +226,10 @@ CORPUS: dict[str, tuple[Callable[[Path], None], tuple[str, str | None]]] = {
         _first_rows(PAY, "program", "Médicaid 🏥", rows=30),
         ("scored", None),
     ),
+    "an all-null column of type Null": (
+        _edit(PROV, lambda df: df.with_columns(pl.lit(None).alias("is_excluded"))),
+        ("scored", None),
+    ),
     "claims of zero everywhere": (
         _edit(PAY, lambda df: df.with_columns(pl.lit(0.0).alias("claims"))),
         ("scored", None),

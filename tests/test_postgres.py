@@ -442,3 +442,25 @@ def test_an_older_full_run_never_rolls_the_table_back(
     # The newest directory is 'new', but the table holds 'old': that is the reference.
     assert latest_full_run(tmp_path, published_only=True, database_url=database_url) == old
     assert latest_full_run(tmp_path, published_only=False) == new
+
+
+def test_an_incremental_run_publishes_only_over_its_own_reference(
+    datasets: tuple[Path, Path], database_url: str, tmp_path: Path
+) -> None:
+    """Review of issue 11.4: incremental rows scored against full run A must not land on a
+    table that holds full run B (they would mix two references)."""
+    from scoring.steps import merge_and_calibrate, score_batch
+    from scoring.steps.incremental import checked_npis, prepare_incremental
+
+    a = run_local(datasets[0], Settings(), run_dir=tmp_path / "a", database_url=database_url,
+                  show_progress=False)  # fmt: skip
+    picked = pl.read_parquet(a.scores)["npi"].head(3).to_list()
+    inc = RunPaths(tmp_path / "inc")
+    prepare_incremental(inc, a, datasets[0], checked_npis(picked))
+    score_batch(inc, 0)
+    merge_and_calibrate(inc, a)
+    run_local(datasets[1], Settings(), run_dir=tmp_path / "b", database_url=database_url,
+              show_progress=False)  # fmt: skip
+    with pytest.raises(DatabaseError, match="was scored against full run a, but the table holds"):
+        publish(inc, database_url)
+    assert _published(database_url)["run_id"].unique().to_list() == ["b"]

@@ -8,6 +8,7 @@ only its own NPIs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import psycopg
@@ -91,13 +92,30 @@ class StalePublishError(DatabaseError):
     """A full run older than the one on the table: publishing it would roll the table back."""
 
 
-def _refuse_stale(conn: psycopg.Connection, run_id: str, created_at: str | None) -> None:
-    """Under the table lock: the full run on the table must not be newer than this one."""
-    current = conn.execute(
+def _table_full_run(conn: psycopg.Connection, run_id: str) -> tuple[str, Any] | None:
+    """(run id, prepared at) of the full run on the table: the last full publish."""
+    return conn.execute(
         "SELECT run_id, run_created_at FROM claidex_runs WHERE kind = 'full' "
         "AND status = 'published' AND run_id <> %s ORDER BY published_at DESC NULLS LAST LIMIT 1",
         (run_id,),
     ).fetchone()
+
+
+def _refuse_foreign_reference(conn: psycopg.Connection, run_id: str, reference: str) -> None:
+    """Under the table lock: an incremental run publishes only over its own reference."""
+    current = _table_full_run(conn, run_id)
+    if current is not None and current[0] != reference:
+        msg = (
+            f"incremental run {run_id} was scored against full run {reference}, but the table "
+            f"holds full run {current[0]}: not published (its rows would mix two references); "
+            "enqueue the NPIs again"
+        )
+        raise StalePublishError(msg)
+
+
+def _refuse_stale(conn: psycopg.Connection, run_id: str, created_at: str | None) -> None:
+    """Under the table lock: the full run on the table must not be newer than this one."""
+    current = _table_full_run(conn, run_id)
     if current is None or current[1] is None or created_at is None:
         return
     newer = conn.execute("SELECT %s::timestamptz < %s", (created_at, current[1])).fetchone()
@@ -118,6 +136,7 @@ def publish_scores(
     kind: str,
     fingerprint: str,
     created_at: str | None = None,
+    reference_run: str | None = None,
     force: bool = False,
 ) -> PublishResult:
     """Publish one run's scores and record it in claidex_runs, all or nothing.
@@ -148,6 +167,8 @@ def publish_scores(
         published = updated + inserted
         if kind == "full" and not force:  # still under the lock, so publish order is settled
             _refuse_stale(conn, run_id, created_at)
+        if kind != "full" and reference_run is not None and not force:
+            _refuse_foreign_reference(conn, run_id, reference_run)
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
             "rows_removed, published_at, run_created_at) "

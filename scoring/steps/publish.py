@@ -35,6 +35,7 @@ def publish(paths: RunPaths, database_url: str, *, force: bool = False) -> Publi
                 kind=manifest.kind,
                 fingerprint=manifest.input_fingerprint,
                 created_at=ledger.read().get("created_at"),
+                reference_run=ledger.read().get("reference_run"),
                 force=force,
             )
     except BaseException as exc:
