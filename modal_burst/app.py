@@ -63,11 +63,9 @@ def pinned_requirements(pyproject: Path, names: Iterable[str]) -> list[str]:
 
 
 CONTAINER_REQUIREMENTS = pinned_requirements(PYPROJECT, CONTAINER_PACKAGES)
-IMAGE_ENV = {
-    "CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount),  # containers see the deployer's mount
-    "CLAIDEX_MODAL_POSTGRES_SECRET": CFG.modal_postgres_secret,  # run_full attaches these
-    "CLAIDEX_MODAL_NEO4J_SECRET": CFG.modal_neo4j_secret,
-}
+# Containers see the deployer's mount. Secret names are not here: a run carries its own
+# (frozen into run.json at prepare; run_full gets them from the hand-off).
+IMAGE_ENV = {"CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount)}
 
 app = modal.App(CFG.modal_app_name)
 volume = named_volume(CFG.modal_volume)
@@ -80,8 +78,11 @@ image = (
 
 
 def retries(cfg: Settings) -> modal.Retries:
-    """For exceptions and timeouts. A container that dies (out of memory) is retried by Modal
-    without counting here, forever in a deployed app: the run's batch_max_attempts bounds it."""
+    """For exceptions and timeouts, and, for `.map` inputs, lost inputs too: a container that
+    dies (out of memory) counts against max_retries with no delay (`parallel_map.py::
+    _MapItemContext.handle_get_outputs_response`), after which the driver gets InternalFailure.
+    Where Modal retries a dead container without counting (server-side retries, `.remote`),
+    the run's batch_max_attempts bounds it."""
     return modal.Retries(max_retries=cfg.modal_retries, backoff_coefficient=2.0, initial_delay=5.0)
 
 
@@ -167,9 +168,17 @@ def run_status(run_id: str) -> dict[str, Any]:
 
 
 @app.function(**COMMON, **OPTIONS["record_status"])
-def record_status(run_id: str, status: str, step: str | None, error: str | None) -> None:
+def record_status(
+    run_id: str,
+    status: str,
+    step: str | None,
+    error: str | None,
+    batch_errors: dict[int, str] | None = None,
+) -> None:
     with synced_volume():
-        bodies.record_status(layout(), run_id, status, step=step, error=error)
+        bodies.record_status(
+            layout(), run_id, status, step=step, error=error, batch_errors=batch_errors
+        )
 
 
 @app.function(image=image, **OPTIONS["run_full"])

@@ -12,10 +12,8 @@ from typing import Any
 from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
 from scoring.db.connection import database_url
-from scoring.errors import BatchGaveUpError, InputError
-from scoring.ledger import RunLedger
-from scoring.manifest import RunManifest
-from scoring.rundir import read_json
+from scoring.errors import BatchGaveUpError, InputError, RunFileError
+from scoring.ledger import RunLedger, read_record
 from scoring.steps import prepare, score_batch
 from scoring.steps.finish import export_source, merge_and_publish
 
@@ -32,7 +30,11 @@ def prepare_run(
     publish: bool,
 ) -> dict[str, Any]:
     """Step 1 for a dataset on the volume, or for a fresh Postgres snapshot; the run's publish
-    choice is kept in the ledger so a resume honours it."""
+    choice is kept in the ledger so a resume honours it.
+
+    run.json is written before the ledger records the choice, and a background commit can
+    make it visible on its own when the container dies in between: a driver refuses a run
+    whose ledger lacks the choice (`RunNeeds.of_run`) rather than guess."""
     paths = layout.run(run_id)
     cfg = load_settings(**overrides)
     if source == "postgres":
@@ -43,7 +45,8 @@ def prepare_run(
         if not data.is_dir():
             msg = (
                 f"dataset {data_name!r} is not on the volume (no {data}); upload it with "
-                f"`python -m modal_burst upload DIR --data-name {data_name}`"
+                f"`python -m modal_burst upload DIR --data-name {data_name}` (a deployed app "
+                "keeps the volume it was deployed with: after a volume migration, redeploy)"
             )
             raise InputError(msg)
     manifest = prepare(paths, data, cfg)
@@ -85,34 +88,71 @@ def merge_run(layout: VolumeLayout, run_id: str, *, publish: bool) -> dict[str, 
 
 def run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     """The ledger summary plus what a driver needs: prepared or not, missing batches, errors,
-    and the run's own graph mode (run.json), which decides the secrets of its batches."""
+    and the run's own graph mode and secret names (run.json), which decide its secrets.
+
+    A torn or foreign ledger.json / run.json is one RunFileError naming the run and file."""
+    try:
+        return _run_state(layout, run_id)
+    except RunFileError as exc:
+        msg = f"run {run_id}: {exc}"
+        raise RunFileError(msg) from None
+
+
+def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     paths = layout.run(run_id)
     if not paths.ledger.exists():
         return {"run_id": run_id, "exists": False, "prepared": False, "missing": []}
     ledger = RunLedger(paths)
     summary = ledger.summary()
-    prepared = paths.manifest.exists()
-    pruned = read_json(paths.root / PRUNED) if (paths.root / PRUNED).exists() else None
+    manifest = read_record(paths.manifest) if paths.manifest.exists() else None
+    pruned = read_record(paths.root / PRUNED) if (paths.root / PRUNED).exists() else None
     states = ledger.batch_states()
-    total = int(summary.get("batches_total", 0))
-    settings = RunManifest.load(paths).settings if prepared else {}
-    return {
+    settings: dict[str, Any] = manifest.get("settings", {}) if manifest else {}
+    state = {
         **summary,
         "exists": True,
-        "prepared": prepared,
+        "prepared": manifest is not None,
         "graph_mode": settings.get("graph_mode"),
-        "missing": ledger.missing_batches(total) if prepared and not pruned else [],
+        "postgres_secret": settings.get("modal_postgres_secret"),
+        "neo4j_secret": settings.get("modal_neo4j_secret"),
+        "missing": [],
         "batch_errors": {i: states[i].get("error", "") for i in summary["batches_failed"]},
         "pruned": pruned,
     }
+    if manifest is not None:  # run.json decides the batches (the ledger may lag behind it)
+        total = int(manifest["batches_total"])
+        missing = [] if pruned else ledger.missing_batches(total)
+        state.update(batches_total=total, batches_done=total - len(missing), missing=missing)
+    return state
 
 
 def record_status(
-    layout: VolumeLayout, run_id: str, status: str, *, step: str | None, error: str | None
+    layout: VolumeLayout,
+    run_id: str,
+    status: str,
+    *,
+    step: str | None,
+    error: str | None,
+    batch_errors: dict[int, str] | None = None,
 ) -> None:
-    """The driver's view of the run in the ledger: failed at a step, or scoring again."""
-    ledger = RunLedger(layout.run(run_id))
+    """The driver's view of the run in the ledger.
+
+    'scoring' (a dispatch starts): a batch record still 'running' without a chunk is from
+    a start nobody is waiting for any more (the driver was interrupted, or Modal gave up on
+    it): it becomes 'interrupted', so only deaths seen by this dispatch count as attempts.
+    'failed': the run failed at `step`; each batch of `batch_errors` (what the driver got back
+    from Modal: an exception, a timeout, a lost input) is recorded failed, so a resume scores
+    it afresh instead of counting a stale 'running' record as one more container death."""
+    paths = layout.run(run_id)
+    ledger = RunLedger(paths)
     if status == "failed":
+        for index, why in (batch_errors or {}).items():
+            if not paths.chunk(index).exists():
+                ledger.batch_failed(index, why)
         ledger.fail(step or "score", error or "failed")
-    else:
-        ledger.set_status(status, error=None, failed_step=None)
+        return
+    if status == "scoring":
+        for index, record in ledger.batch_states().items():
+            if record.get("status") == "running" and not paths.chunk(index).exists():
+                ledger.batch_interrupted(index, "an earlier dispatch never saw it end")
+    ledger.set_status(status, error=None, failed_step=None)

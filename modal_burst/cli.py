@@ -1,4 +1,8 @@
-"""`python -m modal_burst full|resume|merge|status|upload|download|prune`: burst runs on Modal."""
+"""`python -m modal_burst full|resume|merge|status|upload|download|prune`: burst runs on Modal.
+
+Nothing here imports `modal` at module level: Modal reads ~/.modal.toml when it is first
+imported, and `main` checks the credentials (a broken file included) before that.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ from modal_burst.driver import (
     run_burst,
     run_overrides,
 )
-from modal_burst.layout import VOLUME_VERSION, named_volume
-from modal_burst.prune import DEFAULT_KEEP, prune_runs
+from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, named_volume
 from scoring.config import Settings, load_settings
-from scoring.rundir import new_run_id
+from scoring.errors import RunStateError
+from scoring.rundir import checked_run_id, new_run_id
 
 FUNCTION_NAMES = ("prepare", "score_batch", "merge_and_calibrate", "run_status", "record_status")
 
@@ -71,6 +75,11 @@ def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
     return report(outcome)
 
 
+def publish_choice(args: argparse.Namespace) -> bool | None:
+    """--publish / --no-publish, else None: what the run chose when it started."""
+    return True if args.publish else False if args.no_publish else None
+
+
 def _full(args: argparse.Namespace) -> int:
     """A new run; an existing --run-id keeps its own settings (graph mode, publish choice)."""
     cfg = load_settings()
@@ -80,15 +89,15 @@ def _full(args: argparse.Namespace) -> int:
         data_name=args.data_name or cfg.modal_data_name,
         overrides=run_overrides(cfg, batch_size=args.batch_size, graph_mode=args.graph),
         max_batches=args.max_batches,
-        publish=False if args.no_publish else None,  # an existing --run-id keeps its choice
+        publish=publish_choice(args),  # None: a new run publishes, an existing one keeps its
     )
     print(f"run {request.run_id}: bursting on Modal app {cfg.modal_app_name}")
     return _burst(args, request)
 
 
 def resume_request(args: argparse.Namespace) -> BurstRequest:
-    """An existing run only; publishes as the run chose at start unless --no-publish."""
-    publish = False if args.no_publish else None
+    """An existing run only; publishes as the run chose at start unless told otherwise."""
+    publish = publish_choice(args)
     return BurstRequest(run_id=args.run, max_batches=args.max_batches, publish=publish, resume=True)
 
 
@@ -96,14 +105,9 @@ def _resume(args: argparse.Namespace) -> int:
     return _burst(args, resume_request(args))
 
 
-def merge_publish(args: argparse.Namespace) -> bool | None:
-    """--publish / --no-publish, else None: what the run chose when it started."""
-    return True if args.publish else False if args.no_publish else None
-
-
 def _merge(args: argparse.Namespace) -> int:
     with remote_app(args.deployed, quiet=args.quiet) as remote:
-        merged = merge_only(remote, args.run, publish=merge_publish(args))
+        merged = merge_only(remote, args.run, publish=publish_choice(args))
     print(
         f"run {args.run}: {merged['status']}" + (f" ({merged['note']})" if "note" in merged else "")
     )
@@ -111,14 +115,35 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    with remote_app(args.deployed, quiet=True) as remote:
-        state: dict[str, Any] = remote.functions["run_status"].remote(args.run)
+    if args.volume is not None:  # another volume (an old v1 one): its ledger, client side
+        state = ledger_on(_volume(args), args.run)
+    else:
+        with remote_app(args.deployed, quiet=True) as remote:
+            state = remote.functions["run_status"].remote(args.run)
     print(json.dumps(state, indent=2, default=str))
     return 1 if state.get("status") == "failed" or not state["exists"] else 0
 
 
-def _volume() -> Any:
-    return named_volume(Settings().modal_volume)
+def ledger_on(volume: Any, run_id: str) -> dict[str, Any]:
+    """A run's ledger.json read through the client-side Volume API (no container)."""
+    from modal_burst.layout import run_key
+    from modal_burst.transfer import volume_json
+
+    try:
+        ledger = volume_json(volume, f"{run_key(run_id)}/ledger.json")
+    except RunStateError as exc:
+        msg = f"run {run_id}: {exc}"
+        raise RunStateError(msg) from None
+    return {"run_id": run_id, "exists": ledger is not None, **(ledger or {})}
+
+
+def _volume(args: argparse.Namespace | None = None) -> Any:
+    """The burst volume, or with --volume NAME [--volume-version N] another existing one
+    (e.g. `claidex-data-v1` after a migration), never created."""
+    name = getattr(args, "volume", None)
+    if name is None:
+        return named_volume(Settings().modal_volume)
+    return named_volume(name, version=args.volume_version, create=False)
 
 
 def _upload(args: argparse.Namespace) -> int:
@@ -133,17 +158,21 @@ def _upload(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from modal_burst.transfer import download_run
 
-    files = download_run(_volume(), args.run, Path(args.directory))
+    files = download_run(_volume(args), args.run, Path(args.directory))
     print(f"downloaded {', '.join(files)} to {args.directory}")
     return 0
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from modal_burst.prune import prune_runs
+
     actions = prune_runs(_volume(), keep=args.keep, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for act in actions:
         if act.action == "pruned":
             print(f"run {act.run_id}: {verb} {act.files} batch file(s)")
+        elif act.action == "unreadable":
+            print(f"run {act.run_id}: skipped, its ledger cannot be read ({act.detail})")
     kept = [a for a in actions if a.action != "pruned"]
     by_reason = {r: sum(1 for a in kept if a.action == r) for r in sorted({a.action for a in kept})}
     shown = ", ".join(f"{n} {reason}" for reason, n in by_reason.items()) or "none"
@@ -167,6 +196,13 @@ def positive(text: str) -> int:
     return value
 
 
+def run_id_arg(text: str) -> str:
+    try:
+        return checked_run_id(text)
+    except RunStateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modal_burst", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deployed", action="store_true", help="use the deployed app's functions")
         p.add_argument("--quiet", action="store_true", help="no progress bar or build output")
 
+    def publish_flags(p: argparse.ArgumentParser, never: str, always: str) -> None:
+        choice = p.add_mutually_exclusive_group()
+        choice.add_argument("--no-publish", action="store_true", help=never)
+        choice.add_argument("--publish", action="store_true", help=always)
+
+    def other_volume(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--volume", default=None, help="read another existing volume by name")
+        p.add_argument(
+            "--volume-version",
+            type=int,
+            choices=[1, 2],
+            default=VOLUME_VERSION,
+            help="that volume's version (1: a volume from before the v2 migration)",
+        )
+
     full = sub.add_parser("full", help="full recompute in Modal containers")
     full.add_argument("--data-name", help="dataset on the volume (default CLAIDEX_MODAL_DATA_NAME)")
     full.add_argument("--source", choices=["volume", "postgres"], default="volume")
@@ -182,32 +233,31 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument(
         "--max-batches", type=positive, default=None, help="smoke run: first K batches"
     )
-    full.add_argument("--run-id", default=None, help="an existing run resumes")
-    full.add_argument("--no-publish", action="store_true")
+    full.add_argument("--run-id", type=run_id_arg, default=None, help="an existing run resumes")
+    publish_flags(full, "never publish", "publish (an existing --run-id: whatever it chose)")
     add_graph_flag(full)
     remote(full)
     full.set_defaults(func=_full)
 
     resume = sub.add_parser("resume", help="score only the missing batches, then merge")
-    resume.add_argument("run")
+    resume.add_argument("run", type=run_id_arg)
     resume.add_argument("--max-batches", type=positive, default=None)
-    resume.add_argument("--no-publish", action="store_true")
+    publish_flags(resume, "never publish", "publish, whatever the run chose")
     remote(resume)
     resume.set_defaults(func=_resume)
 
     merge = sub.add_parser(
         "merge", help="merge only (batches finished, merge did not); publishes as the run chose"
     )
-    merge.add_argument("run")
-    choice = merge.add_mutually_exclusive_group()
-    choice.add_argument("--no-publish", action="store_true", help="never publish")
-    choice.add_argument("--publish", action="store_true", help="publish a --no-publish run")
+    merge.add_argument("run", type=run_id_arg)
+    publish_flags(merge, "never publish", "publish a --no-publish run")
     remote(merge)
     merge.set_defaults(func=_merge)
 
     status = sub.add_parser("status", help="a run's ledger on the volume")
-    status.add_argument("run")
+    status.add_argument("run", type=run_id_arg)
     remote(status)
+    other_volume(status)
     status.set_defaults(func=_status)
 
     upload = sub.add_parser("upload", help="a dataset directory to the volume")
@@ -216,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     upload.set_defaults(func=_upload)
 
     download = sub.add_parser("download", help="a run's results from the volume")
-    download.add_argument("run")
+    download.add_argument("run", type=run_id_arg)
     download.add_argument("directory")
+    other_volume(download)
     download.set_defaults(func=_download)
 
     prune = sub.add_parser(
@@ -232,15 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Credentials first: without them every command stops here, before any network call."""
+    """Credentials first: without them every command stops here, before any network call
+    (and before `modal` is imported anywhere else, so a broken ~/.modal.toml is one line)."""
     from claidex.cli import run_command
 
     args = build_parser().parse_args(argv)
+    try:
+        require_credentials()
+    except ModalNotConfiguredError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from modal.exception import AuthError
     from modal.exception import Error as ModalError
 
     try:
-        require_credentials()
         return run_command(args)
     except ModalNotConfiguredError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -252,11 +308,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def volume_hint(exc: BaseException) -> str:
-    """For Modal's 'exists but has version v1' (an older claidex-data): how to move to v2."""
+    """For Modal's 'exists but has version v1' (an older claidex-data): how to move to v2,
+    and that the deployed app must follow (its functions mount the volume by id)."""
     if "has version v1" not in str(exc):
         return ""
     name = Settings().modal_volume
     return (
         f"; burst mode needs a v{VOLUME_VERSION} volume: `modal volume rename {name} {name}-v1` "
-        f"(old results stay there), then `python -m modal_burst upload DIR` creates a new one"
+        f"(old results stay there: `download RUN DIR --volume {name}-v1 --volume-version 1`), "
+        "then `python -m modal_burst upload DIR` creates a new one; then redeploy "
+        "(`modal deploy -m modal_burst.app`): deployed functions and beat's run_full keep "
+        "the volume they were deployed with until then"
     )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_uses
+from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_names, secret_uses
 from scoring.config import Settings
 from scoring.errors import RunStateError
 
@@ -85,10 +85,12 @@ class BurstOutcome:
 
 def run_overrides(cfg: Settings, **flags: Any) -> dict[str, Any]:
     """Settings set in this environment (CLAIDEX_*) plus CLI flags, frozen into the run at
-    prepare: containers score with the caller's methodology, not their own environment."""
+    prepare: containers score with the caller's methodology, not their own environment, and
+    the run's secrets are the ones this caller names (looked up here, recorded in run.json)."""
     chosen = cfg.model_dump(mode="json", exclude_unset=True)
     chosen = {k: v for k, v in chosen.items() if k not in LOCATION_SETTINGS}
     chosen.setdefault("batch_size", cfg.modal_batch_size)
+    chosen = {**secret_names(cfg), **chosen}
     return {**chosen, **{k: v for k, v in flags.items() if v is not None}}
 
 
@@ -97,14 +99,12 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def find_secrets(
-    remote: Remote, needs: RunNeeds, steps: Collection[str], cfg: Settings
-) -> dict[str, list[Any]]:
+def find_secrets(remote: Remote, needs: RunNeeds, steps: Collection[str]) -> dict[str, list[Any]]:
     """Each step's secrets, every one looked up before any step runs: a missing secret is
     one MissingSecretError naming it and the `modal secret create` command."""
     from modal.exception import NotFoundError
 
-    uses = secret_uses(needs, cfg)
+    uses = secret_uses(needs)
     found: dict[str, Any] = {}
     for use in (use for step in steps for use in uses[step]):
         if use.name not in found:
@@ -116,10 +116,10 @@ def find_secrets(
 
 
 def with_secrets(
-    remote: Remote, needs: RunNeeds, steps: Collection[str], cfg: Settings
+    remote: Remote, needs: RunNeeds, steps: Collection[str]
 ) -> dict[str, FunctionLike]:
     """The steps' functions, each carrying only the secrets the run needs there."""
-    secrets = find_secrets(remote, needs, steps, cfg)
+    secrets = find_secrets(remote, needs, steps)
     functions = remote.functions
     return {
         step: functions[step].with_options(secrets=found) if found else functions[step]
@@ -151,6 +151,20 @@ def score_missing(
     return failed
 
 
+def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
+    """`resume`/`merge` of a run that is not on the volume, or never finished prepare."""
+    run_id = state["run_id"]
+    if not state["exists"]:
+        msg = f"run {run_id} is not on the volume: nothing to {wanted} (start one with `full`)"
+        return RunStateError(msg)
+    why = f" ({state['error']})" if state.get("error") else ""
+    msg = (
+        f"run {run_id} never finished prepare{why}: nothing to {wanted}; "
+        f"`python -m modal_burst full --run-id {run_id} [--no-publish]` prepares it again"
+    )
+    return RunStateError(msg)
+
+
 def run_burst(
     remote: Remote,
     request: BurstRequest,
@@ -167,25 +181,24 @@ def run_burst(
     state = functions["run_status"].remote(run_id)
     if not state["prepared"]:
         if request.resume:
-            detail = "is not on the volume" if not state["exists"] else "never finished prepare"
-            msg = f"run {run_id} {detail}: nothing to resume (start one with `full`)"
-            raise RunStateError(msg)
-        publish = request.publish is not False
-        needs = RunNeeds.of_request(request.overrides, request.source, publish)
-        steps = with_secrets(remote, needs, STEPS, cfg)
-        steps["prepare"].remote(
-            run_id, request.source, request.data_name, request.overrides, publish
-        )
+            raise not_prepared({"run_id": run_id, **state}, "resume")
+        # a run that never finished prepare keeps the choice it recorded, if any
+        publish = request.publish if request.publish is not None else state.get("publish", True)
+        overrides = {**secret_names(cfg), **request.overrides}  # frozen into run.json
+        needs = RunNeeds.of_request(overrides, request.source, bool(publish))
+        steps = with_secrets(remote, needs, STEPS)
+        steps["prepare"].remote(run_id, request.source, request.data_name, overrides, publish)
         state = functions["run_status"].remote(run_id)
     else:
         if state.get("status") == "published":
             total = int(state["batches_total"])
             return BurstOutcome(run_id, "published", total, total, detail="already published")
         needs = RunNeeds.of_run(state, publish=request.publish)
-        steps = with_secrets(remote, needs, AFTER_PREPARE, cfg)
+        steps = with_secrets(remote, needs, AFTER_PREPARE)
     total = int(state["batches_total"])
     missing: list[int] = list(state["missing"])
     todo = missing if request.max_batches is None else missing[: request.max_batches]
+    # a record still 'running' from an earlier dispatch is no container death of this one
     functions["record_status"].remote(run_id, "scoring", None, None)
     with _progress(show_progress) as bar:
         task = bar.add_task(f"run {run_id}", total=total, completed=total - len(missing))
@@ -196,7 +209,9 @@ def run_burst(
         shown = "; ".join(f"batch {i}: {err}" for i, err in sorted(failed.items())[:10])
         outcome.status = "failed"
         outcome.detail = f"{len(failed)} batch(es) failed: {shown}"
-        functions["record_status"].remote(run_id, "failed", "score", outcome.detail)
+        # each failed batch is recorded as failed, never left 'running' (a timeout, a lost
+        # input Modal gave up on): a resume scores it afresh
+        functions["record_status"].remote(run_id, "failed", "score", outcome.detail, failed)
         return outcome
     if done < total:
         outcome.detail = f"{total - done} batch(es) not dispatched (--max-batches)"
@@ -207,19 +222,18 @@ def run_burst(
     return outcome
 
 
-def merge_only(
-    remote: Remote, run_id: str, *, publish: bool | None, cfg: Settings | None = None
-) -> dict[str, Any]:
+def merge_only(remote: Remote, run_id: str, *, publish: bool | None) -> dict[str, Any]:
     """`merge RUN`: all batches done, merge (and publish as the run chose at start, unless
     `publish` says otherwise); a run published already is left alone."""
-    cfg = cfg or Settings()
     state = remote.functions["run_status"].remote(run_id)
     if state.get("status") == "published":
         return {"run_id": run_id, "status": "published", "note": "already published"}
-    if state["missing"] or not state["prepared"]:
-        shown = ", ".join(map(str, state["missing"][:20])) or "not prepared"
+    if not state["prepared"]:
+        raise not_prepared({"run_id": run_id, **state}, "merge")
+    if state["missing"]:
+        shown = ", ".join(map(str, state["missing"][:20]))
         msg = f"run {run_id}: cannot merge, batches missing: {shown}"
         raise RunStateError(msg)
     needs = RunNeeds.of_run(state, publish=publish)
-    steps = with_secrets(remote, needs, ("merge_and_calibrate",), cfg)
+    steps = with_secrets(remote, needs, ("merge_and_calibrate",))
     return dict(steps["merge_and_calibrate"].remote(run_id, needs.publishes))

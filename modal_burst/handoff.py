@@ -12,7 +12,9 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
     """Start `run_full` on the deployed app and return its call id without waiting for it.
 
     The secrets the run will need are looked up first: a spawned run that cannot find one
-    would fail where nobody watches, while an error here sends the run to the fleet."""
+    would fail where nobody watches, while an error here sends the run to the fleet. Their
+    names travel in the run's settings (`run_overrides`), so `run_full` attaches exactly the
+    secrets checked here and records them in run.json for a later resume."""
     require_credentials()
     import modal
     from modal.exception import AuthError, NotFoundError
@@ -21,7 +23,7 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
     overrides = run_overrides(cfg)
     needs = RunNeeds.of_request(overrides, cfg.modal_source, publish)
     try:
-        find_secrets(ModalRemote({}), needs, STEPS, cfg)
+        find_secrets(ModalRemote({}), needs, STEPS)
         function = modal.Function.from_name(cfg.modal_app_name, "run_full")
         call = function.spawn(run_id, cfg.modal_source, cfg.modal_data_name, overrides, publish)
     except MissingSecretError as exc:

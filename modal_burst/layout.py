@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scoring.rundir import RunPaths
+from scoring.rundir import RunPaths, checked_run_id
 
 DATASETS = "datasets"
 RUNS = "runs"
 PRUNED = "pruned.json"  # in a run directory: `prune` removed its batch files (what, when)
+DEFAULT_KEEP = 3  # `prune`: the newest runs left whole
 # Modal documents v1 volumes for a handful of concurrent writers and v2 for hundreds;
 # a burst has up to 300 containers committing at once.
 VOLUME_VERSION = 2
@@ -26,7 +27,7 @@ class VolumeLayout:
         return self.root / DATASETS / name
 
     def run(self, run_id: str) -> RunPaths:
-        return RunPaths(self.root / RUNS / run_id)
+        return RunPaths(self.root / RUNS / checked_run_id(run_id))
 
 
 def dataset_key(name: str) -> str:
@@ -36,12 +37,13 @@ def dataset_key(name: str) -> str:
 
 def run_key(run_id: str) -> str:
     """A run directory's path inside the volume."""
-    return str(PurePosixPath(RUNS) / run_id)
+    return str(PurePosixPath(RUNS) / checked_run_id(run_id))
 
 
-def named_volume(name: str) -> Any:
-    """The burst volume by name, created as v2 when missing. An existing v1 volume of that
-    name makes Modal raise InvalidError ('exists but has version v1') when it is first used."""
+def named_volume(name: str, *, version: int = VOLUME_VERSION, create: bool = True) -> Any:
+    """The burst volume by name, created as v2 when missing. An existing volume of another
+    version makes Modal raise InvalidError ('exists but has version v1') when it is first
+    used; `version=1, create=False` reads an old v1 volume (download, status)."""
     import modal
 
-    return modal.Volume.from_name(name, create_if_missing=True, version=VOLUME_VERSION)
+    return modal.Volume.from_name(name, create_if_missing=create, version=version)

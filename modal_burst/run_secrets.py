@@ -1,5 +1,9 @@
 """Which Modal secrets a run needs: decided by the run's own settings, never the caller's.
 
+A new run freezes the caller's secret names (CLAIDEX_MODAL_POSTGRES_SECRET,
+CLAIDEX_MODAL_NEO4J_SECRET) into its run.json with the rest of its settings; `resume`,
+`merge` and `full --run-id` attach the names recorded there.
+
 The App's functions declare no secrets, because Modal looks up every secret an App names
 when the App starts (`modal/runner.py::_create_all_objects`), so one missing secret
 would stop every command. The driver attaches each step's secrets per call instead
@@ -13,39 +17,71 @@ from dataclasses import dataclass
 from typing import Any
 
 from scoring.config import Settings
-from scoring.errors import ClaidexError
+from scoring.errors import ClaidexError, RunStateError
 
 STEPS = ("prepare", "score_batch", "merge_and_calibrate")
 NEO4J_STEPS = {"neo4j-snapshot": ("prepare",), "neo4j-live": ("prepare", "score_batch")}
 POSTGRES_KEYS = "DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME"
 NEO4J_KEYS = "NEO4J_URI=neo4j+s://HOST NEO4J_USER=neo4j NEO4J_PASSWORD=PASSWORD"
+POSTGRES_NAME, NEO4J_NAME = "modal_postgres_secret", "modal_neo4j_secret"  # Settings fields
 
 
 class MissingSecretError(ClaidexError):
     """A secret this run needs is not in the Modal workspace."""
 
 
+def secret_names(cfg: Settings) -> dict[str, str]:
+    """The secret names of `cfg` as run settings: a new run freezes them into its run.json."""
+    return {POSTGRES_NAME: cfg.modal_postgres_secret, NEO4J_NAME: cfg.modal_neo4j_secret}
+
+
+def _default(name: str) -> str:
+    return str(Settings.model_fields[name].default)
+
+
 @dataclass(frozen=True)
 class RunNeeds:
-    """What a run touches outside the volume: its graph mode, Postgres as source, a publish."""
+    """What a run touches outside the volume: its graph mode, Postgres as source, a publish,
+    and the names of the secrets that reach them (the run's own, never the caller's)."""
 
     graph_mode: str = "embedded"
     reads_postgres: bool = False  # --source postgres: prepare exports a snapshot
     publishes: bool = True
+    postgres_secret: str = _default(POSTGRES_NAME)
+    neo4j_secret: str = _default(NEO4J_NAME)
 
     @classmethod
     def of_request(cls, overrides: dict[str, Any], source: str, publish: bool) -> RunNeeds:
         """A run about to be prepared: its frozen settings (CLAIDEX_* and flags) and source."""
-        graph_mode = str(overrides.get("graph_mode") or "embedded")
-        return cls(graph_mode, reads_postgres=source == "postgres", publishes=publish)
+        return cls(
+            str(overrides.get("graph_mode") or "embedded"),
+            reads_postgres=source == "postgres",
+            publishes=publish,
+            postgres_secret=str(overrides.get(POSTGRES_NAME) or _default(POSTGRES_NAME)),
+            neo4j_secret=str(overrides.get(NEO4J_NAME) or _default(NEO4J_NAME)),
+        )
 
     @classmethod
     def of_run(cls, state: dict[str, Any], *, publish: bool | None) -> RunNeeds:
-        """A prepared run, from its run.json and ledger (`run_status`): the graph mode and the
-        publish choice it started with, unless `publish` overrides the latter. Prepare is over,
-        so Postgres as a source no longer matters."""
-        chosen = state.get("publish", True) if publish is None else publish
-        return cls(str(state.get("graph_mode") or "embedded"), publishes=bool(chosen))
+        """A prepared run, from its run.json and ledger (`run_status`): the graph mode, secret
+        names and publish choice it started with, unless `publish` overrides the latter.
+        Prepare is over, so Postgres as a source no longer matters.
+
+        A ledger without the choice (prepare stopped between writing run.json and recording
+        it) is refused: guessing 'publish' would write to Postgres for a --no-publish run."""
+        if publish is None and "publish" not in state:
+            msg = (
+                f"run {state.get('run_id')}: its ledger does not record whether it publishes "
+                "(prepare stopped before recording the choice): pass --publish or --no-publish"
+            )
+            raise RunStateError(msg)
+        chosen = state["publish"] if publish is None else publish
+        return cls(
+            str(state.get("graph_mode") or "embedded"),
+            publishes=bool(chosen),
+            postgres_secret=str(state.get("postgres_secret") or _default(POSTGRES_NAME)),
+            neo4j_secret=str(state.get("neo4j_secret") or _default(NEO4J_NAME)),
+        )
 
 
 @dataclass(frozen=True)
@@ -63,11 +99,11 @@ class SecretUse:
         )
 
 
-def secret_uses(needs: RunNeeds, cfg: Settings) -> dict[str, list[SecretUse]]:
+def secret_uses(needs: RunNeeds) -> dict[str, list[SecretUse]]:
     """Each step's secrets: Postgres to export (prepare) and to publish (merge), Neo4j where
     the graph mode reads it (snapshot: prepare; live: prepare and every batch)."""
     uses: dict[str, list[SecretUse]] = {step: [] for step in STEPS}
-    postgres = cfg.modal_postgres_secret
+    postgres = needs.postgres_secret
     if needs.reads_postgres:
         why = "--source postgres reads Postgres"
         uses["prepare"].append(SecretUse(postgres, why, POSTGRES_KEYS))
@@ -76,5 +112,5 @@ def secret_uses(needs: RunNeeds, cfg: Settings) -> dict[str, list[SecretUse]]:
         uses["merge_and_calibrate"].append(SecretUse(postgres, why, POSTGRES_KEYS))
     why = f"graph mode {needs.graph_mode} reads Neo4j"
     for step in NEO4J_STEPS.get(needs.graph_mode, ()):
-        uses[step].append(SecretUse(cfg.modal_neo4j_secret, why, NEO4J_KEYS))
+        uses[step].append(SecretUse(needs.neo4j_secret, why, NEO4J_KEYS))
     return uses

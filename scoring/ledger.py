@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scoring.errors import RunFileError
 from scoring.rundir import RunPaths, read_json, write_json_atomic
 
 STATUSES = ("preparing", "scoring", "merging", "publishing", "published", "merged", "failed")
@@ -37,6 +38,20 @@ def input_fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """A run-directory JSON object (ledger, run.json, a batch record); a torn or foreign file
+    is one RunFileError naming it instead of a JSONDecodeError."""
+    try:
+        data = read_json(path)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        msg = f"{path}: not valid JSON ({exc}): a torn write or another program's file"
+        raise RunFileError(msg) from None
+    if not isinstance(data, dict):
+        msg = f"{path}: not a JSON object ({type(data).__name__}): another program's file?"
+        raise RunFileError(msg)
+    return data
+
+
 class RunLedger:
     """File-backed ledger of one run."""
 
@@ -47,7 +62,7 @@ class RunLedger:
     def read(self) -> dict[str, Any]:
         if not self.paths.ledger.exists():
             return {}
-        return read_json(self.paths.ledger)
+        return read_record(self.paths.ledger)
 
     def update(self, **fields: Any) -> dict[str, Any]:
         state = self.read()
@@ -96,9 +111,10 @@ class RunLedger:
 
     # --- batch level -------------------------------------------------------
     def batch_started(self, index: int, *, worker: str, redelivered: bool) -> int:
-        """Record a start; returns the attempt number (consecutive starts that never ended)."""
+        """Record a start; returns the attempt number (consecutive starts that never ended:
+        a record still 'running' means the previous start died without recording an end)."""
         path = self.paths.batch_status(index)
-        previous = read_json(path) if path.exists() else {}
+        previous = read_record(path) if path.exists() else {}
         attempt = int(previous.get("attempt", 0)) + 1 if previous.get("status") == "running" else 1
         write_json_atomic(
             {
@@ -135,11 +151,19 @@ class RunLedger:
             self.paths.batch_status(index),
         )
 
+    def batch_interrupted(self, index: int, why: str) -> None:
+        """End a start that never ended, without it counting as a death of its worker (the
+        driver stopped, or the engine gave up on the batch itself): the next start is attempt 1."""
+        write_json_atomic(
+            {"batch": index, "status": "interrupted", "error": why, "finished_at": utc_now()},
+            self.paths.batch_status(index),
+        )
+
     def batch_states(self) -> dict[int, dict[str, Any]]:
         folder = self.paths.batch_ledger_dir
         if not folder.exists():
             return {}
-        states = (read_json(p) for p in sorted(folder.glob("batch-*.json")))
+        states = (read_record(p) for p in sorted(folder.glob("batch-*.json")))
         return {state["batch"]: state for state in states}
 
     def missing_batches(self, total: int) -> list[int]:

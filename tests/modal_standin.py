@@ -25,12 +25,17 @@ Secrets
 Containers and the volume (details in tests/modal_standin_container.py)
 - Every container is its own process (`python -S` on the project's interpreter) with its
   own copy of the volume: writes are visible to other containers only after `commit()`,
-  others' commits only after `reload()`; last write wins per file (`volume.py::_Volume`).
+  others' commits only after `reload()` (a commit does not reload: the server may answer
+  `skip_reload`, `volume.py::_Volume.commit`); last write wins per file (`volume.py::
+  _Volume`). `background_commits=True` models `allow_background_commits=True` (the mount
+  option Modal sets) at its worst: every reload commits first, and a container killed by
+  a rule has all it wrote committed just before it dies.
 - Warm containers serve inputs one after another (up to `max_containers` per pool, at most
   the function's own `max_containers`); containers stop when the App stops.
 - The image holds only what `app_module.CONTAINER_REQUIREMENTS` installs plus the Modal
   client, which Modal mounts itself (`mount.py::_get_client_mount`); the code is a copy of
-  the packages of `LOCAL_SOURCES` (`Image.add_local_python_source`), with no pyproject.toml
+  the `.py` files of the packages of `LOCAL_SOURCES` (`Image.add_local_python_source`,
+  whose default `ignore=NON_PYTHON_FILES` drops everything else), with no pyproject.toml
   beside it. Any other distribution the project declares (celery, redis, flower, pyarrow,
   psutil, the dev tools) is absent.
 
@@ -42,14 +47,22 @@ handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and re
   what `RetryManager.get_delay_ms` computes (initial_delay * backoff_coefficient ** (n - 1),
   at least 1 s). Delays are recorded, and slept multiplied by `time_scale` (0: not slept).
   A function without `retries` fails at the first exception.
-- A container that dies (on start-up or mid-input, e.g. out of memory) is rescheduled
-  with its input on a new container: "Modal will reschedule the container and any work it
-  was currently assigned ... For deployed apps, container crashes will be retried
-  indefinitely" (guide). That is not a retry of the policy (the client only meets lost
-  inputs as GENERIC_STATUS_INTERNAL_FAILURE, retried without delay). The stand-in
-  behaves like a deployed app (an ephemeral one gives up at some failure rate), except
-  that after `crash_loop_limit` crashes of one input it raises StandInCrashLoopError into
-  the caller, so a test fails where Modal would loop forever.
+- A container that dies (on start-up or mid-input, e.g. out of memory) loses its input,
+  which Modal reports as GENERIC_STATUS_INTERNAL_FAILURE:
+  - in `.map` it counts against max_retries like any failure, retried with no delay
+    (`handle_get_outputs_response`: "lost inputs will count towards the retry policy");
+    past max_retries (at once without `retries`) the caller gets `InternalFailure`;
+  - in `.remote` it is retried without counting (`_Invocation.run_function`), and without
+    end: after `crash_loop_limit` crashes of one input the stand-in raises
+    StandInCrashLoopError into the caller, so a test fails where Modal would loop.
+  (Both are the client-side retry path, `sync_client_retries_enabled`; Modal's guide says
+  a deployed app's server retries crashed containers indefinitely, which the run's
+  batch_max_attempts bounds.)
+- A `CrashRule` decides what a death is: `effect="oom"` (the container dies: a lost
+  input), `"timeout"` (the container is killed at its timeout there: FunctionTimeoutError,
+  counted as above, without waiting the timeout out), `"stop"` (the App stops there, as when
+  the driver of an ephemeral app is interrupted: every container is killed at once and the
+  caller gets KeyboardInterrupt; nothing ends its batches' records).
 - The caller gets the function's own exception (pickled back, `_process_result`), or
   `RemoteError` when it cannot be pickled.
 """
@@ -79,7 +92,7 @@ from types import ModuleType
 from typing import Any, BinaryIO
 
 import modal
-from modal.exception import FunctionTimeoutError, NotFoundError, RemoteError
+from modal.exception import FunctionTimeoutError, InternalFailure, NotFoundError, RemoteError
 from modal.retries import RetryManager
 from modal.volume import FileEntryType
 
@@ -104,11 +117,19 @@ class StandInSecret:
 @dataclass(frozen=True)
 class CrashRule:
     """Kill the container (exit 137, like an out-of-memory kill) when the function puts this
-    file (a path inside the volume) in place; `times` None: every time."""
+    file (a path inside the volume) in place; `times` None: every time. `after`: only once
+    that file is in the container's view. `effect`: what the death is to Modal, "oom" (a
+    lost input), "timeout" (the function's timeout ran out there) or "stop" (the App stops:
+    its driver was interrupted)."""
 
     path: str
     times: int | None = None
     volume: str | None = None  # default: the App's volume
+    after: str | None = None
+    effect: str = "oom"
+
+    def __post_init__(self) -> None:
+        assert self.effect in ("oom", "timeout", "stop"), self.effect
 
 
 @dataclass
@@ -188,6 +209,7 @@ class Container:
                 "path": rule.path,
                 "volume": rule.volume or standin.volume_name,
                 "budget": standin.crash_budget(i),
+                "after": rule.after,
             }
             for i, rule in enumerate(standin.crash)
         ]
@@ -196,6 +218,7 @@ class Container:
             "function": pool.name,
             "mounts": mounts,
             "crash": crash,
+            "background_commits": standin.background_commits,
         }
         (self.home / "config.json").write_text(json.dumps(config))
         env = {
@@ -300,6 +323,7 @@ class Pool:
         if self.retries is not None:
             assert info.max_retries == self.retries.max_retries
         self.idle: list[Container] = []
+        self.containers: set[Container] = set()  # idle or busy, until stopped
         self.started = 0
         self.live = 0
         self.changed = threading.Condition()
@@ -313,6 +337,8 @@ class Pool:
             self.live += 1
             number = self.started = self.started + 1
         container = Container(self, number)
+        with self.changed:
+            self.containers.add(container)
         failed = container.start()
         if failed is not None:
             self.release(container, alive=False)
@@ -327,12 +353,22 @@ class Pool:
                 self.idle.append(container)
             else:
                 self.live -= 1
+                self.containers.discard(container)
             self.changed.notify()
+
+    def kill(self) -> None:
+        """The App stops now: every container of the pool dies where it is."""
+        with self.changed:
+            for container in self.containers:
+                if container.process.poll() is None:
+                    container.process.kill()
+            self.changed.notify_all()
 
     def stop(self) -> None:
         with self.changed:
             for container in self.idle:
                 container.stop()
+                self.containers.discard(container)
             self.idle.clear()
 
 
@@ -376,43 +412,56 @@ class StandInFunction:
         names = tuple(s.name for s in secrets)
         return self.standin.pool(self.name, names, env), names
 
-    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, mapped: bool) -> Any:
         pool, names = self._pool()
         manager = RetryManager(pool.retries._to_proto()) if pool.retries else None
         crashes = 0
         while True:
+            self.standin.check_running()
             got = pool.acquire()
             if isinstance(got, Outcome):
                 outcome = got
             else:
                 outcome = got.call(args, kwargs, pool.timeout)
                 pool.release(got, alive=outcome.kind in ("ok", "error"))
-            self.record.attempts.append((args[0] if args else None, outcome.kind))
+            self.standin.check_running()  # killed because another call stopped the App
+            effect = None if outcome.rule is None else self.standin.crash[outcome.rule].effect
+            if outcome.rule is not None:
+                self.standin.crashed(outcome.rule)
+            if effect == "timeout":
+                outcome = Outcome("timeout", detail="timed out (CrashRule)")
+            kind = "stop" if effect == "stop" else outcome.kind
+            self.record.attempts.append((args[0] if args else None, kind))
             self.record.secrets_seen.append(names)
+            if effect == "stop":
+                self.standin.stop_app()
+                self.standin.check_running()
             if outcome.kind == "ok":
                 return outcome.value
-            if outcome.kind == "crash":
-                if outcome.rule is not None:
-                    self.standin.crashed(outcome.rule)
+            if outcome.kind == "crash" and not mapped:
                 crashes += 1
                 if crashes >= self.standin.crash_loop_limit:
                     msg = (
                         f"stand-in: {self.name}{args} killed its container {crashes} times; "
-                        f"a deployed Modal app would retry it forever. Last: {outcome.detail}"
+                        f"Modal would retry it forever. Last: {outcome.detail}"
                     )
                     raise StandInCrashLoopError(msg)
-                continue  # rescheduled on a new container, not counted as a retry
+                continue  # .remote: rescheduled on a new container, not counted as a retry
             delay = manager.get_delay_ms() if manager else None
             if delay is None:
                 if outcome.kind == "timeout":
                     raise FunctionTimeoutError(outcome.detail)
+                if outcome.kind == "crash":
+                    raise InternalFailure(f"input lost: {outcome.detail}")
                 raise outcome.value
+            if outcome.kind == "crash":
+                delay = 0  # .map: a lost input counts against the policy, without delay
             self.record.retry_delays_ms.append(delay)
             time.sleep(delay / 1000 * self.standin.time_scale)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         self.record.remote_calls.append(args)
-        return self._call(args, kwargs)
+        return self._call(args, kwargs, mapped=False)
 
     def map(
         self,
@@ -426,7 +475,9 @@ class StandInFunction:
         self.record.mapped.extend(items)
         pool, _ = self._pool()
         with ThreadPoolExecutor(max_workers=pool.max_containers) as workers:
-            futures = [workers.submit(self._call, (item,), kwargs or {}) for item in items]
+            futures = [
+                workers.submit(self._call, (item,), kwargs or {}, mapped=True) for item in items
+            ]
             for future in futures:
                 try:
                     yield future.result()
@@ -464,6 +515,7 @@ class StandIn:
         time_scale: float = 0.0,
         max_containers: int = 2,
         crash_loop_limit: int = CRASH_LOOP_LIMIT,
+        background_commits: bool = False,
     ) -> None:
         self.app_module = app_module
         self.volume_name = app_module.CFG.modal_volume
@@ -474,6 +526,8 @@ class StandIn:
         self.time_scale = time_scale
         self.max_containers = max_containers
         self.crash_loop_limit = crash_loop_limit
+        self.background_commits = background_commits
+        self.stopped = False
         self.records: dict[str, CallRecord] = {}
         self.pools: dict[tuple[str, tuple[str, ...]], Pool] = {}
         self.lock = threading.Lock()
@@ -504,6 +558,19 @@ class StandIn:
         with self.lock:
             self.crash_count[rule] += 1
 
+    def stop_app(self) -> None:
+        """A crash rule with effect 'stop': the App stops, killing every container at once."""
+        with self.lock:
+            self.stopped = True
+            pools = list(self.pools.values())
+        for pool in pools:
+            pool.kill()
+
+    def check_running(self) -> None:
+        """After the App stopped, every call in flight ends like the driver: interrupted."""
+        if self.stopped:
+            raise KeyboardInterrupt
+
     def pool(self, name: str, secrets: tuple[str, ...], env: dict[str, str]) -> Pool:
         with self.lock:
             key = (name, secrets)
@@ -515,19 +582,29 @@ class StandIn:
     @contextmanager
     def run(self) -> Iterator[StandInRemote]:
         """`app.run()`: every secret a function declares is looked up now."""
+        self.stopped = False
         remote = StandInRemote(self)
         for function in remote.functions.values():
             function.hydrate()
         self.code_dir.mkdir(parents=True, exist_ok=True)
         for package in getattr(self.app_module, "LOCAL_SOURCES", ()):  # copies, as Modal
             shutil.rmtree(self.code_dir / package, ignore_errors=True)  # mounts them at /root
-            shutil.copytree(self.source_root / package, self.code_dir / package)
+            shutil.copytree(self.source_root / package, self.code_dir / package, ignore=_non_py)
         try:
             yield remote
         finally:
             for pool in self.pools.values():
                 pool.stop()
             self.pools.clear()
+
+
+def _non_py(folder: str, names: list[str]) -> list[str]:
+    """What `add_local_python_source` leaves out (NON_PYTHON_FILES): all but `.py` files."""
+    return [
+        n
+        for n in names
+        if n == "__pycache__" or (not n.endswith(".py") and not Path(folder, n).is_dir())
+    ]
 
 
 @dataclass

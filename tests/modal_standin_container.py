@@ -14,17 +14,27 @@ container's environment. What it mirrors of modal 1.6.4 (site-packages/modal):
 - Volumes (`volume.py::_Volume`, class docstring): a container sees the volume as it was
   when the container started; "you need to explicitly reload the volume to see changes
   made since it was mounted", and "explicitly commit any changes you make to the volume
-  for the changes to become visible outside the current container". `commit()` reloads
-  after a successful commit (`_Volume.commit` calls `_do_reload`). Concurrent changes:
-  "last write wins" per file. `Mount` below implements exactly that over a per-container
-  copy (`view`) of the committed directory (`root`). Modal's guide also describes
-  background commits every few seconds and a final commit at shutdown; the stand-in makes
-  none, so code that forgets to commit fails here instead of working by timing luck.
+  for the changes to become visible outside the current container". Concurrent changes:
+  "last write wins" per file. `commit()` reloads only when the server does not answer
+  `skip_reload` (`_Volume.commit`); the stand-in's commit never reloads, so code that needs
+  other containers' commits must `reload()` itself. `Mount` below implements that over a
+  per-container copy (`view`) of the committed directory (`root`).
+- Background commits: Modal mounts volumes with `allow_background_commits=True`
+  (`volume.py::_volume_to_mount_proto`), and `reload()` "may implicitly commit" uncommitted
+  changes (`_Volume.reload` docstring); the guide adds commits every few seconds and one
+  at shutdown. By default the stand-in makes none, so code that forgets to commit fails
+  here instead of working by timing luck. With `background_commits` on, the opposite
+  worst case: every reload commits this container's changes first, and a container killed
+  by a rule has everything it wrote committed just before it dies (a background commit
+  ran at the worst moment), so code that relies on a write staying invisible until its
+  own commit fails instead.
 - A container killed by the kernel (out of memory: SIGKILL, exit 137) loses everything it
   has not committed. A `crash` rule from the test reproduces that: when the function puts
   the named file in place (an `os.rename`/`os.replace`, audited via `sys.addaudithook`),
   the process exits with 137 at once, before the rename. The rule names the function's
   output, not a point in our code, so it fires whether or not the code commits early.
+  `after`: only once that file exists in the container's view. What the death means
+  (out of memory, a timeout, the app stopping) is decided on the stand-in's side.
 """
 
 from __future__ import annotations
@@ -125,33 +135,41 @@ class Mount:
     container's own uncommitted change, a synced file missing from the view its own
     uncommitted deletion."""
 
-    def __init__(self, root: Path, view: Path) -> None:
+    def __init__(self, root: Path, view: Path, *, background_commits: bool = False) -> None:
         self.root = root
         self.view = view
+        self.background_commits = background_commits
         self.synced: dict[str, tuple[Signature, Signature]] = {}
 
     def start(self) -> None:
         """The volume as it is when the container starts."""
         self.view.mkdir(parents=True, exist_ok=True)
-        self.reload()
+        with volume_lock(self.root):
+            self._refresh()
 
     def reload(self) -> None:
-        """Others' commits become visible; this container's uncommitted changes stay."""
+        """Others' commits become visible; this container's uncommitted changes stay (and
+        are committed first when background commits are on)."""
         with volume_lock(self.root):
+            if self.background_commits:
+                self._push()
             self._refresh()
 
     def commit(self) -> None:
-        """This container's changes become the committed state (last write wins), then reload."""
+        """This container's changes become the committed state (last write wins); the view
+        is not reloaded (as when Modal answers skip_reload)."""
         with volume_lock(self.root):
-            view = scan(self.view)
-            for rel, sig in view.items():
-                if rel not in self.synced or self.synced[rel][1] != sig:
-                    put(self.view / rel, self.root / rel)
-                    self.synced[rel] = (signature(self.root / rel), sig)
-            for rel in [rel for rel in self.synced if rel not in view]:
-                remove(self.root / rel, self.root)
-                del self.synced[rel]
-            self._refresh()
+            self._push()
+
+    def _push(self) -> None:
+        view = scan(self.view)
+        for rel, sig in view.items():
+            if rel not in self.synced or self.synced[rel][1] != sig:
+                put(self.view / rel, self.root / rel)
+                self.synced[rel] = (signature(self.root / rel), sig)
+        for rel in [rel for rel in self.synced if rel not in view]:
+            remove(self.root / rel, self.root)
+            del self.synced[rel]
 
     def _refresh(self) -> None:
         root, view = scan(self.root), scan(self.view)
@@ -195,7 +213,9 @@ def install_crash_rules(
     """Die like an out-of-memory kill when the function puts a crash rule's file in place.
 
     A rule with a budget (a file holding how many crashes are left, shared by all the
-    containers) crashes only while the budget lasts."""
+    containers) crashes only while the budget lasts; a rule with `after` only once that
+    file is in the container's view. With background commits on, the container's writes
+    so far are committed just before it dies."""
     targets = {
         os.path.normpath(mounts[rule["volume"]].view / rule["path"]): rule
         for rule in rules
@@ -215,11 +235,18 @@ def install_crash_rules(
             handle.write(str(left - 1))
             return True
 
+    def armed(rule: dict[str, Any]) -> bool:
+        after = rule.get("after")
+        return after is None or (mounts[rule["volume"]].view / after).exists()
+
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event != "os.rename" or _IN_STANDIN_IO or not targets:
             return
         rule = targets.get(os.path.normpath(os.path.abspath(os.fsdecode(args[1]))))
-        if rule is not None and spend(rule["budget"]):
+        if rule is not None and armed(rule) and spend(rule["budget"]):
+            for mount in mounts.values():
+                if mount.background_commits:
+                    mount.commit()
             send(out, ("crashing", rule["id"]))
             os._exit(OOM_EXIT)
 
@@ -232,8 +259,10 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "wb")  # replies; the function's own prints go to stderr
     os.dup2(2, 1)
     requests = sys.stdin.buffer
+    background = bool(config.get("background_commits"))
     mounts = {
-        name: Mount(Path(root), Path(view)) for name, (root, view) in config["mounts"].items()
+        name: Mount(Path(root), Path(view), background_commits=background)
+        for name, (root, view) in config["mounts"].items()
     }
     for mount in mounts.values():
         mount.start()

@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 import tomllib
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import psycopg
@@ -35,6 +37,7 @@ from tests.modal_standin_container import Mount
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
+BIG_BATCH = 1_000  # three batches: fewer container starts where a test needs few batches
 NEO4J_VARIABLES = ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
 
 
@@ -287,9 +290,9 @@ def test_merge_honours_the_runs_publish_choice(volume: DirectoryVolume, database
 def test_a_batch_that_kills_its_container_every_time_fails_the_run_visibly(
     volume: DirectoryVolume, local_scores: bytes
 ) -> None:
-    """Out of memory, every time, at the end of batch 2 (and once for batch 4): Modal
-    reschedules a dead container without counting it, forever in a deployed app; the run's
-    batch_max_attempts ends it."""
+    """Out of memory, every time, at the end of batch 2 (and once for batch 4): `.map` counts
+    each lost input against max_retries (no delay); with batch_max_attempts below that, the
+    run's own bound ends it first (as it does where Modal's server retries without end)."""
     run = "burst-oom"
     rules = [
         CrashRule(f"runs/{run}/chunks/00002.parquet"),
@@ -306,7 +309,7 @@ def test_a_batch_that_kills_its_container_every_time_fails_the_run_visibly(
     record = standin.records["score_batch"]
     assert [kind for index, kind in record.attempts if index == 2] == ["crash"] * 3 + ["ok"]
     assert [kind for index, kind in record.attempts if index == 4] == ["crash", "ok"]
-    assert record.retry_delays_ms == []  # dead containers and the give-up cost no Modal retry
+    assert record.retry_delays_ms == [0] * 4  # lost inputs: retries without delay
     assert standin.records["merge_and_calibrate"].remote_calls == []
     summary = RunLedger(_committed(volume, run)).summary()
     assert summary["status"] == "failed" and summary["batches_failed"] == [2]
@@ -318,6 +321,253 @@ def test_a_batch_that_kills_its_container_every_time_fails_the_run_visibly(
         )
     assert resumed.status == "merged" and resumed.dispatched == [2]
     assert _committed(volume, run).scores.read_bytes() == local_scores
+
+
+def test_batches_modal_gives_up_on_are_recorded_failed_so_a_resume_scores_them_afresh(
+    volume: DirectoryVolume, local_scores: bytes
+) -> None:
+    """Batch 1 runs past its timeout every time (FunctionTimeoutError once Modal's retries
+    are spent), batch 2 kills its container every time (`.map` counts lost inputs against
+    max_retries, then InternalFailure). Neither container ends its batch record; the driver
+    records both failed, so the resume does not take those starts for container deaths."""
+    run = "burst-given-up"
+    rules = [
+        CrashRule(f"runs/{run}/chunks/00001.parquet", effect="timeout"),
+        CrashRule(f"runs/{run}/chunks/00002.parquet"),
+    ]
+    standin = modal_for(volume, crash=rules)
+    request = replace(_request(run), overrides={"batch_size": BIG_BATCH})
+    with standin.run() as remote:
+        first = run_burst(remote, request, show_progress=False)
+    assert first.status == "failed" and sorted(first.failed) == [1, 2]
+    assert first.failed[1].startswith("FunctionTimeoutError")
+    assert first.failed[2].startswith("InternalFailure")
+    record = standin.records["score_batch"]
+    assert [kind for index, kind in record.attempts if index == 1] == ["timeout"] * 4
+    assert [kind for index, kind in record.attempts if index == 2] == ["crash"] * 4
+    assert sorted(record.retry_delays_ms) == [0, 0, 0, 5000, 10000, 20000]
+    states = RunLedger(_committed(volume, run)).batch_states()
+    assert states[1]["status"] == states[2]["status"] == "failed"
+    assert "FunctionTimeoutError" in states[1]["error"] and "InternalFailure" in states[2]["error"]
+
+    with modal_for(volume).run() as remote:  # timeout and memory raised
+        resume = BurstRequest(run, publish=None, resume=True)
+        resumed = run_burst(remote, resume, show_progress=False)
+    assert resumed.status == "merged" and resumed.dispatched == [1, 2], resumed.failed
+    assert _committed(volume, run).scores.read_bytes() == local_scores
+
+
+def test_a_run_whose_ledger_lacks_the_publish_choice_is_refused_until_one_is_given(
+    volume: DirectoryVolume,
+) -> None:
+    """With background commits, prepare's run.json can become visible although the container
+    died before the ledger recorded the run's --no-publish: guessing 'publish' would write
+    to Postgres, so resume and merge refuse until --publish or --no-publish is given."""
+    run = "burst-half-prepared"
+    stop = CrashRule(
+        f"runs/{run}/ledger.json", after=f"runs/{run}/run.json", times=1, effect="stop"
+    )
+    standin = modal_for(volume, crash=[stop], background_commits=True)
+    request = replace(_request(run), overrides={"batch_size": BIG_BATCH})  # --no-publish
+    with pytest.raises(KeyboardInterrupt), standin.run() as remote:
+        run_burst(remote, request, show_progress=False)
+    paths = _committed(volume, run)
+    assert paths.manifest.exists() and "publish" not in RunLedger(paths).read()
+
+    undecided = r"its ledger does not record whether it publishes .* pass --publish or --no-"
+    later = modal_for(volume, background_commits=True)  # no Postgres secret anywhere
+    with later.run() as remote:
+        with pytest.raises(RunStateError, match=undecided):
+            run_burst(remote, BurstRequest(run, resume=True), show_progress=False)
+        quiet = BurstRequest(run, publish=False, resume=True)
+        assert run_burst(remote, quiet, show_progress=False).status == "merged"
+        with pytest.raises(RunStateError, match=undecided):
+            merge_only(remote, run, publish=None)
+        assert merge_only(remote, run, publish=False)["status"] == "merged"
+    assert later.records["merge_and_calibrate"].secrets_seen == [(), ()]
+
+
+def test_a_handed_off_run_whose_driver_stopped_resumes_with_its_secrets_and_no_false_death(
+    volume: DirectoryVolume,
+    database_url: str,
+    local_scores: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beat hands a run to Modal with its host's secret name; the hand-off checks that name
+    and passes it on, so run_full attaches it and run.json records it. run_full's driver
+    stops mid-scoring (its App stops: containers die mid-batch, 'running' records stay).
+    A resume from a shell that names no secret attaches the run's own, and its dispatch
+    counts only the container deaths it sees itself (batch_max_attempts 1 here)."""
+    import modal
+
+    from modal_burst import handoff
+
+    checked: list[str] = []
+    spawned: list[tuple] = []
+
+    class Looked:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def hydrate(self) -> Looked:
+            checked.append(self.name)
+            return self
+
+    class RunFull:
+        def spawn(self, *args: object) -> SimpleNamespace:
+            spawned.append(args)
+            return SimpleNamespace(object_id="fc-1")
+
+    monkeypatch.setattr(handoff, "require_credentials", lambda: None)
+    monkeypatch.setattr(modal.Secret, "from_name", lambda name, **_: Looked(name))
+    monkeypatch.setattr(modal.Function, "from_name", lambda app, name, **_: RunFull())
+    host = {
+        "CLAIDEX_MODAL_POSTGRES_SECRET": "pg-beat",  # the Celery host's name for it
+        "CLAIDEX_MODAL_BATCH_SIZE": str(BIG_BATCH),
+        "CLAIDEX_BATCH_MAX_ATTEMPTS": "1",
+    }
+    for name, value in host.items():
+        monkeypatch.setenv(name, value)
+    assert handoff.spawn_full_run("beat-1", Settings()) == "fc-1"
+    ((run_id, source, data_name, overrides, publish),) = spawned
+    assert checked == ["pg-beat"] and overrides["modal_postgres_secret"] == "pg-beat"
+    for name in host:  # run_full's container and the resuming shell: another environment
+        monkeypatch.delenv(name)
+
+    workspace = {"pg-beat": {"DATABASE_URL": database_url}}
+    stop = CrashRule(f"runs/{run_id}/chunks/00000.parquet", times=1, effect="stop")
+    request = BurstRequest(run_id, source, data_name, overrides, publish=publish)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        modal_for(volume, secrets=workspace, crash=[stop]).run() as remote,
+    ):
+        run_burst(remote, request, show_progress=False)  # what run_full does
+    paths = _committed(volume, run_id)
+    assert json.loads(paths.manifest.read_text())["settings"]["modal_postgres_secret"] == "pg-beat"
+    assert RunLedger(paths).batch_states()[0]["status"] == "running"  # nothing ended it
+
+    resumer = modal_for(volume, secrets=workspace)
+    with resumer.run() as remote:
+        resumed = run_burst(remote, BurstRequest(run_id, resume=True), show_progress=False)
+    assert resumed.status == "published" and resumed.dispatched[0] == 0, resumed.failed
+    assert resumer.records["merge_and_calibrate"].secrets_seen == [("pg-beat",)]
+    assert paths.scores.read_bytes() == local_scores
+
+
+def test_the_cli_reports_a_damaged_missing_or_unprepared_run_in_one_line(
+    volume: DirectoryVolume, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from modal_burst import cli
+
+    def ledger(run_id: str, **fields: object) -> bytes:
+        return json.dumps({"run_id": run_id, **fields}).encode()
+
+    volume.write_committed("runs/torn/ledger.json", b'{"status": "publ')
+    volume.write_committed("runs/bad/ledger.json", ledger("bad", status="scoring", publish=False))
+    volume.write_committed("runs/bad/run.json", b"{not json")
+    failed = ledger("early", status="failed", failed_step="prepare", error="InputError: empty")
+    volume.write_committed("runs/early/ledger.json", failed)
+    monkeypatch.setattr(cli, "require_credentials", lambda: None)
+
+    def command(*argv: str) -> tuple[int, list[str]]:
+        code = cli.main(list(argv))
+        return code, capsys.readouterr().err.strip().splitlines()
+
+    with modal_for(volume).run() as remote:
+        monkeypatch.setattr(cli, "remote_app", lambda deployed, quiet: nullcontext(remote))
+        for run_id, name in (("torn", "ledger.json"), ("bad", "run.json")):
+            for argv in (
+                ["status", run_id],
+                ["resume", run_id, "--quiet"],
+                ["merge", run_id, "--quiet"],
+                ["full", "--run-id", run_id, "--quiet"],
+            ):
+                code, err = command(*argv)
+                assert code == 2 and len(err) == 1, (argv, err)
+                assert err[0].startswith(f"error: run {run_id}: "), err
+                assert f"runs/{run_id}/{name}: not valid JSON" in err[0]
+        assert command("merge", "typo", "--quiet") == (
+            2,
+            ["error: run typo is not on the volume: nothing to merge (start one with `full`)"],
+        )
+        code, err = command("resume", "early", "--quiet")
+        assert code == 2 and len(err) == 1
+        assert "never finished prepare (InputError: empty)" in err[0]
+        assert "`python -m modal_burst full --run-id early [--no-publish]`" in err[0]
+
+
+class DroppingVolume(DirectoryVolume):
+    """`remove_file` fails once `removes_left` is spent: a prune interrupted midway."""
+
+    removes_left: int | None = None
+
+    def remove_file(self, path: str, recursive: bool = False) -> None:
+        if self.removes_left is not None:
+            if self.removes_left == 0:
+                raise ConnectionError("connection lost")
+            self.removes_left -= 1
+        super().remove_file(path, recursive)
+
+
+def test_prune_finishes_an_interrupted_prune_and_skips_a_run_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from modal_burst import cli
+
+    volume = DroppingVolume(tmp_path / "volume")
+    ledger = {"run_id": "old", "status": "published", "created_at": "2026-01-01"}
+    volume.write_committed("runs/old/ledger.json", json.dumps(ledger).encode())
+    for name in ("chunks/00000.parquet", "batches/providers-00000.parquet", "ledger/batch-0.json"):
+        volume.write_committed(f"runs/old/{name}", b"batch file")
+    volume.write_committed("runs/old/scores.parquet", b"scores")
+    volume.write_committed("runs/torn/ledger.json", b'{"status": "publ')
+    root = _committed(volume, "old").root
+
+    volume.removes_left = 1
+    with pytest.raises(ConnectionError):
+        prune_runs(volume, keep=0)
+    assert not (root / PRUNED).exists() and (root / "ledger").exists()
+    volume.removes_left = None
+    actions = {a.run_id: a for a in prune_runs(volume, keep=0)}
+    assert (actions["old"].action, actions["old"].files) == ("pruned", 2)
+    assert sorted(p.name for p in root.iterdir()) == ["ledger.json", PRUNED, "scores.parquet"]
+    assert actions["torn"].action == "unreadable"
+    assert "runs/torn/ledger.json: not valid JSON" in actions["torn"].detail
+    assert [a.action for a in prune_runs(volume, keep=0)] == ["pruned already", "unreadable"]
+
+    monkeypatch.setattr(cli, "require_credentials", lambda: None)
+    monkeypatch.setattr(cli, "_volume", lambda *args: volume)
+    assert cli.main(["prune", "--keep", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "run torn: skipped, its ledger cannot be read (runs/torn/ledger.json: not valid" in out
+    assert "1 pruned already, 1 unreadable" in out
+
+
+def test_after_a_volume_migration_redeploy_is_named_and_the_old_volume_stays_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import modal
+    from modal.exception import InvalidError
+
+    from modal_burst import cli
+
+    hint = cli.volume_hint(InvalidError("Volume 'claidex-data' exists but has version v1"))
+    assert "redeploy (`modal deploy -m modal_burst.app`)" in hint
+    assert "download RUN DIR --volume claidex-data-v1 --volume-version 1" in hint
+    old = DirectoryVolume(tmp_path / "v1")
+    old.write_committed("runs/r1/ledger.json", b'{"run_id": "r1", "status": "published"}')
+    old.write_committed("runs/r1/scores.parquet", b"old scores")
+    opened: list[tuple[str, dict]] = []
+    monkeypatch.setattr(
+        modal.Volume, "from_name", lambda name, **kw: opened.append((name, kw)) or old
+    )
+    monkeypatch.setattr(cli, "require_credentials", lambda: None)
+    where = ["--volume", "claidex-data-v1", "--volume-version", "1"]
+    assert cli.main(["download", "r1", str(tmp_path / "down"), *where]) == 0
+    assert (tmp_path / "down" / "scores.parquet").read_bytes() == b"old scores"
+    assert cli.main(["status", "r1", *where]) == 0
+    assert '"status": "published"' in capsys.readouterr().out
+    assert opened == [("claidex-data-v1", {"create_if_missing": False, "version": 1})] * 2
 
 
 @pytest.mark.parametrize("mode", ["neo4j-snapshot", "neo4j-live"])
@@ -458,7 +708,7 @@ import modal
 CFG = SimpleNamespace(modal_volume="probe")
 LOCAL_SOURCES = ("probe",)
 RETRIES = modal.Retries(max_retries=1, initial_delay=2.0)
-OPTIONS = {"nap": {"retries": RETRIES}}
+OPTIONS = {"nap": {"retries": RETRIES}, "crash": {"retries": RETRIES}}
 app = modal.App("probe")
 
 @app.function(timeout=1, retries=RETRIES)
@@ -470,20 +720,31 @@ def nap(seconds: float) -> str:
 def die() -> None:
     os._exit(9)
 
-FUNCTIONS = {"nap": nap, "die": die}
+@app.function(retries=RETRIES)
+def crash(_: int) -> None:
+    os._exit(9)
+
+@app.function()
+def shipped() -> list[str]:
+    return sorted(os.listdir(os.path.dirname(__file__)))
+
+FUNCTIONS = {"nap": nap, "die": die, "crash": crash, "shipped": shipped}
 """
 
 
 def test_standin_timeouts_count_as_retries_and_secrets_are_the_only_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modal.exception import FunctionTimeoutError
+    """Also: `.map` counts lost inputs against max_retries, `.remote` does not; only the `.py`
+    files of LOCAL_SOURCES reach a container."""
+    from modal.exception import FunctionTimeoutError, InternalFailure
 
     from tests.modal_standin import StandInCrashLoopError
 
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "__init__.py").write_text("")
     (tmp_path / "probe" / "app.py").write_text(PROBE_APP)
+    (tmp_path / "probe" / "notes.sql").write_text("-- not Python")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PROBE", "the caller's")
     probe = importlib.import_module("probe.app")
@@ -497,9 +758,14 @@ def test_standin_timeouts_count_as_retries_and_secrets_are_the_only_environment(
             nap.remote(5)
         with pytest.raises(StandInCrashLoopError, match="retry it forever"):
             remote.functions["die"].remote()
+        (lost,) = remote.functions["crash"].map([1], return_exceptions=True)
+        assert isinstance(lost, InternalFailure)
+        assert remote.functions["shipped"].remote() == ["__init__.py", "app.py"]
     assert standin.records["nap"].attempts[-2:] == [(5, "timeout"), (5, "timeout")]
     assert standin.records["nap"].retry_delays_ms == [2000]  # one retry, as Retries says
     assert [kind for _, kind in standin.records["die"].attempts] == ["crash"] * 3
+    assert standin.records["crash"].attempts == [(1, "crash")] * 2  # 1 + max_retries
+    assert standin.records["crash"].retry_delays_ms == [0]
     for name in ("probe.app", "probe"):
         monkeypatch.delitem(sys.modules, name)
 
@@ -535,6 +801,20 @@ def test_a_container_sees_other_containers_writes_only_after_commit_and_reload(
     assert not (first.view / "d" / "a.txt").exists()
     assert (first.view / "d" / "c.txt").read_text() == "second"
 
+    (second.view / "d" / "e.txt").write_text("e")
+    second.commit()
+    (first.view / "d" / "f.txt").write_text("f")
+    first.commit()  # a commit does not reload (Modal's skip_reload)
+    assert not (first.view / "d" / "e.txt").exists()
+    first.reload()
+    assert (first.view / "d" / "e.txt").read_text() == "e"
+
+    eager = Mount(root, tmp_path / "c3", background_commits=True)
+    eager.start()
+    (eager.view / "d" / "g.txt").write_text("g")
+    eager.reload()  # Modal: reloading "may implicitly commit"
+    assert (root / "d" / "g.txt").read_text() == "g"
+
 
 def test_upload_replaces_the_dataset_and_rejects_a_non_dataset(
     volume: DirectoryVolume, sample_dataset: Path, tmp_path: Path
@@ -553,18 +833,18 @@ def test_upload_replaces_the_dataset_and_rejects_a_non_dataset(
 
 
 def test_run_overrides_carry_the_callers_methodology_not_its_paths() -> None:
-    cfg = Settings(as_of_year=2022, run_root=Path("/somewhere"))
+    cfg = Settings(as_of_year=2022, run_root=Path("/somewhere"), modal_neo4j_secret="neo-2")
     chosen = run_overrides(cfg, batch_size=None)
     assert chosen["as_of_year"] == 2022 and chosen["batch_size"] == cfg.modal_batch_size
     assert "run_root" not in chosen
+    assert chosen["modal_neo4j_secret"] == "neo-2"  # the secrets this caller checks and names
+    assert chosen["modal_postgres_secret"] == "claidex-postgres"
     assert run_overrides(cfg, batch_size=9)["batch_size"] == 9
 
 
 def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
-    cfg = Settings()
-
     def names(needs: RunNeeds) -> dict[str, list[str]]:
-        return {step: [u.name for u in uses] for step, uses in secret_uses(needs, cfg).items()}
+        return {step: [u.name for u in uses] for step, uses in secret_uses(needs).items()}
 
     pg, neo = ["claidex-postgres"], ["claidex-neo4j"]
     assert names(RunNeeds(publishes=False)) == {
@@ -584,6 +864,13 @@ def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
     assert RunNeeds.of_request({"graph_mode": "neo4j-snapshot"}, "postgres", True) == RunNeeds(
         "neo4j-snapshot", reads_postgres=True
     )
+    own = {**state, "postgres_secret": "pg-2", "neo4j_secret": "neo-2"}  # run.json's names
+    assert names(RunNeeds.of_run(own, publish=True))["score_batch"] == ["neo-2"]
+    assert names(RunNeeds.of_run(own, publish=True))["merge_and_calibrate"] == ["pg-2"]
+    undecided = {"run_id": "r1", "graph_mode": "embedded"}  # the ledger lacks the choice
+    with pytest.raises(RunStateError, match=r"r1: .* pass --publish or --no-publish"):
+        RunNeeds.of_run(undecided, publish=None)
+    assert RunNeeds.of_run(undecided, publish=False).publishes is False
 
 
 def _app_config(**env: str) -> dict:
@@ -713,6 +1000,55 @@ def test_every_command_without_credentials_fails_fast_with_one_line(
     assert result.stdout == ""
 
 
+BROKEN_CONFIGS = {
+    "malformed": ("this is [not toml\n", {}, "cannot read its config file"),
+    "two profiles, none active": (
+        '[a]\ntoken_id = "ak-1"\ntoken_secret = "as-1"\n'
+        '[b]\ntoken_id = "ak-2"\ntoken_secret = "as-2"\n',
+        {},
+        "No Modal profile is active. Please fix by running `modal profile activate`",
+    ),
+    "MODAL_PROFILE names none": (
+        '[a]\ntoken_id = "ak-1"\ntoken_secret = "as-1"\n',
+        {"MODAL_PROFILE": "prod"},
+        "MODAL_PROFILE='prod' names no profile of",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CONFIGS))
+def test_a_broken_modal_config_is_one_line(case: str, tmp_path: Path) -> None:
+    """Modal itself raises a 37-line InvalidError traceback when it is imported with a
+    malformed ~/.modal.toml; the hand-off falls back to the fleet on the same one line."""
+    text, env, expected = BROKEN_CONFIGS[case]
+    (tmp_path / ".modal.toml").write_text(text)
+    environment = {**MODAL_FREE, "HOME": str(tmp_path), **env}
+    handoff = (
+        "from modal_burst.handoff import spawn_full_run\n"
+        "from scoring.config import Settings\n"
+        "try:\n"
+        "    spawn_full_run('r1', Settings())\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    runs = [["-m", "modal_burst", "status", "r1"], ["-c", handoff]]
+    for args in runs if case == "malformed" else runs[:1]:
+        result = subprocess.run(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        shown = (result.stderr + result.stdout).strip().splitlines()
+        assert len(shown) == 1 and expected in shown[0], result
+        assert "as-1" not in shown[0] and "ak-1" not in shown[0]
+    if case == "malformed":
+        assert shown[0].startswith("ModalNotConfiguredError Modal cannot read its config file")
+        assert "not valid TOML at line 1 column" in shown[0]
+
+
 CREDENTIAL_CASES = """
 import json, os
 from modal_burst.credentials import ModalNotConfiguredError, require_credentials
@@ -804,14 +1140,16 @@ def test_handoff_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_resume_and_merge_commands_ask_for_the_runs_publish_choice() -> None:
-    from modal_burst.cli import build_parser, merge_publish, resume_request
+    from modal_burst.cli import build_parser, publish_choice, resume_request
 
     plain = resume_request(build_parser().parse_args(["resume", "r1"]))
     assert (plain.run_id, plain.resume, plain.publish) == ("r1", True, None)
     quiet = resume_request(build_parser().parse_args(["resume", "r1", "--no-publish"]))
     assert quiet.publish is False
+    assert resume_request(build_parser().parse_args(["resume", "r1", "--publish"])).publish
     parse = build_parser().parse_args
-    assert merge_publish(parse(["merge", "r1"])) is None
-    assert merge_publish(parse(["merge", "r1", "--no-publish"])) is False
-    assert merge_publish(parse(["merge", "r1", "--publish"])) is True
+    assert publish_choice(parse(["merge", "r1"])) is None
+    assert publish_choice(parse(["merge", "r1", "--no-publish"])) is False
+    assert publish_choice(parse(["merge", "r1", "--publish"])) is True
+    assert publish_choice(parse(["full", "--run-id", "r1", "--publish"])) is True
     assert parse(["prune"]).keep == 3 and parse(["prune", "--keep", "0"]).keep == 0
