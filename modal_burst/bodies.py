@@ -94,7 +94,8 @@ def run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     try:
         return _run_state(layout, run_id)
     except RunFileError as exc:
-        msg = f"run {run_id}: {exc}"
+        on_volume = str(exc).replace(f"{layout.root}/", "", 1)  # runs/RUN/FILE, as Modal names it
+        msg = f"run {run_id}: {on_volume}"
         raise RunFileError(msg) from None
 
 

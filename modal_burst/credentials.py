@@ -53,13 +53,9 @@ def unreadable_config(exc: BaseException) -> str:
     """One line for modal's InvalidError on a malformed config file: where, and the position
     of the TOML error (never the text around it, which may hold a token)."""
     where = re.search(r"line \d+ column \d+", str(exc))
-    problem = (
-        f"not valid TOML at {where.group(0)}"
-        if where
-        else "not one [profile] table per profile"
-        if "table sections" in str(exc)
-        else "not valid TOML"
-    )
+    problem = f"not valid TOML at {where.group(0)}" if where else "not valid TOML"
+    if "table sections" in str(exc):
+        problem = "not one [section] per profile"
     return (
         f"Modal cannot read its config file {_config_file()}: {problem}; fix it, or move it "
         "away and run `modal token new`"

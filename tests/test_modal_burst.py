@@ -484,8 +484,8 @@ def test_the_cli_reports_a_damaged_missing_or_unprepared_run_in_one_line(
             ):
                 code, err = command(*argv)
                 assert code == 2 and len(err) == 1, (argv, err)
-                assert err[0].startswith(f"error: run {run_id}: "), err
-                assert f"runs/{run_id}/{name}: not valid JSON" in err[0]
+                shown = f"error: run {run_id}: runs/{run_id}/{name}: not valid JSON ("
+                assert err[0].startswith(shown), err
         assert command("merge", "typo", "--quiet") == (
             2,
             ["error: run typo is not on the volume: nothing to merge (start one with `full`)"],
