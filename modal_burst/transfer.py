@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from modal.exception import NotFoundError
 
 from modal_burst.layout import dataset_key, run_key
-from scoring.errors import InputError, RunFileError, RunStateError
+from scoring.errors import InputError, RunStateError
 from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file
+from scoring.ledger import parse_record
 from scoring.rundir import RunPaths
 
 _RUN = RunPaths(Path("run"))  # only for the file names of the shared run-directory layout
@@ -73,16 +73,10 @@ def entries(volume: VolumeLike, key: str, *, recursive: bool = False) -> list[An
 def volume_json(volume: VolumeLike, key: str) -> dict[str, Any] | None:
     """A JSON object on the volume; None when absent, RunFileError when torn or foreign."""
     try:
-        data = json.loads(b"".join(volume.read_file(key)))
+        raw = b"".join(volume.read_file(key))
     except FileNotFoundError:
         return None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        msg = f"{key}: not valid JSON ({exc}): a torn write or another program's file"
-        raise RunFileError(msg) from None
-    if not isinstance(data, dict):
-        msg = f"{key}: not a JSON object: another program's file?"
-        raise RunFileError(msg)
-    return data
+    return parse_record(raw, key)
 
 
 def download_run(volume: VolumeLike, run_id: str, directory: Path) -> list[str]:

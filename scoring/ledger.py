@@ -9,6 +9,7 @@ its chunk file exists (chunks are renamed into place whole).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scoring.errors import RunFileError
-from scoring.rundir import RunPaths, read_json, write_json_atomic
+from scoring.rundir import RunPaths, write_json_atomic
 
 STATUSES = ("preparing", "scoring", "merging", "publishing", "published", "merged", "failed")
 
@@ -38,18 +39,23 @@ def input_fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    """A run-directory JSON object (ledger, run.json, a batch record); a torn or foreign file
-    is one RunFileError naming it instead of a JSONDecodeError."""
+def parse_record(raw: bytes | str, where: str) -> dict[str, Any]:
+    """A run record's JSON object; a torn or foreign file is one RunFileError naming it
+    (`where`: a path, or a key on the Modal volume) instead of a JSONDecodeError."""
     try:
-        data = read_json(path)
+        data = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        msg = f"{path}: not valid JSON ({exc}): a torn write or another program's file"
+        msg = f"{where}: not valid JSON ({exc}): a torn write or another program's file"
         raise RunFileError(msg) from None
     if not isinstance(data, dict):
-        msg = f"{path}: not a JSON object ({type(data).__name__}): another program's file?"
+        msg = f"{where}: not a JSON object ({type(data).__name__}): another program's file?"
         raise RunFileError(msg)
     return data
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A run-directory JSON object (ledger, run.json, a batch record)."""
+    return parse_record(path.read_bytes(), str(path))
 
 
 class RunLedger:
