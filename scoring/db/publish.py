@@ -189,6 +189,10 @@ def publish_scores(
         # One publisher at a time (readers are not blocked): concurrent full runs, or a
         # redelivered merge, must not interleave their deletes and updates.
         conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
+        if kind == "full" and not force:  # under the lock, so publish order is settled
+            _refuse_stale(conn, run_id, created_at)
+        if kind != "full" and reference_run is not None and not force:
+            _refuse_foreign_reference(conn, run_id, reference_run)
         row = conn.execute("SELECT clock_timestamp()").fetchone()
         at = {"at": row[0] if row else None}  # when this publish got the table: publish order
         if kind == "full" and _only_ours(conn):  # the weekly case: fastest, nothing to keep
@@ -198,10 +202,6 @@ def publish_scores(
             removed = conn.execute(_remove_unscored()).rowcount if kind == "full" else 0
             updated = conn.execute(_update(), at).rowcount
             published = updated + conn.execute(_insert(), at).rowcount
-        if kind == "full" and not force:  # still under the lock, so publish order is settled
-            _refuse_stale(conn, run_id, created_at)
-        if kind != "full" and reference_run is not None and not force:
-            _refuse_foreign_reference(conn, run_id, reference_run)
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
             "rows_removed, published_at, run_created_at) "
