@@ -13,19 +13,21 @@ from scoring.config import load_settings
 from scoring.errors import InputError
 from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.loader import graph_counts, load_graph
-from scoring.inputs import CORE_FILES, GRAPH_FILES, read_dataset
+from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
 from scoring.validation import validate_reference
 
 # From Postgres the loader needs every table but the payments (the largest by far).
 GRAPH_EXPORT = tuple(name for name in CORE_FILES + GRAPH_FILES if name != "payments_combined")
-PAYMENTS_FILE = "payments_combined.parquet"
 
 
 def _load(data: Path, quiet: bool) -> dict[str, int]:
     cfg = load_settings()
     target = neo4j_target()
     reference = validate_reference(
-        read_dataset(data, with_graph=True, with_payments=(data / PAYMENTS_FILE).exists()), cfg
+        read_dataset(
+            data, with_graph=True, with_payments=dataset_file(data, "payments_combined").exists()
+        ),
+        cfg,
     )
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), disable=quiet) as bar:

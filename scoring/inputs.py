@@ -158,9 +158,14 @@ class RawInputs:
     entity_exclusions: pl.LazyFrame | None
 
 
+def canonical_schema(name: str) -> dict[str, pl.DataType]:
+    """One table's columns with their canonical types."""
+    return {column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()}
+
+
 def empty_table(name: str) -> pl.LazyFrame:
     """A table with its canonical columns and no rows."""
-    return pl.LazyFrame(schema={column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()})
+    return pl.LazyFrame(schema=canonical_schema(name))
 
 
 def read_dataset(

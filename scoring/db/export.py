@@ -18,7 +18,7 @@ from scoring.db.connection import DatabaseError, DatabaseUnavailableError
 from scoring.db.copy import copy_out_csv
 from scoring.db.load import ENTITY_EXCLUSIONS_TABLE
 from scoring.errors import ClaidexError, InputError
-from scoring.inputs import CANONICAL, SCHEMAS, dataset_file
+from scoring.inputs import canonical_schema, dataset_file, first_line
 
 EXPORT_QUERIES = {
     "providers": "SELECT npi, entity_type_code, display_name, taxonomy_1, state, "
@@ -71,8 +71,7 @@ SOURCE_OF = {
 
 def _export_error(exc: Exception, name: str) -> ClaidexError:
     """One line naming the source object, whatever failed (the query or parsing its text)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    msg = f"export of {SOURCE_OF[name]} (for {name}.parquet) failed: {first}"
+    msg = f"export of {SOURCE_OF[name]} (for {name}.parquet) failed: {first_line(exc)}"
     if isinstance(exc, psycopg.OperationalError):
         return DatabaseUnavailableError(msg)
     return DatabaseError(msg) if isinstance(exc, psycopg.Error) else InputError(msg)
@@ -128,6 +127,7 @@ def _export_one(
     if npis is not None:
         text, params = f"SELECT * FROM ({query}) q WHERE npi = ANY(%s)", (npis,)
     copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
-    schema = {column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()}
-    pl.scan_csv(csv, schema=schema).sink_parquet(dataset_file(out_dir, name), compression="zstd")
+    pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(
+        dataset_file(out_dir, name), compression="zstd"
+    )
     return pl.scan_parquet(dataset_file(out_dir, name)).select(pl.len()).collect().item()
