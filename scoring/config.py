@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 METHODOLOGY_VERSION = "v1"
@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(default=3, ge=0)
     batch_max_attempts: int = Field(default=4, ge=1)  # worker deaths on one batch before it fails
     retry_backoff_max: int = Field(default=300, ge=1)
+    # Leases (start, merge) last this long without renewal: a killed holder is replaced after it.
+    lease_seconds: float = Field(default=30.0, ge=1)
+    db_outage_window: float = Field(default=900.0, ge=0)  # s a publish/export retries a dead DB
+    heartbeat_seconds: float = Field(default=5.0, gt=0)  # a running step touches its heartbeat
+    worker_silence_seconds: float = Field(default=60.0, gt=0)  # silent this long: worker lost
+    stall_seconds: float = Field(default=120.0, gt=0)  # no progress and nothing alive: stalled
+    watchdog_interval: float = Field(default=30.0, gt=0)  # beat checks unfinished runs this often
+    watchdog_max_resumes: int = Field(default=3, ge=0)  # automatic resumes before failing a run
+    follow_timeout: float = Field(default=6 * 3600.0, gt=0)  # CLI follower gives up after this
+    allow_empty_graph: bool = False  # a Neo4j mode may score with an empty graph (ownership 0)
     full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
     refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)
     scheduled_data: Path | None = None  # dataset for scheduled runs; unset: Postgres
@@ -119,6 +129,21 @@ class Settings(BaseSettings):
     modal_driver_timeout: int = Field(default=4 * 3_600, ge=60)  # a deployed run_full end to end
     modal_postgres_secret: str = "claidex-postgres"  # holds DATABASE_URL
     modal_neo4j_secret: str = "claidex-neo4j"  # NEO4J_URI/USER/PASSWORD (Neo4j graph modes)
+
+    @model_validator(mode="after")
+    def _redelivery_after_time_limit(self) -> Settings:
+        """The broker must not hand a task to a second worker while the first may still run it."""
+        if self.visibility_timeout <= self.task_time_limit:
+            msg = (
+                f"CLAIDEX_VISIBILITY_TIMEOUT ({self.visibility_timeout} s) must exceed "
+                f"CLAIDEX_TASK_TIME_LIMIT ({self.task_time_limit} s), or a running task is "
+                "redelivered to a second worker"
+            )
+            raise ValueError(msg)
+        if self.task_soft_time_limit >= self.task_time_limit:
+            msg = "CLAIDEX_TASK_SOFT_TIME_LIMIT must be below CLAIDEX_TASK_TIME_LIMIT"
+            raise ValueError(msg)
+        return self
 
     @property
     def weights(self) -> dict[str, float]:

@@ -8,19 +8,38 @@ its chunk file exists (chunks are renamed into place whole).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import RunFileError
+from scoring.errors import RunFileError, is_retryable
 from scoring.rundir import RunPaths, write_json_atomic
 
-STATUSES = ("preparing", "scoring", "merging", "publishing", "published", "merged", "failed")
+# Set by a task runner while its task still has retries left: a retryable failure is then
+# recorded as `retrying`, not `failed`, so followers report the final state, not the first error.
+RETRY_PENDING: ContextVar[bool] = ContextVar("claidex_retry_pending", default=False)
+
+STATUSES = (
+    "queued",
+    "preparing",
+    "scoring",
+    "merging",
+    "publishing",
+    "published",
+    "merged",
+    "failed",
+)
 
 
 def utc_now(timespec: str = "seconds") -> str:
@@ -70,11 +89,22 @@ class RunLedger:
             return {}
         return read_record(self.paths.ledger)
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time (coordinator, errback, watchdog): no update is lost.
+        Best effort: a filesystem without locks (some network volumes) goes unlocked."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        with open(self.paths.root / ".ledger.lock", "a") as handle:
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def update(self, **fields: Any) -> dict[str, Any]:
-        state = self.read()
-        state.update(fields)
-        state["updated_at"] = utc_now()
-        write_json_atomic(state, self.paths.ledger)
+        with self._locked():
+            state = self.read()
+            state.update(fields)
+            state["updated_at"] = utc_now()
+            write_json_atomic(state, self.paths.ledger)
         return state
 
     def start(self, *, kind: str, source: str, fingerprint: str) -> None:
@@ -102,6 +132,10 @@ class RunLedger:
         self.update(timings=timings)
 
     def fail(self, step: str, error: BaseException | str) -> None:
+        """The run failed at `step` -- unless the error is retryable and a retry is coming."""
+        if RETRY_PENDING.get() and isinstance(error, BaseException) and is_retryable(error):
+            self.update(retrying={"step": step, "error": str(error), "at": utc_now()})
+            return
         self.set_status("failed", failed_step=step, error=str(error))
 
     @contextmanager
@@ -114,6 +148,59 @@ class RunLedger:
         except Exception as exc:
             self.fail(name, exc)
             raise
+
+    # --- liveness ----------------------------------------------------------
+    @contextmanager
+    def heartbeat(self, name: str, *, worker: str, every: float) -> Iterator[None]:
+        """Touch heartbeats/<name>.json every `every` s while the block runs: a killed worker
+        falls silent, which `status` and the watchdog read as a lost worker."""
+        path = self.paths.heartbeat_dir / f"{name}.json"
+        record = {"name": name, "worker": worker, "host": socket.gethostname(), "pid": os.getpid()}
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(OSError):  # a full disk must not kill the step
+                    write_json_atomic({**record, "at": time.time()}, path)
+                if stop.wait(every):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=every + 5)
+            path.unlink(missing_ok=True)
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        """Running steps by name, each with `age` (seconds since its last beat)."""
+        folder = self.paths.heartbeat_dir
+        beats: dict[str, dict[str, Any]] = {}
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            with contextlib.suppress(OSError, RunFileError):
+                record = read_record(path)
+                beats[path.stem] = {**record, "age": round(time.time() - float(record["at"]), 1)}
+        return beats
+
+    def _event(self, index: int, **fields: Any) -> None:
+        """One appended line per batch start or end: how often each batch really ran."""
+        path = self.paths.batch_events(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"batch": index, "at": utc_now("milliseconds"), **fields}) + "\n"
+        with open(path, "a") as handle:  # O_APPEND: concurrent writers never interleave a line
+            handle.write(line)
+
+    def batch_executions(self) -> dict[int, int]:
+        """Starts per batch, from the event log (every attempt, redeliveries included)."""
+        folder = self.paths.batch_events(0).parent
+        counts: dict[int, int] = {}
+        for path in sorted(folder.glob("batch-*.jsonl")) if folder.exists() else []:
+            events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            starts = sum(1 for event in events if event.get("event") == "start")
+            counts[int(path.stem.split("-")[1])] = starts
+        return counts
 
     # --- batch level -------------------------------------------------------
     def batch_started(self, index: int, *, worker: str, redelivered: bool) -> int:
@@ -133,6 +220,7 @@ class RunLedger:
             },
             path,
         )
+        self._event(index, event="start", worker=worker, attempt=attempt, pid=os.getpid())
         return attempt
 
     def batch_done(
@@ -150,12 +238,14 @@ class RunLedger:
             },
             self.paths.batch_status(index),
         )
+        self._event(index, event="done", worker=worker, rows=rows)
 
     def batch_failed(self, index: int, error: BaseException | str) -> None:
         write_json_atomic(
             {"batch": index, "status": "failed", "error": str(error), "finished_at": utc_now()},
             self.paths.batch_status(index),
         )
+        self._event(index, event="failed", error=str(error)[:500])
 
     def batch_interrupted(self, index: int, why: str) -> None:
         """End a start that never ended, without it counting as a death of its worker (the

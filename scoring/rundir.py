@@ -92,6 +92,20 @@ class RunPaths:
     def batch_status(self, index: int) -> Path:
         return self.batch_ledger_dir / f"batch-{index:05d}.json"
 
+    def batch_events(self, index: int) -> Path:
+        """Append-only: one line per start and end of the batch, across every prepare."""
+        return self.root / "events" / f"batch-{index:05d}.jsonl"
+
+    @property
+    def heartbeat_dir(self) -> Path:
+        """Outside what prepare clears: a running prepare beats here too."""
+        return self.root / "heartbeats"
+
+    @property
+    def request(self) -> Path:
+        """How the run was asked for (dataset, overrides, publish): lets resume re-send a start."""
+        return self.root / "request.json"
+
     @property
     def scores(self) -> Path:
         return self.root / "scores.parquet"

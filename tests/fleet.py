@@ -26,7 +26,13 @@ def fleet_env(
         {
             "REDIS_URL": redis_url,
             "CLAIDEX_RUN_ROOT": str(run_root),
-            "CLAIDEX_VISIBILITY_TIMEOUT": "8",
+            "CLAIDEX_VISIBILITY_TIMEOUT": "20",  # above the time limit (Settings checks)
+            "CLAIDEX_TASK_TIME_LIMIT": "18",
+            "CLAIDEX_TASK_SOFT_TIME_LIMIT": "15",
+            "CLAIDEX_LEASE_SECONDS": "3",
+            "CLAIDEX_HEARTBEAT_SECONDS": "0.5",
+            "CLAIDEX_WORKER_SILENCE_SECONDS": "4",
+            "CLAIDEX_STALL_SECONDS": "4",
             "CLAIDEX_TASK_MAX_RETRIES": "2",
             "CLAIDEX_RETRY_BACKOFF_MAX": "1",
             "PYTHONUNBUFFERED": "1",

@@ -27,11 +27,30 @@ def backend_url() -> str:
 
 
 def require_flower_auth(argv: list[str]) -> None:
-    """Flower never runs open: basic auth must come from the environment."""
+    """Flower never runs open: basic auth must come from the environment, it listens on
+    loopback unless told otherwise, and /metrics and /healthcheck need the credentials too."""
+    if "flower" not in argv:
+        return
     flag = any(arg.startswith("--basic-auth") or arg.startswith("--basic_auth") for arg in argv)
-    if "flower" in argv and not os.environ.get("FLOWER_BASIC_AUTH") and not flag:
+    if not os.environ.get("FLOWER_BASIC_AUTH") and not flag:
         msg = "Flower requires authentication: set FLOWER_BASIC_AUTH=user:password"
         raise SystemExit(msg)
+    # Flower reads FLOWER_* variables before its command line (flower/command.py), so an
+    # explicit --address still wins; its own default ('') is every interface.
+    os.environ.setdefault("FLOWER_ADDRESS", "127.0.0.1")
+    protect_flower_monitor()
+
+
+def protect_flower_monitor() -> None:
+    """Flower 2.2 serves /metrics and /healthcheck without @web.authenticated
+    (flower/views/monitor.py); every other view has it. Give these two the same check,
+    so Prometheus scrapes with the same basic-auth credentials as everyone else."""
+    import tornado.web
+    from flower.views import monitor
+
+    for handler in (monitor.Metrics, monitor.Healthcheck):
+        if not getattr(handler.get, "__wrapped__", None):
+            handler.get = tornado.web.authenticated(handler.get)  # type: ignore[method-assign]
 
 
 def create_app(cfg: Settings | None = None) -> Celery:
@@ -54,6 +73,9 @@ def create_app(cfg: Settings | None = None) -> Celery:
         broker_transport_options={"visibility_timeout": cfg.visibility_timeout},
         result_backend_transport_options={"visibility_timeout": cfg.visibility_timeout},
         broker_connection_retry_on_startup=True,
+        # A worker that loses the broker cancels its running tasks (they are redelivered
+        # whole) instead of finishing work whose ack can no longer reach the broker.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue=RUN_QUEUE,
         task_queues=[Queue(BATCH_QUEUE), Queue(RUN_QUEUE), Queue(INCREMENTAL_QUEUE)],
         task_routes={

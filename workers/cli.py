@@ -35,7 +35,8 @@ def follow(
     from workers.tasks import run_paths
 
     ledger = RunLedger(run_paths(run_id))
-    deadline = None if timeout is None else time.monotonic() + timeout
+    timeout = load_settings().follow_timeout if timeout is None else timeout
+    deadline = time.monotonic() + timeout
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -50,24 +51,44 @@ def follow(
             total = summary.get("batches_total") or None
             bar.update(
                 task,
-                description=f"run {run_id}: {status}",
+                description=f"run {run_id}: {status}{_waiting_note(summary)}",
                 total=total,
                 completed=summary.get("batches_done", 0),
             )
             if finished(summary) or status == "failed":
                 return summary
-            if start is not None and start.failed():
+            if (error := _start_error(start)) is not None:
                 return {
                     **summary,
                     "run_id": run_id,
                     "status": "failed",
                     "failed_step": "start",
-                    "error": str(start.result),
+                    "error": error,
                 }
-            if deadline is not None and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 summary["status"] = "timeout"
                 return summary
             time.sleep(0.3)
+
+
+def _waiting_note(summary: dict[str, Any]) -> str:
+    """What a run waits for, when it waits for something other than its workers."""
+    if retrying := summary.get("retrying"):
+        return f" (retrying {retrying['step']} until {retrying.get('until', '?')})"
+    if stalled := summary.get("stalled"):
+        return f" (stalled: {stalled})"
+    return ""
+
+
+def _start_error(start: Any) -> str | None:
+    """The start task's failure, if Redis can tell us now; an unreachable Redis is no
+    failure of the run (the ledger, on the shared run root, is what the follower reads)."""
+    if start is None:
+        return None
+    try:
+        return str(start.result) if start.failed() else None
+    except Exception:  # redis down or restarting: ask again on the next poll
+        return None
 
 
 def _finish(summary: dict[str, Any]) -> int:
@@ -96,6 +117,7 @@ def _full(args: argparse.Namespace) -> int:
     from scoring.rundir import checked_run_id
 
     run_id = checked_run_id(args.run_id) if args.run_id else new_run_id()
+    _refuse_existing(run_id)
     chosen = {"batch_size": args.batch_size, "graph_mode": args.graph}
     overrides = {k: v for k, v in chosen.items() if v is not None}
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None
@@ -108,12 +130,49 @@ def _full(args: argparse.Namespace) -> int:
     )
 
 
+def _refuse_existing(run_id: str) -> None:
+    """A run id names one run: `full` never reuses it (nor ignores new --data/--batch-size)."""
+    from workers.tasks import run_paths
+
+    paths = run_paths(run_id)
+    if paths.ledger.exists() or paths.request.exists() or paths.manifest.exists():
+        status = RunLedger(paths).read().get("status", "queued")
+        msg = (
+            f"run {run_id} already exists ({status}, {paths.root}): choose another --run-id, "
+            f"or `python -m workers resume {run_id}` to finish it"
+        )
+        raise InputError(msg)
+
+
+def diagnosis(run_id: str) -> dict[str, Any]:
+    """The watchdog's view of one run: what it waits for and what brings it back."""
+    from workers.tasks import check_fleet_run
+
+    try:
+        verdict = check_fleet_run(run_id)
+    except Exception as exc:  # Redis unreachable: say so, the ledger is still shown
+        return {"broker": f"unreachable: {type(exc).__name__}: {exc}"}
+    found: dict[str, Any] = {"notes": verdict.notes}
+    if verdict.action:
+        found["stuck"] = verdict.reason
+        found["recovery"] = (
+            f"the watchdog (celery beat) resumes it automatically; by hand: "
+            f"`python -m workers resume {run_id}`"
+        )
+    return found
+
+
 def _status(args: argparse.Namespace) -> int:
     from scoring.rundir import RunPaths
     from workers.tasks import run_paths
 
     if args.run:
-        summary = RunLedger(run_paths(args.run)).summary()
+        ledger = RunLedger(run_paths(args.run))
+        summary = ledger.summary()
+        if summary.get("status") not in ("published", "merged", "failed", None):
+            summary["diagnosis"] = diagnosis(args.run)
+        if summary.get("status") == "failed":
+            summary["recovery"] = f"fix the cause, then `python -m workers resume {args.run}`"
         print(json.dumps(summary, indent=2, default=str))
         return 1 if summary.get("status") == "failed" else 0
     root = load_settings().run_root
@@ -170,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def waiting(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--timeout", type=float, default=None, help="stop following after S s")
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="stop following after S s (default CLAIDEX_FOLLOW_TIMEOUT, 6 h)",
+        )
         p.add_argument("--no-wait", action="store_true", help="dispatch and return")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 

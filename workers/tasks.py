@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import shutil
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +18,16 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings, load_settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
-from scoring.errors import RETRYABLE_EXCEPTIONS
-from scoring.ledger import RunLedger
+from scoring.errors import RETRYABLE_EXCEPTIONS, RunStateError
+from scoring.ledger import RETRY_PENDING, RunLedger, read_record, utc_now
 from scoring.manifest import RunManifest
-from scoring.rundir import RunPaths, checked_run_id, new_run_id
+from scoring.rundir import (
+    RunPaths,
+    checked_run_id,
+    new_run_id,
+    writable_run_dir,
+    write_json_atomic,
+)
 from scoring.steps import merge_and_calibrate, prepare, score_batch
 from scoring.steps.finish import (
     already_published,
@@ -33,6 +43,9 @@ from scoring.steps.incremental import (
 )
 from scoring.steps.publish import publish
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url
+from workers.broker import pending_messages, run_messages
+from workers.lease import Lease, lease_key
+from workers.watchdog import Verdict, check_run, unfinished_runs
 
 log = get_task_logger(__name__)
 _CFG = Settings()
@@ -48,13 +61,28 @@ RELIABLE: dict[str, Any] = {
 
 
 MERGE_WAIT_SECONDS = 5
-MERGE_WAIT_RETRIES = 120  # ten minutes of waiting for late batches, then the run fails
+MERGE_WAIT_RETRIES = 120  # ten minutes of waiting for late batches, then the watchdog's turn
+LEASE_WAITS = 120  # retries of a start/merge whose lease a live holder keeps renewing
 
 
-def run_lock(run_id: str, purpose: str) -> Any:
-    """A Redis lock per run and purpose: one start and one merge/publish at a time."""
-    client = redis.Redis.from_url(backend_url())
-    return client.lock(f"claidex:{purpose}:{run_id}", timeout=Settings().task_time_limit)
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(backend_url(), socket_timeout=10)
+
+
+def run_lease(run_id: str, purpose: str) -> Lease:
+    """The run's lease for `purpose`: one start and one merge/publish at a time, and a
+    holder that dies gives it up within `lease_seconds` (workers.lease)."""
+    return Lease(redis_client(), run_id, purpose, Settings().lease_seconds)
+
+
+@contextmanager
+def retries_pending(task: Any) -> Iterator[None]:
+    """While this task will be retried, a retryable failure is not yet the run's failure."""
+    token = RETRY_PENDING.set(task.request.retries < (task.max_retries or 0))
+    try:
+        yield
+    finally:
+        RETRY_PENDING.reset(token)
 
 
 def run_paths(run_id: str) -> RunPaths:
@@ -66,11 +94,46 @@ def run_paths(run_id: str) -> RunPaths:
 def dispatch_batches(run_id: str, batches: Iterable[int]) -> str:
     """The chord: one score_batch per batch, merged by merge_and_calibrate; errors fail the run."""
     header = [score_batch_task.si(run_id, index).set(queue=BATCH_QUEUE) for index in batches]
+    if not header:  # nothing missing: go straight to merge
+        return dispatch_merge(run_id)
     body = merge_task.s(run_id=run_id).set(queue=RUN_QUEUE)
     body.link_error(run_failed.s(run_id=run_id).set(queue=RUN_QUEUE))
-    if not header:  # nothing missing: go straight to merge
-        return merge_task.apply_async(args=[[]], kwargs={"run_id": run_id}, queue=RUN_QUEUE).id
-    return chord(header)(body).id
+    result = chord(header)(body)
+    chord_id = str(result.id)
+    forget_locally(result)
+    return chord_id
+
+
+def dispatch_merge(run_id: str) -> str:
+    result = merge_task.apply_async(args=[[]], kwargs={"run_id": run_id}, queue=RUN_QUEUE)
+    merge_id = str(result.id)
+    forget_locally(result)
+    return merge_id
+
+
+def forget_locally(result: Any) -> None:
+    """Drop a result handle now: left to the interpreter's shutdown, its __del__ fails
+    importing backend modules ('Exception ignored in AsyncResult.__del__')."""
+    while result is not None:
+        parent = getattr(result, "parent", None)
+        with contextlib.suppress(Exception):
+            result.backend.remove_pending_result(result)
+        result = parent
+    gc.collect()
+
+
+def save_request(
+    paths: RunPaths, data_dir: str | None, overrides: dict[str, Any], publish_scores: bool
+) -> None:
+    if not paths.request.exists():
+        request = {
+            "run_id": paths.run_id,
+            "data_dir": data_dir,
+            "overrides": overrides,
+            "publish": publish_scores,
+            "requested_at": utc_now(),
+        }
+        write_json_atomic(request, paths.request)
 
 
 @app.task(name="claidex.start_full_run", bind=True, **RELIABLE)
@@ -79,31 +142,41 @@ def start_full_run(
 ) -> dict[str, Any]:
     """Prepare a full run (from a dataset directory or Postgres) and fan out its batches.
 
-    Held under the run's start lock; a start whose chord was already dispatched (a
-    redelivered message) does nothing, so a run is never prepared under a running chord.
+    Under the run's start lease: a redelivered start waits for a live holder, takes over
+    from a dead one, and does nothing once the chord was dispatched.
     """
-    lock = run_lock(run_id, "start")
-    if not lock.acquire(blocking=False):
-        return {"run_id": run_id, "skipped": "another start of this run is in progress"}
-    try:
-        paths = run_paths(run_id)
-        ledger = RunLedger(paths)
+    paths = run_paths(run_id)
+    writable_run_dir(paths.root)
+    save_request(paths, data_dir, overrides, publish_scores)
+    lease = run_lease(run_id, "start")
+    if not lease.acquire():
+        if self.request.retries < LEASE_WAITS:
+            raise self.retry(countdown=lease.seconds / 2, max_retries=LEASE_WAITS)
+        holder = Lease.holder(lease.client, lease.key)
+        return {"run_id": run_id, "skipped": f"another start holds the lease: {holder}"}
+    cfg = load_settings(**overrides)
+    ledger = RunLedger(paths)
+    with lease, retries_pending(self):
         if paths.manifest.exists() and ledger.read().get("dispatched"):
             return {"run_id": run_id, "skipped": "already dispatched"}
-        cfg = load_settings(**overrides)
-        embedded = cfg.graph_mode == "embedded"
-        data = (
-            Path(data_dir)
-            if data_dir
-            else export_source(paths, database_url(), with_graph=embedded)
-        )
-        manifest = prepare(paths, data, cfg)
+        worker = self.request.hostname or "?"
+        with ledger.heartbeat("prepare", worker=worker, every=cfg.heartbeat_seconds):
+            embedded = cfg.graph_mode == "embedded"
+            data = (
+                Path(data_dir)
+                if data_dir
+                else export_source(
+                    paths,
+                    database_url(),
+                    with_graph=embedded,
+                    outage_window=cfg.db_outage_window,
+                )
+            )
+            manifest = prepare(paths, data, cfg)
         ledger.update(engine="celery", publish=publish_scores)
         chord_id = dispatch_batches(run_id, range(manifest.batches_total))
         ledger.update(dispatched=chord_id)
         return {"run_id": run_id, "batches": manifest.batches_total, "chord": chord_id}
-    finally:
-        lock.release()
 
 
 @app.task(name="claidex.score_batch", bind=True, **RELIABLE)
@@ -120,16 +193,21 @@ def score_batch_task(self: Any, run_id: str, batch_index: int) -> dict[str, Any]
 def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     """Chord callback (a list, even of one): merge, calibrate, then publish once.
 
-    Under the run's merge lock, so concurrent merges (a resume during a live chord)
-    cannot both publish.
+    Under the run's merge lease, so concurrent merges (a resume during a live chord)
+    cannot both publish, and a merge whose worker died is taken over by its redelivery.
     """
-    lock = run_lock(run_id, "merge")
-    if not lock.acquire(blocking=False):
-        raise self.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
-    try:
+    lease = run_lease(run_id, "merge")
+    if not lease.acquire():
+        if self.request.retries < LEASE_WAITS:
+            raise self.retry(countdown=lease.seconds / 2, max_retries=LEASE_WAITS)
+        holder = Lease.holder(lease.client, lease.key)
+        return {"run_id": run_id, "skipped": f"another merge holds the lease: {holder}"}
+    paths = run_paths(run_id)
+    ledger = RunLedger(paths)
+    every = Settings().heartbeat_seconds
+    worker = self.request.hostname or "?"
+    with lease, retries_pending(self), ledger.heartbeat("merge", worker=worker, every=every):
         return _merge_locked(self, results, run_id)
-    finally:
-        lock.release()
 
 
 def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
@@ -141,40 +219,126 @@ def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     missing = ledger.missing_batches(RunManifest.load(paths).batches_total)
     if missing:
         # A redelivered batch (worker killed after finishing, before its ack) can complete the
-        # chord early; the missing batches are still on their way, so wait for them.
+        # chord early; the missing batches are still on their way, so wait for them. After
+        # that the watchdog re-dispatches what has no live worker and no message.
+        if task.request.retries >= MERGE_WAIT_RETRIES:
+            ledger.update(stalled=f"merge gave up waiting for batch(es) {missing[:20]}")
+            return {"run_id": run_id, "waiting_for": missing}
         raise task.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
     url = database_url() if state.get("publish", True) else None
     reference = None
     if state.get("kind") == "incremental":  # calibrated against its reference full run
         reference = run_paths(state["reference_run"])
     outcome = merge_and_publish(paths, url, reference=reference)  # publishes a run only once
+    ledger.update(stalled=None)
     return {**outcome, "batches": len(results)}
 
 
 @app.task(name="claidex.run_failed")
 def run_failed(request: Any, exc: BaseException, traceback: Any, run_id: str) -> None:
-    """Chord errback: the run fails visibly; nothing is merged or published."""
+    """Chord errback (Celery calls it inline, in the worker whose part failed the chord).
+
+    A failed batch fails the run visibly. A chord broken by the broker or backend (a Redis
+    restart, a lost connection) with no failed batch is no failure of the run: it is marked
+    stalled, and the watchdog (or `resume`) finishes it.
+    """
     ledger = RunLedger(run_paths(run_id))
-    if ledger.read().get("status") == "failed":  # keep the more precise failure already recorded
+    if ledger.read().get("status") in ("failed", "published"):  # keep the precise outcome
         return
     failed = ledger.summary().get("batches_failed", [])
-    detail = f"batch(es) {failed} failed: {exc}" if failed else str(exc)
-    ledger.fail("score", detail)
+    if failed:
+        ledger.fail("score", f"batch(es) {failed} failed: {exc}")
+        return
+    log.error("run %s: chord broken without a failed batch: %r", run_id, exc)
+    ledger.update(stalled=f"chord broken: {type(exc).__name__}: {exc}", stalled_at=utc_now())
+
+
+class ResumeError(RunStateError):
+    """A run that resume cannot bring back (it was never started by the fleet)."""
 
 
 def resume_run(run_id: str) -> str | None:
-    """Re-dispatch only the batches without a chunk, then merge (SPEC §7).
-
-    A run already published needs nothing: returns None.
-    """
+    """Re-dispatch only what is missing (SPEC §7): the start when prepare never finished,
+    else the batches without a chunk, then merge. A run already published: returns None."""
     paths = run_paths(run_id)
-    manifest = RunManifest.load(paths)
     ledger = RunLedger(paths)
+    if not paths.manifest.exists():
+        if not paths.request.exists():
+            msg = f"run {run_id}: no run.json and no request.json: not a fleet run; start it again"
+            raise ResumeError(msg)
+        request = read_record(paths.request)
+        args = [run_id, request["data_dir"], request["overrides"], request["publish"]]
+        result = start_full_run.apply_async(args=args, queue=RUN_QUEUE)
+        start_id = str(result.id)
+        forget_locally(result)
+        return start_id
+    manifest = RunManifest.load(paths)
     if already_published(paths):
         return None
     missing = ledger.missing_batches(manifest.batches_total)
-    ledger.set_status("scoring", error=None, failed_step=None)
+    ledger.set_status("scoring", error=None, failed_step=None, stalled=None, retrying=None)
     return dispatch_batches(run_id, missing)
+
+
+def act_on(verdict: Verdict, cfg: Settings) -> str | None:
+    """Bring a stuck run back (bounded by watchdog_max_resumes); returns what was done."""
+    paths = run_paths(verdict.run_id)
+    ledger = RunLedger(paths)
+    state = ledger.read()
+    record = dict(state.get("watchdog") or {})
+    if time.time() - float(record.get("last_epoch", 0)) < cfg.stall_seconds:
+        return None  # the last action needs time to show progress
+    if int(record.get("actions", 0)) >= cfg.watchdog_max_resumes:
+        reason = (
+            f"stalled: {verdict.reason}; the watchdog resumed it {record.get('actions')} times "
+            f"(CLAIDEX_WATCHDOG_MAX_RESUMES); fix the cause, then run "
+            f"`python -m workers resume {verdict.run_id}`"
+        )
+        ledger.fail(verdict.status, reason)
+        return "failed"
+    record.update(
+        actions=int(record.get("actions", 0)) + 1,
+        last_epoch=time.time(),
+        last_at=utc_now(),
+        last=f"{verdict.action}: {verdict.reason}",
+    )
+    ledger.update(watchdog=record)
+    log.warning("watchdog: run %s: %s: %s", verdict.run_id, verdict.action, verdict.reason)
+    if verdict.action == "batches" and state.get("status") == "scoring":
+        dispatch_batches(verdict.run_id, verdict.batches)
+    else:
+        resume_run(verdict.run_id)
+    return str(verdict.action)
+
+
+def check_fleet_run(run_id: str, client: redis.Redis | None = None) -> Verdict:
+    client = client or redis_client()
+    paths = run_paths(run_id)
+    holders = {p: Lease.holder(client, lease_key(run_id, p)) for p in ("start", "merge")}
+    return check_run(paths, run_messages(client, run_id), holders, Settings())
+
+
+@app.task(name="claidex.watchdog", bind=True)
+def watchdog(self: Any) -> dict[str, Any]:
+    """Beat's watchdog: every unfinished fleet run with nobody working on it is resumed
+    (or, after watchdog_max_resumes, failed with the reason and the command to run)."""
+    cfg = Settings()
+    guard = run_lease("fleet", "watchdog")
+    if not guard.acquire():
+        return {"skipped": "another watchdog is running"}
+    acted: dict[str, str] = {}
+    with guard:
+        client = redis_client()
+        messages = pending_messages(client)
+        for paths in unfinished_runs(cfg.run_root):
+            holders = {
+                p: Lease.holder(client, lease_key(paths.run_id, p)) for p in ("start", "merge")
+            }
+            mine = [m for m in messages if m.run_id == paths.run_id]
+            verdict = check_run(paths, mine, holders, cfg)
+            if verdict.action and (done := act_on(verdict, cfg)):
+                acted[paths.run_id] = done
+    return {"acted": acted}
 
 
 def _incremental_source(

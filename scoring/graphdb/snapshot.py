@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from scoring.config import Settings
+from scoring.errors import InputError
 from scoring.graphdb.connection import Neo4jTarget
 from scoring.graphdb.session import graph_session, ping, read_rows
 from scoring.npi import npi_to_int
@@ -43,10 +44,26 @@ class GraphSnapshot:
     excluded_npis: pl.DataFrame  # npi (Int64), actively_excluded (True)
 
 
+EMPTY_GRAPH = (
+    "the Neo4j graph ({uri}) holds no CorporateEntity: ownership would score 0 for every "
+    "provider. Load it first (`claidex graph load`), or set CLAIDEX_ALLOW_EMPTY_GRAPH=1 "
+    "if an empty graph is intended"
+)
+
+
+def require_entities(found: bool, target: Neo4jTarget, cfg: Settings) -> None:
+    """An empty graph in a Neo4j mode is almost always a graph never loaded: refuse it."""
+    if not found and not cfg.allow_empty_graph:
+        raise InputError(EMPTY_GRAPH.format(uri=target.describe()))
+
+
 def verify_graph(target: Neo4jTarget, cfg: Settings) -> None:
-    """Fail a run's prepare at once, in one line, when Neo4j is unreachable or refuses us."""
+    """Fail a run's prepare at once, in one line, when Neo4j is unreachable, refuses us,
+    or holds no graph."""
     with graph_session(target, cfg, "graph check") as session:
         ping(session)
+        _, rows = read_rows(session, "MATCH (e:CorporateEntity) RETURN e.entity_id AS id LIMIT 1")
+    require_entities(bool(rows), target, cfg)
 
 
 def read_snapshot(target: Neo4jTarget, cfg: Settings) -> GraphSnapshot:
@@ -56,6 +73,7 @@ def read_snapshot(target: Neo4jTarget, cfg: Settings) -> GraphSnapshot:
         for name, (query, schema) in QUERIES.items():
             _, rows = read_rows(session, query)
             frames[name] = pl.DataFrame(rows, schema=schema, orient="row")
+    require_entities(frames["entities"].height > 0, target, cfg)
     excluded = (
         frames["excluded_providers"]
         .filter(pl.col("npi").str.contains(r"^[0-9]{10}$"))  # ASCII: Unicode digits are no NPI

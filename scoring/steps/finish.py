@@ -12,13 +12,18 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, writable_run_dir
 from scoring.steps.merge import merge_and_calibrate
+from scoring.steps.outage import through_outage
 from scoring.steps.publish import publish
 
 
-def export_source(paths: RunPaths, database_url: str | None, *, with_graph: bool) -> Path:
+def export_source(
+    paths: RunPaths, database_url: str | None, *, with_graph: bool, outage_window: float = 0.0
+) -> Path:
     """Postgres -> the run's own dataset snapshot (`source/`); failures land in the ledger.
 
-    `with_graph` False (the neo4j-* modes) reads no Postgres graph table."""
+    `with_graph` False (the neo4j-* modes) reads no Postgres graph table. An outage is
+    ridden out for `outage_window` s: the export starts again from scratch (COPY is one
+    snapshot), so a connection lost half-way never leaves a mixed snapshot."""
     ledger = RunLedger(paths)
     writable_run_dir(paths.root)
     ledger.start(kind="full", source="postgres", fingerprint="")
@@ -26,8 +31,13 @@ def export_source(paths: RunPaths, database_url: str | None, *, with_graph: bool
         if database_url is None:
             msg = "no dataset directory and no database configured for this run"
             raise InputError(msg)
-        with connect(database_url) as conn:
-            export_dataset(conn, paths.root / "source", with_graph=with_graph)
+        url = database_url
+
+        def export_once() -> None:
+            with connect(url) as conn:
+                export_dataset(conn, paths.root / "source", with_graph=with_graph)
+
+        through_outage(export_once, ledger=ledger, step="export", window=outage_window)
     except Exception as exc:
         ledger.fail("export", exc)
         raise

@@ -12,12 +12,14 @@ from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, read_parquet_named
+from scoring.steps.outage import through_outage
 
 
 def publish(paths: RunPaths, database_url: str, *, force: bool = False) -> PublishResult:
     """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'.
 
-    An unreachable database raises DatabaseUnavailableError, which task runners retry.
+    An unreachable database is retried for `db_outage_window` s (the ledger says so
+    meanwhile); after that the run fails at publish, and is not retried again.
     """
     manifest = RunManifest.load(paths)
     if not paths.scores.exists():
@@ -26,18 +28,25 @@ def publish(paths: RunPaths, database_url: str, *, force: bool = False) -> Publi
     ledger = RunLedger(paths)
     ledger.set_status("publishing")
     scores = read_parquet_named(paths.scores)
-    try:
-        with StepTimer(ledger, "publish"), connect(database_url) as conn:
-            result = publish_scores(
+    state = ledger.read()
+
+    def publish_once() -> PublishResult:
+        with connect(database_url) as conn:
+            return publish_scores(
                 conn,
                 scores,
                 run_id=manifest.run_id,
                 kind=manifest.kind,
                 fingerprint=manifest.input_fingerprint,
-                created_at=ledger.read().get("created_at"),
-                reference_run=ledger.read().get("reference_run"),
+                created_at=state.get("created_at"),
+                reference_run=state.get("reference_run"),
                 force=force,
             )
+
+    window = manifest.cfg.db_outage_window
+    try:
+        with StepTimer(ledger, "publish"):
+            result = through_outage(publish_once, ledger=ledger, step="publish", window=window)
     except BaseException as exc:
         if not isinstance(exc, psycopg.Error | DatabaseError):
             ledger.fail("publish", f"publish interrupted: {type(exc).__name__}: {exc}")

@@ -82,8 +82,10 @@ def score_batch(
                 f"(limit {limit}); failing it instead of retrying forever"
             )
             raise BatchGaveUpError(msg)
-        chunk = compute_batch(paths, manifest, batch_index)
-        write_parquet_atomic(chunk, paths.chunk(batch_index))
+        beat = manifest.cfg.heartbeat_seconds
+        with ledger.heartbeat(f"batch-{batch_index:05d}", worker=worker, every=beat):
+            chunk = compute_batch(paths, manifest, batch_index)
+            write_parquet_atomic(chunk, paths.chunk(batch_index))
     except Exception as exc:
         ledger.batch_failed(batch_index, f"{type(exc).__name__}: {exc}")
         raise

@@ -1,0 +1,137 @@
+"""Find fleet runs that can no longer finish by themselves, say why, and what brings them back.
+
+A run is stuck when a step it waits for has nobody working on it: no live heartbeat,
+no lease held, no message queued or delivered in the broker, and no progress for
+`stall_seconds`. The checks only read (ledger, heartbeats, broker, leases); the beat
+task in workers.tasks acts on the verdict.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scoring.config import Settings
+from scoring.ledger import RunLedger
+from scoring.rundir import RunPaths
+from workers.broker import PendingMessage
+
+UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged")
+START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
+
+
+@dataclass
+class Verdict:
+    """What the run waits for; `action` is what would bring it back (None: nothing to do)."""
+
+    run_id: str
+    status: str
+    action: str | None = None  # 'start', 'batches', 'merge'
+    batches: list[int] = field(default_factory=list)
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")
+
+
+def last_progress(paths: RunPaths) -> float:
+    """Newest write anywhere a live run writes: ledger, batch records, chunks, heartbeats."""
+    newest = 0.0
+    for path in (paths.ledger, paths.request):
+        if path.exists():
+            newest = max(newest, path.stat().st_mtime)
+    for folder in (paths.batch_ledger_dir, paths.root / "chunks", paths.heartbeat_dir):
+        if folder.exists():
+            newest = max(
+                [newest, folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())]
+            )
+    return newest
+
+
+def check_run(
+    paths: RunPaths,
+    messages: list[PendingMessage],
+    holders: dict[str, str | None],
+    cfg: Settings,
+    now: float | None = None,
+) -> Verdict:
+    """The run's verdict from its ledger, heartbeats, broker messages and lease holders."""
+    now = time.time() if now is None else now
+    ledger = RunLedger(paths)
+    summary = ledger.summary()
+    status = summary.get("status") or ("queued" if paths.request.exists() else "unknown")
+    verdict = Verdict(paths.run_id, status)
+    if status not in UNFINISHED or (status == "merged" and not summary.get("will_publish")):
+        return verdict
+    idle = now - last_progress(paths)
+    beats = ledger.heartbeats()
+    alive = {name for name, beat in beats.items() if beat["age"] < cfg.worker_silence_seconds}
+    for name, beat in sorted(beats.items()):
+        if name not in alive:
+            verdict.notes.append(
+                f"{name}: worker {beat.get('worker') or beat.get('host')} (pid {beat.get('pid')}) "
+                f"silent for {beat['age']:.0f} s"
+            )
+    by_task: dict[str, list[PendingMessage]] = {}
+    for message in messages:
+        by_task.setdefault(message.task, []).append(message)
+    stalled = idle >= cfg.stall_seconds
+    if status in ("queued", "preparing") or not paths.manifest.exists():
+        if holders.get("start") or by_task.get(START) or "prepare" in alive:
+            return verdict
+        if stalled:
+            verdict.action, verdict.reason = (
+                "start",
+                f"start lost: nothing prepares it for {idle:.0f} s",
+            )
+        return verdict
+    missing = ledger.missing_batches(int(summary.get("batches_total", 0)))
+    if missing and status == "scoring":
+        queued = {int(m.args[1]): m for m in by_task.get(BATCH, []) if len(m.args) > 1}
+        lost = []
+        for index in missing:
+            name = f"batch-{index:05d}"
+            message = queued.get(index)
+            if name in alive:
+                continue
+            if name in beats:  # it ran and fell silent: its worker is gone
+                lost.append(index)
+                if message is not None and message.delivered_at is not None:
+                    back = message.delivered_at + cfg.visibility_timeout
+                    verdict.notes.append(f"{name}: its message returns at {_clock(back)}")
+            elif message is None and stalled:
+                lost.append(index)
+        if lost:
+            verdict.action, verdict.batches = "batches", lost
+            verdict.reason = (
+                f"{len(lost)} batch(es) with no live worker and no message: {lost[:10]}"
+            )
+        return verdict
+    if missing:  # merging/publishing with chunks gone: a resume re-scores them
+        verdict.action, verdict.batches = "batches", missing
+        verdict.reason = f"{len(missing)} chunk(s) missing after scoring"
+        return verdict
+    if holders.get("merge") or by_task.get(MERGE) or "merge" in alive:
+        return verdict
+    if stalled:
+        verdict.action = "merge"
+        verdict.reason = f"every batch is done but nothing merges the run ({idle:.0f} s idle)"
+    return verdict
+
+
+def unfinished_runs(root: Path, max_age_days: float = 14.0) -> list[RunPaths]:
+    """Fleet runs (with a request.json) touched in the last `max_age_days`."""
+    if not root.exists():
+        return []
+    cutoff = time.time() - max_age_days * 86_400
+    found = []
+    for request in sorted(root.glob("*/request.json")):
+        paths = RunPaths(request.parent)
+        status = RunLedger(paths).read().get("status") if paths.ledger.exists() else "queued"
+        if status in UNFINISHED and request.parent.stat().st_mtime >= cutoff:
+            found.append(paths)
+    return found
