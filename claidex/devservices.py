@@ -100,6 +100,30 @@ class PrivatePostgres:
         )
         return self
 
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage); `resume()` starts it again."""
+        self._run(
+            _postgres_bin("pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"
+        )
+
+    def resume(self) -> None:
+        options = f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._run(
+            _postgres_bin("pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
     def stop(self) -> None:
         data = self.root / "data"
         if (data / "postmaster.pid").exists():
@@ -135,11 +159,13 @@ def _redis_server() -> str:
 
 
 class PrivateRedis:
-    """A redis-server on a free loopback port; nothing is kept on disk."""
+    """A redis-server on a free loopback port; nothing is kept on disk unless `persistent`
+    (append-only file, fsync every second, as in docker-compose.yml)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persistent: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="claidex-redis-"))
         self.port = free_port()
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -157,7 +183,7 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
                 "--dir",
                 str(self.root),
                 "--logfile",
@@ -180,8 +206,12 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait(timeout=30)
 
-    def restart(self) -> None:
-        """Kill and start again on the same port (an outage that loses everything queued)."""
+    def restart(self, *, graceful: bool = False) -> None:
+        """Kill and start again on the same port: without persistence an outage that loses
+        everything queued; `graceful` (SIGTERM) lets a persistent server flush its AOF."""
+        if graceful and self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
         self.kill()
         self.start()
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from claidex.devservices import PrivatePostgres
+from claidex.devservices import PrivatePostgres, PrivateRedis
 from claidex.sample_data import generate
 from scoring.db.connection import connect
 from scoring.db.schema import init_schema
 from scoring.graphdb.connection import Neo4jTarget, neo4j_target
 from tests.bolt_server import BoltServer
+from tests.fleet import CeleryProcess, fleet_env, worker
 from tests.graphs import clear_graph
 
 
@@ -103,3 +104,28 @@ def use_graph_server(
 @pytest.fixture(params=GRAPH_SERVERS)
 def graph_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Neo4jTarget:
     return use_graph_server(request.param, request, monkeypatch)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[PrivateRedis]:
+    """A private Redis for one test (nothing persisted)."""
+    with PrivateRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def fleet(redis_server: PrivateRedis, tmp_path: Path):
+    """Start worker processes on demand; all stopped after the test."""
+    started: list[CeleryProcess] = []
+    env = fleet_env(redis_server.url, tmp_path / "runs")
+
+    def start(name: str, queues: str = "batches,runs", **extra: str) -> CeleryProcess:
+        """A worker process; extra environment (e.g. DATABASE_URL) on top of the fleet's."""
+        proc = worker({**env, **extra}, tmp_path / f"{name}.log", name, queues)
+        started.append(proc)
+        return proc
+
+    start.env = env  # type: ignore[attr-defined]
+    yield start
+    for proc in started:
+        proc.stop()

@@ -130,3 +130,31 @@ def workers_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def beat(env: dict[str, str], log: Path, schedule_file: Path) -> CeleryProcess:
+    """celery beat: the watchdog (and the schedules) as the fleet runs them."""
+    proc = CeleryProcess(env, log, "beat", "-s", str(schedule_file), "-l", "INFO")
+    proc.wait_ready("beat: Starting")
+    return proc
+
+
+def workers_cli_background(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`python -m workers ...` still following while a test injects a fault."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers", *args, "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.002, what: str = "") -> None:
+    """Poll `predicate` (fast: faults are injected the moment a state shows)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"never saw {what or predicate}")
+        time.sleep(every)

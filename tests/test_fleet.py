@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,31 +11,7 @@ from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
-from tests.fleet import CeleryProcess, fleet_env, worker, workers_cli
-
-
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
-@pytest.fixture
-def fleet(redis_server: PrivateRedis, tmp_path: Path):
-    """Start worker processes on demand; all stopped after the test."""
-    started: list[CeleryProcess] = []
-    env = fleet_env(redis_server.url, tmp_path / "runs")
-
-    def start(name: str, queues: str = "batches,runs", **extra: str) -> CeleryProcess:
-        """A worker process; extra environment (e.g. DATABASE_URL) on top of the fleet's."""
-        proc = worker({**env, **extra}, tmp_path / f"{name}.log", name, queues)
-        started.append(proc)
-        return proc
-
-    start.env = env  # type: ignore[attr-defined]
-    yield start
-    for proc in started:
-        proc.stop()
+from tests.fleet import CeleryProcess, workers_cli
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -94,8 +69,10 @@ def _kill_during_a_batch(paths: RunPaths, kill) -> int:
 def test_worker_killed_mid_batch_loses_nothing(
     sample_dataset: Path, fleet, tmp_path: Path, target: str
 ) -> None:
+    import json
     import os
     import signal
+    import time
 
     from polars import read_parquet
 
@@ -123,8 +100,14 @@ def test_worker_killed_mid_batch_loses_nothing(
         )
     else:
         # The whole worker dies (main process too): the batch comes back after the
-        # broker's visibility timeout (8 s here), to the worker started next.
+        # broker's visibility timeout (20 s here), to the worker started next; meanwhile
+        # `status` names the silent worker and when the message returns.
         batch = _kill_during_a_batch(paths, victim.kill)
+        time.sleep(5)  # past CLAIDEX_WORKER_SILENCE_SECONDS (4 s)
+        status = json.loads(workers_cli(fleet.env, "status", "killed").stdout)
+        notes = " | ".join(status["diagnosis"]["notes"])
+        assert f"batch-{batch:05d}: worker victim@" in notes and " silent for " in notes, status
+        assert f"batch-{batch:05d}: its message returns at " in notes, status
         fleet("rescuer")
     result = workers_cli(fleet.env, "status", "killed")
     summary = __import__("json").loads(result.stdout)
@@ -141,6 +124,10 @@ def test_worker_killed_mid_batch_loses_nothing(
     assert scores["npi"].is_unique().all() and scores.height == final["providers_scored"]
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
     assert paths.chunk(batch).exists()
+    executions = RunLedger(paths).batch_executions()
+    assert len(executions) == final["batches_total"]
+    assert executions.pop(batch) >= 2  # the killed attempt and the one that finished
+    assert set(executions.values()) == {1}, executions  # every other batch ran exactly once
 
 
 def _published_runs(url: str) -> list[tuple[str, str, int]]:
@@ -193,7 +180,7 @@ def test_redis_restart_mid_run_then_resume_publishes_once(
     import time
 
     env = {**fleet.env, "DATABASE_URL": database_url}
-    fleet("w0", DATABASE_URL=database_url)
+    w0 = fleet("w0", DATABASE_URL=database_url)
     started = workers_cli(
         env,
         "full",
@@ -211,11 +198,18 @@ def test_redis_restart_mid_run_then_resume_publishes_once(
     while RunLedger(paths).summary().get("batches_done", 0) < 5:
         assert time.monotonic() < deadline, "the run never got going"
         time.sleep(0.05)
+    import os
+    import signal
+
+    os.killpg(w0.pid, signal.SIGSTOP)  # the restart lands mid-chord, never after the end
+    summary = RunLedger(paths).summary()
+    assert summary["batches_done"] < summary["batches_total"], summary
     redis_server.restart()  # queued batches and chord state are gone
+    os.killpg(w0.pid, signal.SIGCONT)
     time.sleep(3)
     summary = RunLedger(paths).summary()
-    if summary["status"] != "published":
-        assert summary["batches_done"] < summary["batches_total"]  # stalled, not lost silently
+    assert summary["status"] == "scoring"  # stalled (no beat here), not failed nor lost silently
+    assert summary["batches_done"] < summary["batches_total"]
     resumed = workers_cli(env, "resume", "outage", "--timeout", "180")
     assert resumed.returncode == 0, resumed.stderr
     ledger = RunLedger(paths).read()
@@ -381,9 +375,14 @@ def test_flower_lists_workers_and_tasks_and_requires_auth(
         assert "seen" in batch["args"]  # task names and arguments are readable
         workers = get("/api/workers?refresh=1")
         assert any(name.startswith("w0@") for name in workers)
-        with pytest.raises(urllib.error.HTTPError) as refused_request:
-            get("/api/workers", auth=False)
-        assert refused_request.value.code == 401
+        for path in ("/api/workers", "/metrics", "/healthcheck"):
+            with pytest.raises(urllib.error.HTTPError) as refused_request:
+                get(path, auth=False)
+            assert refused_request.value.code == 401, path
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert b"flower_events_total" in response.read()
     finally:
         flower.stop()
 

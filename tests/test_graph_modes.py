@@ -328,3 +328,21 @@ def test_graph_load_from_postgres_equals_the_dataset_load(
         )  # fmt: skip
         assert run.returncode == 0, run.stderr
         assert (tmp_path / mode / "scores.parquet").read_bytes() == embedded.scores.read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["neo4j-snapshot", "neo4j-live"])
+def test_an_empty_graph_fails_prepare_unless_allowed(
+    graph_dataset: Path, graph_target: Neo4jTarget, tmp_path: Path, mode: str
+) -> None:
+    """A graph never loaded would score ownership 0 for everyone: one line, then nothing."""
+    args = ["run", "--data", str(graph_dataset), "--graph", mode, "--quiet", "--run-dir"]
+    refused = claidex_cli(*args, str(tmp_path / "refused"))
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds no CorporateEntity" in lines[0], refused.stderr
+    assert "claidex graph load" in lines[0] and "CLAIDEX_ALLOW_EMPTY_GRAPH=1" in lines[0]
+    assert not (tmp_path / "refused" / "scores.parquet").exists()
+    allowed = claidex_cli(*args, str(tmp_path / "allowed"), env={"CLAIDEX_ALLOW_EMPTY_GRAPH": "1"})
+    assert allowed.returncode == 0, allowed.stderr
+    scores = pl.read_parquet(tmp_path / "allowed" / "scores.parquet")
+    assert scores["ownership_chain_risk"].max() == 0

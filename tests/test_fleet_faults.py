@@ -1,0 +1,198 @@
+"""Faults injected into real workers, Redis and Postgres: the fleet recovers by itself
+(issue: fleet faults). The fast subset of ops/chaos; the full matrix is docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from claidex.devservices import PrivatePostgres, PrivateRedis
+from claidex.local_engine import run_local
+from scoring.config import Settings
+from scoring.ledger import RunLedger
+from scoring.rundir import RunPaths
+from tests.fleet import CeleryProcess, beat, wait_for, workers_cli, workers_cli_background
+
+
+def _reference(sample_dataset: Path, tmp_path: Path, batch_size: int) -> bytes:
+    local = run_local(
+        sample_dataset,
+        Settings(batch_size=batch_size),
+        run_dir=tmp_path / "local",
+        show_progress=False,
+    )
+    return local.scores.read_bytes()
+
+
+def _full(env: dict[str, str], data: Path, run_id: str, batch_size: int, *extra: str):
+    return workers_cli_background(
+        env,
+        "full",
+        "--data",
+        str(data),
+        "--batch-size",
+        str(batch_size),
+        "--run-id",
+        run_id,
+        "--timeout",
+        "240",
+        *extra,
+    )
+
+
+def _status(paths: RunPaths) -> str | None:
+    try:
+        return RunLedger(paths).read().get("status")
+    except Exception:
+        return None
+
+
+def _published(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT run_id, status FROM claidex_runs ORDER BY run_id").fetchall()
+
+
+def _table(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(DISTINCT npi) FROM provider_risk_scores").fetchone()[0]
+
+
+def _kill_children(proc: CeleryProcess) -> None:
+    for pid in proc.children():
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("step", ["preparing", "merging"])
+def test_a_pool_child_killed_in_prepare_or_merge_recovers_by_itself(
+    sample_dataset: Path, fleet, tmp_path: Path, step: str
+) -> None:
+    """The dead holder's lease lapses in CLAIDEX_LEASE_SECONDS; the redelivered task takes over."""
+    reference = _reference(sample_dataset, tmp_path, 100)
+    victim = fleet("w0")
+    follower = _full(fleet.env, sample_dataset, "killed", 100)
+    paths = RunPaths(tmp_path / "runs" / "killed")
+    wait_for(lambda: _status(paths) == step, what=step)
+    _kill_children(victim)
+    killed_at = _status(paths)
+    out, err = follower.communicate(timeout=240)
+    assert killed_at == step, f"the kill landed after {step} ended ({killed_at})"
+    assert follower.returncode == 0, err + out
+    assert paths.scores.read_bytes() == reference
+    executions = RunLedger(paths).batch_executions()
+    if step == "merging":  # no batch ran twice: only the merge was repeated
+        assert set(executions.values()) == {1}, executions
+    log = victim.log.read_text()
+    assert "WorkerLostError" in log or "exited prematurely" in log, log[-2000:]
+
+
+def test_a_redis_restart_without_persistence_is_resumed_by_the_watchdog(
+    sample_dataset: Path, fleet, redis_server: PrivateRedis, database_url: str, tmp_path: Path
+) -> None:
+    """Queued batches and the chord state are lost; beat's watchdog re-dispatches by itself."""
+    reference = _reference(sample_dataset, tmp_path, 40)
+    env = {**fleet.env, "DATABASE_URL": database_url, "CLAIDEX_WATCHDOG_INTERVAL": "1"}
+    victim = fleet("w0", DATABASE_URL=database_url)
+    watchdog = beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule")
+    try:
+        follower = _full(env, sample_dataset, "blip", 40)
+        paths = RunPaths(tmp_path / "runs" / "blip")
+        wait_for(lambda: RunLedger(paths).summary().get("batches_done", 0) >= 5, what="5 batches")
+        os.killpg(victim.pid, signal.SIGSTOP)  # hold the chord mid-way while Redis restarts
+        summary = RunLedger(paths).summary()
+        assert summary["batches_done"] < summary["batches_total"], summary
+        redis_server.restart()
+        os.killpg(victim.pid, signal.SIGCONT)
+        out, err = follower.communicate(timeout=240)
+        assert follower.returncode == 0, err + out
+        assert "Traceback" not in err, err
+        ledger = RunLedger(paths).read()
+        assert ledger["status"] == "published" and ledger["publish_count"] == 1
+        assert ledger["watchdog"]["actions"] >= 1, ledger.get("watchdog")
+        assert paths.scores.read_bytes() == reference
+        assert _published(database_url) == [("blip", "published")]
+        assert _table(database_url) == ledger["rows_published"]
+    finally:
+        watchdog.stop()
+
+
+def _outage_run(
+    fleet, database_url: str, server: PrivatePostgres, data: Path, tmp_path: Path, down: float
+):
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    fleet("w0", DATABASE_URL=database_url, CLAIDEX_DB_OUTAGE_WINDOW="6")
+    follower = _full({**env, "CLAIDEX_DB_OUTAGE_WINDOW": "6"}, data, "outage", 300)
+    paths = RunPaths(tmp_path / "runs" / "outage")
+    wait_for(lambda: _status(paths) == "merging", what="merging")
+    server.pause()
+    seen_retrying = []
+    try:
+        deadline = time.monotonic() + down
+        while time.monotonic() < deadline:
+            if (RunLedger(paths).read().get("retrying") or {}).get("step") == "publish":
+                seen_retrying.append(True)
+            time.sleep(0.1)
+    finally:
+        server.resume()
+    out, err = follower.communicate(timeout=240)
+    return follower.returncode, out, err, paths, bool(seen_retrying)
+
+
+def test_postgres_down_during_publish_is_ridden_out_and_the_cli_reports_the_end(
+    sample_dataset: Path, fleet, postgres_server: PrivatePostgres, database_url: str, tmp_path
+) -> None:
+    code, out, err, paths, retrying = _outage_run(
+        fleet, database_url, postgres_server, sample_dataset, tmp_path, down=2.0
+    )
+    assert code == 0, err + out
+    assert "failed" not in err, err
+    assert retrying, "the ledger never said the publish was waiting for Postgres"
+    ledger = RunLedger(paths).read()
+    assert ledger["status"] == "published" and ledger["retrying"] is None
+    assert _published(database_url) == [("outage", "published")]
+
+
+def test_an_outage_longer_than_the_window_fails_once_then_resume_publishes(
+    sample_dataset: Path, fleet, postgres_server: PrivatePostgres, database_url: str, tmp_path
+) -> None:
+    code, _out, err, paths, retrying = _outage_run(
+        fleet, database_url, postgres_server, sample_dataset, tmp_path, down=10.0
+    )
+    assert retrying
+    assert code == 1
+    assert "failed at publish" in err and "database unreachable for" in err, err
+    assert "(window 6 s)" in err
+    ledger = RunLedger(paths).read()
+    assert ledger["status"] == "failed" and ledger["failed_step"] == "publish"
+    assert ledger.get("publish_count", 0) == 0
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    status = json.loads(workers_cli(env, "status", "outage").stdout)
+    assert status["recovery"] == "fix the cause, then `python -m workers resume outage`"
+    resumed = workers_cli(env, "resume", "outage", "--timeout", "120")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Exception ignored" not in resumed.stderr, resumed.stderr
+    assert RunLedger(paths).read()["publish_count"] == 1
+    assert _table(database_url) == RunLedger(paths).read()["rows_published"]
+
+
+def test_full_refuses_a_run_id_that_exists(sample_dataset: Path, fleet, tmp_path: Path) -> None:
+    fleet("w0")
+    first = workers_cli(
+        fleet.env, "full", "--data", str(sample_dataset), "--run-id", "once", "--timeout", "120"
+    )
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "runs" / "once" / "scores.parquet").read_bytes()
+    again = workers_cli(
+        fleet.env, "full", "--data", "/elsewhere", "--batch-size", "7", "--run-id", "once"
+    )
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: run once already exists (merged, {tmp_path / 'runs' / 'once'}): choose "
+        "another --run-id, or `python -m workers resume once` to finish it"
+    ]
+    assert (tmp_path / "runs" / "once" / "scores.parquet").read_bytes() == before
