@@ -126,7 +126,7 @@ def _publish(args: argparse.Namespace) -> int:
     from scoring.steps.publish import publish
 
     paths = resolve_run(args.run, load_settings())
-    result = publish(paths, _required_database(), force=args.force)
+    result = publish(paths, _required_database(), force=args.force, outage_window=0)
     print(
         f"published run {paths.run_id}: {result.rows_published:,} rows written, "
         f"{result.rows_removed:,} removed"

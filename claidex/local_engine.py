@@ -118,7 +118,7 @@ def run_local(
     prepare(paths, data_dir, cfg)
     score_and_merge(paths, cfg.workers, show_progress=show_progress)
     if database_url is not None:
-        publish(paths, database_url)
+        publish(paths, database_url, outage_window=0)  # interactive
     return paths
 
 
@@ -147,5 +147,5 @@ def resume_local(
     (and publish when a database is given)."""
     score_and_merge(paths, workers, show_progress=show_progress)
     if database_url is not None:
-        publish(paths, database_url)
+        publish(paths, database_url, outage_window=0)  # interactive
     return paths

@@ -196,3 +196,41 @@ def test_full_refuses_a_run_id_that_exists(sample_dataset: Path, fleet, tmp_path
         "another --run-id, or `python -m workers resume once` to finish it"
     ]
     assert (tmp_path / "runs" / "once" / "scores.parquet").read_bytes() == before
+
+
+def _orphaned_run(sample_dataset: Path, tmp_path: Path, run_id: str) -> RunPaths:
+    """A run prepared whose chord never reached the broker (lost with a Redis without AOF)."""
+    from scoring.steps import prepare
+
+    paths = RunPaths(tmp_path / "runs" / run_id)
+    prepare(paths, sample_dataset, Settings(batch_size=500))
+    request = {"run_id": run_id, "data_dir": str(sample_dataset), "overrides": {}, "publish": True}
+    paths.request.write_text(json.dumps(request))
+    return paths
+
+
+@pytest.mark.parametrize("max_resumes", ["3", "0"])
+def test_the_watchdog_resumes_a_stuck_run_or_fails_it_with_the_command_to_run(
+    sample_dataset: Path, fleet, tmp_path: Path, max_resumes: str
+) -> None:
+    reference = _reference(sample_dataset, tmp_path, 500)
+    paths = _orphaned_run(sample_dataset, tmp_path, "orphan")
+    extra = {"CLAIDEX_WATCHDOG_INTERVAL": "1", "CLAIDEX_WATCHDOG_MAX_RESUMES": max_resumes}
+    fleet("w0", **extra)
+    watchdog = beat({**fleet.env, **extra}, tmp_path / "beat.log", tmp_path / "beat-schedule")
+    try:
+        wait_for(lambda: _status(paths) in ("merged", "failed"), timeout=120, every=0.2)
+    finally:
+        watchdog.stop()
+    ledger = RunLedger(paths).read()
+    if max_resumes == "0":
+        assert ledger["status"] == "failed" and ledger["failed_step"] == "scoring"
+        total = RunLedger(paths).summary()["batches_total"]
+        assert ledger["error"].startswith(f"stalled: {total} batch(es) with no live worker")
+        assert ledger["error"].endswith("then run `python -m workers resume orphan`")
+        assert not paths.scores.exists()
+    else:
+        assert ledger["status"] == "merged", ledger
+        assert ledger["watchdog"]["actions"] == 1
+        assert ledger["watchdog"]["last"].startswith("batches: ")
+        assert paths.scores.read_bytes() == reference

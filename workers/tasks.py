@@ -335,9 +335,12 @@ def watchdog(self: Any) -> dict[str, Any]:
                 p: Lease.holder(client, lease_key(paths.run_id, p)) for p in ("start", "merge")
             }
             mine = [m for m in messages if m.run_id == paths.run_id]
-            verdict = check_run(paths, mine, holders, cfg)
-            if verdict.action and (done := act_on(verdict, cfg)):
-                acted[paths.run_id] = done
+            try:
+                verdict = check_run(paths, mine, holders, cfg)
+                if verdict.action and (done := act_on(verdict, cfg)):
+                    acted[paths.run_id] = done
+            except OSError as exc:  # a full or failing run root: try again on the next tick
+                log.error("watchdog: run %s: %s", paths.run_id, exc)
     return {"acted": acted}
 
 

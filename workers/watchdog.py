@@ -8,6 +8,7 @@ task in workers.tasks acts on the verdict.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from workers.broker import PendingMessage
 
+LOW_DISK_BYTES = 64 * 2**20
 UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged")
 START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
 
@@ -68,7 +70,19 @@ def check_run(
     if status not in UNFINISHED or (status == "merged" and not summary.get("will_publish")):
         return verdict
     idle = now - last_progress(paths)
+    free = shutil.disk_usage(paths.root).free
+    if free < LOW_DISK_BYTES:
+        verdict.notes.append(
+            f"disk: only {free / 2**20:.0f} MiB free under {paths.root}: steps cannot write; "
+            "free space, and the watchdog resumes the run"
+        )
     beats = ledger.heartbeats()
+    records = ledger.batch_states()
+    for index in summary.get("batches_running", []):  # killed before its first heartbeat
+        name, record = f"batch-{index:05d}", records[index]
+        if name not in beats and record.get("started_at"):
+            started = datetime.fromisoformat(record["started_at"]).timestamp()
+            beats[name] = {"worker": record.get("worker"), "pid": "?", "age": now - started}
     alive = {name for name, beat in beats.items() if beat["age"] < cfg.worker_silence_seconds}
     for name, beat in sorted(beats.items()):
         if name not in alive:

@@ -16,8 +16,17 @@ T = TypeVar("T")
 BACKOFF_MAX = 15.0  # s between attempts, at most
 
 
+# A server that answers and refuses (credentials, pg_hba, a missing database) is no outage:
+# waiting would not change its answer (libpq's messages, as psycopg passes them on).
+REFUSALS = ("password authentication failed", "no pg_hba.conf entry", "does not exist")
+
+
 class OutageError(DatabaseError):
     """The database stayed unreachable for the whole window: final, not retried again."""
+
+
+def refused_us(exc: BaseException) -> bool:
+    return any(text in str(exc) for text in REFUSALS)
 
 
 def through_outage(action: Callable[[], T], *, ledger: RunLedger, step: str, window: float) -> T:
@@ -25,6 +34,7 @@ def through_outage(action: Callable[[], T], *, ledger: RunLedger, step: str, win
 
     Each wait is recorded in the ledger (`retrying`), so `status` and followers see a
     publish that waits for Postgres, not a failed run; only the end of the window fails.
+    `window` 0 (an interactive command): one attempt, its error unchanged.
     """
     started = time.monotonic()
     delay = 0.5
@@ -33,6 +43,8 @@ def through_outage(action: Callable[[], T], *, ledger: RunLedger, step: str, win
             result = action()
         except (DatabaseUnavailableError, psycopg.OperationalError) as exc:
             waited = time.monotonic() - started
+            if window <= 0 or refused_us(exc):  # no window, or a server that says no
+                raise
             if waited + delay > window:
                 msg = f"database unreachable for {waited:.0f} s (window {window:.0f} s): {exc}"
                 raise OutageError(msg) from None

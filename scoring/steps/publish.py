@@ -15,11 +15,15 @@ from scoring.rundir import RunPaths, read_parquet_named
 from scoring.steps.outage import through_outage
 
 
-def publish(paths: RunPaths, database_url: str, *, force: bool = False) -> PublishResult:
+def publish(
+    paths: RunPaths, database_url: str, *, force: bool = False, outage_window: float | None = None
+) -> PublishResult:
     """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'.
 
     An unreachable database is retried for `db_outage_window` s (the ledger says so
     meanwhile); after that the run fails at publish, and is not retried again.
+    `outage_window` 0 is for interactive commands: a person sees the error at once and
+    runs `claidex publish` again; unattended engines ride the outage out.
     """
     manifest = RunManifest.load(paths)
     if not paths.scores.exists():
@@ -43,7 +47,7 @@ def publish(paths: RunPaths, database_url: str, *, force: bool = False) -> Publi
                 force=force,
             )
 
-    window = manifest.cfg.db_outage_window
+    window = manifest.cfg.db_outage_window if outage_window is None else outage_window
     try:
         with StepTimer(ledger, "publish"):
             result = through_outage(publish_once, ledger=ledger, step="publish", window=window)
