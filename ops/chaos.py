@@ -58,6 +58,16 @@ CHAOS_ENV = {  # production-like limits, recovery clocks shortened so the matrix
 }
 
 
+# The killed worker's message comes back after the visibility timeout: 90 s here (3600 s
+# by default, 7200 s in compose) -- and the time limit must stay below it.
+SHORT_VISIBILITY = {
+    "CLAIDEX_VISIBILITY_TIMEOUT": "90",
+    "CLAIDEX_TASK_TIME_LIMIT": "80",
+    "CLAIDEX_TASK_SOFT_TIME_LIMIT": "75",
+    "CLAIDEX_DB_OUTAGE_WINDOW": "60",
+}
+
+
 @dataclass
 class Row:
     fault: str
@@ -199,7 +209,8 @@ def finish(
         row.recovery = row.recovery or "none"
         row.note = (row.note + f" exit {follower.returncode}: {err.strip()[-300:]}").strip()
     elif not row.recovery:
-        actions = (ledger.get("watchdog") or {}).get("actions", 0)
+        record = lab.paths(run_id).watchdog
+        actions = json.loads(record.read_text()).get("actions", 0) if record.exists() else 0
         row.recovery = "automatic" + (f" (watchdog: {actions} resume)" if actions else "")
     lost, duplicated, wrong, note = compare(lab.url, reference, run_id)
     row.lost, row.duplicated, row.wrong = lost, duplicated, wrong
@@ -415,7 +426,7 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "kill-prepare": (kill_child_in("preparing"), {}),
     "kill-score": (kill_child_in("scoring"), {}),
     "kill-merge": (kill_child_in("merging"), {}),
-    "kill-main": (kill_worker_main, {}),
+    "kill-main": (kill_worker_main, {"extra": SHORT_VISIBILITY}),
     "redis-aof": (redis_restart(True), {"persistent_redis": True}),
     "redis-volatile": (redis_restart(False), {}),
     "pg-1s": (postgres_down(1), {}),

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
                 "redelivered to a second worker"
             )
             raise ValueError(msg)
+        if not self.heartbeat_seconds < self.worker_silence_seconds:
+            msg = (
+                "CLAIDEX_HEARTBEAT_SECONDS must be below CLAIDEX_WORKER_SILENCE_SECONDS, "
+                "or a live worker looks lost"
+            )
+            raise ValueError(msg)
         if self.task_soft_time_limit >= self.task_time_limit:
             msg = "CLAIDEX_TASK_SOFT_TIME_LIMIT must be below CLAIDEX_TASK_TIME_LIMIT"
             raise ValueError(msg)

@@ -85,9 +85,10 @@ class RunLedger:
 
     # --- run level ---------------------------------------------------------
     def read(self) -> dict[str, Any]:
-        if not self.paths.ledger.exists():
+        try:
+            return read_record(self.paths.ledger)
+        except FileNotFoundError:  # not started yet, or a re-prepare clearing it right now
             return {}
-        return read_record(self.paths.ledger)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -102,6 +102,11 @@ class RunPaths:
         return self.root / "heartbeats"
 
     @property
+    def watchdog(self) -> Path:
+        """The watchdog's resumes of this run (kept across re-prepares)."""
+        return self.root / "watchdog.json"
+
+    @property
     def request(self) -> Path:
         """How the run was asked for (dataset, overrides, publish): lets resume re-send a start."""
         return self.root / "request.json"

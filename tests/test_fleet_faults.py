@@ -113,7 +113,7 @@ def test_a_redis_restart_without_persistence_is_resumed_by_the_watchdog(
         assert "Traceback" not in err, err
         ledger = RunLedger(paths).read()
         assert ledger["status"] == "published" and ledger["publish_count"] == 1
-        assert ledger["watchdog"]["actions"] >= 1, ledger.get("watchdog")
+        assert json.loads(paths.watchdog.read_text())["actions"] >= 1
         assert paths.scores.read_bytes() == reference
         assert _published(database_url) == [("blip", "published")]
         assert _table(database_url) == ledger["rows_published"]
@@ -231,6 +231,7 @@ def test_the_watchdog_resumes_a_stuck_run_or_fails_it_with_the_command_to_run(
         assert not paths.scores.exists()
     else:
         assert ledger["status"] == "merged", ledger
-        assert ledger["watchdog"]["actions"] == 1
-        assert ledger["watchdog"]["last"].startswith("batches: ")
+        watchdog_record = json.loads(paths.watchdog.read_text())
+        assert watchdog_record["actions"] == 1
+        assert watchdog_record["last"].startswith("batches: ")
         assert paths.scores.read_bytes() == reference

@@ -121,6 +121,7 @@ def _full(args: argparse.Namespace) -> int:
     chosen = {"batch_size": args.batch_size, "graph_mode": args.graph}
     overrides = {k: v for k, v in chosen.items() if v is not None}
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None
+    _claim_run_id(run_id, data, overrides, not args.no_publish)
     started = start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
     print(f"run {run_id} queued")
     if args.no_wait:
@@ -142,6 +143,25 @@ def _refuse_existing(run_id: str) -> None:
             f"or `python -m workers resume {run_id}` to finish it"
         )
         raise InputError(msg)
+
+
+def _claim_run_id(
+    run_id: str, data: str | None, overrides: dict[str, Any], publish_scores: bool
+) -> None:
+    """Create request.json exclusively: of two `full --run-id X` at once, one gets X."""
+    from scoring.ledger import utc_now
+    from workers.tasks import run_paths
+
+    paths = run_paths(run_id)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    request = {"run_id": run_id, "data_dir": data, "overrides": overrides,
+               "publish": publish_scores, "requested_at": utc_now()}  # fmt: skip
+    try:
+        with open(paths.request, "x") as handle:
+            json.dump(request, handle)
+    except FileExistsError:
+        _refuse_existing(run_id)
+        raise
 
 
 def diagnosis(run_id: str) -> dict[str, Any]:

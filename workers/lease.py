@@ -59,9 +59,15 @@ class Lease:
             except LockError:
                 # The key is gone (a Redis restart without persistence, or an expiry while
                 # Redis was unreachable): take it back unless another holder has it now.
-                if not self.client.set(self.key, self.token, nx=True, px=int(self.seconds * 1000)):
+                try:
+                    taken = self.client.set(
+                        self.key, self.token, nx=True, px=int(self.seconds * 1000)
+                    )
+                except RedisError:
+                    continue  # still unreachable: try again on the next tick
+                if not taken:
                     self.lost = True
-                    log.error("lease %s lost to %s", self.key, self.holder(self.client, self.key))
+                    log.error("lease %s lost to another holder", self.key)
                     return
             except RedisError:
                 continue  # Redis unreachable: keep trying; nobody else can take it meanwhile

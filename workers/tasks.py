@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
 import redis
 from celery import chord
 from celery.utils.log import get_task_logger
@@ -42,17 +43,24 @@ from scoring.steps.incremental import (
     prepare_incremental,
 )
 from scoring.steps.publish import publish
-from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url
+from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url, broker_url
 from workers.broker import pending_messages, run_messages
 from workers.lease import Lease, lease_key
 from workers.watchdog import Verdict, check_run, unfinished_runs
 
 log = get_task_logger(__name__)
 _CFG = Settings()
+# Redis and kombu connection errors are not the builtin ConnectionError: a blip is transient.
+FLEET_RETRYABLE = (
+    *RETRYABLE_EXCEPTIONS,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
 RELIABLE: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "autoretry_for": RETRYABLE_EXCEPTIONS,
+    "autoretry_for": FLEET_RETRYABLE,
     "retry_backoff": True,
     "retry_backoff_max": _CFG.retry_backoff_max,
     "retry_jitter": True,
@@ -66,7 +74,24 @@ LEASE_WAITS = 120  # retries of a start/merge whose lease a live holder keeps re
 
 
 def redis_client() -> redis.Redis:
+    """Where leases live (the result backend's Redis)."""
     return redis.Redis.from_url(backend_url(), socket_timeout=10)
+
+
+def broker_client() -> redis.Redis:
+    """Where the task messages are (the broker's Redis, which may be another server)."""
+    return redis.Redis.from_url(broker_url(), socket_timeout=10)
+
+
+def retry_later(task: Any, countdown: float, limit: int) -> Exception:
+    """task.retry with its own limit, without leaking it: Celery 5.7 stores max_retries on
+    the task object (Task.retry sets override_max_retries) and autoretry removes it only
+    after an autoretry, so the next task in this process would inherit the limit."""
+    try:
+        return task.retry(countdown=countdown, max_retries=limit)
+    finally:
+        if hasattr(task, "override_max_retries"):
+            delattr(task, "override_max_retries")
 
 
 def run_lease(run_id: str, purpose: str) -> Lease:
@@ -151,14 +176,22 @@ def start_full_run(
     lease = run_lease(run_id, "start")
     if not lease.acquire():
         if self.request.retries < LEASE_WAITS:
-            raise self.retry(countdown=lease.seconds / 2, max_retries=LEASE_WAITS)
+            raise retry_later(self, lease.seconds / 2, LEASE_WAITS)
         holder = Lease.holder(lease.client, lease.key)
         return {"run_id": run_id, "skipped": f"another start holds the lease: {holder}"}
     cfg = load_settings(**overrides)
     ledger = RunLedger(paths)
     with lease, retries_pending(self):
-        if paths.manifest.exists() and ledger.read().get("dispatched"):
-            return {"run_id": run_id, "skipped": "already dispatched"}
+        state = ledger.read()
+        if paths.manifest.exists() and state.get("status") not in (None, "preparing", "failed"):
+            # Prepared already (a redelivery, or a kill during dispatch): never prepare
+            # again under batches that may be running; send what is missing, once.
+            if state.get("dispatched"):
+                return {"run_id": run_id, "skipped": "already dispatched"}
+            total = RunManifest.load(paths).batches_total
+            chord_id = dispatch_batches(run_id, ledger.missing_batches(total))
+            ledger.update(dispatched=chord_id)
+            return {"run_id": run_id, "redispatched": chord_id}
         worker = self.request.hostname or "?"
         with ledger.heartbeat("prepare", worker=worker, every=cfg.heartbeat_seconds):
             embedded = cfg.graph_mode == "embedded"
@@ -199,7 +232,7 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     lease = run_lease(run_id, "merge")
     if not lease.acquire():
         if self.request.retries < LEASE_WAITS:
-            raise self.retry(countdown=lease.seconds / 2, max_retries=LEASE_WAITS)
+            raise retry_later(self, lease.seconds / 2, LEASE_WAITS)
         holder = Lease.holder(lease.client, lease.key)
         return {"run_id": run_id, "skipped": f"another merge holds the lease: {holder}"}
     paths = run_paths(run_id)
@@ -224,14 +257,24 @@ def _merge_locked(task: Any, results: list[Any], run_id: str) -> dict[str, Any]:
         if task.request.retries >= MERGE_WAIT_RETRIES:
             ledger.update(stalled=f"merge gave up waiting for batch(es) {missing[:20]}")
             return {"run_id": run_id, "waiting_for": missing}
-        raise task.retry(countdown=MERGE_WAIT_SECONDS, max_retries=MERGE_WAIT_RETRIES)
-    url = database_url() if state.get("publish", True) else None
+        raise retry_later(task, MERGE_WAIT_SECONDS, MERGE_WAIT_RETRIES)
+    url = database_url() if publish_wanted(paths, state) else None
     reference = None
     if state.get("kind") == "incremental":  # calibrated against its reference full run
         reference = run_paths(state["reference_run"])
     outcome = merge_and_publish(paths, url, reference=reference)  # publishes a run only once
     ledger.update(stalled=None)
     return {**outcome, "batches": len(results)}
+
+
+def publish_wanted(paths: RunPaths, state: dict[str, Any]) -> bool:
+    """The run's publish flag: the ledger's, else how the run was requested; a run prepared
+    outside the fleet (no request.json) publishes, as `resume` always has."""
+    if state.get("publish") is not None:
+        return bool(state["publish"])
+    if paths.request.exists():
+        return bool(read_record(paths.request).get("publish", False))
+    return True
 
 
 @app.task(name="claidex.run_failed")
@@ -285,7 +328,8 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
     paths = run_paths(verdict.run_id)
     ledger = RunLedger(paths)
     state = ledger.read()
-    record = dict(state.get("watchdog") or {})
+    # Kept beside the ledger, which a re-prepare clears: the count of resumes must survive it.
+    record = read_record(paths.watchdog) if paths.watchdog.exists() else {}
     if time.time() - float(record.get("last_epoch", 0)) < cfg.stall_seconds:
         return None  # the last action needs time to show progress
     if int(record.get("actions", 0)) >= cfg.watchdog_max_resumes:
@@ -302,6 +346,7 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
         last_at=utc_now(),
         last=f"{verdict.action}: {verdict.reason}",
     )
+    write_json_atomic(record, paths.watchdog)
     ledger.update(watchdog=record)
     log.warning("watchdog: run %s: %s: %s", verdict.run_id, verdict.action, verdict.reason)
     if verdict.action == "batches" and state.get("status") == "scoring":
@@ -315,7 +360,7 @@ def check_fleet_run(run_id: str, client: redis.Redis | None = None) -> Verdict:
     client = client or redis_client()
     paths = run_paths(run_id)
     holders = {p: Lease.holder(client, lease_key(run_id, p)) for p in ("start", "merge")}
-    return check_run(paths, run_messages(client, run_id), holders, Settings())
+    return check_run(paths, run_messages(broker_client(), run_id), holders, Settings())
 
 
 @app.task(name="claidex.watchdog", bind=True)
@@ -329,18 +374,18 @@ def watchdog(self: Any) -> dict[str, Any]:
     acted: dict[str, str] = {}
     with guard:
         client = redis_client()
-        messages = pending_messages(client)
+        messages = pending_messages(broker_client())
         for paths in unfinished_runs(cfg.run_root):
-            holders = {
-                p: Lease.holder(client, lease_key(paths.run_id, p)) for p in ("start", "merge")
-            }
-            mine = [m for m in messages if m.run_id == paths.run_id]
-            try:
+            try:  # one damaged run directory never stops the watchdog for the others
+                holders = {
+                    p: Lease.holder(client, lease_key(paths.run_id, p)) for p in ("start", "merge")
+                }
+                mine = [m for m in messages if m.run_id == paths.run_id]
                 verdict = check_run(paths, mine, holders, cfg)
                 if verdict.action and (done := act_on(verdict, cfg)):
                     acted[paths.run_id] = done
-            except OSError as exc:  # a full or failing run root: try again on the next tick
-                log.error("watchdog: run %s: %s", paths.run_id, exc)
+            except Exception as exc:  # a full disk, a torn file: logged, tried next tick
+                log.error("watchdog: run %s: %s: %s", paths.run_id, type(exc).__name__, exc)
     return {"acted": acted}
 
 

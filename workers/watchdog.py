@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scoring.config import Settings
+from scoring.errors import RunFileError
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from workers.broker import PendingMessage
@@ -105,19 +106,23 @@ def check_run(
         return verdict
     missing = ledger.missing_batches(int(summary.get("batches_total", 0)))
     if missing and status == "scoring":
-        queued = {int(m.args[1]): m for m in by_task.get(BATCH, []) if len(m.args) > 1}
+        queued: dict[int, PendingMessage] = {}
+        for m in by_task.get(BATCH, []):
+            if len(m.args) > 1 and isinstance(m.args[1], int):
+                queued[m.args[1]] = m
         lost = []
         for index in missing:
             name = f"batch-{index:05d}"
             message = queued.get(index)
             if name in alive:
                 continue
-            if name in beats:  # it ran and fell silent: its worker is gone
-                lost.append(index)
-                if message is not None and message.delivered_at is not None:
-                    back = message.delivered_at + cfg.visibility_timeout
+            if message is not None and message.delivered_at is not None:
+                back = message.delivered_at + cfg.visibility_timeout
+                if name in beats:
                     verdict.notes.append(f"{name}: its message returns at {_clock(back)}")
-            elif message is None and stalled:
+                if now > back + cfg.stall_seconds:  # overdue: nobody restored it
+                    lost.append(index)
+            elif message is None and stalled:  # neither running, nor queued, nor delivered
                 lost.append(index)
         if lost:
             verdict.action, verdict.batches = "batches", lost
@@ -145,7 +150,11 @@ def unfinished_runs(root: Path, max_age_days: float = 14.0) -> list[RunPaths]:
     found = []
     for request in sorted(root.glob("*/request.json")):
         paths = RunPaths(request.parent)
-        status = RunLedger(paths).read().get("status") if paths.ledger.exists() else "queued"
-        if status in UNFINISHED and request.parent.stat().st_mtime >= cutoff:
+        try:
+            status = RunLedger(paths).read().get("status", "queued")
+            recent = request.parent.stat().st_mtime >= cutoff
+        except (OSError, RunFileError):  # a damaged run is reported by status, not here
+            continue
+        if status in UNFINISHED and recent:
             found.append(paths)
     return found

@@ -25,6 +25,18 @@ class OutageError(DatabaseError):
     """The database stayed unreachable for the whole window: final, not retried again."""
 
 
+# SQLSTATEs of a server going away: connection exceptions (class 08), shutdowns, restarts.
+OUTAGE_STATES = ("57P01", "57P02", "57P03")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A lost or refused connection, not a query that failed (DiskFull, a deadlock)."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in OUTAGE_STATES
+
+
 def refused_us(exc: BaseException) -> bool:
     return any(text in str(exc) for text in REFUSALS)
 
@@ -43,8 +55,8 @@ def through_outage(action: Callable[[], T], *, ledger: RunLedger, step: str, win
             result = action()
         except (DatabaseUnavailableError, psycopg.OperationalError) as exc:
             waited = time.monotonic() - started
-            if window <= 0 or refused_us(exc):  # no window, or a server that says no
-                raise
+            if window <= 0 or refused_us(exc) or not is_outage(exc):
+                raise  # no window, a server that says no, or a query error (disk, deadlock)
             if waited + delay > window:
                 msg = f"database unreachable for {waited:.0f} s (window {window:.0f} s): {exc}"
                 raise OutageError(msg) from None

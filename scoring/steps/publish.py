@@ -12,7 +12,7 @@ from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, read_parquet_named
-from scoring.steps.outage import through_outage
+from scoring.steps.outage import refused_us, through_outage
 
 
 def publish(
@@ -65,11 +65,14 @@ def publish(
             f"publish of run {manifest.run_id} failed: {reason}; "
             f"the scores stay in {paths.scores}{retry}"
         )
-        ledger.fail("publish", msg)
+        unavailable = isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError)
+        final = (
+            DatabaseUnavailableError if unavailable and not refused_us(exc) else DatabaseError
+        )(msg)
+        ledger.fail("publish", final)  # 'retrying', not 'failed', when a task retry is coming
         with contextlib.suppress(psycopg.Error, DatabaseError), connect(database_url) as conn:
             record_failure(conn, run_id=manifest.run_id, kind=manifest.kind, error=msg)
-        unavailable = isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError)
-        raise (DatabaseUnavailableError if unavailable else DatabaseError)(msg) from None
+        raise final from None
     ledger.set_status(
         "published",
         published_prepare=manifest.prepare_id,
