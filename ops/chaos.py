@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +100,7 @@ class Lab:
     beat: CeleryProcess | None = None
 
     def __enter__(self) -> Lab:
+        self.scratch.mkdir(parents=True, exist_ok=True)
         self.redis = PrivateRedis(persistent=self.persistent_redis).start()
         root = self.run_root or self.scratch / "runs"
         self.env = fleet_env(
@@ -169,10 +171,10 @@ def compare(url: str, reference: pl.DataFrame, run_id: str | None) -> tuple[int,
         "risk_score",
         "risk_label",
         "r_raw",
-        pl.col("flags").map_elements(json.dumps, return_dtype=pl.String).alias("flags_json"),
+        pl.col("flags").list.join("\x1f").alias("flags_json"),
     )
     table = table.with_columns(
-        pl.col("flags").map_elements(lambda t: json.dumps(json.loads(t)), return_dtype=pl.String)
+        pl.col("flags").map_elements(lambda t: "\x1f".join(json.loads(t)), return_dtype=pl.String)
     ).unique("npi")
     joined = expected.join(table, on="npi", how="left")
     lost = joined.filter(pl.col("risk_label_right").is_null()).height
@@ -235,7 +237,8 @@ def kill_child_in(step: str) -> Scenario:
             for pid in proc.children():
                 os.kill(pid, signal.SIGKILL)
         at = time.monotonic()
-        row = Row(f"kill -9 of the pool children in {step.replace('ing', '')}", f"status {step}")
+        label = {"preparing": "prepare", "scoring": "score", "merging": "merge"}[step]
+        row = Row(f"kill -9 of the pool children in {label}", f"status {step}")
         return finish(lab, row, follower, at, reference, run_id)
 
     return scenario
@@ -520,6 +523,7 @@ def main() -> int:
                          run_root=run_root, **options) as lab:  # fmt: skip
                     row = scenario(lab, reference)
             except Exception as exc:
+                traceback.print_exc()
                 row = Row(name, "-", "scenario error", note=f"{type(exc).__name__}: {exc}"[:300])
             finally:
                 if run_root is not None:

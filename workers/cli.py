@@ -293,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import gc
+
     from claidex.cli import run_command
 
-    return run_command(build_parser().parse_args(argv))
+    try:
+        return run_command(build_parser().parse_args(argv))
+    finally:
+        # Result handles left in reference cycles would otherwise be collected at interpreter
+        # shutdown, where their __del__ fails ("Exception ignored in AsyncResult.__del__").
+        gc.collect()
