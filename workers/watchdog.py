@@ -83,7 +83,12 @@ def check_run(
         name, record = f"batch-{index:05d}", records[index]
         if name not in beats and record.get("started_at"):
             started = datetime.fromisoformat(record["started_at"]).timestamp()
-            beats[name] = {"worker": record.get("worker"), "pid": "?", "age": now - started}
+            beats[name] = {
+                "worker": record.get("worker"),
+                "pid": "?",
+                "at": started,
+                "age": now - started,
+            }
     alive = {name for name, beat in beats.items() if beat["age"] < cfg.worker_silence_seconds}
     for name, beat in sorted(beats.items()):
         if name not in alive:
@@ -118,9 +123,14 @@ def check_run(
                 continue
             if message is not None and message.delivered_at is not None:
                 back = message.delivered_at + cfg.visibility_timeout
-                if name in beats:
+                beat = beats.get(name)
+                if beat is not None:
                     verdict.notes.append(f"{name}: its message returns at {_clock(back)}")
-                if now > back + cfg.stall_seconds:  # overdue: nobody restored it
+                # The very delivery that fell silent (delivered before its last beat): its
+                # worker died or cancelled it on a broker loss; it would sit out the
+                # visibility timeout. A later delivery (a redelivery) is on its way.
+                dead_delivery = beat is not None and message.delivered_at <= float(beat["at"])
+                if dead_delivery or now > back + cfg.stall_seconds:
                     lost.append(index)
             elif message is None and stalled:  # neither running, nor queued, nor delivered
                 lost.append(index)
