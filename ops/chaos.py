@@ -162,7 +162,14 @@ def compare(url: str, reference: pl.DataFrame, run_id: str | None) -> tuple[int,
         ).fetchall()
     table = pl.DataFrame(
         rows,
-        schema=["npi", "risk_score", "risk_label", "r_raw", "flags", "run_id"],
+        schema={
+            "npi": pl.String,
+            "risk_score": pl.Float64,
+            "risk_label": pl.String,
+            "r_raw": pl.Float64,
+            "flags": pl.String,
+            "run_id": pl.String,
+        },
         orient="row",
     )
     duplicated = table.height - table["npi"].n_unique()

@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     neo4j_retry_seconds: float = Field(default=30.0, ge=0)  # managed-transaction retries
     neo4j_live_attempts: int = Field(default=4, ge=1)  # per batch, when the server is gone
     neo4j_retry_backoff: float = Field(default=2.0, ge=0)  # seconds, doubled per attempt
+    neo4j_outage_window: float = Field(default=60.0, ge=0)  # s prepare waits for Neo4j back
     full_engine: FullEngine = "celery"  # who runs beat's weekly full recompute
 
     # --- Modal burst (credentials: `modal token new` or MODAL_TOKEN_ID/MODAL_TOKEN_SECRET) ---

@@ -186,7 +186,8 @@ def test_unreachable_server_fails_prepare_in_one_line(
 ) -> None:
     port = free_port()
     env = {"NEO4J_URI": f"bolt://127.0.0.1:{port}", "NEO4J_PASSWORD": "s3cret-value",
-           "NEO4J_DATABASE": "claidex", "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2"}  # fmt: skip
+           "NEO4J_DATABASE": "claidex", "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2",
+           "CLAIDEX_NEO4J_OUTAGE_WINDOW": "3"}  # fmt: skip
     started = time.monotonic()
     result = claidex_cli(
         "run", "--data", str(graph_dataset), "--graph", mode, "--run-dir",
@@ -261,7 +262,7 @@ def test_credentials_inside_the_uri_never_reach_a_message(
     assert (target.uri, target.user) == ("bolt://127.0.0.1:1", "scorer")
     assert target.password == "Secr3t!PW"
     env = {"NEO4J_URI": f"bolt://scorer:Secr3tPW@127.0.0.1:{free_port()}",
-           "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2"}  # fmt: skip
+           "CLAIDEX_NEO4J_CONNECT_TIMEOUT": "2", "CLAIDEX_NEO4J_OUTAGE_WINDOW": "3"}  # fmt: skip
     result = claidex_cli(
         "run", "--data", str(graph_dataset), "--graph", "neo4j-snapshot", "--run-dir",
         str(tmp_path / "run"), "--quiet", env=env,

@@ -41,8 +41,24 @@ def refused_us(exc: BaseException) -> bool:
     return any(text in str(exc) for text in REFUSALS)
 
 
-def through_outage(action: Callable[[], T], *, ledger: RunLedger, step: str, window: float) -> T:
-    """Run `action`, retrying while the database is unreachable, for up to `window` s.
+def db_outage(exc: BaseException) -> bool | None:
+    """True: an outage to ride out; False: fail now; None: not a database error at all."""
+    if not isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError):
+        return None
+    return not refused_us(exc) and is_outage(exc)
+
+
+def through_outage(
+    action: Callable[[], T],
+    *,
+    ledger: RunLedger,
+    step: str,
+    window: float,
+    judge: Callable[[BaseException], bool | None] = db_outage,
+    what: str = "database",
+) -> T:
+    """Run `action`, retrying while the database (or, with `judge`, another server) is
+    unreachable, for up to `window` s.
 
     Each wait is recorded in the ledger (`retrying`), so `status` and followers see a
     publish that waits for Postgres, not a failed run; only the end of the window fails.
@@ -53,12 +69,17 @@ def through_outage(action: Callable[[], T], *, ledger: RunLedger, step: str, win
     while True:
         try:
             result = action()
-        except (DatabaseUnavailableError, psycopg.OperationalError) as exc:
+        except Exception as exc:
+            verdict = judge(exc)
+            if verdict is None:
+                raise
             waited = time.monotonic() - started
-            if window <= 0 or refused_us(exc) or not is_outage(exc):
+            if window <= 0 or not verdict:
                 raise  # no window, a server that says no, or a query error (disk, deadlock)
             if waited + delay > window:
-                msg = f"database unreachable for {waited:.0f} s (window {window:.0f} s): {exc}"
+                msg = f"{what} unreachable for {waited:.0f} s (window {window:.0f} s): {exc}"
+                if what != "database":  # the caller's own error type, with the wait said
+                    raise type(exc)(msg) from None
                 raise OutageError(msg) from None
             until = datetime.now(UTC) + timedelta(seconds=window - waited)
             ledger.update(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
@@ -11,7 +13,7 @@ from scoring.config import Settings
 from scoring.digest import npi_digests
 from scoring.errors import InputError
 from scoring.exclusion import active_exclusions
-from scoring.graphdb.connection import neo4j_target
+from scoring.graphdb.connection import GraphUnavailableError, neo4j_target
 from scoring.graphdb.live import LIVE_SCHEMA_NO_NPI
 from scoring.graphdb.snapshot import read_snapshot, verify_graph
 from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
@@ -35,8 +37,10 @@ from scoring.population import (
     with_growth,
 )
 from scoring.rundir import RunPaths, writable_run_dir, write_json_atomic, write_parquet_atomic
+from scoring.steps.outage import through_outage
 from scoring.validation import CleanInputs, validate
 
+T = TypeVar("T")
 SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
 
 
@@ -46,7 +50,9 @@ def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
     return [path for path in paths if path.is_file()]
 
 
-def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) -> pl.DataFrame:
+def _ownership_table(
+    clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings, ledger: RunLedger
+) -> pl.DataFrame:
     """Per provider with an SNF match: the chain results, from the graph mode's source.
 
     neo4j-live leaves the table empty here (each batch asks Neo4j) but checks the
@@ -59,10 +65,24 @@ def _ownership_table(clean: CleanInputs, excluded: pl.DataFrame, cfg: Settings) 
         graph, chain_excluded = clean.graph, excluded
     else:
         target = neo4j_target()
+
+        def graph_down(exc: BaseException) -> bool | None:
+            return True if isinstance(exc, GraphUnavailableError) else None
+
+        def ride_out(action: Callable[[], T]) -> T:  # Neo4j restarting: wait, visibly
+            return through_outage(
+                action,
+                ledger=ledger,
+                step="prepare",
+                window=cfg.neo4j_outage_window,
+                judge=graph_down,
+                what="Neo4j",
+            )
+
         if cfg.graph_mode == "neo4j-live":
-            verify_graph(target, cfg)
+            ride_out(lambda: verify_graph(target, cfg))
             return pl.DataFrame(schema={"npi": pl.Int64, **LIVE_SCHEMA_NO_NPI})
-        snapshot = read_snapshot(target, cfg)
+        snapshot = ride_out(lambda: read_snapshot(target, cfg))
         graph, chain_excluded = snapshot.graph, snapshot.excluded_npis
     return ownership_counts(clean.providers.lazy(), chain_excluded.lazy(), graph, cfg).collect()
 
@@ -140,7 +160,7 @@ def _prepare(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -
         "growth": growth,
     }.items():
         write_parquet_atomic(frame, paths.stat(name))
-    ownership = _ownership_table(clean, excluded, cfg)
+    ownership = _ownership_table(clean, excluded, cfg, RunLedger(paths))
     write_parquet_atomic(ownership, paths.stat("ownership"))  # for incremental runs
     digests = npi_digests(window, clean.providers.lazy(), clean.exclusions.lazy()).collect()
     write_parquet_atomic(digests, paths.stat("npi_digest"))  # for the daily refresh
