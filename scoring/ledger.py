@@ -217,7 +217,7 @@ class RunLedger:
                 "attempt": attempt,
                 "worker": worker,
                 "redelivered": redelivered,
-                "started_at": utc_now(),
+                "started_at": utc_now("milliseconds"),  # the watchdog compares deliveries
             },
             path,
         )

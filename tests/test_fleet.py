@@ -11,7 +11,7 @@ from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
-from tests.fleet import CeleryProcess, workers_cli
+from tests.fleet import CeleryProcess, beat, workers_cli
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -99,16 +99,21 @@ def test_worker_killed_mid_batch_loses_nothing(
             paths, lambda: [os.kill(pid, signal.SIGKILL) for pid in victim.children()]
         )
     else:
-        # The whole worker dies (main process too): the batch comes back after the
-        # broker's visibility timeout (20 s here), to the worker started next; meanwhile
-        # `status` names the silent worker and when the message returns.
+        # The whole worker dies (main process too): its message would come back only after
+        # the broker's visibility timeout. `status` names the silent worker and when the
+        # message returns; beat's watchdog re-dispatches the silent delivery meanwhile.
         batch = _kill_during_a_batch(paths, victim.kill)
         time.sleep(5)  # past CLAIDEX_WORKER_SILENCE_SECONDS (4 s)
         status = json.loads(workers_cli(fleet.env, "status", "killed").stdout)
         notes = " | ".join(status["diagnosis"]["notes"])
         assert f"batch-{batch:05d}: worker victim@" in notes and " silent for " in notes, status
         assert f"batch-{batch:05d}: its message returns at " in notes, status
-        fleet("rescuer")
+        fleet("rescuer", CLAIDEX_WATCHDOG_INTERVAL="1")
+        watchdog = beat(
+            {**fleet.env, "CLAIDEX_WATCHDOG_INTERVAL": "1"},
+            tmp_path / "beat.log",
+            tmp_path / "beat-schedule",
+        )
     result = workers_cli(fleet.env, "status", "killed")
     summary = __import__("json").loads(result.stdout)
     assert summary["status"] != "failed", summary
@@ -119,6 +124,8 @@ def test_worker_killed_mid_batch_loses_nothing(
         final = follow("killed", timeout=180, show_progress=False)
     finally:
         os.environ.pop("CLAIDEX_RUN_ROOT", None)
+        if target == "main process":
+            watchdog.stop()
     assert final["status"] == "merged", final
     scores = read_parquet(paths.scores)
     assert scores["npi"].is_unique().all() and scores.height == final["providers_scored"]
