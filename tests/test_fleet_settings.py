@@ -52,3 +52,11 @@ def test_flower_listens_on_loopback_and_guards_its_monitor_views(
 
     assert os.environ["FLOWER_ADDRESS"] == "127.0.0.1"
     assert monitor.Metrics.get.__wrapped__ and monitor.Healthcheck.get.__wrapped__
+
+
+def test_workers_cancel_running_tasks_when_they_lose_the_broker() -> None:
+    from workers.app import app
+
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert "watchdog" in app.conf.beat_schedule
