@@ -82,6 +82,12 @@ class PrivatePostgres:
             f"--pwfile={pwfile}",
             *([] if self.durable else ["--no-sync"]),
         )
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
+        """pg_ctl start on the cluster's port and socket (first start and every resume)."""
+        data, sock = self.root / "data", self.root / "sock"
         options = f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -98,7 +104,6 @@ class PrivatePostgres:
             "60",
             "start",
         )
-        return self
 
     def pause(self) -> None:
         """Stop the server, keeping its data (an outage); `resume()` starts it again."""
@@ -107,22 +112,8 @@ class PrivatePostgres:
         )
 
     def resume(self) -> None:
-        options = f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1"
-        if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(
-            _postgres_bin("pg_ctl"),
-            "-D",
-            str(self.root / "data"),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "postgres.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        """Start a paused server again on the same port, with its data."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         data = self.root / "data"

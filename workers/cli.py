@@ -149,16 +149,10 @@ def _claim_run_id(
     run_id: str, data: str | None, overrides: dict[str, Any], publish_scores: bool
 ) -> None:
     """Create request.json exclusively: of two `full --run-id X` at once, one gets X."""
-    from scoring.ledger import utc_now
-    from workers.tasks import run_paths
+    from workers.tasks import run_paths, save_request
 
-    paths = run_paths(run_id)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    request = {"run_id": run_id, "data_dir": data, "overrides": overrides,
-               "publish": publish_scores, "requested_at": utc_now()}  # fmt: skip
     try:
-        with open(paths.request, "x") as handle:
-            json.dump(request, handle)
+        save_request(run_paths(run_id), data, overrides, publish_scores, exclusive=True)
     except FileExistsError:
         _refuse_existing(run_id)
         raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import gc
+import json
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -100,6 +100,22 @@ def run_lease(run_id: str, purpose: str) -> Lease:
     return Lease(redis_client(), run_id, purpose, Settings().lease_seconds)
 
 
+def take_lease(task: Any, run_id: str, purpose: str) -> Lease | str:
+    """The run's lease for `purpose`, or a retry of `task` while a holder renews it (a dead
+    holder's lease lapses meanwhile); after LEASE_WAITS, the live holder's name."""
+    lease = run_lease(run_id, purpose)
+    if lease.acquire():
+        return lease
+    if task.request.retries < LEASE_WAITS:
+        raise retry_later(task, lease.seconds / 2, LEASE_WAITS)
+    return Lease.holder(lease.client, lease.key) or "?"
+
+
+def lease_holders(client: redis.Redis, run_id: str) -> dict[str, str | None]:
+    """Who holds the run's start and merge leases (None: nobody)."""
+    return {p: Lease.holder(client, lease_key(run_id, p)) for p in ("start", "merge")}
+
+
 @contextmanager
 def retries_pending(task: Any) -> Iterator[None]:
     """While this task will be retried, a retryable failure is not yet the run's failure."""
@@ -137,27 +153,38 @@ def dispatch_merge(run_id: str) -> str:
 
 
 def forget_locally(result: Any) -> None:
-    """Drop a result handle now: left to the interpreter's shutdown, its __del__ fails
-    importing backend modules ('Exception ignored in AsyncResult.__del__')."""
+    """Unregister a result handle (and its parents) from the backend now: left to the
+    interpreter's shutdown, its __del__ fails importing backend modules ('Exception ignored
+    in AsyncResult.__del__'); the CLI also collects cycles before exiting."""
     while result is not None:
         parent = getattr(result, "parent", None)
         with contextlib.suppress(Exception):
             result.backend.remove_pending_result(result)
         result = parent
-    gc.collect()
 
 
 def save_request(
-    paths: RunPaths, data_dir: str | None, overrides: dict[str, Any], publish_scores: bool
+    paths: RunPaths,
+    data_dir: str | None,
+    overrides: dict[str, Any],
+    publish_scores: bool,
+    *,
+    exclusive: bool = False,
 ) -> None:
-    if not paths.request.exists():
-        request = {
-            "run_id": paths.run_id,
-            "data_dir": data_dir,
-            "overrides": overrides,
-            "publish": publish_scores,
-            "requested_at": utc_now(),
-        }
+    """request.json, kept as first written. `exclusive` (the CLI claiming a run id) raises
+    FileExistsError when it exists, so of two `full --run-id X` at once one gets X."""
+    request = {
+        "run_id": paths.run_id,
+        "data_dir": data_dir,
+        "overrides": overrides,
+        "publish": publish_scores,
+        "requested_at": utc_now(),
+    }
+    if exclusive:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        with open(paths.request, "x") as handle:
+            json.dump(request, handle)
+    elif not paths.request.exists():
         write_json_atomic(request, paths.request)
 
 
@@ -173,12 +200,9 @@ def start_full_run(
     paths = run_paths(run_id)
     writable_run_dir(paths.root)
     save_request(paths, data_dir, overrides, publish_scores)
-    lease = run_lease(run_id, "start")
-    if not lease.acquire():
-        if self.request.retries < LEASE_WAITS:
-            raise retry_later(self, lease.seconds / 2, LEASE_WAITS)
-        holder = Lease.holder(lease.client, lease.key)
-        return {"run_id": run_id, "skipped": f"another start holds the lease: {holder}"}
+    lease = take_lease(self, run_id, "start")
+    if isinstance(lease, str):
+        return {"run_id": run_id, "skipped": f"another start holds the lease: {lease}"}
     cfg = load_settings(**overrides)
     ledger = RunLedger(paths)
     with lease, retries_pending(self):
@@ -229,12 +253,9 @@ def merge_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
     Under the run's merge lease, so concurrent merges (a resume during a live chord)
     cannot both publish, and a merge whose worker died is taken over by its redelivery.
     """
-    lease = run_lease(run_id, "merge")
-    if not lease.acquire():
-        if self.request.retries < LEASE_WAITS:
-            raise retry_later(self, lease.seconds / 2, LEASE_WAITS)
-        holder = Lease.holder(lease.client, lease.key)
-        return {"run_id": run_id, "skipped": f"another merge holds the lease: {holder}"}
+    lease = take_lease(self, run_id, "merge")
+    if isinstance(lease, str):
+        return {"run_id": run_id, "skipped": f"another merge holds the lease: {lease}"}
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
     every = Settings().heartbeat_seconds
@@ -359,7 +380,7 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
 def check_fleet_run(run_id: str, client: redis.Redis | None = None) -> Verdict:
     client = client or redis_client()
     paths = run_paths(run_id)
-    holders = {p: Lease.holder(client, lease_key(run_id, p)) for p in ("start", "merge")}
+    holders = lease_holders(client, run_id)
     return check_run(paths, run_messages(broker_client(), run_id), holders, Settings())
 
 
@@ -377,9 +398,7 @@ def watchdog(self: Any) -> dict[str, Any]:
         messages = pending_messages(broker_client())
         for paths in unfinished_runs(cfg.run_root):
             try:  # one damaged run directory never stops the watchdog for the others
-                holders = {
-                    p: Lease.holder(client, lease_key(paths.run_id, p)) for p in ("start", "merge")
-                }
+                holders = lease_holders(client, paths.run_id)
                 mine = [m for m in messages if m.run_id == paths.run_id]
                 verdict = check_run(paths, mine, holders, cfg)
                 if verdict.action and (done := act_on(verdict, cfg)):

@@ -56,6 +56,7 @@ def through_outage(
     window: float,
     judge: Callable[[BaseException], bool | None] = db_outage,
     what: str = "database",
+    gave_up: Callable[[str], Exception] = OutageError,
 ) -> T:
     """Run `action`, retrying while the database (or, with `judge`, another server) is
     unreachable, for up to `window` s.
@@ -78,9 +79,7 @@ def through_outage(
                 raise  # no window, a server that says no, or a query error (disk, deadlock)
             if waited + delay > window:
                 msg = f"{what} unreachable for {waited:.0f} s (window {window:.0f} s): {exc}"
-                if what != "database":  # the caller's own error type, with the wait said
-                    raise type(exc)(msg) from None
-                raise OutageError(msg) from None
+                raise gave_up(msg) from None
             until = datetime.now(UTC) + timedelta(seconds=window - waited)
             ledger.update(
                 retrying={

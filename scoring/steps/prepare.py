@@ -77,6 +77,7 @@ def _ownership_table(
                 window=cfg.neo4j_outage_window,
                 judge=graph_down,
                 what="Neo4j",
+                gave_up=GraphUnavailableError,  # still transient: a task retry may find it back
             )
 
         if cfg.graph_mode == "neo4j-live":
