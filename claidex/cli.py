@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_settings(
         batch_size=args.batch_size,
+        shards=args.shards,
         workers=args.workers,
         as_of_year=args.as_of_year,
         graph_mode=getattr(args, "graph", None),
@@ -193,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def engine_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--batch-size", type=int, default=None, help="NPIs per batch")
+        p.add_argument(
+            "--shards", type=int, default=None, help="input slices = NPI buckets = peer buckets"
+        )
         p.add_argument("--workers", type=int, default=None, help="worker processes")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 

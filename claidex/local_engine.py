@@ -22,7 +22,9 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.steps.prepare import StageRunner, run_serially
 from scoring.steps.publish import publish
+from scoring.steps.stages import run_stage_task
 
 ProgressHook = Callable[[int, int], None]
 
@@ -40,6 +42,33 @@ def resolve_run(run: str, cfg: Settings) -> RunPaths:
 
 def _score_batch_in_worker(root: str, index: int) -> int:
     return score_batch(RunPaths(Path(root)), index).rows
+
+
+def _stage_task_in_worker(root: str, stage: str, index: int) -> None:
+    run_stage_task(RunPaths(Path(root)), stage, index)
+
+
+def stage_pool(workers: int) -> StageRunner:
+    """Each stage's shards on a spawned process pool (one pool per stage: a stage's
+    results are all on disk before the next stage starts)."""
+
+    def run(paths: RunPaths, stage: str, shards: list[int]) -> None:
+        if workers <= 1 or len(shards) <= 1:
+            run_serially(paths, stage, shards)
+            return
+        os.environ["POLARS_MAX_THREADS"] = _threads_per_worker(workers)
+        try:
+            ctx = get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [
+                    pool.submit(_stage_task_in_worker, str(paths.root), stage, i) for i in shards
+                ]
+                for future in as_completed(futures):
+                    future.result()
+        finally:
+            os.environ.pop("POLARS_MAX_THREADS", None)
+
+    return run
 
 
 def _threads_per_worker(workers: int) -> str:
@@ -115,7 +144,7 @@ def run_local(
     """Full recompute: prepare, every batch, merge and calibrate, then publish when a
     database is given. Returns the run's paths."""
     paths = RunPaths(run_dir or cfg.run_root / new_run_id())
-    prepare(paths, data_dir, cfg)
+    prepare(paths, data_dir, cfg, stage_pool(cfg.workers))
     score_and_merge(paths, cfg.workers, show_progress=show_progress)
     if database_url is not None:
         publish(paths, database_url, outage_window=0)  # interactive

@@ -87,7 +87,9 @@ def _full(args: argparse.Namespace) -> int:
         run_id=args.run_id or new_run_id("-burst"),
         source=args.source,
         data_name=args.data_name or cfg.modal_data_name,
-        overrides=run_overrides(cfg, batch_size=args.batch_size, graph_mode=args.graph),
+        overrides=run_overrides(
+            cfg, batch_size=args.batch_size, shards=args.shards, graph_mode=args.graph
+        ),
         max_batches=args.max_batches,
         publish=publish_choice(args),  # None: a new run publishes, an existing one keeps its
     )
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--data-name", help="dataset on the volume (default CLAIDEX_MODAL_DATA_NAME)")
     full.add_argument("--source", choices=["volume", "postgres"], default="volume")
     full.add_argument("--batch-size", type=int, default=None)
+    full.add_argument("--shards", type=int, default=None, help="shards of each prepare stage")
     full.add_argument(
         "--max-batches", type=positive, default=None, help="smoke run: first K batches"
     )

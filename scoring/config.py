@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # --- run / engine ------------------------------------------------------
     as_of_year: int | None = None
     batch_size: int = Field(default=250_000, ge=1)
+    # S = B = G: input slices, NPI buckets and peer buckets of a full run's stages.
+    shards: int = Field(default=1, ge=1, le=4096)
     workers: int = Field(default=1, ge=1)
     run_root: Path = Path("runs")
     graph_mode: GraphMode = "embedded"

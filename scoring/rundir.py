@@ -127,6 +127,7 @@ class RunPaths:
         """Remove every artefact of an earlier prepare, so a reused directory starts clean."""
         for folder in (
             self.root / "batches",
+            self.root / "stages",
             self.root / "chunks",
             self.batch_ledger_dir,
             self.stats_dir,

@@ -111,7 +111,45 @@ def validate_reference(raw: RawInputs, cfg: Settings) -> CleanReference:
     exclusions = split(
         "exclusions", raw.exclusions, [missing_rule("exclusion_id"), npi_rule(optional=True)]
     )
+    graph, graph_quarantined = validate_graph(raw)
+    quarantined += graph_quarantined
+    return CleanReference(
+        providers=providers.with_columns(npi_to_int(pl.col("npi"))),
+        exclusions=exclusions.with_columns(
+            pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi"))).alias("npi")
+        ),
+        graph=graph,
+        quarantined=quarantined,
+    )
+
+
+def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
+    """Split each table into good rows and quarantined rows (with reasons)."""
+    quarantined: list[pl.DataFrame] = []
+    with reading(dataset_file(raw.data_dir, "payments_combined")):
+        payments = _valid_payments(raw, cfg, quarantined)
+    reference = validate_reference(raw, cfg)
+    return CleanInputs(
+        providers=reference.providers,
+        payments=payments,
+        exclusions=reference.exclusions,
+        graph=reference.graph,
+        quarantine=pl.concat([*quarantined, *reference.quarantined]),
+    )
+
+
+def validate_graph(raw: RawInputs) -> tuple[OwnershipGraph | None, list[pl.DataFrame]]:
+    """Quarantine rules for the ownership graph tables (None when the dataset has none)."""
+    quarantined: list[pl.DataFrame] = []
     graph = None
+
+    def split(name: str, lf: pl.LazyFrame, rules: list[pl.Expr], **dup: object) -> pl.DataFrame:
+        with reading(dataset_file(raw.data_dir, name)):
+            rows = lf.collect()
+        good, bad = split_rows(rows, source=name, rules=rules, **dup)  # type: ignore[arg-type]
+        quarantined.append(bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+        return good
+
     if raw.entities is not None and raw.ownership is not None and raw.entity_exclusions is not None:
         entities = split(
             "entities",
@@ -144,26 +182,4 @@ def validate_reference(raw: RawInputs, cfg: Settings) -> CleanReference:
                 [missing_rule("entity_id"), known_rule("entity_id")],
             ).lazy(),
         )
-    return CleanReference(
-        providers=providers.with_columns(npi_to_int(pl.col("npi"))),
-        exclusions=exclusions.with_columns(
-            pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi"))).alias("npi")
-        ),
-        graph=graph,
-        quarantined=quarantined,
-    )
-
-
-def validate(raw: RawInputs, cfg: Settings) -> CleanInputs:
-    """Split each table into good rows and quarantined rows (with reasons)."""
-    quarantined: list[pl.DataFrame] = []
-    with reading(dataset_file(raw.data_dir, "payments_combined")):
-        payments = _valid_payments(raw, cfg, quarantined)
-    reference = validate_reference(raw, cfg)
-    return CleanInputs(
-        providers=reference.providers,
-        payments=payments,
-        exclusions=reference.exclusions,
-        graph=reference.graph,
-        quarantine=pl.concat([*quarantined, *reference.quarantined]),
-    )
+    return graph, quarantined

@@ -118,7 +118,7 @@ def _full(args: argparse.Namespace) -> int:
 
     run_id = checked_run_id(args.run_id) if args.run_id else new_run_id()
     _refuse_existing(run_id)
-    chosen = {"batch_size": args.batch_size, "graph_mode": args.graph}
+    chosen = {"batch_size": args.batch_size, "shards": args.shards, "graph_mode": args.graph}
     overrides = {k: v for k, v in chosen.items() if v is not None}
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None
     _claim_run_id(run_id, data, overrides, not args.no_publish)
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--data", help="dataset directory visible to every worker")
     full.add_argument("--source", choices=["dataset", "postgres"], default="dataset")
     full.add_argument("--batch-size", type=int, default=None)
+    full.add_argument("--shards", type=int, default=None, help="shards of each prepare stage")
     full.add_argument("--run-id", default=None, help="(default: a new sortable id)")
     full.add_argument("--no-publish", action="store_true")
     add_graph_flag(full)

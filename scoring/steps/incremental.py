@@ -25,7 +25,9 @@ from scoring.npi import npi_problem, npi_to_str
 from scoring.provider_scores import STAT_NAMES
 from scoring.quarantine import QUARANTINE_SCHEMA
 from scoring.rundir import RunPaths, read_json, writable_run_dir, write_parquet_atomic
-from scoring.steps.prepare import SLICE_COLUMNS, provider_rows, provider_year_rows, write_batches
+from scoring.steps.batches import write_batches
+from scoring.steps.prepare import provider_rows, provider_year_rows
+from scoring.steps.stages import SLICE_COLUMNS
 from scoring.validation import validate
 
 INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small
@@ -103,7 +105,7 @@ def _only(raw: RawInputs, npis: list[str]) -> RawInputs:
 
 def _link_reference_stats(paths: RunPaths, reference: RunPaths) -> None:
     paths.stats_dir.mkdir(parents=True, exist_ok=True)
-    for name in STAT_NAMES:
+    for name in (*STAT_NAMES, "ownership_snf"):  # the chain totals batches join
         os.symlink(reference.stat(name).resolve(), paths.stat(name))
 
 

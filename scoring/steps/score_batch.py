@@ -15,6 +15,7 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
 from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
+from scoring.steps.stages import CHAIN_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,15 @@ class BatchResult:
 
 
 def load_stats(paths: RunPaths) -> PeerStats:
-    """Lazy handles on the run's global statistics tables."""
+    """Lazy handles on the run's global peer statistics tables."""
     return PeerStats(**{name: pl.scan_parquet(paths.stat(name)) for name in STAT_NAMES})
+
+
+def with_chain_totals(providers: pl.DataFrame, paths: RunPaths) -> pl.DataFrame:
+    """The chain results of each provider's SNF: the buckets' partial counts, summed by the
+    combine stage, so a batch never needs the rest of the population."""
+    per_snf = pl.read_parquet(paths.stat("ownership_snf"))
+    return providers.drop(CHAIN_COLUMNS, strict=False).join(per_snf, on="snf_entity_id", how="left")
 
 
 def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> pl.DataFrame:
@@ -38,6 +46,8 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     providers = read_parquet_named(paths.batch_providers(batch_index))
     if manifest.cfg.graph_mode == "neo4j-live":  # the legacy design: this batch asks Neo4j
         providers = with_live_ownership(providers, neo4j_target(), manifest.cfg)
+    else:
+        providers = with_chain_totals(providers, paths)
     provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
     chunk = score_providers(
         provider_years.lazy(),

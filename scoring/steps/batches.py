@@ -1,0 +1,26 @@
+"""Cutting a sorted population into score batches (each batch gets only its own rows)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from scoring.rundir import RunPaths, write_parquet_atomic
+
+
+def write_batches(
+    paths: RunPaths, py: pl.DataFrame, providers: pl.DataFrame, batch_size: int, *, first: int = 0
+) -> int:
+    """Write batches first, first+1, ... of `batch_size` providers; returns how many.
+
+    Both frames must be sorted by npi: slice bounds come from a binary search.
+    """
+    n = providers.height
+    total = -(-n // batch_size)
+    starts = providers["npi"].gather(list(range(0, n, batch_size)))
+    py_offsets = [*py["npi"].search_sorted(starts, side="left").to_list(), py.height]
+    for k in range(total):
+        lo, hi = k * batch_size, min(n, (k + 1) * batch_size)
+        write_parquet_atomic(providers.slice(lo, hi - lo), paths.batch_providers(first + k))
+        a, b = py_offsets[k], py_offsets[k + 1]
+        write_parquet_atomic(py.slice(a, b - a), paths.batch_provider_years(first + k))
+    return total

@@ -1,0 +1,674 @@
+"""The stages of a full run's preparation, each a fan-out of idempotent shard tasks.
+
+ingest x S -> count x B -> reduce -> aggregate x B -> peer_stats x G -> combine.
+A task reads only the run directory and its shard index and writes only its own
+files (write-then-rename), so a re-run after a kill gives the same bytes. Each
+stage body calls the same methodology functions as the single-process prepare
+did, per shard; every statistic is exact because the partition keeps each group
+whole: an NPI's rows meet in one NPI bucket, a peer group's members in one peer
+bucket (its key refines (taxonomy_10, year)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from scoring.concentration import program_totals
+from scoring.config import Settings
+from scoring.digest import npi_digests
+from scoring.errors import InputError, RunStateError
+from scoring.exclusion import active_exclusions
+from scoring.inputs import SCHEMAS, dataset_file, read_dataset, reading
+from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.npi import npi_problems, npi_to_int
+from scoring.ownership import chain_providers, match_snf, ownership_groups
+from scoring.peer_stats import (
+    FALLBACK_KEYS,
+    GROWTH_KEYS,
+    PRIMARY_KEYS,
+    billing_group_stats,
+    growth_group_stats,
+    m1_rank_table,
+)
+from scoring.population import in_window, window_end
+from scoring.quarantine import (
+    QUARANTINE_SCHEMA,
+    REASON,
+    ROW,
+    ROW_HASH,
+    later_copies,
+    missing_rule,
+    npi_rule,
+    nul_rule,
+    payment_rules,
+    quarantine_records,
+    row_hash,
+    split_duplicates,
+    split_tagged,
+    tag_rows,
+)
+from scoring.rundir import (
+    RunPaths,
+    read_json,
+    read_parquet_named,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from scoring.steps.batches import write_batches
+from scoring.validation import validate_graph
+
+STAGES = ("ingest", "count", "aggregate", "peer_stats")  # fanned out; reduce and combine are single
+PAYMENTS = "payments_combined"
+PAYMENT_COLUMNS = list(SCHEMAS[PAYMENTS])
+SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
+CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
+PEER_COLUMNS = [*PRIMARY_KEYS, "m1", "x1", "x2", "x3"]
+
+
+# --- layout -------------------------------------------------------------------------------
+def stage_root(paths: RunPaths) -> Path:
+    return paths.root / "stages"
+
+
+def _dir(paths: RunPaths, stage: str, index: int) -> Path:
+    return stage_root(paths) / stage / f"{index:05d}"
+
+
+def _done_marker(paths: RunPaths, stage: str, index: int) -> Path:
+    return _dir(paths, stage, index) / "done.json"
+
+
+def _plan_path(paths: RunPaths) -> Path:
+    return stage_root(paths) / "plan.json"
+
+
+def _window_path(paths: RunPaths) -> Path:
+    return stage_root(paths) / "window.json"
+
+
+def _graph_file(paths: RunPaths, name: str) -> Path:
+    return stage_root(paths) / "graph" / f"{name}.parquet"
+
+
+def _parts(paths: RunPaths, stage: str, name: str) -> list[Path]:
+    """One stage's part files of one name, in shard order (slice order = source row order)."""
+    return sorted((stage_root(paths) / stage).glob(f"*/{name}"))
+
+
+def _scan(files: list[Path], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    if not files:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([read_parquet_named(f) for f in files], how="vertical_relaxed")
+
+
+def write_plan(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -> None:
+    """What every stage task reads: the source, the frozen settings and the shard count."""
+    plan = {
+        "data_dir": str(Path(data_dir).resolve()),
+        "shards": cfg.shards,
+        "fingerprint": fingerprint,
+        "settings": cfg.model_dump(mode="json"),
+    }
+    write_json_atomic(plan, _plan_path(paths))
+
+
+def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
+    plan = read_json(_plan_path(paths))
+    return Path(plan["data_dir"]), Settings(**plan["settings"]), int(plan["shards"])
+
+
+def shards_done(paths: RunPaths, stage: str) -> list[int]:
+    return sorted(int(p.parent.name) for p in (stage_root(paths) / stage).glob("*/done.json"))
+
+
+def missing_shards(paths: RunPaths, stage: str, total: int) -> list[int]:
+    done = set(shards_done(paths, stage))
+    return [i for i in range(total) if i not in done]
+
+
+def stage_progress(paths: RunPaths) -> dict[str, str]:
+    """'ingest': '12/32' ... for the ledger and `status`."""
+    if not _plan_path(paths).exists():
+        return {}
+    shards = read_plan(paths)[2]
+    return {stage: f"{len(shards_done(paths, stage))}/{shards}" for stage in STAGES}
+
+
+def _finish(paths: RunPaths, stage: str, index: int, summary: dict[str, Any]) -> dict[str, Any]:
+    write_json_atomic(summary, _done_marker(paths, stage, index))
+    return summary
+
+
+def share(total: int, parts: int, index: int) -> tuple[int, int]:
+    """Rows [lo, hi) of slice `index` when `total` rows are cut into `parts` near-equal slices."""
+    return total * index // parts, total * (index + 1) // parts
+
+
+def npi_bucket(npi: pl.Expr, buckets: int) -> pl.Expr:
+    """The NPI bucket: all of an NPI's rows, in every table, meet in one bucket."""
+    return (npi.fill_null(0) % buckets).cast(pl.Int64).alias("__bucket")
+
+
+def peer_bucket(buckets: int) -> pl.Expr:
+    """The peer bucket, a function of (taxonomy_10, year): every peer group is whole in one."""
+    key = pl.col("peer_taxonomy").hash(seed=0) + pl.col("year").cast(pl.UInt64)
+    return (key % buckets).cast(pl.Int64).alias("__bucket")
+
+
+def _write_buckets(frame: pl.DataFrame, out: Path, name: str, bucket: pl.Expr) -> None:
+    keyed = frame.with_columns(bucket)
+    for (index,), part in keyed.partition_by("__bucket", as_dict=True, maintain_order=True).items():
+        write_parquet_atomic(part.drop("__bucket"), out / f"{name}-{int(index):05d}.parquet")  # type: ignore[call-overload]
+
+
+# --- ingest x S ---------------------------------------------------------------------------
+def _ingest_payments(
+    lf: pl.LazyFrame, path: Path, lo: int, hi: int, cfg: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rules = payment_rules(cfg)
+    kept, bad = [], []
+    for offset in range(lo, hi, cfg.validation_chunk_rows):
+        with reading(path):
+            chunk = lf.slice(offset, min(cfg.validation_chunk_rows, hi - offset)).collect()
+        problems = npi_problems(chunk["npi"])
+        tagged = tag_rows(chunk, rules, first_row=offset, npi_problems=problems)
+        good, q = split_tagged(
+            tagged.with_columns(row_hash(PAYMENT_COLUMNS)), [*PAYMENT_COLUMNS, ROW_HASH], PAYMENTS
+        )
+        kept.append(good.with_columns(npi_to_int(pl.col("npi")), pl.col("year").cast(pl.Int32)))
+        bad.append(q)
+    good_schema = {ROW: pl.UInt32, **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64}
+    good = pl.concat(kept) if kept else pl.DataFrame(schema=good_schema)
+    return good, (pl.concat(bad) if bad else pl.DataFrame(schema=QUARANTINE_SCHEMA))
+
+
+SCHEMAS_CANON_PAYMENTS_INT: dict[str, pl.DataType] = {
+    "npi": pl.Int64(),
+    "year": pl.Int32(),
+    "program": pl.String(),
+    "payments": pl.Float64(),
+    "claims": pl.Float64(),
+    "beneficiaries": pl.Float64(),
+    "taxonomy": pl.String(),
+    "state": pl.String(),
+}
+
+
+def _ingest_rows(
+    lf: pl.LazyFrame, path: Path, index: int, shards: int, source: str, rules: list[pl.Expr]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A reference table's slice: row rules here, duplicate rules where the NPI is whole."""
+    with reading(path):
+        total = lf.select(pl.len()).collect().item()
+        lo, hi = share(total, shards, index)
+        rows = lf.slice(lo, hi - lo).collect()
+    return split_tagged(tag_rows(rows, rules, first_row=lo), rows.columns, source)
+
+
+def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
+    """Slice `index` of each input: checked, its bad rows quarantined, its good rows bucketed."""
+    data_dir, cfg, shards = read_plan(paths)
+    raw = read_dataset(data_dir, with_graph=False)
+    out = _dir(paths, "ingest", index)
+    path = dataset_file(data_dir, PAYMENTS)
+    with reading(path):
+        total = raw.payments.select(pl.len()).collect().item()
+    lo, hi = share(total, shards, index)
+    payments, bad = _ingest_payments(raw.payments, path, lo, hi, cfg)
+    _write_buckets(payments, out, "payments", npi_bucket(pl.col("npi"), shards))
+    write_parquet_atomic(bad, out / "q-payments.parquet")
+    providers, bad_providers = _ingest_rows(
+        raw.providers,
+        dataset_file(data_dir, "providers"),
+        index,
+        shards,
+        "providers",
+        [npi_rule(), *nul_rule("display_name", "taxonomy_1", "state")],
+    )
+    _write_buckets(providers, out, "providers", npi_bucket(npi_to_int(pl.col("npi")), shards))
+    write_parquet_atomic(bad_providers, out / "q-providers.parquet")
+    exclusions, bad_exclusions = _ingest_rows(
+        raw.exclusions,
+        dataset_file(data_dir, "exclusions"),
+        index,
+        shards,
+        "exclusions",
+        [missing_rule("exclusion_id"), npi_rule(optional=True)],
+    )
+    excluded_npi = pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi")))
+    exclusions = exclusions.drop(ROW).with_columns(excluded_npi.alias("npi"))
+    _write_buckets(exclusions, out, "exclusions", npi_bucket(pl.col("npi"), shards))
+    write_parquet_atomic(bad_exclusions, out / "q-exclusions.parquet")
+    summary = {
+        "payment_rows": hi - lo,
+        "payment_rows_valid": payments.height,
+        "max_valid_year": payments["year"].max(),
+        "quarantined_rows": bad.height + bad_providers.height + bad_exclusions.height,
+    }
+    return _finish(paths, "ingest", index, summary)
+
+
+# --- count x B ----------------------------------------------------------------------------
+def count(paths: RunPaths, index: int) -> dict[str, Any]:
+    """Distinct NPIs per year, and per candidate T the NPIs with a year in T's window.
+
+    Counted where NPIs are whole (one bucket), so the counts add up across buckets. An
+    exact copy of a valid row has the same (npi, year), so duplicates change nothing here.
+    """
+    _, cfg, _ = read_plan(paths)
+    files = _parts(paths, "ingest", f"payments-{index:05d}.parquet")
+    pairs = (
+        pl.scan_parquet(files).select("npi", "year").unique().collect()
+        if files
+        else pl.DataFrame(schema={"npi": pl.Int64, "year": pl.Int32})
+    )
+    per_year = pairs.group_by("year").agg(pl.len().alias("npis")).sort("year")
+    candidates: set[int] = set()
+    if not pairs.is_empty():
+        first, last = int(pairs["year"].min()), int(pairs["year"].max())  # type: ignore[arg-type]
+        candidates = set(range(first, last + cfg.window_years))
+    if cfg.as_of_year is not None:
+        candidates.add(cfg.as_of_year)
+    window = {str(t): pairs.filter(in_window(t, cfg))["npi"].n_unique() for t in sorted(candidates)}
+    summary = {"per_year": per_year.rows(), "window_population": window}
+    return _finish(paths, "count", index, summary)
+
+
+# --- reduce -------------------------------------------------------------------------------
+def _graph_for_run(paths: RunPaths, data_dir: Path, cfg: Settings, ledger: RunLedger) -> None:
+    """Ownership steps 2-3 once for every SNF of the graph (small), from the mode's source."""
+    from scoring.steps.prepare import neo4j_snapshot, neo4j_verify  # the outage-riding readers
+
+    if cfg.graph_mode == "neo4j-live":
+        neo4j_verify(cfg, ledger)
+        write_parquet_atomic(
+            pl.DataFrame(schema=QUARANTINE_SCHEMA), _graph_file(paths, "quarantine")
+        )
+        return
+    if cfg.graph_mode == "embedded":
+        raw = read_dataset(data_dir, with_graph=True, with_payments=False)
+        graph, quarantined = validate_graph(raw)
+        if graph is None:
+            msg = "the dataset has no ownership graph tables (entities, ownership, ...)"
+            raise InputError(msg)
+        excluded = None
+    else:
+        snapshot = neo4j_snapshot(cfg, ledger)
+        graph, quarantined, excluded = snapshot.graph, [], snapshot.excluded_npis
+    entities = graph.entities.collect()
+    snfs = entities.filter(pl.col("entity_type") == "SNF").select(pl.col("entity_id").alias("snf"))
+    groups = ownership_groups(snfs.lazy(), graph, cfg).collect()
+    flagged = graph.entity_exclusions.select(pl.col("entity_id").alias("node")).unique().collect()
+    owner_excluded = groups.join(flagged, on="node", how="semi").select("snf").unique().sort("snf")
+    write_parquet_atomic(entities, _graph_file(paths, "entities"))
+    write_parquet_atomic(groups, _graph_file(paths, "groups"))
+    write_parquet_atomic(owner_excluded, _graph_file(paths, "owner_excluded"))
+    if excluded is not None:
+        write_parquet_atomic(excluded, _graph_file(paths, "excluded_npis"))
+    q = pl.concat(
+        [pl.DataFrame(schema=QUARANTINE_SCHEMA), *[f.cast(QUARANTINE_SCHEMA) for f in quarantined]]
+    )  # type: ignore[arg-type]
+    write_parquet_atomic(q, _graph_file(paths, "quarantine"))
+
+
+def reduce(paths: RunPaths, ledger: RunLedger) -> dict[str, Any]:
+    """T from the buckets' exact counts; each bucket's providers and batch numbers; the graph."""
+    data_dir, cfg, shards = read_plan(paths)
+    counts = [read_json(_done_marker(paths, "count", b)) for b in range(shards)]
+    per_year = (
+        pl.DataFrame(
+            [row for c in counts for row in c["per_year"]],
+            schema={"year": pl.Int32, "npis": pl.Int64},
+            orient="row",
+        )
+        .group_by("year")
+        .agg(pl.col("npis").sum())
+        .sort("year")
+    )
+    end = window_end(per_year, cfg)
+    population = [int(c["window_population"].get(str(end.year), 0)) for c in counts]
+    if sum(population) == 0:
+        first = end.year - cfg.window_years + 1
+        msg = f"{data_dir}: no provider has a valid payment row in the window {first}-{end.year}"
+        raise InputError(msg)
+    batches = [-(-n // cfg.batch_size) for n in population]
+    offsets = [sum(batches[:b]) for b in range(shards)]
+    _graph_for_run(paths, data_dir, cfg, ledger)
+    window = {
+        "window_end_year": end.year,
+        "window_end_reason": end.reason,
+        "population": population,
+        "batch_offsets": offsets,
+        "batches": batches,
+    }
+    write_json_atomic(window, _window_path(paths))
+    return window
+
+
+# --- aggregate x B ------------------------------------------------------------------------
+def _bucket_payments(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The bucket's valid payment rows in source order, minus exact copies (quarantined)."""
+    files = _parts(paths, "ingest", f"payments-{index:05d}.parquet")
+    schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
+    rows = _scan(files, schema).sort(ROW)
+    copies = later_copies(rows, PAYMENT_COLUMNS)
+    duplicates = rows.filter(copies).with_columns(pl.lit("duplicate row").alias(REASON))
+    quarantined = quarantine_records(duplicates, PAYMENT_COLUMNS, PAYMENTS)
+    payments = rows.filter(~copies).select(PAYMENT_COLUMNS)
+    payments = payments.with_columns(pl.col("program", "taxonomy", "state").cast(pl.Categorical))
+    return payments, quarantined
+
+
+def _bucket_providers(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    files = _parts(paths, "ingest", f"providers-{index:05d}.parquet")
+    columns = list(SCHEMAS["providers"])
+    schema = {ROW: pl.UInt32(), **{c: pl.String() for c in columns}}
+    schema.update({"entity_type_code": pl.Int64(), "is_excluded": pl.Boolean()})
+    good = _scan(files, schema).sort(ROW)
+    kept, copies = split_duplicates(good, columns, ["npi"], "providers", "duplicate npi")
+    return kept.with_columns(npi_to_int(pl.col("npi"))), copies
+
+
+def _bucket_exclusions(paths: RunPaths, index: int) -> pl.DataFrame:
+    files = _parts(paths, "ingest", f"exclusions-{index:05d}.parquet")
+    schema = {
+        "exclusion_id": pl.String(),
+        "npi": pl.Int64(),
+        "excldate": pl.Date(),
+        "reinstated": pl.Boolean(),
+    }
+    return _scan(files, schema)
+
+
+def _bucket_ownership(
+    paths: RunPaths, providers: pl.DataFrame, excluded: pl.DataFrame, cfg: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Step 1 (SNF match) and step 4 (chain membership) for the bucket's providers.
+
+    Returns (npi, snf_entity_id) and per-SNF partial counts (members, excluded members):
+    a provider sits in one bucket only, so the partial counts add up exactly.
+    """
+    entities = read_parquet_named(_graph_file(paths, "entities")).lazy()
+    matched = match_snf(providers.lazy(), entities).collect()
+    groups = read_parquet_named(_graph_file(paths, "groups")).lazy()
+    chain_excluded = excluded
+    if _graph_file(paths, "excluded_npis").exists():  # neo4j mode: the graph's LEIE links
+        chain_excluded = read_parquet_named(_graph_file(paths, "excluded_npis")).join(
+            providers.select("npi"), on="npi", how="semi"
+        )
+    members = (
+        # every SNF's chain, not only this bucket's matches: members of a chain sit in
+        # other buckets than the providers matched to its SNF
+        chain_providers(groups, providers.lazy(), entities)
+        .join(chain_excluded.lazy().select("npi", "actively_excluded"), on="npi", how="left")
+        .group_by("snf")
+        .agg(
+            pl.len().cast(pl.Int64).alias("members"),
+            pl.col("actively_excluded").fill_null(False).sum().cast(pl.Int64).alias("excluded"),
+        )
+        .collect()
+    )
+    return matched.select("npi", "snf_entity_id"), members
+
+
+def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
+    """One NPI bucket: duplicates, provider-years, peer attributes, totals, ownership; its
+    batches; its provider-years cut into peer buckets."""
+    from scoring.steps.prepare import provider_rows, provider_year_rows
+    from scoring.validation import CleanInputs
+
+    _, cfg, shards = read_plan(paths)
+    window = read_json(_window_path(paths))
+    t = int(window["window_end_year"])
+    out = _dir(paths, "aggregate", index)
+    payments, dup_payments = _bucket_payments(paths, index)
+    providers, dup_providers = _bucket_providers(paths, index)
+    exclusions = _bucket_exclusions(paths, index)
+    clean = CleanInputs(
+        providers, payments, exclusions, None, pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    )
+    py, window_rows, attrs = provider_year_rows(clean, t, cfg)
+    excluded = active_exclusions(exclusions.lazy()).collect()
+    if cfg.graph_mode == "neo4j-live":
+        from scoring.graphdb.live import LIVE_SCHEMA_NO_NPI
+
+        ownership = pl.DataFrame(schema={"npi": pl.Int64, **LIVE_SCHEMA_NO_NPI})
+        members = pl.DataFrame(schema={"snf": pl.String, "members": pl.Int64, "excluded": pl.Int64})
+    else:
+        ownership, members = _bucket_ownership(paths, providers, excluded, cfg)
+    totals = program_totals(window_rows, t, cfg).collect()
+    scored = provider_rows(attrs, totals, ownership, excluded)
+    if scored.height != window["population"][index]:
+        msg = (
+            f"run {paths.run_id} bucket {index}: {scored.height} providers in the window, "
+            f"the count stage found {window['population'][index]}; its files are inconsistent"
+        )
+        raise RunStateError(msg)
+    write_batches(
+        paths,
+        py.select(SLICE_COLUMNS),
+        scored,
+        cfg.batch_size,
+        first=window["batch_offsets"][index],
+    )
+    eligible = py.filter("eligible").select(PEER_COLUMNS)
+    _write_buckets(eligible, out, "eligible", peer_bucket(shards))
+    growth = py.filter(pl.col("g").is_not_null()).select(*GROWTH_KEYS, "g")
+    _write_buckets(growth, out, "growth", peer_bucket(shards))
+    digests = npi_digests(window_rows, providers.lazy(), exclusions.lazy()).collect()
+    write_parquet_atomic(digests, out / "npi_digest.parquet")
+    write_parquet_atomic(ownership, out / "ownership.parquet")
+    write_parquet_atomic(members, out / "snf_members.parquet")
+    write_parquet_atomic(dup_payments, out / "q-payments.parquet")
+    write_parquet_atomic(dup_providers, out / "q-providers.parquet")
+    year = pl.col("year")
+    summary = {
+        "payment_rows_valid": payments.height,
+        "payment_rows_in_window": payments.filter(in_window(t, cfg)).height,
+        "payment_rows_before_window": payments.filter(year < t - cfg.window_years + 1).height,
+        "payment_rows_after_window": payments.filter(year > t).height,
+        "providers_valid": providers.height,
+        "providers_scored": scored.height,
+        "provider_years": py.height,
+        "quarantined_rows": dup_payments.height + dup_providers.height,
+    }
+    return _finish(paths, "aggregate", index, summary)
+
+
+# --- peer_stats x G -----------------------------------------------------------------------
+def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
+    """One peer bucket's groups: medians, MADs, counts, m1 rank tables, growth statistics."""
+    out = _dir(paths, "peer_stats", index)
+    key_schema = {"peer_taxonomy": pl.String(), "peer_state": pl.String(), "year": pl.Int32()}
+    eligible = _scan(
+        _parts(paths, "aggregate", f"eligible-{index:05d}.parquet"),
+        {
+            **key_schema,
+            "m1": pl.Float64(),
+            "x1": pl.Float64(),
+            "x2": pl.Float64(),
+            "x3": pl.Float64(),
+        },
+    ).lazy()
+    growth = _scan(
+        _parts(paths, "aggregate", f"growth-{index:05d}.parquet"), {**key_schema, "g": pl.Float64()}
+    ).lazy()
+    primary, fallback = pl.collect_all(
+        [billing_group_stats(eligible, PRIMARY_KEYS), billing_group_stats(eligible, FALLBACK_KEYS)]
+    )
+    rank_p, rank_f, growth_stats = pl.collect_all(
+        [
+            m1_rank_table(eligible, primary.lazy(), PRIMARY_KEYS),
+            m1_rank_table(eligible, fallback.lazy(), FALLBACK_KEYS),
+            growth_group_stats(growth),
+        ]
+    )
+    for name, frame in {
+        "billing_primary": primary,
+        "billing_fallback": fallback,
+        "m1_rank_primary": rank_p,
+        "m1_rank_fallback": rank_f,
+        "growth": growth_stats,
+    }.items():
+        write_parquet_atomic(frame, out / f"{name}.parquet")
+    return _finish(paths, "peer_stats", index, {"groups": primary.height})
+
+
+# --- combine ------------------------------------------------------------------------------
+def _global_groups(
+    paths: RunPaths, keys: list[str], stats: str, ranks: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The peer buckets' groups numbered as one table (sorted by key), ranks renumbered."""
+    parts = _parts(paths, "peer_stats", f"{stats}.parquet")
+    frames = [
+        read_parquet_named(p).with_columns(pl.lit(i).alias("__part")) for i, p in enumerate(parts)
+    ]
+    groups = pl.concat(frames).sort(keys).with_row_index("__global")
+    ids = groups.select("__part", "group_id", "__global")
+    rank_frames = [
+        read_parquet_named(p).with_columns(pl.lit(i).alias("__part"))
+        for i, p in enumerate(_parts(paths, "peer_stats", f"{ranks}.parquet"))
+    ]
+    rank = (
+        pl.concat(rank_frames)
+        .join(ids, on=["__part", "group_id"])
+        .select(pl.col("__global").alias("group_id"), "m1", "n_eq", "n_le")
+        .sort("m1", "group_id")
+    )
+    stats_table = groups.drop("group_id", "__part").rename({"__global": "group_id"})
+    return stats_table, rank
+
+
+def _quarantine(paths: RunPaths) -> pl.DataFrame:
+    """Every quarantined row, in the order one whole-table pass lists them."""
+    empty = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+    def parts(stage: str, name: str, *, by_row: bool) -> pl.DataFrame:
+        frame = _scan(_parts(paths, stage, name), dict(QUARANTINE_SCHEMA))
+        return frame.sort(ROW) if by_row else frame
+
+    return pl.concat(
+        [
+            empty,
+            parts("ingest", "q-payments.parquet", by_row=False),
+            parts("aggregate", "q-payments.parquet", by_row=True),
+            parts("ingest", "q-providers.parquet", by_row=False),
+            parts("aggregate", "q-providers.parquet", by_row=True),
+            parts("ingest", "q-exclusions.parquet", by_row=False),
+            read_parquet_named(_graph_file(paths, "quarantine")),
+        ]
+    )
+
+
+def _ownership_stats(paths: RunPaths, cfg: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per matched SNF the chain totals (partial counts summed); per provider its SNF's."""
+    matched = _scan(
+        _parts(paths, "aggregate", "ownership.parquet"),
+        {"npi": pl.Int64(), "snf_entity_id": pl.String()},
+    )
+    if cfg.graph_mode == "neo4j-live":
+        return matched, pl.DataFrame(
+            schema={
+                "snf_entity_id": pl.String,
+                **{c: pl.Int64 for c in CHAIN_COLUMNS[:2]},
+                "owner_excluded": pl.Boolean,
+            }
+        )
+    members = _scan(
+        _parts(paths, "aggregate", "snf_members.parquet"),
+        {"snf": pl.String(), "members": pl.Int64(), "excluded": pl.Int64()},
+    )
+    totals = members.group_by("snf").agg(pl.col("members").sum(), pl.col("excluded").sum())
+    owner_excluded = read_parquet_named(_graph_file(paths, "owner_excluded")).with_columns(
+        pl.lit(True).alias("owner_excluded")
+    )
+    per_snf = (
+        matched.select(pl.col("snf_entity_id").alias("snf"))
+        .unique()
+        .join(totals, on="snf", how="left")
+        .join(owner_excluded, on="snf", how="left")
+        .select(
+            pl.col("snf").alias("snf_entity_id"),
+            pl.col("members").fill_null(0).alias("chain_provider_count"),
+            pl.col("excluded").fill_null(0).alias("chain_excluded_count"),
+            pl.col("owner_excluded").fill_null(False),
+        )
+        .sort("snf_entity_id")
+    )
+    per_provider = matched.join(per_snf, on="snf_entity_id", how="left").sort("npi")
+    return per_provider, per_snf
+
+
+def combine(paths: RunPaths) -> RunManifest:
+    """Gather the shards into the run's statistics, quarantine, counts and manifest."""
+    data_dir, cfg, shards = read_plan(paths)
+    window = read_json(_window_path(paths))
+    for keys, stats, ranks in (
+        (PRIMARY_KEYS, "billing_primary", "m1_rank_primary"),
+        (FALLBACK_KEYS, "billing_fallback", "m1_rank_fallback"),
+    ):
+        table, rank = _global_groups(paths, keys, stats, ranks)
+        write_parquet_atomic(table, paths.stat(stats))
+        write_parquet_atomic(rank, paths.stat(ranks))
+    growth = pl.concat(
+        [read_parquet_named(p) for p in _parts(paths, "peer_stats", "growth.parquet")]
+    )
+    write_parquet_atomic(growth.sort(GROWTH_KEYS), paths.stat("growth"))
+    ownership, per_snf = _ownership_stats(paths, cfg)
+    write_parquet_atomic(ownership, paths.stat("ownership"))
+    write_parquet_atomic(per_snf, paths.stat("ownership_snf"))
+    digests = _scan(
+        _parts(paths, "aggregate", "npi_digest.parquet"), {"npi": pl.Int64(), "digest": pl.Int64()}
+    )
+    write_parquet_atomic(digests.sort("npi"), paths.stat("npi_digest"))
+    quarantine = _quarantine(paths)
+    write_parquet_atomic(quarantine, paths.quarantine)
+    sums: dict[str, int] = {}
+    for b in range(shards):
+        for key, value in read_json(_done_marker(paths, "aggregate", b)).items():
+            if key != "quarantined_rows":
+                sums[key] = sums.get(key, 0) + int(value)
+    counts = {
+        **sums,
+        "quarantined_rows": quarantine.height,
+        "window_end_year": window["window_end_year"],
+        "window_end_reason": window["window_end_reason"],
+    }
+    write_json_atomic(counts, paths.input_counts)
+    plan = read_json(_plan_path(paths))
+    return RunManifest(
+        run_id=paths.run_id,
+        kind="full",
+        source=str(Path(data_dir).resolve()),
+        window_end_year=int(window["window_end_year"]),
+        batches_total=sum(window["batches"]),
+        batch_size=cfg.batch_size,
+        providers_scored=sums["providers_scored"],
+        input_fingerprint=plan["fingerprint"],
+        settings=plan["settings"],
+    )
+
+
+STAGE_BODIES: dict[str, Callable[[RunPaths, int], dict[str, Any]]] = {
+    "ingest": ingest,
+    "count": count,
+    "aggregate": aggregate,
+    "peer_stats": peer_stats,
+}
+
+
+def run_stage_task(paths: RunPaths, stage: str, index: int) -> dict[str, Any]:
+    """One shard task of one stage, as every engine calls it (by name: messages carry names)."""
+    if stage not in STAGE_BODIES:
+        msg = f"unknown stage {stage!r} (stages: {', '.join(STAGES)})"
+        raise RunStateError(msg)
+    shards = read_plan(paths)[2]
+    if not 0 <= index < shards:
+        msg = f"run {paths.run_id}: {stage} shard {index} out of range 0..{shards - 1}"
+        raise RunStateError(msg)
+    return STAGE_BODIES[stage](paths, index)

@@ -1,0 +1,187 @@
+"""Issue 13: the prepare stages fan out over shards and give the same bytes for any count."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from claidex.local_engine import run_local
+from claidex.sample_data import generate
+from scoring.config import Settings
+from scoring.ledger import RunLedger
+from scoring.rundir import RunPaths, read_json
+from scoring.steps.incremental import checked_npis, prepare_incremental
+from scoring.steps.merge import merge_and_calibrate
+from scoring.steps.prepare import run_serially, run_stages
+from scoring.steps.score_batch import score_batch
+from scoring.steps.stages import missing_shards, stage_progress
+
+SHARDS = (1, 3, 16, 64)
+STAT_FILES = ("billing_primary", "billing_fallback", "m1_rank_primary", "growth", "npi_digest")
+
+
+def _hostile_copy(source: Path, target: Path) -> None:
+    """The sample plus every kind of bad row: rule failures, exact copies, duplicate
+    provider NPIs, bad LEIE rows and dangling graph links, spread over the file."""
+    shutil.copytree(source, target)
+    payments = pl.read_parquet(source / "payments_combined.parquet")
+    n = payments.height
+    copies = payments.gather(list(range(0, n, 97)))  # exact duplicates, far from their originals
+    broken = payments.gather(list(range(5, n, 131))).with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0)
+        .then(pl.lit(-1.0))
+        .otherwise(pl.col("payments"))
+        .alias("payments"),
+        pl.when(pl.int_range(pl.len()) % 3 == 1)
+        .then(pl.lit("123"))
+        .otherwise(pl.col("npi"))
+        .alias("npi"),
+        pl.when(pl.int_range(pl.len()) % 3 == 2)
+        .then(pl.lit(1800))
+        .otherwise(pl.col("year"))
+        .alias("year"),
+    )
+    mixed = pl.concat([payments, copies, broken]).sample(fraction=1.0, shuffle=True, seed=4)
+    mixed.write_parquet(target / "payments_combined.parquet", row_group_size=5_000)
+    providers = pl.read_parquet(source / "providers.parquet")
+    twins = providers.gather(list(range(0, providers.height, 50))).with_columns(
+        pl.lit("A TWIN RECORD").alias("display_name")
+    )
+    bad = providers.head(4).with_columns(pl.lit("12345").alias("npi"))
+    pl.concat([twins, providers, bad]).write_parquet(target / "providers.parquet")
+    exclusions = pl.read_parquet(source / "exclusions.parquet")
+    pl.concat(
+        [exclusions, exclusions.head(2).with_columns(pl.lit("").alias("exclusion_id"))]
+    ).write_parquet(target / "exclusions.parquet")
+    ownership = pl.read_parquet(source / "ownership.parquet")
+    dangling = ownership.head(2).with_columns(pl.lit("NO-SUCH-ENTITY").alias("owner_id"))
+    pl.concat([ownership, dangling]).write_parquet(target / "ownership.parquet")
+
+
+@pytest.fixture(scope="module")
+def hostile_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clean = tmp_path_factory.mktemp("shard-clean")
+    generate(clean, providers=2500, seed=13)
+    target = tmp_path_factory.mktemp("shard-hostile") / "data"
+    _hostile_copy(clean, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def reference(hostile_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunPaths:
+    root = tmp_path_factory.mktemp("shard-ref")
+    return run_local(
+        hostile_dataset, Settings(batch_size=10**9), run_dir=root / "ref", show_progress=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("shards", "batch_size", "workers"), [(3, 97, 1), (16, 1000, 2), (64, 7, 1), (1, 250, 2)]
+)
+def test_any_shard_count_gives_the_same_bytes(
+    hostile_dataset: Path,
+    reference: RunPaths,
+    tmp_path: Path,
+    shards: int,
+    batch_size: int,
+    workers: int,
+) -> None:
+    cfg = Settings(shards=shards, batch_size=batch_size, workers=workers)
+    paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "run", show_progress=False)
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
+    for name in STAT_FILES:
+        assert paths.stat(name).read_bytes() == reference.stat(name).read_bytes(), name
+    counts, expected = read_json(paths.input_counts), read_json(reference.input_counts)
+    assert counts == expected
+    assert RunLedger(paths).read()["stages"] == {
+        stage: f"{shards}/{shards}" for stage in ("ingest", "count", "aggregate", "peer_stats")
+    }
+
+
+def test_the_hostile_rows_are_all_quarantined(hostile_dataset: Path, reference: RunPaths) -> None:
+    """The reference itself is right: every planted bad row is in quarantine, once."""
+    quarantine = pl.read_parquet(reference.quarantine)
+    reasons = quarantine.group_by("source", "reason").len().sort("source", "reason")
+    by_reason = {(s, r): n for s, r, n in reasons.rows()}
+    payments = pl.read_parquet(hostile_dataset / "payments_combined.parquet")
+    assert by_reason[("payments_combined", "duplicate row")] >= payments.height // 100
+    assert by_reason[("payments_combined", "payments negative")] > 0
+    assert by_reason[("payments_combined", "npi not 10 digits")] > 0
+    assert by_reason[("providers", "duplicate npi")] > 0
+    assert by_reason[("exclusions", "exclusion_id missing")] == 2
+    assert by_reason[("ownership", "owner_id not in entities")] == 2
+    assert quarantine.select("source", "source_row").is_unique().all()
+    counts = read_json(reference.input_counts)
+    assert (
+        counts["payment_rows_valid"]
+        + quarantine.filter(pl.col("source") == "payments_combined").height
+        == payments.height
+    )
+
+
+def test_resume_reruns_only_the_missing_shards(
+    hostile_dataset: Path, reference: RunPaths, tmp_path: Path
+) -> None:
+    """A prepare that died mid-stage: the finished shards are kept, the rest re-run once."""
+    cfg = Settings(shards=8, batch_size=300)
+    paths = RunPaths(tmp_path / "run")
+
+    class KilledError(Exception):
+        pass
+
+    def dies_in_aggregate(p: RunPaths, stage: str, shards: list[int]) -> None:
+        if stage == "aggregate":
+            run_serially(p, stage, shards[:3])
+            raise KilledError
+        run_serially(p, stage, shards)
+
+    from scoring.steps.prepare import prepare
+
+    with pytest.raises(KilledError):
+        prepare(paths, hostile_dataset, cfg, dies_in_aggregate)
+    assert missing_shards(paths, "ingest", 8) == []
+    assert missing_shards(paths, "aggregate", 8) == [3, 4, 5, 6, 7]
+    assert stage_progress(paths)["aggregate"] == "3/8"
+    kept = {
+        i: (paths.root / "stages" / "aggregate" / f"{i:05d}" / "done.json").stat().st_mtime_ns
+        for i in range(3)
+    }
+    ran: list[tuple[str, int]] = []
+
+    def recording(p: RunPaths, stage: str, shards: list[int]) -> None:
+        ran.extend((stage, i) for i in shards)
+        run_serially(p, stage, shards)
+
+    manifest = run_stages(paths, recording)
+    manifest.save(paths)
+    assert ran == [("aggregate", i) for i in range(3, 8)] + [("peer_stats", i) for i in range(8)]
+    for i, mtime in kept.items():
+        done = paths.root / "stages" / "aggregate" / f"{i:05d}" / "done.json"
+        assert done.stat().st_mtime_ns == mtime
+    for batch in range(manifest.batches_total):
+        score_batch(paths, batch)
+    merge_and_calibrate(paths)
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
+
+
+def test_incremental_against_a_sharded_reference(sample_dataset: Path, tmp_path: Path) -> None:
+    full = run_local(
+        sample_dataset,
+        Settings(shards=16, batch_size=200),
+        run_dir=tmp_path / "full",
+        show_progress=False,
+    )
+    scores = pl.read_parquet(full.scores)
+    chained = scores.filter(pl.col("chain_provider_count") > 0).head(50)
+    picked = pl.concat([scores.sample(n=100, seed=8), chained]).unique("npi").sort("npi")
+    assert picked["chain_provider_count"].fill_null(0).sum() > 0  # chains are in the sample
+    paths = RunPaths(tmp_path / "inc")
+    prepare_incremental(paths, full, sample_dataset, checked_npis(picked["npi"].to_list()))
+    score_batch(paths, 0)
+    redone = merge_and_calibrate(paths, full)
+    assert redone.equals(picked)
