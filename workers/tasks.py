@@ -29,7 +29,7 @@ from scoring.rundir import (
     writable_run_dir,
     write_json_atomic,
 )
-from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.steps import merge_and_calibrate, score_batch
 from scoring.steps.finish import (
     already_published,
     export_source,
@@ -42,7 +42,19 @@ from scoring.steps.incremental import (
     latest_full_run,
     prepare_incremental,
 )
+from scoring.steps.prepare import begin_prepare, finish_prepare
 from scoring.steps.publish import publish
+from scoring.steps.stages import (
+    STAGES,
+    combine,
+    has_plan,
+    has_window,
+    missing_shards,
+    read_plan,
+    reduce,
+    run_stage_task,
+    stage_progress,
+)
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url, broker_url
 from workers.broker import pending_messages, run_messages
 from workers.lease import Lease, lease_key
@@ -217,23 +229,91 @@ def start_full_run(
             ledger.update(dispatched=chord_id)
             return {"run_id": run_id, "redispatched": chord_id}
         worker = self.request.hostname or "?"
-        with ledger.heartbeat("prepare", worker=worker, every=cfg.heartbeat_seconds):
-            embedded = cfg.graph_mode == "embedded"
-            data = (
-                Path(data_dir)
-                if data_dir
-                else export_source(
-                    paths,
-                    database_url(),
-                    with_graph=embedded,
-                    outage_window=cfg.db_outage_window,
+        planned = has_plan(paths) and state.get("status") in ("preparing", "failed")
+        if planned:  # a re-sent start (resume, watchdog): carry on with the shards done
+            ledger.set_status("preparing", error=None, failed_step=None)
+        else:
+            with ledger.heartbeat("prepare", worker=worker, every=cfg.heartbeat_seconds):
+                embedded = cfg.graph_mode == "embedded"
+                data = (
+                    Path(data_dir)
+                    if data_dir
+                    else export_source(
+                        paths,
+                        database_url(),
+                        with_graph=embedded,
+                        outage_window=cfg.db_outage_window,
+                    )
                 )
-            )
-            manifest = prepare(paths, data, cfg)
+                begin_prepare(paths, data, cfg)
         ledger.update(engine="celery", publish=publish_scores)
-        chord_id = dispatch_batches(run_id, range(manifest.batches_total))
-        ledger.update(dispatched=chord_id)
-        return {"run_id": run_id, "batches": manifest.batches_total, "chord": chord_id}
+        return {"run_id": run_id, **advance_stages(run_id, worker)}
+
+
+def advance_stages(run_id: str, worker: str) -> dict[str, Any]:
+    """Dispatch the earliest unfinished stage's missing shards as a chord whose callback
+    comes back here; reduce and combine run inline; after the last stage, the batches.
+
+    Idempotent: it reads only the done markers, so a re-sent start or a late callback
+    sends what is missing and never counts a shard twice (combine reads one file per shard).
+    """
+    paths = run_paths(run_id)
+    ledger = RunLedger(paths)
+    shards = read_plan(paths)[2]
+    every = Settings().heartbeat_seconds
+    for stage in STAGES:
+        if stage == "aggregate" and not has_window(paths):
+            with ledger.step("prepare"), ledger.heartbeat("reduce", worker=worker, every=every):
+                reduce(paths, ledger)
+        missing = missing_shards(paths, stage, shards)
+        ledger.update(stages=stage_progress(paths))
+        if missing:
+            header = [
+                stage_shard_task.si(run_id, stage, index).set(queue=BATCH_QUEUE)
+                for index in missing
+            ]
+            body = advance_stages_task.s(run_id=run_id).set(queue=RUN_QUEUE)
+            body.link_error(run_failed.s(run_id=run_id).set(queue=RUN_QUEUE))
+            result = chord(header)(body)
+            chord_id = str(result.id)
+            forget_locally(result)
+            return {"stage": stage, "shards": len(missing), "chord": chord_id}
+    with ledger.step("prepare"), ledger.heartbeat("combine", worker=worker, every=every):
+        manifest = combine(paths)
+        finish_prepare(paths, manifest)
+    chord_id = dispatch_batches(run_id, range(manifest.batches_total))
+    ledger.update(dispatched=chord_id)
+    return {"batches": manifest.batches_total, "chord": chord_id}
+
+
+@app.task(name="claidex.stage_shard", bind=True, **RELIABLE)
+def stage_shard_task(self: Any, run_id: str, stage: str, index: int) -> dict[str, Any]:
+    """One shard of one prepare stage; idempotent (its files are rewritten with the same bytes)."""
+    paths = run_paths(run_id)
+    ledger = RunLedger(paths)
+    worker = self.request.hostname or "?"
+    every = Settings().heartbeat_seconds
+    beat = ledger.heartbeat(f"{stage}-{index:05d}", worker=worker, every=every)
+    with retries_pending(self), beat:
+        try:
+            summary = run_stage_task(paths, stage, index)
+        except Exception as exc:
+            ledger.fail("prepare", f"{stage} shard {index}: {type(exc).__name__}: {exc}")
+            raise
+    return {"stage": stage, "shard": index, "rows": summary.get("payment_rows", 0)}
+
+
+@app.task(name="claidex.advance_stages", bind=True, **RELIABLE)
+def advance_stages_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
+    """Chord callback of a stage: under the start lease, so one orchestrator at a time."""
+    lease = take_lease(self, run_id, "start")
+    if isinstance(lease, str):
+        return {"run_id": run_id, "skipped": f"another start holds the lease: {lease}"}
+    with lease, retries_pending(self):
+        state = RunLedger(run_paths(run_id)).read()
+        if state.get("status") != "preparing":  # failed, or prepared by an earlier callback
+            return {"run_id": run_id, "skipped": f"status {state.get('status')}"}
+        return {"run_id": run_id, **advance_stages(run_id, self.request.hostname or "?")}
 
 
 @app.task(name="claidex.score_batch", bind=True, **RELIABLE)

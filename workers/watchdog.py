@@ -23,6 +23,8 @@ from workers.broker import PendingMessage
 LOW_DISK_BYTES = 64 * 2**20
 UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged")
 START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
+STAGE_TASKS = ("claidex.stage_shard", "claidex.advance_stages")
+STAGE_BEATS = ("prepare", "reduce", "combine", "ingest-", "count-", "aggregate-", "peer_stats-")
 
 
 @dataclass
@@ -101,7 +103,10 @@ def check_run(
         by_task.setdefault(message.task, []).append(message)
     stalled = idle >= cfg.stall_seconds
     if status in ("queued", "preparing") or not paths.manifest.exists():
-        if holders.get("start") or by_task.get(START) or "prepare" in alive:
+        staging = any(by_task.get(task) for task in STAGE_TASKS)
+        if holders.get("start") or by_task.get(START) or staging:
+            return verdict
+        if any(name.startswith(STAGE_BEATS) for name in alive):
             return verdict
         if stalled:
             verdict.action, verdict.reason = (

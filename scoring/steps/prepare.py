@@ -122,11 +122,8 @@ def run_stages(paths: RunPaths, run_tasks: StageRunner = run_serially) -> RunMan
     return combine(paths)
 
 
-def prepare(
-    paths: RunPaths, data_dir: Path, cfg: Settings, run_tasks: StageRunner = run_serially
-) -> RunManifest:
-    """Step 1 of a full run over a dataset directory: the stages, fanned out by `run_tasks`;
-    records status, per-stage progress and timing in the ledger."""
+def begin_prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> None:
+    """A clean run directory, the ledger started, and the plan every stage task reads."""
     writable_run_dir(paths.root)
     paths.clear()
     ledger = RunLedger(paths)
@@ -137,12 +134,28 @@ def prepare(
     )
     with ledger.step("prepare"):
         write_plan(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
-        manifest = run_stages(paths, run_tasks)
-        manifest.save(paths)
-    ledger.set_status(
+
+
+def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
+    """The manifest is what batches and merge read: written last, once every stage is done."""
+    manifest.save(paths)
+    RunLedger(paths).set_status(
         "scoring",
         batches_total=manifest.batches_total,
         window_end_year=manifest.window_end_year,
         providers_scored=manifest.providers_scored,
+        stages=stage_progress(paths),
     )
+
+
+def prepare(
+    paths: RunPaths, data_dir: Path, cfg: Settings, run_tasks: StageRunner = run_serially
+) -> RunManifest:
+    """Step 1 of a full run over a dataset directory: the stages, fanned out by `run_tasks`;
+    records status, per-stage progress and timing in the ledger."""
+    begin_prepare(paths, data_dir, cfg)
+    ledger = RunLedger(paths)
+    with ledger.step("prepare"):
+        manifest = run_stages(paths, run_tasks)
+    finish_prepare(paths, manifest)
     return manifest

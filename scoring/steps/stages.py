@@ -117,6 +117,14 @@ def write_plan(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str)
     write_json_atomic(plan, _plan_path(paths))
 
 
+def has_plan(paths: RunPaths) -> bool:
+    return _plan_path(paths).exists()
+
+
+def has_window(paths: RunPaths) -> bool:
+    return _window_path(paths).exists()
+
+
 def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
     plan = read_json(_plan_path(paths))
     return Path(plan["data_dir"]), Settings(**plan["settings"]), int(plan["shards"])
