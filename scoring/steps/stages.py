@@ -338,12 +338,20 @@ def reduce(paths: RunPaths, ledger: RunLedger) -> dict[str, Any]:
         .agg(pl.col("npis").sum())
         .sort("year")
     )
-    end = window_end(per_year, cfg)
-    population = [int(c["window_population"].get(str(end.year), 0)) for c in counts]
-    if sum(population) == 0:
-        first = end.year - cfg.window_years + 1
-        msg = f"{data_dir}: no provider has a valid payment row in the window {first}-{end.year}"
-        raise InputError(msg)
+    try:
+        end = window_end(per_year, cfg)
+        population = [int(c["window_population"].get(str(end.year), 0)) for c in counts]
+        if sum(population) == 0:
+            first = end.year - cfg.window_years + 1
+            msg = (
+                f"{data_dir}: no provider has a valid payment row in the window {first}-{end.year}"
+            )
+            raise InputError(msg)
+    except InputError:
+        # nothing to score: the rows the rules refused are the answer to "why", so keep them
+        # (exact copies and graph rows are judged by later stages, which do not run)
+        write_parquet_atomic(_quarantine(paths, partial=True), paths.quarantine)
+        raise
     batches = [-(-n // cfg.batch_size) for n in population]
     offsets = [sum(batches[:b]) for b in range(shards)]
     _graph_for_run(paths, data_dir, cfg, ledger)
@@ -552,14 +560,18 @@ def _global_groups(
     return stats_table, rank
 
 
-def _quarantine(paths: RunPaths) -> pl.DataFrame:
-    """Every quarantined row, in the order one whole-table pass lists them."""
+def _quarantine(paths: RunPaths, *, partial: bool = False) -> pl.DataFrame:
+    """Every quarantined row, in the order one whole-table pass lists them (`partial`: only
+    the ingest stage's, for a run that ends at reduce)."""
     empty = pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
     def parts(stage: str, name: str, *, by_row: bool) -> pl.DataFrame:
         frame = _scan(_parts(paths, stage, name), dict(QUARANTINE_SCHEMA))
         return frame.sort(ROW) if by_row else frame
 
+    if partial:
+        names = ("q-payments.parquet", "q-providers.parquet", "q-exclusions.parquet")
+        return pl.concat([empty, *(parts("ingest", name, by_row=False) for name in names)])
     return pl.concat(
         [
             empty,
