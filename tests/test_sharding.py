@@ -64,7 +64,7 @@ def _hostile_copy(source: Path, target: Path) -> None:
 @pytest.fixture(scope="module")
 def hostile_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clean = tmp_path_factory.mktemp("shard-clean")
-    generate(clean, providers=2500, seed=13)
+    generate(clean, providers=1200, seed=13)
     target = tmp_path_factory.mktemp("shard-hostile") / "data"
     _hostile_copy(clean, target)
     return target

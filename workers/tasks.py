@@ -250,7 +250,7 @@ def start_full_run(
         return {"run_id": run_id, **advance_stages(run_id, worker)}
 
 
-def advance_stages(run_id: str, worker: str) -> dict[str, Any]:
+def advance_stages(run_id: str, worker: str, after: str | None = None) -> dict[str, Any]:
     """Dispatch the earliest unfinished stage's missing shards as a chord whose callback
     comes back here; reduce and combine run inline; after the last stage, the batches.
 
@@ -268,15 +268,21 @@ def advance_stages(run_id: str, worker: str) -> dict[str, Any]:
         missing = missing_shards(paths, stage, shards)
         ledger.update(stages=stage_progress(paths))
         if missing:
+            sent = ledger.read().get("stages_dispatched") or []
+            if after is not None and stage in sent and stage != after:
+                # a late or duplicate callback: this stage's chord is out already (a re-sent
+                # start, which is how resume and the watchdog come in, sends it again)
+                return {"stage": stage, "skipped": "already dispatched"}
             header = [
                 stage_shard_task.si(run_id, stage, index).set(queue=BATCH_QUEUE)
                 for index in missing
             ]
-            body = advance_stages_task.s(run_id=run_id).set(queue=RUN_QUEUE)
+            body = advance_stages_task.s(run_id=run_id, stage=stage).set(queue=RUN_QUEUE)
             body.link_error(run_failed.s(run_id=run_id).set(queue=RUN_QUEUE))
             result = chord(header)(body)
             chord_id = str(result.id)
             forget_locally(result)
+            ledger.update(stages_dispatched=sorted({*sent, stage}))
             return {"stage": stage, "shards": len(missing), "chord": chord_id}
     with ledger.step("prepare"), ledger.heartbeat("combine", worker=worker, every=every):
         manifest = combine(paths)
@@ -304,7 +310,9 @@ def stage_shard_task(self: Any, run_id: str, stage: str, index: int) -> dict[str
 
 
 @app.task(name="claidex.advance_stages", bind=True, **RELIABLE)
-def advance_stages_task(self: Any, results: list[Any], run_id: str) -> dict[str, Any]:
+def advance_stages_task(
+    self: Any, results: list[Any], run_id: str, stage: str | None = None
+) -> dict[str, Any]:
     """Chord callback of a stage: under the start lease, so one orchestrator at a time."""
     lease = take_lease(self, run_id, "start")
     if isinstance(lease, str):
@@ -313,7 +321,8 @@ def advance_stages_task(self: Any, results: list[Any], run_id: str) -> dict[str,
         state = RunLedger(run_paths(run_id)).read()
         if state.get("status") != "preparing":  # failed, or prepared by an earlier callback
             return {"run_id": run_id, "skipped": f"status {state.get('status')}"}
-        return {"run_id": run_id, **advance_stages(run_id, self.request.hostname or "?")}
+        worker = self.request.hostname or "?"
+        return {"run_id": run_id, **advance_stages(run_id, worker, after=stage)}
 
 
 @app.task(name="claidex.score_batch", bind=True, **RELIABLE)

@@ -111,6 +111,7 @@ def write_plan(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str)
     plan = {
         "data_dir": str(Path(data_dir).resolve()),
         "shards": cfg.shards,
+        "polars": pl.__version__,  # peer buckets hash text: one version for all of a run
         "fingerprint": fingerprint,
         "settings": cfg.model_dump(mode="json"),
     }
@@ -127,6 +128,12 @@ def has_window(paths: RunPaths) -> bool:
 
 def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
     plan = read_json(_plan_path(paths))
+    if plan.get("polars") != pl.__version__:
+        msg = (
+            f"run {paths.run_id} was planned with polars {plan.get('polars')}, this process "
+            f"has {pl.__version__}: its shards would hash peer groups differently"
+        )
+        raise RunStateError(msg)
     return Path(plan["data_dir"]), Settings(**plan["settings"]), int(plan["shards"])
 
 
