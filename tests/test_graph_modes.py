@@ -72,8 +72,8 @@ def test_three_graph_modes_give_byte_identical_scores(
 ) -> None:
     graph_load(graph_dataset)
     scores = {}
-    for mode in MODES:
-        cfg = Settings(batch_size=1000, graph_mode=mode)
+    for mode in MODES:  # the Neo4j modes sharded (issue 13): the same bytes still
+        cfg = Settings(batch_size=1000, graph_mode=mode, shards=1 if mode == "embedded" else 5)
         paths = run_local(graph_dataset, cfg, run_dir=tmp_path / mode, show_progress=False)
         scores[mode] = paths.scores.read_bytes()
     assert scores["neo4j-snapshot"] == scores["embedded"]
