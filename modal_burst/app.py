@@ -31,6 +31,7 @@ LOCAL_SOURCES = ("scoring", "modal_burst")  # all the code containers import
 # mounted by Modal); never celery, redis or flower.
 CONTAINER_PACKAGES = (
     "polars",
+    "pyarrow",  # the prepare stages' bucketed files (a row group per bucket)
     "numpy",
     "pydantic",
     "pydantic-settings",
@@ -112,9 +113,27 @@ def synced_volume() -> Iterator[None]:
 COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volume}}
 STEP = {"cpu": CFG.modal_step_cpu}
 OPTIONS: dict[str, dict[str, Any]] = {  # per function, besides image and volume
-    # prepare and merge without Modal retries: their failures (bad input, wrong password)
+    # prepare (the plan), reduce, combine and merge without Modal retries: their failures
+    # (bad input, wrong password)
     # would only repeat; `python -m modal_burst resume|merge RUN` is the recovery
     "prepare": {**STEP, "timeout": CFG.modal_prepare_timeout, "memory": CFG.modal_prepare_memory},
+    "stage_shard": {
+        "max_containers": CFG.modal_max_containers,
+        "timeout": CFG.modal_stage_timeout,
+        "memory": CFG.modal_stage_memory,
+        "cpu": CFG.modal_batch_cpu,
+        "retries": retries(CFG),
+    },
+    "stage_reduce": {
+        **STEP,
+        "timeout": CFG.modal_prepare_timeout,
+        "memory": CFG.modal_prepare_memory,
+    },
+    "stage_combine": {
+        **STEP,
+        "timeout": CFG.modal_prepare_timeout,
+        "memory": CFG.modal_prepare_memory,
+    },
     "score_batch": {
         "max_containers": CFG.modal_max_containers,
         "timeout": CFG.modal_batch_timeout,
@@ -146,6 +165,24 @@ def prepare(
             overrides=overrides,
             publish=publish,
         )
+
+
+@app.function(**COMMON, **OPTIONS["stage_shard"])
+def stage_shard(index: int, run_id: str, stage: str) -> dict[str, Any]:
+    with synced_volume():
+        return bodies.stage_shard(layout(), run_id, stage, index)
+
+
+@app.function(**COMMON, **OPTIONS["stage_reduce"])
+def stage_reduce(run_id: str) -> dict[str, Any]:
+    with synced_volume():
+        return bodies.reduce_stages(layout(), run_id)
+
+
+@app.function(**COMMON, **OPTIONS["stage_combine"])
+def stage_combine(run_id: str) -> dict[str, Any]:
+    with synced_volume():
+        return bodies.combine_stages(layout(), run_id)
 
 
 @app.function(**COMMON, **OPTIONS["score_batch"])
@@ -194,6 +231,9 @@ def run_full(
 
 FUNCTIONS: dict[str, Any] = {
     "prepare": prepare,
+    "stage_shard": stage_shard,
+    "stage_reduce": stage_reduce,
+    "stage_combine": stage_combine,
     "score_batch": score_batch,
     "merge_and_calibrate": merge_and_calibrate,
     "run_status": run_status,

@@ -6,6 +6,7 @@ Plain functions of a `VolumeLayout`, so they run unchanged in a container (volum
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,20 @@ from scoring.config import load_settings
 from scoring.db.connection import database_url
 from scoring.errors import BatchGaveUpError, InputError, RunFileError
 from scoring.ledger import RunLedger, read_record
-from scoring.steps import prepare, score_batch
+from scoring.steps import score_batch
 from scoring.steps.finish import export_source, merge_and_publish
+from scoring.steps.prepare import begin_prepare, finish_prepare
+from scoring.steps.stages import (
+    STAGES,
+    combine,
+    has_plan,
+    has_window,
+    missing_shards,
+    read_plan,
+    reduce,
+    run_stage_task,
+    stage_progress,
+)
 
 NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres secret)"
 
@@ -29,10 +42,11 @@ def prepare_run(
     overrides: dict[str, Any],
     publish: bool,
 ) -> dict[str, Any]:
-    """Step 1 for a dataset on the volume, or for a fresh Postgres snapshot; the run's publish
-    choice is kept in the ledger so a resume honours it.
+    """Start step 1 for a dataset on the volume, or for a fresh Postgres snapshot: the plan
+    the stage functions read. The run's publish choice is kept in the ledger so a resume
+    honours it.
 
-    run.json is written before the ledger records the choice, and a background commit can
+    The plan is written before the ledger records the choice, and a background commit can
     make it visible on its own when the container dies in between: a driver refuses a run
     whose ledger lacks the choice (`RunNeeds.of_run`) rather than guess."""
     paths = layout.run(run_id)
@@ -49,8 +63,37 @@ def prepare_run(
                 "keeps the volume it was deployed with: after a volume migration, redeploy)"
             )
             raise InputError(msg)
-    manifest = prepare(paths, data, cfg)
+    begin_prepare(paths, data, cfg)
     RunLedger(paths).update(engine="modal", publish=publish)
+    return {"run_id": run_id, "shards": cfg.shards}
+
+
+def stage_shard(layout: VolumeLayout, run_id: str, stage: str, index: int) -> dict[str, Any]:
+    """One shard of one prepare stage; idempotent, so Modal's retries rewrite the same files.
+    It writes only its own shard's files, never the ledger (many run at once)."""
+    started = time.perf_counter()
+    run_stage_task(layout.run(run_id), stage, index)
+    return {"stage": stage, "shard": index, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def reduce_stages(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
+    """Between count and aggregate, once: the window end and the graph (Neo4j modes read it)."""
+    paths = layout.run(run_id)
+    ledger = RunLedger(paths)
+    with ledger.step("prepare"):
+        if not has_window(paths):
+            reduce(paths, ledger)
+    ledger.update(stages=stage_progress(paths))
+    return {"run_id": run_id}
+
+
+def combine_stages(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
+    """After the last stage, once: the run-wide tables and run.json, which batches read."""
+    paths = layout.run(run_id)
+    ledger = RunLedger(paths)
+    with ledger.step("prepare"):
+        manifest = combine(paths)
+        finish_prepare(paths, manifest)
     return {
         "run_id": run_id,
         "batches_total": manifest.batches_total,
@@ -108,11 +151,21 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     manifest = read_record(paths.manifest) if paths.manifest.exists() else None
     pruned = read_record(paths.root / PRUNED) if (paths.root / PRUNED).exists() else None
     states = ledger.batch_states()
+    planned = has_plan(paths)
     settings: dict[str, Any] = manifest.get("settings", {}) if manifest else {}
+    stages_missing: dict[str, list[int]] = {}
+    if planned and manifest is None:  # part-way through the stages: what a resume runs
+        _, plan_cfg, shards = read_plan(paths)
+        settings = plan_cfg.model_dump(mode="json")
+        stages_missing = {stage: missing_shards(paths, stage, shards) for stage in STAGES}
     state = {
         **summary,
         "exists": True,
         "prepared": manifest is not None,
+        "planned": planned,
+        "windowed": has_window(paths),
+        "stages_missing": stages_missing,
+        **({"stages": stage_progress(paths)} if planned else {}),  # the shards' own markers
         "graph_mode": settings.get("graph_mode"),
         "postgres_secret": settings.get("modal_postgres_secret"),
         "neo4j_secret": settings.get("modal_neo4j_secret"),

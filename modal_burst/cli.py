@@ -31,7 +31,16 @@ from scoring.config import Settings, load_settings
 from scoring.errors import RunStateError
 from scoring.rundir import checked_run_id, new_run_id
 
-FUNCTION_NAMES = ("prepare", "score_batch", "merge_and_calibrate", "run_status", "record_status")
+FUNCTION_NAMES = (
+    "prepare",
+    "stage_shard",
+    "stage_reduce",
+    "stage_combine",
+    "score_batch",
+    "merge_and_calibrate",
+    "run_status",
+    "record_status",
+)
 
 
 @contextmanager

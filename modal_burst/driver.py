@@ -14,9 +14,17 @@ from typing import Any, Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_names, secret_uses
+from modal_burst.run_secrets import (
+    PREPARE_STEPS,
+    STEPS,
+    MissingSecretError,
+    RunNeeds,
+    secret_names,
+    secret_uses,
+)
 from scoring.config import Settings
 from scoring.errors import RunStateError
+from scoring.steps.stages import STAGES
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
@@ -165,6 +173,69 @@ def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
     return RunStateError(msg)
 
 
+def prepare_stages(
+    steps: Mapping[str, FunctionLike],
+    state: dict[str, Any],
+    bar: Progress,
+) -> dict[int, str]:
+    """The plan's stages, one `.map` each over its missing shards, reduce and combine once
+    between them; returns the failed shards of the first stage with failures (the stages
+    after it are not started)."""
+    run_id = state["run_id"]
+    windowed = bool(state.get("windowed"))
+    for stage in STAGES:
+        if stage == "aggregate" and not windowed:
+            steps["stage_reduce"].remote(run_id)
+        todo: list[int] = list(state["stages_missing"].get(stage, []))
+        task = bar.add_task(stage, total=len(todo))
+        results = steps["stage_shard"].map(
+            todo,
+            kwargs={"run_id": run_id, "stage": stage},
+            order_outputs=True,
+            return_exceptions=True,
+        )
+        failed: dict[int, str] = {}
+        for index, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                failed[index] = one_line(result)
+            bar.advance(task)
+        if failed:
+            return {index: f"{stage}: {why}" for index, why in failed.items()}
+    steps["stage_combine"].remote(run_id)
+    return {}
+
+
+def _prepare(
+    remote: Remote, request: BurstRequest, state: dict[str, Any], cfg: Settings, show: bool
+) -> tuple[dict[str, Any], RunNeeds, dict[str, FunctionLike]] | BurstOutcome:
+    """Plan a new run (or carry on with a planned one's missing shards) and run its stages;
+    the run's state afterwards, or the failed outcome."""
+    run_id = request.run_id
+    functions = remote.functions
+    if state.get("planned") and state.get("status") in ("preparing", "failed"):
+        needs = RunNeeds.of_run(state, publish=request.publish)  # its own plan and choice
+        steps = with_secrets(remote, needs, (*PREPARE_STEPS[1:], *AFTER_PREPARE))
+        functions["record_status"].remote(run_id, "preparing", None, None)
+    else:
+        if request.resume:
+            raise not_prepared({"run_id": run_id, **state}, "resume")
+        # a run that never finished prepare keeps the choice it recorded, if any
+        publish = request.publish if request.publish is not None else state.get("publish", True)
+        overrides = {**secret_names(cfg), **request.overrides}  # frozen into the plan
+        needs = RunNeeds.of_request(overrides, request.source, bool(publish))
+        steps = with_secrets(remote, needs, STEPS)
+        steps["prepare"].remote(run_id, request.source, request.data_name, overrides, publish)
+        state = functions["run_status"].remote(run_id)
+    with _progress(show) as bar:
+        failed = prepare_stages(steps, state, bar)
+    if failed:
+        shown = "; ".join(f"shard {i}: {err}" for i, err in sorted(failed.items())[:10])
+        detail = f"{len(failed)} prepare shard(s) failed: {shown}"
+        functions["record_status"].remote(run_id, "failed", "prepare", detail)
+        return BurstOutcome(run_id, "failed", detail=detail)
+    return functions["run_status"].remote(run_id), needs, steps
+
+
 def run_burst(
     remote: Remote,
     request: BurstRequest,
@@ -172,23 +243,19 @@ def run_burst(
     cfg: Settings | None = None,
     show_progress: bool = True,
 ) -> BurstOutcome:
-    """Prepare (unless the run already is), score only missing batches, merge only a complete
-    run; a run with failed or undispatched batches is never merged. A prepared run's secrets
-    follow its run.json and ledger, whatever this caller's environment says."""
+    """Prepare (unless the run already is: a planned run carries on with its missing
+    shards), score only missing batches, merge only a complete run; a run with failed or
+    undispatched batches is never merged. A planned run's secrets follow its plan and
+    ledger, whatever this caller's environment says."""
     cfg = cfg or Settings()
     run_id = request.run_id
     functions = remote.functions
     state = functions["run_status"].remote(run_id)
     if not state["prepared"]:
-        if request.resume:
-            raise not_prepared({"run_id": run_id, **state}, "resume")
-        # a run that never finished prepare keeps the choice it recorded, if any
-        publish = request.publish if request.publish is not None else state.get("publish", True)
-        overrides = {**secret_names(cfg), **request.overrides}  # frozen into run.json
-        needs = RunNeeds.of_request(overrides, request.source, bool(publish))
-        steps = with_secrets(remote, needs, STEPS)
-        steps["prepare"].remote(run_id, request.source, request.data_name, overrides, publish)
-        state = functions["run_status"].remote(run_id)
+        prepared = _prepare(remote, request, state, cfg, show_progress)
+        if isinstance(prepared, BurstOutcome):
+            return prepared
+        state, needs, steps = prepared
     else:
         if state.get("status") == "published":
             total = int(state["batches_total"])

@@ -29,7 +29,8 @@ from modal_burst.transfer import VolumeLike, entries, volume_json
 from scoring.errors import RunFileError
 from scoring.ledger import utc_now
 
-BATCH_FILES = ("chunks", "batches", "ledger")  # chunks, input slices, per-batch records
+# the prepare stages' intermediates (a copy of the input), chunks, input slices, batch records
+BATCH_FILES = ("stages", "chunks", "batches", "ledger")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,17 @@ from typing import Any
 from scoring.config import Settings
 from scoring.errors import ClaidexError, RunStateError
 
-STEPS = ("prepare", "score_batch", "merge_and_calibrate")
-NEO4J_STEPS = {"neo4j-snapshot": ("prepare",), "neo4j-live": ("prepare", "score_batch")}
+STEPS = (
+    "prepare",
+    "stage_shard",
+    "stage_reduce",
+    "stage_combine",
+    "score_batch",
+    "merge_and_calibrate",
+)
+PREPARE_STEPS = STEPS[:4]  # the plan, then the stages: before run.json exists
+# reduce reads the graph: a snapshot copies it, live mode checks it can (and batches ask it)
+NEO4J_STEPS = {"neo4j-snapshot": ("stage_reduce",), "neo4j-live": ("stage_reduce", "score_batch")}
 POSTGRES_KEYS = "DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME"
 NEO4J_KEYS = "NEO4J_URI=neo4j+s://HOST NEO4J_USER=neo4j NEO4J_PASSWORD=PASSWORD"
 POSTGRES_NAME, NEO4J_NAME = "modal_postgres_secret", "modal_neo4j_secret"  # Settings fields
@@ -101,7 +110,7 @@ class SecretUse:
 
 def secret_uses(needs: RunNeeds) -> dict[str, list[SecretUse]]:
     """Each step's secrets: Postgres to export (prepare) and to publish (merge), Neo4j where
-    the graph mode reads it (snapshot: prepare; live: prepare and every batch)."""
+    the graph mode reads it (snapshot: reduce; live: reduce and every batch)."""
     uses: dict[str, list[SecretUse]] = {step: [] for step in STEPS}
     postgres = needs.postgres_secret
     if needs.reads_postgres:

@@ -7,8 +7,10 @@ worker scores the run with the same constants, whatever its own environment.
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -127,6 +129,8 @@ class Settings(BaseSettings):
     modal_step_cpu: float = Field(default=2.0, gt=0)  # prepare and merge (as benchmarked)
     modal_prepare_timeout: int = Field(default=3_600, ge=10)
     modal_prepare_memory: int = Field(default=16_384, ge=512)  # whole-population statistics
+    modal_stage_timeout: int = Field(default=1_800, ge=10)  # one prepare-stage shard
+    modal_stage_memory: int = Field(default=4_096, ge=512)  # MiB; a shard, not the population
     modal_merge_timeout: int = Field(default=1_800, ge=10)
     modal_merge_memory: int = Field(default=16_384, ge=512)  # every chunk plus the publish
     modal_driver_timeout: int = Field(default=4 * 3_600, ge=60)  # a deployed run_full end to end
@@ -170,3 +174,15 @@ def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags) on top."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**clean)
+
+
+def frozen_settings(values: dict[str, Any]) -> Settings:
+    """A run's frozen settings (every field given, so the environment adds nothing): built
+    once per distinct set, because each build reads the environment (~15 ms) and every
+    stage task and batch asks for them."""
+    return _frozen_settings(json.dumps(values, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=32)
+def _frozen_settings(frozen: str) -> Settings:
+    return Settings(**json.loads(frozen))

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scoring.config import Settings
+from scoring.config import Settings, frozen_settings
 from scoring.errors import RunStateError
 from scoring.rundir import RunPaths, read_json, write_json_atomic
 
@@ -30,7 +30,7 @@ class RunManifest:
     @property
     def cfg(self) -> Settings:
         """The run's frozen settings (the worker's own environment does not leak in)."""
-        return Settings(**self.settings)
+        return frozen_settings(self.settings)
 
     def save(self, paths: RunPaths) -> None:
         write_json_atomic(asdict(self), paths.manifest)

@@ -161,6 +161,52 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_bucketed_atomic(df: pl.DataFrame, path: Path, bucket: str) -> None:
+    """One row group per value of the `bucket` column, in ascending order, source order kept
+    within each: one file per writer for all buckets, and a reader of one bucket decodes
+    only its row group (`read_bucket`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    ordered = df.sort(bucket, maintain_order=True)
+    schema = ordered.to_arrow().schema
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for part in ordered.partition_by(bucket, maintain_order=True):
+            writer.write_table(pa.Table.from_batches(part.to_arrow().to_batches(), schema),
+                               row_group_size=max(1, part.height))  # fmt: skip
+    os.replace(tmp, path)
+
+
+def read_bucket(path: Path, bucket: str, value: int) -> pl.DataFrame:
+    """The rows of one bucket of a `write_bucketed_atomic` file (its one row group, if any),
+    without the bucket column; any failure names the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+        meta, arrow = handle.metadata, handle.schema_arrow
+        column = arrow.get_field_index(bucket)
+        groups = [
+            i
+            for i in range(meta.num_row_groups)
+            if meta.row_group(i).column(column).statistics.min == value
+        ]
+        columns = [name for name in arrow.names if name != bucket]
+        table = (
+            handle.read_row_groups(groups, columns=columns)
+            if groups
+            else arrow.remove(column).empty_table()
+        )
+        frame = pl.from_arrow(table)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        msg = f"{path}: cannot read ({type(exc).__name__}: {exc})"
+        raise RunFileError(msg) from exc
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def write_json_atomic(data: Any, path: Path) -> None:
     """JSON twin of write_parquet_atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,14 @@ import polars as pl
 import psycopg
 import pytest
 from modal.exception import NotFoundError
+from rich.progress import Progress
 
 from claidex.local_engine import run_local
 from modal_burst import app as burst_app
-from modal_burst.driver import BurstRequest, merge_only, run_burst, run_overrides
+from modal_burst.driver import BurstRequest, merge_only, prepare_stages, run_burst, run_overrides
 from modal_burst.layout import PRUNED, VolumeLayout
 from modal_burst.prune import prune_runs
-from modal_burst.run_secrets import MissingSecretError, RunNeeds, secret_uses
+from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_uses
 from modal_burst.transfer import download_run, upload_dataset
 from scoring.config import Settings
 from scoring.errors import InputError, RunStateError
@@ -69,6 +70,14 @@ def postgres(url: str) -> dict[str, dict[str, str]]:
 
 def _request(run_id: str, **extra) -> BurstRequest:
     return BurstRequest(run_id, overrides={"batch_size": BATCH}, publish=False, **extra)
+
+
+def _prepared(functions, run_id: str, overrides: dict, publish: bool) -> dict:
+    """Step 1 as the driver runs it: the plan, each stage's `.map`, reduce and combine."""
+    functions["prepare"].remote(run_id, "volume", "claidex", overrides, publish)
+    with Progress(disable=True) as bar:
+        assert prepare_stages(functions, functions["run_status"].remote(run_id), bar) == {}
+    return functions["run_status"].remote(run_id)
 
 
 def _committed(volume: DirectoryVolume, run_id: str):
@@ -125,9 +134,7 @@ def test_driver_dispatches_one_call_per_missing_batch_and_never_merges_a_gap(
     standin = modal_for(volume)
     with standin.run() as remote:
         functions = remote.functions
-        prepared = functions["prepare"].remote(
-            "burst-2", "volume", "claidex", {"batch_size": BATCH}, False
-        )
+        prepared = _prepared(functions, "burst-2", {"batch_size": BATCH}, False)
         total = prepared["batches_total"]
         broken = [_break_batch(volume, "burst-2", i) for i in (1, 3)]
 
@@ -360,19 +367,18 @@ def test_batches_modal_gives_up_on_are_recorded_failed_so_a_resume_scores_them_a
 def test_a_run_whose_ledger_lacks_the_publish_choice_is_refused_until_one_is_given(
     volume: DirectoryVolume,
 ) -> None:
-    """With background commits, prepare's run.json can become visible although the container
+    """With background commits, prepare's plan can become visible although the container
     died before the ledger recorded the run's --no-publish: guessing 'publish' would write
     to Postgres, so resume and merge refuse until --publish or --no-publish is given."""
     run = "burst-half-prepared"
-    stop = CrashRule(
-        f"runs/{run}/ledger.json", after=f"runs/{run}/run.json", times=1, effect="stop"
-    )
+    plan = f"runs/{run}/stages/plan.json"
+    stop = CrashRule(f"runs/{run}/ledger.json", after=plan, times=1, effect="stop")
     standin = modal_for(volume, crash=[stop], background_commits=True)
     request = replace(_request(run), overrides={"batch_size": BIG_BATCH})  # --no-publish
     with pytest.raises(KeyboardInterrupt), standin.run() as remote:
         run_burst(remote, request, show_progress=False)
     paths = _committed(volume, run)
-    assert paths.manifest.exists() and "publish" not in RunLedger(paths).read()
+    assert (volume.root / plan).exists() and "publish" not in RunLedger(paths).read()
 
     undecided = r"its ledger does not record whether it publishes .* pass --publish or --no-"
     later = modal_for(volume, background_commits=True)  # no Postgres secret anywhere
@@ -595,7 +601,8 @@ def test_burst_in_a_neo4j_graph_mode_reproduces_the_local_engine(
     assert _committed(volume, f"burst-{mode}").scores.read_bytes() == local_scores
     batch_secrets = {("claidex-neo4j",)} if mode == "neo4j-live" else {()}
     assert set(standin.records["score_batch"].secrets_seen) == batch_secrets
-    assert standin.records["prepare"].secrets_seen == [("claidex-neo4j",)]
+    assert standin.records["stage_reduce"].secrets_seen == [("claidex-neo4j",)]
+    assert set(standin.records["stage_shard"].secrets_seen) == {()}  # shards read the volume
 
 
 def test_resume_of_a_neo4j_live_run_takes_its_secrets_from_the_run_not_the_caller(
@@ -657,9 +664,7 @@ def test_prune_keeps_the_newest_runs_and_never_touches_unfinished_ones(
         assert run_burst(remote, published, show_progress=False).status == "published"
         running = _request("p2-scoring", max_batches=2)
         assert run_burst(remote, running, show_progress=False).status == "partial"
-        assert remote.functions["prepare"].remote(
-            "p3-failed", "volume", "claidex", {"batch_size": BATCH}, False
-        )
+        assert _prepared(remote.functions, "p3-failed", {"batch_size": BATCH}, False)
         _break_batch(volume, "p3-failed", 0)
         assert run_burst(remote, _request("p3-failed"), show_progress=False).status == "failed"
         newest = BurstRequest("p4-published", overrides={"batch_size": BATCH})
@@ -681,8 +686,10 @@ def test_prune_keeps_the_newest_runs_and_never_touches_unfinished_ones(
         assert {run: _files(volume, run) for run in untouched} == untouched
         kept = set(_files(volume, "p1-published"))
         batches = int(RunLedger(_committed(volume, "p4-published")).read()["batches_total"])
-        gone = {f for f in before if f.split("/")[0] in ("chunks", "batches", "ledger")}
-        assert len(gone) == 4 * batches  # a chunk, two slices and a record per batch
+        gone = {f for f in before if f.split("/")[0] in ("stages", "chunks", "batches", "ledger")}
+        per_batch = {f for f in gone if not f.startswith("stages/")}
+        assert len(per_batch) == 4 * batches  # a chunk, two slices and a record per batch
+        assert any(f.startswith("stages/ingest/") for f in gone)  # the stages' intermediates
         assert kept == (set(before) - gone) | {PRUNED}
         assert {"scores.parquet", "run.json", "ledger.json", "report.json"} <= kept
         assert any(f.startswith("stats/") for f in kept)  # incremental runs' reference
@@ -847,17 +854,20 @@ def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
         return {step: [u.name for u in uses] for step, uses in secret_uses(needs).items()}
 
     pg, neo = ["claidex-postgres"], ["claidex-neo4j"]
-    assert names(RunNeeds(publishes=False)) == {
-        "prepare": [],
-        "score_batch": [],
-        "merge_and_calibrate": [],
-    }
-    assert names(RunNeeds()) == {"prepare": [], "score_batch": [], "merge_and_calibrate": pg}
-    assert names(RunNeeds(reads_postgres=True, publishes=False))["prepare"] == pg
+    none: dict[str, list[str]] = {step: [] for step in STEPS}
+    assert names(RunNeeds(publishes=False)) == none
+    assert names(RunNeeds()) == {**none, "merge_and_calibrate": pg}
+    assert names(RunNeeds(reads_postgres=True, publishes=False)) == {**none, "prepare": pg}
     snapshot = names(RunNeeds("neo4j-snapshot", publishes=False))
-    assert snapshot == {"prepare": neo, "score_batch": [], "merge_and_calibrate": []}
+    assert snapshot == {**none, "stage_reduce": neo}
     live = names(RunNeeds("neo4j-live", reads_postgres=True))
-    assert live == {"prepare": pg + neo, "score_batch": neo, "merge_and_calibrate": pg}
+    assert live == {
+        **none,
+        "prepare": pg,
+        "stage_reduce": neo,
+        "score_batch": neo,
+        "merge_and_calibrate": pg,
+    }
     state = {"graph_mode": "neo4j-live", "publish": False}
     assert RunNeeds.of_run(state, publish=None) == RunNeeds("neo4j-live", publishes=False)
     assert RunNeeds.of_run(state, publish=True).publishes is True
@@ -930,13 +940,19 @@ def test_app_configuration() -> None:
         "run_full",
         "run_status",
         "score_batch",
+        "stage_combine",
+        "stage_reduce",
+        "stage_shard",
     ]
     assert config["max_containers"] == 300
     batch, merge, prepare = config["score_batch"], config["merge_and_calibrate"], config["prepare"]
     assert (batch["timeout"], batch["memory"], batch["retries"], batch["cpu"]) == (900, 4096, 3, 1)
+    shard = config["stage_shard"]  # a shard's memory does not grow with the population
+    assert (shard["timeout"], shard["memory"], shard["retries"], shard["cpu"]) == (1800, 4096, 3, 1)
     assert merge["memory"] > batch["memory"] and prepare["memory"] > batch["memory"]
-    assert prepare["retries"] is None and merge["retries"] is None  # failures would repeat
-    for name in ("prepare", "score_batch", "merge_and_calibrate", "run_status", "record_status"):
+    for single in ("prepare", "stage_reduce", "stage_combine", "merge_and_calibrate"):
+        assert config[single]["retries"] is None  # their failures would only repeat
+    for name in set(config["names"]) - {"run_full"}:
         assert config[name]["volumes"] == {"/data": "claidex-data"}
     assert config["run_full"]["volumes"] == {}  # the driver only calls the other functions
     for name in config["names"]:  # declared secrets would be looked up at every app start

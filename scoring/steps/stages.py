@@ -11,6 +11,7 @@ bucket (its key refines (taxonomy_10, year)).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from scoring.concentration import program_totals
-from scoring.config import Settings
+from scoring.config import Settings, frozen_settings
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
@@ -54,8 +55,10 @@ from scoring.quarantine import (
 )
 from scoring.rundir import (
     RunPaths,
+    read_bucket,
     read_json,
     read_parquet_named,
+    write_bucketed_atomic,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -68,6 +71,7 @@ PAYMENT_COLUMNS = list(SCHEMAS[PAYMENTS])
 SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
 CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
 PEER_COLUMNS = [*PRIMARY_KEYS, "m1", "x1", "x2", "x3"]
+BUCKET = "__bucket"  # the column of bucketed stage files (a row group per value)
 
 
 # --- layout -------------------------------------------------------------------------------
@@ -108,8 +112,12 @@ def _scan(files: list[Path], schema: dict[str, pl.DataType]) -> pl.DataFrame:
 
 def write_plan(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -> None:
     """What every stage task reads: the source, the frozen settings and the shard count."""
+    source = Path(data_dir).resolve()
     plan = {
-        "data_dir": str(Path(data_dir).resolve()),
+        "data_dir": str(source),
+        # where the data lies seen from the run directory: a Modal container mounts the
+        # volume at its own path, so the absolute one may not exist there
+        "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
         "shards": cfg.shards,
         "polars": pl.__version__,  # peer buckets hash text: one version for all of a run
         "fingerprint": fingerprint,
@@ -134,7 +142,16 @@ def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
             f"has {pl.__version__}: its shards would hash peer groups differently"
         )
         raise RunStateError(msg)
-    return Path(plan["data_dir"]), Settings(**plan["settings"]), int(plan["shards"])
+    return _plan_data_dir(paths, plan), frozen_settings(plan["settings"]), int(plan["shards"])
+
+
+def _plan_data_dir(paths: RunPaths, plan: dict[str, Any]) -> Path:
+    """The planned dataset as this process sees it: beside the run when it is there (the
+    same volume mounted elsewhere), else the absolute path the plan recorded."""
+    beside = paths.root / str(plan.get("data_dir_from_run", ""))
+    if "data_dir_from_run" in plan and beside.is_dir():
+        return beside.resolve()
+    return Path(plan["data_dir"])
 
 
 def shards_done(paths: RunPaths, stage: str) -> list[int]:
@@ -166,19 +183,29 @@ def share(total: int, parts: int, index: int) -> tuple[int, int]:
 
 def npi_bucket(npi: pl.Expr, buckets: int) -> pl.Expr:
     """The NPI bucket: all of an NPI's rows, in every table, meet in one bucket."""
-    return (npi.fill_null(0) % buckets).cast(pl.Int64).alias("__bucket")
+    return (npi.fill_null(0) % buckets).cast(pl.Int64).alias(BUCKET)
 
 
 def peer_bucket(buckets: int) -> pl.Expr:
     """The peer bucket, a function of (taxonomy_10, year): every peer group is whole in one."""
     key = pl.col("peer_taxonomy").hash(seed=0) + pl.col("year").cast(pl.UInt64)
-    return (key % buckets).cast(pl.Int64).alias("__bucket")
+    return (key % buckets).cast(pl.Int64).alias(BUCKET)
 
 
 def _write_buckets(frame: pl.DataFrame, out: Path, name: str, bucket: pl.Expr) -> None:
-    keyed = frame.with_columns(bucket)
-    for (index,), part in keyed.partition_by("__bucket", as_dict=True, maintain_order=True).items():
-        write_parquet_atomic(part.drop("__bucket"), out / f"{name}-{int(index):05d}.parquet")  # type: ignore[call-overload]
+    """One file per task and name, a row group per bucket: S files for a stage, not S x B."""
+    write_bucketed_atomic(frame.with_columns(bucket), out / f"{name}.parquet", BUCKET)
+
+
+def _bucket_rows(
+    paths: RunPaths, stage: str, name: str, index: int, schema: dict[str, pl.DataType]
+) -> pl.DataFrame:
+    """Bucket `index` of every task's `name` file of `stage`, in task order (slice order is
+    source row order)."""
+    frames = [read_bucket(f, BUCKET, index) for f in _parts(paths, stage, f"{name}.parquet")]
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames, how="vertical_relaxed")
 
 
 # --- ingest x S ---------------------------------------------------------------------------
@@ -276,12 +303,9 @@ def count(paths: RunPaths, index: int) -> dict[str, Any]:
     exact copy of a valid row has the same (npi, year), so duplicates change nothing here.
     """
     _, cfg, _ = read_plan(paths)
-    files = _parts(paths, "ingest", f"payments-{index:05d}.parquet")
-    pairs = (
-        pl.scan_parquet(files).select("npi", "year").unique().collect()
-        if files
-        else pl.DataFrame(schema={"npi": pl.Int64, "year": pl.Int32})
-    )
+    schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
+    rows = _bucket_rows(paths, "ingest", "payments", index, schema)
+    pairs = rows.select("npi", "year").unique()
     per_year = pairs.group_by("year").agg(pl.len().alias("npis")).sort("year")
     candidates: set[int] = set()
     if not pairs.is_empty():
@@ -376,9 +400,8 @@ def reduce(paths: RunPaths, ledger: RunLedger) -> dict[str, Any]:
 # --- aggregate x B ------------------------------------------------------------------------
 def _bucket_payments(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The bucket's valid payment rows in source order, minus exact copies (quarantined)."""
-    files = _parts(paths, "ingest", f"payments-{index:05d}.parquet")
     schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
-    rows = _scan(files, schema).sort(ROW)
+    rows = _bucket_rows(paths, "ingest", "payments", index, schema).sort(ROW)
     copies = later_copies(rows, PAYMENT_COLUMNS)
     duplicates = rows.filter(copies).with_columns(pl.lit("duplicate row").alias(REASON))
     quarantined = quarantine_records(duplicates, PAYMENT_COLUMNS, PAYMENTS)
@@ -388,24 +411,22 @@ def _bucket_payments(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.Data
 
 
 def _bucket_providers(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    files = _parts(paths, "ingest", f"providers-{index:05d}.parquet")
     columns = list(SCHEMAS["providers"])
     schema = {ROW: pl.UInt32(), **{c: pl.String() for c in columns}}
     schema.update({"entity_type_code": pl.Int64(), "is_excluded": pl.Boolean()})
-    good = _scan(files, schema).sort(ROW)
+    good = _bucket_rows(paths, "ingest", "providers", index, schema).sort(ROW)
     kept, copies = split_duplicates(good, columns, ["npi"], "providers", "duplicate npi")
     return kept.with_columns(npi_to_int(pl.col("npi"))), copies
 
 
 def _bucket_exclusions(paths: RunPaths, index: int) -> pl.DataFrame:
-    files = _parts(paths, "ingest", f"exclusions-{index:05d}.parquet")
     schema = {
         "exclusion_id": pl.String(),
         "npi": pl.Int64(),
         "excldate": pl.Date(),
         "reinstated": pl.Boolean(),
     }
-    return _scan(files, schema)
+    return _bucket_rows(paths, "ingest", "exclusions", index, schema)
 
 
 def _bucket_ownership(
@@ -508,8 +529,11 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
     """One peer bucket's groups: medians, MADs, counts, m1 rank tables, growth statistics."""
     out = _dir(paths, "peer_stats", index)
     key_schema = {"peer_taxonomy": pl.String(), "peer_state": pl.String(), "year": pl.Int32()}
-    eligible = _scan(
-        _parts(paths, "aggregate", f"eligible-{index:05d}.parquet"),
+    eligible = _bucket_rows(
+        paths,
+        "aggregate",
+        "eligible",
+        index,
         {
             **key_schema,
             "m1": pl.Float64(),
@@ -518,8 +542,8 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
             "x3": pl.Float64(),
         },
     ).lazy()
-    growth = _scan(
-        _parts(paths, "aggregate", f"growth-{index:05d}.parquet"), {**key_schema, "g": pl.Float64()}
+    growth = _bucket_rows(
+        paths, "aggregate", "growth", index, {**key_schema, "g": pl.Float64()}
     ).lazy()
     primary, fallback = pl.collect_all(
         [billing_group_stats(eligible, PRIMARY_KEYS), billing_group_stats(eligible, FALLBACK_KEYS)]
