@@ -16,9 +16,15 @@ from scoring.ledger import RunLedger
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from claidex.sample_data import generate
+    from claidex.sample_data import PART_NPIS, generate
 
-    summary = generate(Path(args.dir), providers=args.providers, seed=args.seed, layout=args.layout)
+    summary = generate(
+        Path(args.dir),
+        providers=args.providers,
+        seed=args.seed,
+        layout=args.layout,
+        part_npis=PART_NPIS if args.part_npis is None else args.part_npis,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -189,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lines", "production"],
         default="lines",
         help="'production': only what the production tables can hold (for `claidex db load`)",
+    )
+    gen.add_argument(
+        "--part-npis",
+        type=int,
+        default=None,
+        help="NPIs per payments part (default 500,000): more NPIs than this write "
+        "payments_combined/ as parts, "
+        "drawn and written one at a time, so memory follows the part, not the dataset",
     )
     gen.set_defaults(func=_generate)
 

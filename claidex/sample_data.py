@@ -6,7 +6,9 @@ levels (at most six) and output files, never over providers or rows.
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +27,8 @@ YEARS = np.arange(FIRST_YEAR, LAST_YEAR + 1)
 PLANTED_KINDS = ("billing_outlier", "explosive_growth", "program_concentration", "excluded_chain")
 PLANTED_SHARE = 0.004  # of paying providers, per kind
 MAX_OWNER_LEVELS = 6
+# NPIs whose payment rows are drawn and written at once (~12 M rows, ~2.5 GB at peak)
+PART_NPIS = 500_000
 # 'lines': several service lines per (npi, year, program), NPPES-style empty strings, owner
 # forests up to six levels. 'production': what the production tables can hold (issue 10):
 # one row per (npi, year, program), missing provider values NULL, and every owner of an
@@ -74,9 +78,13 @@ def _write(table: pa.Table | pl.DataFrame, path: Path) -> None:
 
 
 class _Generator:
-    def __init__(self, out_dir: Path, providers: int, seed: int, layout: Layout) -> None:
+    def __init__(
+        self, out_dir: Path, providers: int, seed: int, layout: Layout, part_npis: int
+    ) -> None:
         self.out = out_dir
         self.n = providers
+        self.seed = seed
+        self.part_npis = part_npis
         self.rng = np.random.default_rng(seed)
         self.production = layout == "production"
 
@@ -242,14 +250,48 @@ class _Generator:
         state: np.ndarray,
         planted: dict[str, np.ndarray],
         on_record: tuple[np.ndarray, np.ndarray],
-    ) -> pa.Table:
-        """payments_combined rows; `on_record` says whose provider record has taxonomy / state."""
-        rng = self.rng
+    ) -> Iterator[pa.Table]:
+        """payments_combined rows, one table per `part_npis` NPIs (memory bounded by the part,
+        not the population); `on_record` says whose provider record has taxonomy / state.
+
+        The first part draws from the dataset's generator as a single-part dataset always
+        did (same seed, same bytes); each later part from its own (seed, part) generator."""
         total = pop.npi.size
+        tax_price = np.empty(0)  # the first part draws it
+        for part, lo in enumerate(range(0, total, self.part_npis)):
+            hi = min(total, lo + self.part_npis)
+            rng = self.rng if part == 0 else np.random.default_rng([self.seed, part])
+            table, tax_price = self._payment_part(
+                rng, pop, lo, hi, taxonomy, state, planted, on_record, tax_price
+            )
+            yield table
+
+    def _payment_part(
+        self,
+        rng: np.random.Generator,
+        pop: Population,
+        lo: int,
+        hi: int,
+        taxonomy_all: np.ndarray,
+        state_all: np.ndarray,
+        planted_all: dict[str, np.ndarray],
+        on_record_all: tuple[np.ndarray, np.ndarray],
+        tax_price: np.ndarray,
+    ) -> tuple[pa.Table, np.ndarray]:
+        """The rows of NPIs [lo, hi): indices below are local to the part."""
+        total = hi - lo
+
+        def local(index: np.ndarray) -> np.ndarray:
+            return index[(index >= lo) & (index < hi)] - lo
+
+        planted = {kind: local(members) for kind, members in planted_all.items()}
+        snf, chain = local(pop.snf), local(pop.chain)
+        taxonomy, state = taxonomy_all[lo:hi], state_all[lo:hi]
+        on_record = (on_record_all[0][lo:hi], on_record_all[1][lo:hi])
         pays = rng.random(total) < 0.85
-        pays[pop.snf] = rng.random(pop.snf.size) < 0.97
-        pays[pop.chain] = rng.random(pop.chain.size) < 0.95
-        pays[pop.n_providers :] = True
+        pays[snf] = rng.random(snf.size) < 0.97
+        pays[chain] = rng.random(chain.size) < 0.95
+        pays[max(0, pop.n_providers - lo) :] = True
         for members in planted.values():
             pays[members] = True
         # Years: an active span with gaps; some bill a single year.
@@ -274,11 +316,12 @@ class _Generator:
         prog_w = rng.gamma(2.0, 1.0, (total, 3)) * programs * np.array([0.7, 1.0, 0.8])
         prog_w /= prog_w.sum(axis=1, keepdims=True)
         # Provider scale and price level.
-        org = pop.is_org
+        org = pop.is_org[lo:hi]
         claims_base = np.exp(
             rng.normal(np.where(org, np.log(1500), np.log(420)), np.where(org, 1.3, 1.1))
         )
-        tax_price = np.exp(rng.normal(np.log(80), 0.6, len(self.taxonomy_codes)))
+        if tax_price.size == 0:  # drawn by the first part, shared by all
+            tax_price = np.exp(rng.normal(np.log(80), 0.6, len(self.taxonomy_codes)))
         price = tax_price[taxonomy] * np.exp(rng.normal(0, 0.35, total))
         trend = np.exp(np.cumsum(rng.normal(0.03, 0.12, (total, YEARS.size)), axis=1))
         # Expand to provider-year-program rows, then to service lines.
@@ -330,11 +373,12 @@ class _Generator:
         tax_row = np.where(has_tax, taxonomy[npi_i], np.where(medicaid, unknown_tax, tax_row))
         state_row = np.where(has_state, state_row, np.where(medicaid, unknown_state, state_row))
         order = rng.permutation(row.size)
+        npi_of_part = pop.npi[lo:hi]
         dictionary = pa.array([*self.taxonomy_codes, vocab.UNKNOWN])
         states = pa.array([*(s for s, _ in vocab.STATES), vocab.UNKNOWN])
-        return pa.table(
+        table = pa.table(
             {
-                "npi": pc.cast(pa.array(pop.npi[npi_i][order]), pa.string()),
+                "npi": pc.cast(pa.array(npi_of_part[npi_i][order]), pa.string()),
                 "year": pa.array(YEARS[year_i][order].astype(np.int32)),
                 "program": pa.DictionaryArray.from_arrays(
                     prog_i[order].astype(np.int8), pa.array(vocab.PROGRAMS)
@@ -350,6 +394,7 @@ class _Generator:
                 ).cast(pa.string()),
             }
         )
+        return table, tax_price
 
     # --- tables ---------------------------------------------------------------
     def chain_display_names(
@@ -472,6 +517,29 @@ class _Generator:
         ).sample(fraction=1.0, shuffle=True, seed=int(rng.integers(1 << 30)))
         return providers, (on_record[0], on_record[1])
 
+    def write_payments(self, parts: Iterator[pa.Table]) -> int:
+        """One file when the data fits one part (the small default), else a directory of
+        parts written as they are drawn; returns the rows written."""
+        single = self.out / "payments_combined.parquet"
+        folder = self.out / "payments_combined"
+        single.unlink(missing_ok=True)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        rows = 0
+        for index, table in enumerate(parts):
+            if index == 0:
+                first = table
+                continue
+            if index == 1:
+                folder.mkdir()
+                _write(first, folder / "part-00000.parquet")
+            _write(table, folder / f"part-{index:05d}.parquet")
+            rows += table.num_rows
+        rows += first.num_rows
+        if not folder.is_dir():
+            _write(first, single)
+        return rows
+
     def run(self) -> dict[str, object]:
         started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -488,7 +556,7 @@ class _Generator:
         planted["excluded_chain"] = tainted_snfs
         exclusions, listed = self.exclusions(pop, excluded_chain)
         providers, on_record = self.providers_table(pop, names, taxonomy, state, listed)
-        payments = self.payments(pop, taxonomy, state, planted, on_record)
+        payment_rows = self.write_payments(self.payments(pop, taxonomy, state, planted, on_record))
         planted_df = pl.concat(
             [
                 pl.DataFrame({"npi": pl.Series(pop.npi[idx].astype(str)), "kind": kind})
@@ -497,7 +565,6 @@ class _Generator:
         )
         tables = {
             "providers": providers,
-            "payments_combined": payments,
             "exclusions": exclusions,
             "entities": entities,
             "ownership": edges,
@@ -508,7 +575,7 @@ class _Generator:
             _write(table, self.out / f"{name}.parquet")
         return {
             "providers": pop.n_providers,
-            "payment_rows": payments.num_rows,
+            "payment_rows": payment_rows,
             "entities": entities.height,
             "ownership_edges": edges.height,
             "exclusions": exclusions.height,
@@ -534,10 +601,19 @@ def _owners_of_snfs(edges: pl.DataFrame, snf_id: pl.Series) -> pl.DataFrame:
 
 
 def generate(
-    out_dir: Path, *, providers: int, seed: int = 7, layout: Layout = "lines"
+    out_dir: Path,
+    *,
+    providers: int,
+    seed: int = 7,
+    layout: Layout = "lines",
+    part_npis: int = PART_NPIS,
 ) -> dict[str, object]:
-    """Write the six dataset files plus planted.parquet into out_dir; same seed, same bytes."""
+    """Write the six dataset files plus planted.parquet into out_dir; same seed, same bytes.
+    Payments of more than `part_npis` NPIs go to payments_combined/ as parts."""
     if providers < 50:
         msg = "--providers must be at least 50"
         raise ValueError(msg)
-    return _Generator(Path(out_dir), providers, seed, layout).run()
+    if part_npis < 1:
+        msg = "--part-npis must be at least 1"
+        raise ValueError(msg)
+    return _Generator(Path(out_dir), providers, seed, layout, part_npis).run()

@@ -9,7 +9,7 @@ from modal.exception import NotFoundError
 
 from modal_burst.layout import dataset_key, run_key
 from scoring.errors import InputError, RunStateError
-from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file
+from scoring.inputs import CORE_FILES, GRAPH_FILES, table_files
 from scoring.ledger import parse_record
 from scoring.rundir import RunPaths
 
@@ -40,14 +40,14 @@ class VolumeLike(Protocol):
 
 
 def dataset_files(directory: Path) -> list[Path]:
-    """The dataset's tables; the core ones must all be there."""
-    missing = [name for name in CORE_FILES if not dataset_file(directory, name).is_file()]
+    """The dataset's tables (a directory of parts gives its parts); the core ones must all
+    be there."""
+    missing = [name for name in CORE_FILES if not table_files(directory, name)]
     if missing:
         names = ", ".join(f"{name}.parquet" for name in missing)
         msg = f"{directory}: not a dataset directory (missing {names})"
         raise InputError(msg)
-    names = CORE_FILES + GRAPH_FILES
-    return [dataset_file(directory, n) for n in names if dataset_file(directory, n).is_file()]
+    return [path for name in CORE_FILES + GRAPH_FILES for path in table_files(directory, name)]
 
 
 def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
@@ -58,8 +58,8 @@ def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
         volume.remove_file(target, recursive=True)  # no stale table from an older upload
     with volume.batch_upload(force=True) as batch:
         for path in files:
-            batch.put_file(path, str(PurePosixPath(target) / path.name))
-    return [path.name for path in files]
+            batch.put_file(path, str(PurePosixPath(target) / path.relative_to(directory)))
+    return [path.relative_to(directory).as_posix() for path in files]
 
 
 def entries(volume: VolumeLike, key: str, *, recursive: bool = False) -> list[Any]:

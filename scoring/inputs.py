@@ -73,8 +73,29 @@ def _accepts(kind: str, dtype: pl.DataType) -> bool:
 
 
 def dataset_file(data_dir: Path, name: str) -> Path:
-    """Path of one input table inside a dataset directory."""
-    return Path(data_dir) / f"{name}.parquet"
+    """Where one input table lies in a dataset directory: `<name>.parquet`, or a directory
+    `<name>/` of Parquet parts when only that exists (what error messages name)."""
+    single = Path(data_dir) / f"{name}.parquet"
+    parts = Path(data_dir) / name
+    return parts if parts.is_dir() and not single.exists() else single
+
+
+def table_files(data_dir: Path, name: str) -> list[Path]:
+    """The Parquet file(s) of one input table, in row order: the one file, or the parts of
+    `<name>/` sorted by file name. Both forms at once, or a directory without parts, is an
+    InputError: which rows count would be a guess."""
+    single = Path(data_dir) / f"{name}.parquet"
+    folder = Path(data_dir) / name
+    if folder.is_dir() and single.exists():
+        msg = f"{single} and {folder}/ both exist: keep one form of the {name} table"
+        raise InputError(msg)
+    if not folder.is_dir():
+        return [single] if single.is_file() else []
+    parts = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and p.is_file())
+    if not parts:
+        msg = f"{folder}/: holds no .parquet parts"
+        raise InputError(msg)
+    return parts
 
 
 def check_columns(name: str, schema: pl.Schema, *, where: str) -> None:
@@ -114,14 +135,22 @@ def reading(path: Path) -> Iterator[None]:
 
 
 def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
-    """Lazily read one input table, check its columns and cast them to canonical types."""
+    """Lazily read one input table (one file or a directory of parts), check its columns
+    (each part's, so a stray part is named) and cast them to canonical types."""
     path = dataset_file(data_dir, name)
-    if path.is_dir():
+    if path.is_dir() and path.suffix == ".parquet":
         msg = f"{path}: is a directory, not a Parquet file"
         raise InputError(msg)
-    if not path.is_file():
+    files = table_files(data_dir, name)
+    if not files:
         msg = f"{path}: input file is missing"
         raise InputError(msg)
+    frames = [_scan_part(part, name) for part in files]
+    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+    return lf
+
+
+def _scan_part(path: Path, name: str) -> pl.LazyFrame:
     try:
         lf = pl.scan_parquet(path)
         schema = lf.collect_schema()  # repeated column names fail here (DuplicateError)

@@ -11,7 +11,7 @@ import polars as pl
 from scoring.config import Settings
 from scoring.graphdb.connection import GraphUnavailableError, neo4j_target
 from scoring.graphdb.snapshot import GraphSnapshot, read_snapshot, verify_graph
-from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file
+from scoring.inputs import CORE_FILES, GRAPH_FILES, table_files
 from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
 from scoring.peer_stats import (
@@ -41,8 +41,7 @@ T = TypeVar("T")
 
 def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
     names = CORE_FILES + (GRAPH_FILES if cfg.graph_mode == "embedded" else ())
-    paths = [dataset_file(data_dir, name) for name in names]
-    return [path for path in paths if path.is_file()]
+    return [path for name in names for path in table_files(data_dir, name)]
 
 
 def _ride_out(cfg: Settings, ledger: RunLedger, action: Callable[[], T]) -> T:
