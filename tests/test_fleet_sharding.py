@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
 
+import polars as pl
+import psycopg
+
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
-from tests.fleet import workers_cli
+from scoring.rundir import RunPaths, read_json
+from scoring.steps.stages import missing_shards
+from tests.fleet import beat, wait_for, workers_cli
 
 STAGES = ("ingest", "count", "aggregate", "peer_stats")
 
@@ -92,3 +97,93 @@ def test_a_pool_child_killed_mid_stage_loses_and_doubles_nothing(
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
     assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
     assert RunLedger(paths).read()["stages"]["aggregate"] == "12/12"
+
+
+def _follow(run_id: str, runs: Path, timeout: float = 240) -> dict:
+    from workers.cli import follow  # the same follower the CLI uses
+
+    os.environ["CLAIDEX_RUN_ROOT"] = str(runs)
+    try:
+        return follow(run_id, timeout=timeout, show_progress=False)
+    finally:
+        os.environ.pop("CLAIDEX_RUN_ROOT", None)
+
+
+def _start(env: dict[str, str], data: Path, run_id: str, shards: int) -> None:
+    started = workers_cli(
+        env, "full", "--data", str(data), "--batch-size", "300", "--shards", str(shards),
+        "--run-id", run_id, "--no-wait",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+
+def _no_shard_twice(paths: RunPaths, reference: RunPaths, shards: int) -> None:
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
+    assert read_json(paths.input_counts) == read_json(reference.input_counts)  # nothing doubled
+    assert RunLedger(paths).read()["stages"] == {stage: f"{shards}/{shards}" for stage in STAGES}
+
+
+def test_a_redis_restart_between_two_stages_is_resumed_and_publishes_once(
+    sample_dataset: Path, fleet, redis_server, database_url: str, tmp_path: Path
+) -> None:
+    """Ingest done, count's chord (or ingest's callback) in Redis only: the restart loses
+    it, and beat's watchdog sends the run on from the done markers."""
+    reference = run_local(
+        sample_dataset, Settings(batch_size=300), run_dir=tmp_path / "local", show_progress=False
+    )
+    env = {**fleet.env, "DATABASE_URL": database_url, "CLAIDEX_WATCHDOG_INTERVAL": "1"}
+    victim = fleet("w0", DATABASE_URL=database_url)
+    watchdog = beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule")
+    try:
+        _start(env, sample_dataset, "between", 6)
+        paths = RunPaths(tmp_path / "runs" / "between")
+        wait_for(
+            lambda: paths.ledger.exists() and _ingested(paths, 6), what="ingest done", every=0.001
+        )
+        os.killpg(victim.pid, signal.SIGSTOP)
+        assert missing_shards(paths, "peer_stats", 6) == list(range(6))  # between stages
+        redis_server.restart()
+        os.killpg(victim.pid, signal.SIGCONT)
+        final = _follow("between", tmp_path / "runs")
+    finally:
+        watchdog.stop()
+    assert final["status"] == "published", final
+    _no_shard_twice(paths, reference, 6)
+    ledger = RunLedger(paths).read()
+    assert ledger["publish_count"] == 1
+    assert json.loads(paths.watchdog.read_text())["actions"] >= 1
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT count(DISTINCT npi) FROM provider_risk_scores").fetchone()[0]
+    assert rows == ledger["rows_published"] == pl.read_parquet(paths.scores).height
+
+
+def _ingested(paths: RunPaths, shards: int) -> bool:
+    try:
+        return missing_shards(paths, "ingest", shards) == []
+    except OSError:
+        return False
+
+
+def test_a_worker_main_process_killed_mid_stage_is_rescued(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    """The whole worker dies inside an aggregate shard: its message would return only after
+    the visibility timeout; the watchdog re-sends the stage's missing shards to a rescuer."""
+    reference = run_local(
+        sample_dataset, Settings(batch_size=300), run_dir=tmp_path / "local", show_progress=False
+    )
+    victim = fleet("victim")
+    _start(fleet.env, sample_dataset, "killed-main", 8)
+    paths = RunPaths(tmp_path / "runs" / "killed-main")
+    wait_for(lambda: _stage_beat(paths, "aggregate"), what="an aggregate shard", every=0.001)
+    victim.kill()
+    fleet("rescuer", CLAIDEX_WATCHDOG_INTERVAL="1")
+    env = {**fleet.env, "CLAIDEX_WATCHDOG_INTERVAL": "1"}
+    watchdog = beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule")
+    try:
+        final = _follow("killed-main", tmp_path / "runs")
+    finally:
+        watchdog.stop()
+    assert final["status"] == "merged", final
+    _no_shard_twice(paths, reference, 8)
