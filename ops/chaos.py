@@ -1,6 +1,7 @@
 """The fault matrix: every fault of the fleet-faults issue, injected into real servers.
 
-    bash ops/chaos [--providers 30000] [--batch-size 2500] [--only NAME ...] [--no-write]
+    bash ops/chaos [--providers 30000] [--batch-size 2500] [--shards 8] [--only NAME ...]
+                   [--no-write]
 
 Private Postgres, Redis and a Bolt server on loopback; two Celery workers and beat (its
 watchdog on) per fault, each fault on a fresh Redis and run root. After each fault the
@@ -91,6 +92,7 @@ class Lab:
     url: str
     bolt: BoltServer
     batch_size: int
+    shards: int = 1
     persistent_redis: bool = False
     extra: dict[str, str] = field(default_factory=dict)
     run_root: Path | None = None
@@ -135,7 +137,8 @@ class Lab:
         rest = [a for a in extra if a not in ("--source", "postgres")]
         return subprocess.Popen(
             [sys.executable, "-m", "workers", "full", *source, "--batch-size",
-             str(self.batch_size), "--run-id", run_id, "--timeout", "1800", "--quiet", *rest],
+             str(self.batch_size), "--shards", str(self.shards), "--run-id", run_id,
+             "--timeout", "1800", "--quiet", *rest],
             cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -274,6 +277,41 @@ def kill_worker_main(lab: Lab, reference: pl.DataFrame) -> Row:
     row = Row("kill -9 of a worker main process", f"batch {mine[0]} running on w0")
     row.note = f"status said: {notes}" if notes else "status named no silent worker"
     return finish(lab, row, follower, at, reference, "kill-main")
+
+
+def stage_beat(paths: RunPaths, stage: str) -> bool:
+    folder = paths.heartbeat_dir
+    return folder.exists() and any(folder.glob(f"{stage}-*.json"))
+
+
+def kill_child_in_stage(lab: Lab, reference: pl.DataFrame) -> Row:
+    """Every pool child killed while an aggregate shard runs (the stage's chord mid-way)."""
+    follower = lab.full("kill-stage")
+    paths = lab.paths("kill-stage")
+    wait_for(lambda: stage_beat(paths, "aggregate"), 300, every=0.001)
+    for proc in (w for w in lab.workers.values() if w.process.poll() is None):
+        for pid in proc.children():
+            os.kill(pid, signal.SIGKILL)
+    at = time.monotonic()
+    row = Row("kill -9 of the pool children in a prepare stage", "an aggregate shard running")
+    return finish(lab, row, follower, at, reference, "kill-stage")
+
+
+def redis_between_stages(lab: Lab, reference: pl.DataFrame) -> Row:
+    """Redis restarts (no persistence) the moment ingest's last shard is done: the ingest
+    callback or count's chord is lost."""
+    follower = lab.full("redis-stages")
+    paths = lab.paths("redis-stages")
+
+    def ingested() -> bool:
+        stage = paths.root / "stages" / "ingest"
+        return stage.exists() and len(list(stage.glob("*/done.json"))) == lab.shards
+
+    wait_for(ingested, 300, every=0.001)
+    lab.redis.restart(graceful=False)
+    at = time.monotonic()
+    row = Row("Redis restart between two prepare stages", "ingest done, count not started")
+    return finish(lab, row, follower, at, reference, "redis-stages")
 
 
 def redis_restart(persistent: bool) -> Scenario:
@@ -437,6 +475,8 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "kill-score": (kill_child_in("scoring"), {}),
     "kill-merge": (kill_child_in("merging"), {}),
     "kill-main": (kill_worker_main, {"extra": SHORT_VISIBILITY}),
+    "kill-stage": (kill_child_in_stage, {}),
+    "redis-stages": (redis_between_stages, {}),
     "redis-aof": (redis_restart(True), {"persistent_redis": True}),
     "redis-volatile": (redis_restart(False), {}),
     "pg-1s": (postgres_down(1), {}),
@@ -466,7 +506,8 @@ def write_report(rows: list[Row], args: argparse.Namespace, seconds: float) -> s
         "# Reliability: the fault matrix",
         "",
         f"`bash ops/chaos` on {datetime.now(UTC):%Y-%m-%d} ({machine()}); "
-        f"{args.providers:,} providers, batch size {args.batch_size:,}; "
+        f"{args.providers:,} providers, batch size {args.batch_size:,}, "
+        f"{args.shards} prepare shards (the reference: one); "
         f"matrix wall time {seconds / 60:.1f} min.",
         "Private Postgres, Redis and ArcadeDB (Bolt) on loopback; two Celery workers "
         "(prefork, concurrency 1) and beat with the watchdog; each fault on a fresh Redis "
@@ -490,6 +531,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--providers", type=int, default=30_000)
     parser.add_argument("--batch-size", type=int, default=2_500)
+    parser.add_argument("--shards", type=int, default=8, help="prepare stage shards per run")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -527,7 +569,7 @@ def main() -> int:
             print(f"chaos: {name} ...", flush=True)
             try:
                 with Lab(scratch / name, data, pg, pg.url, bolt, args.batch_size,
-                         run_root=run_root, **options) as lab:  # fmt: skip
+                         shards=args.shards, run_root=run_root, **options) as lab:  # fmt: skip
                     row = scenario(lab, reference)
             except Exception as exc:
                 traceback.print_exc()
