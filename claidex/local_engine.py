@@ -15,8 +15,6 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scoring.config import Settings
-from scoring.db.connection import connect
-from scoring.db.export import export_dataset
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
@@ -159,14 +157,22 @@ def run_local_from_postgres(
     show_progress: bool = True,
     publish_to: str | None = None,
 ) -> RunPaths:
-    """Export the source tables into the run directory, then run on that snapshot."""
+    """Export the source tables into the run directory (the export stage: each task COPYs
+    its own NPI range), then run on that snapshot."""
     paths = RunPaths(run_dir or cfg.run_root / new_run_id())
-    source = paths.root / "source"
-    with connect(database_url) as conn:
-        export_dataset(conn, source, with_graph=cfg.graph_mode == "embedded")
-    return run_local(
-        source, cfg, run_dir=paths.root, show_progress=show_progress, database_url=publish_to
-    )
+    before = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = database_url  # what export tasks read, here or spawned
+    try:
+        prepare(paths, None, cfg, stage_pool(cfg.workers), database_url=database_url)
+    finally:
+        if before is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = before
+    score_and_merge(paths, cfg.workers, show_progress=show_progress)
+    if publish_to is not None:
+        publish(paths, publish_to, outage_window=0)  # interactive
+    return paths
 
 
 def resume_local(

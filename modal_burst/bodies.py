@@ -16,14 +16,14 @@ from scoring.db.connection import database_url
 from scoring.errors import BatchGaveUpError, InputError, RunFileError
 from scoring.ledger import RunLedger, read_record
 from scoring.steps import score_batch
-from scoring.steps.finish import export_source, merge_and_publish
-from scoring.steps.prepare import begin_prepare, finish_prepare
+from scoring.steps.finish import merge_and_publish
+from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, finish_prepare
 from scoring.steps.stages import (
-    STAGES,
     combine,
     has_plan,
     has_window,
     missing_shards,
+    plan_stages,
     read_plan,
     reduce,
     run_stage_task,
@@ -51,9 +51,8 @@ def prepare_run(
     whose ledger lacks the choice (`RunNeeds.of_run`) rather than guess."""
     paths = layout.run(run_id)
     cfg = load_settings(**overrides)
-    if source == "postgres":
-        embedded = cfg.graph_mode == "embedded"  # the neo4j-* modes read no Postgres graph table
-        data = export_source(paths, database_url(), with_graph=embedded)
+    if source == "postgres":  # the graph here; the export stage's shards COPY NPI ranges
+        begin_prepare_from_postgres(paths, database_url(), cfg)
     else:
         data = layout.dataset(data_name)
         if not data.is_dir():
@@ -63,7 +62,7 @@ def prepare_run(
                 "keeps the volume it was deployed with: after a volume migration, redeploy)"
             )
             raise InputError(msg)
-    begin_prepare(paths, data, cfg)
+        begin_prepare(paths, data, cfg)
     RunLedger(paths).update(engine="modal", publish=publish)
     return {"run_id": run_id, "shards": cfg.shards}
 
@@ -157,14 +156,19 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     if planned and manifest is None:  # part-way through the stages: what a resume runs
         _, plan_cfg, shards = read_plan(paths)
         settings = plan_cfg.model_dump(mode="json")
-        stages_missing = {stage: missing_shards(paths, stage, shards) for stage in STAGES}
+        stages_missing = {
+            stage: missing_shards(paths, stage, shards) for stage in plan_stages(paths)
+        }
     state = {
         **summary,
         "exists": True,
         "prepared": manifest is not None,
         "planned": planned,
         "windowed": has_window(paths),
-        "stages_missing": stages_missing,
+        "stages_missing": stages_missing,  # in stage order
+        "plan_source": read_record(paths.root / "stages" / "plan.json").get("source")
+        if planned
+        else None,
         **({"stages": stage_progress(paths)} if planned else {}),  # the shards' own markers
         "graph_mode": settings.get("graph_mode"),
         "postgres_secret": settings.get("modal_postgres_secret"),

@@ -24,7 +24,6 @@ from modal_burst.run_secrets import (
 )
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.steps.stages import STAGES
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
@@ -183,10 +182,10 @@ def prepare_stages(
     after it are not started)."""
     run_id = state["run_id"]
     windowed = bool(state.get("windowed"))
-    for stage in STAGES:
+    for stage in state["stages_missing"]:  # the plan's stages, in order
         if stage == "aggregate" and not windowed:
             steps["stage_reduce"].remote(run_id)
-        todo: list[int] = list(state["stages_missing"].get(stage, []))
+        todo: list[int] = list(state["stages_missing"][stage])
         task = bar.add_task(stage, total=len(todo))
         results = steps["stage_shard"].map(
             todo,

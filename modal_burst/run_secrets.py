@@ -54,7 +54,7 @@ class RunNeeds:
     and the names of the secrets that reach them (the run's own, never the caller's)."""
 
     graph_mode: str = "embedded"
-    reads_postgres: bool = False  # --source postgres: prepare exports a snapshot
+    reads_postgres: bool = False  # --source postgres: prepare and export shards read it
     publishes: bool = True
     postgres_secret: str = _default(POSTGRES_NAME)
     neo4j_secret: str = _default(NEO4J_NAME)
@@ -72,9 +72,10 @@ class RunNeeds:
 
     @classmethod
     def of_run(cls, state: dict[str, Any], *, publish: bool | None) -> RunNeeds:
-        """A prepared run, from its run.json and ledger (`run_status`): the graph mode, secret
-        names and publish choice it started with, unless `publish` overrides the latter.
-        Prepare is over, so Postgres as a source no longer matters.
+        """A planned or prepared run, from its plan or run.json and ledger (`run_status`):
+        the graph mode, secret names and publish choice it started with, unless `publish`
+        overrides the latter. Postgres as a source matters only until prepare is over (the
+        export stage's shards read it).
 
         A ledger without the choice (prepare stopped between writing run.json and recording
         it) is refused: guessing 'publish' would write to Postgres for a --no-publish run."""
@@ -87,6 +88,7 @@ class RunNeeds:
         chosen = state["publish"] if publish is None else publish
         return cls(
             str(state.get("graph_mode") or "embedded"),
+            reads_postgres=state.get("plan_source") == "postgres" and not state.get("prepared"),
             publishes=bool(chosen),
             postgres_secret=str(state.get("postgres_secret") or _default(POSTGRES_NAME)),
             neo4j_secret=str(state.get("neo4j_secret") or _default(NEO4J_NAME)),
@@ -113,9 +115,10 @@ def secret_uses(needs: RunNeeds) -> dict[str, list[SecretUse]]:
     the graph mode reads it (snapshot: reduce; live: reduce and every batch)."""
     uses: dict[str, list[SecretUse]] = {step: [] for step in STEPS}
     postgres = needs.postgres_secret
-    if needs.reads_postgres:
+    if needs.reads_postgres:  # the graph tables at prepare, an NPI range per export shard
         why = "--source postgres reads Postgres"
         uses["prepare"].append(SecretUse(postgres, why, POSTGRES_KEYS))
+        uses["stage_shard"].append(SecretUse(postgres, why, POSTGRES_KEYS))
     if needs.publishes:
         why = "the run publishes to Postgres; --no-publish needs no database"
         uses["merge_and_calibrate"].append(SecretUse(postgres, why, POSTGRES_KEYS))

@@ -98,6 +98,12 @@ def table_files(data_dir: Path, name: str) -> list[Path]:
     return parts
 
 
+def input_files(data_dir: Path, *, with_graph: bool) -> list[Path]:
+    """Every file a run reads from a dataset directory (what its fingerprint covers)."""
+    names = CORE_FILES + (GRAPH_FILES if with_graph else ())
+    return [path for name in names for path in table_files(data_dir, name)]
+
+
 def check_columns(name: str, schema: pl.Schema, *, where: str) -> None:
     """Raise InputError naming the file and column when a column is missing or ill-typed."""
     for column, kind in SCHEMAS[name].items():

@@ -189,7 +189,7 @@ def test_no_publish_needs_no_postgres_secret_and_publish_names_the_missing_one(
     assert "--source postgres reads Postgres" in str(exporting.value)
 
 
-def test_source_postgres_attaches_the_secret_to_prepare_only(
+def test_source_postgres_attaches_the_secret_to_prepare_and_the_export_shards_only(
     volume: DirectoryVolume, database_url: str, tmp_path: Path
 ) -> None:
     from claidex.sample_data import generate
@@ -202,11 +202,18 @@ def test_source_postgres_attaches_the_secret_to_prepare_only(
         load_dataset(conn, data)
     expected = run_local(data, Settings(), run_dir=tmp_path / "files", show_progress=False)
     standin = modal_for(volume, secrets=postgres(database_url))
+    request = replace(_request("from-db", source="postgres"), overrides={"shards": 3})
     with standin.run() as remote:
-        outcome = run_burst(remote, _request("from-db", source="postgres"), show_progress=False)
-    assert outcome.status == "merged"
+        outcome = run_burst(remote, request, show_progress=False)
+    assert outcome.status == "merged", outcome.detail
     assert _committed(volume, "from-db").scores.read_bytes() == expected.scores.read_bytes()
     assert standin.records["prepare"].secrets_seen == [("claidex-postgres",)]
+    # one pool of shard containers carries it, for every stage (export needs it)
+    assert set(standin.records["stage_shard"].secrets_seen) == {("claidex-postgres",)}
+    exported = _committed(volume, "from-db").root / "source" / "payments_combined"
+    assert sorted(p.name for p in exported.glob("*.parquet")) == [
+        f"part-{i:05d}.parquet" for i in range(3)
+    ]
     assert set(standin.records["score_batch"].secrets_seen) == {()}
     assert standin.records["merge_and_calibrate"].secrets_seen == [()]  # --no-publish
 
@@ -857,19 +864,27 @@ def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
     none: dict[str, list[str]] = {step: [] for step in STEPS}
     assert names(RunNeeds(publishes=False)) == none
     assert names(RunNeeds()) == {**none, "merge_and_calibrate": pg}
-    assert names(RunNeeds(reads_postgres=True, publishes=False)) == {**none, "prepare": pg}
+    assert names(RunNeeds(reads_postgres=True, publishes=False)) == {
+        **none,
+        "prepare": pg,
+        "stage_shard": pg,
+    }
     snapshot = names(RunNeeds("neo4j-snapshot", publishes=False))
     assert snapshot == {**none, "stage_reduce": neo}
     live = names(RunNeeds("neo4j-live", reads_postgres=True))
     assert live == {
         **none,
         "prepare": pg,
+        "stage_shard": pg,
         "stage_reduce": neo,
         "score_batch": neo,
         "merge_and_calibrate": pg,
     }
     state = {"graph_mode": "neo4j-live", "publish": False}
     assert RunNeeds.of_run(state, publish=None) == RunNeeds("neo4j-live", publishes=False)
+    exporting = {**state, "plan_source": "postgres", "prepared": False}  # mid-export resume
+    assert RunNeeds.of_run(exporting, publish=None).reads_postgres is True
+    assert RunNeeds.of_run({**exporting, "prepared": True}, publish=None).reads_postgres is False
     assert RunNeeds.of_run(state, publish=True).publishes is True
     assert RunNeeds.of_request({"graph_mode": "neo4j-snapshot"}, "postgres", True) == RunNeeds(
         "neo4j-snapshot", reads_postgres=True

@@ -17,6 +17,7 @@ from scoring.config import Settings
 from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import SOURCE_TABLES
+from scoring.ledger import RunLedger
 from tests.builders import claidex_cli
 
 SOURCE_OBJECTS = (*SOURCE_TABLES, "payments_combined_v")
@@ -461,3 +462,50 @@ def test_both_publish_paths_leave_the_same_rows(
                 conn.execute(f"SELECT {columns} FROM provider_risk_scores ORDER BY npi").fetchall()
             )  # type: ignore[arg-type]
     assert tables[0] and [r[:-1] for r in tables[0]] == [r[:-1] for r in tables[1]]
+
+
+def test_the_export_stage_reads_npi_ranges_and_any_shard_count_gives_the_same_bytes(
+    production_url: str, production_dataset: Path, tmp_path: Path
+) -> None:
+    """Issue 13, --source postgres: each export task COPYs its own NPI range through the
+    production objects (no serial whole-table export); 1, 3 and 7 shards give the same
+    scores, quarantine and counts, and the dataset-file run's scores."""
+    from claidex.local_engine import run_local_from_postgres
+    from scoring.db.export import npi_range
+    from scoring.rundir import read_json
+
+    assert _cli(production_url, "db", "init").returncode == 0
+    assert _cli(production_url, "db", "load", str(production_dataset)).returncode == 0
+    with connect(production_url) as conn:  # malformed NPIs land in some range, exactly once
+        conn.execute("INSERT INTO providers (npi) VALUES ('12345'), ('abc'), ('3999999999')")
+        conn.commit()
+    files = run_local(production_dataset, Settings(), run_dir=tmp_path / "f", show_progress=False)
+    runs = {
+        shards: run_local_from_postgres(
+            production_url,
+            Settings(shards=shards, workers=2, batch_size=500),
+            run_dir=tmp_path / f"s{shards}",
+            show_progress=False,
+        )
+        for shards in (1, 3, 7)
+    }
+    one = runs[1]
+    assert one.scores.read_bytes() == files.scores.read_bytes()
+    assert pl.read_parquet(one.quarantine).filter(pl.col("source") == "providers").height >= 3
+    for shards, run in runs.items():
+        assert run.scores.read_bytes() == one.scores.read_bytes(), shards
+        assert run.quarantine.read_bytes() == one.quarantine.read_bytes(), shards
+        assert read_json(run.input_counts) == read_json(one.input_counts), shards
+        parts = sorted((run.root / "source" / "payments_combined").glob("*.parquet"))
+        assert len(parts) == shards
+        for index, part in enumerate(parts):
+            lower, upper = npi_range(index, shards)
+            npis = pl.read_parquet(part, columns=["npi"])["npi"]
+            assert lower is None or (npis >= lower).all()
+            assert upper is None or (npis < upper).all()
+        done = [read_json(run.root / "stages" / "export" / f"{i:05d}" / "done.json")
+                for i in range(shards)]  # fmt: skip
+        assert sum(d["rows"]["payments_combined"] for d in done) == sum(
+            pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts
+        )
+        assert RunLedger(run).read()["stages"]["export"] == f"{shards}/{shards}"

@@ -32,7 +32,6 @@ from scoring.rundir import (
 from scoring.steps import merge_and_calibrate, score_batch
 from scoring.steps.finish import (
     already_published,
-    export_source,
     merge_and_publish,
     published_outcome,
 )
@@ -42,14 +41,14 @@ from scoring.steps.incremental import (
     latest_full_run,
     prepare_incremental,
 )
-from scoring.steps.prepare import begin_prepare, finish_prepare
+from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, finish_prepare
 from scoring.steps.publish import publish
 from scoring.steps.stages import (
-    STAGES,
     combine,
     has_plan,
     has_window,
     missing_shards,
+    plan_stages,
     read_plan,
     reduce,
     run_stage_task,
@@ -234,18 +233,12 @@ def start_full_run(
             ledger.set_status("preparing", error=None, failed_step=None)
         else:
             with ledger.heartbeat("prepare", worker=worker, every=cfg.heartbeat_seconds):
-                embedded = cfg.graph_mode == "embedded"
-                data = (
-                    Path(data_dir)
-                    if data_dir
-                    else export_source(
-                        paths,
-                        database_url(),
-                        with_graph=embedded,
-                        outage_window=cfg.db_outage_window,
-                    )
-                )
-                begin_prepare(paths, data, cfg)
+                if data_dir:
+                    begin_prepare(paths, Path(data_dir), cfg)
+                else:  # the export stage's tasks read their own NPI ranges
+                    url = database_url()
+                    window = cfg.db_outage_window
+                    begin_prepare_from_postgres(paths, url, cfg, outage_window=window)
         ledger.update(engine="celery", publish=publish_scores)
         return {"run_id": run_id, **advance_stages(run_id, worker)}
 
@@ -261,7 +254,7 @@ def advance_stages(run_id: str, worker: str, after: str | None = None) -> dict[s
     ledger = RunLedger(paths)
     shards = read_plan(paths)[2]
     every = Settings().heartbeat_seconds
-    for stage in STAGES:
+    for stage in plan_stages(paths):
         if stage == "aggregate" and not has_window(paths):
             with ledger.step("prepare"), ledger.heartbeat("reduce", worker=worker, every=every):
                 reduce(paths, ledger)

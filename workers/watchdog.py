@@ -24,7 +24,16 @@ LOW_DISK_BYTES = 64 * 2**20
 UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged")
 START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
 STAGE_TASKS = ("claidex.stage_shard", "claidex.advance_stages")
-STAGE_BEATS = ("prepare", "reduce", "combine", "ingest-", "count-", "aggregate-", "peer_stats-")
+STAGE_BEATS = (
+    "prepare",
+    "reduce",
+    "combine",
+    "export-",
+    "ingest-",
+    "count-",
+    "aggregate-",
+    "peer_stats-",
+)
 
 
 @dataclass

@@ -6,6 +6,7 @@ and from there into Parquet with the dataset's column types.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
@@ -131,3 +132,72 @@ def _export_one(
         dataset_file(out_dir, name), compression="zstd"
     )
     return pl.scan_parquet(dataset_file(out_dir, name)).select(pl.len()).collect().item()
+
+
+# A total order of each per-NPI table's rows (ties are identical rows): an NPI range's rows
+# in this order, ranges in NPI order, are the whole table in this order, whatever the count.
+RANGE_ORDER = {
+    "providers": "npi NULLS FIRST, entity_type_code, display_name, taxonomy_1, state, is_excluded",
+    "payments_combined": "npi NULLS FIRST, year, program, payments, claims, beneficiaries, "
+    "taxonomy, state",
+    "exclusions": "npi NULLS FIRST, exclusion_id, excldate, reinstated",
+}
+NPI_LOW, NPI_SPAN = 1_000_000_000, 2_000_000_000  # NPIs are ten digits starting with 1 or 2
+
+
+def npi_range(index: int, shards: int) -> tuple[str | None, str | None]:
+    """[lower, upper) of NPI range `index` of `shards`, compared as text: the ranges cover
+    every value exactly once, a malformed one ('123', 'abc') too; NULL is in range 0."""
+    bounds = [f"{NPI_LOW + k * NPI_SPAN // shards:010d}" for k in range(1, shards)]
+    lower = bounds[index - 1] if index > 0 else None
+    upper = bounds[index] if index < shards - 1 else None
+    return lower, upper
+
+
+def _range_filter(index: int, shards: int) -> tuple[str, tuple[str, ...]]:
+    lower, upper = npi_range(index, shards)
+    if lower is None and upper is None:
+        return "TRUE", ()
+    if lower is None:
+        return "(npi IS NULL OR npi < %s)", (str(upper),)
+    if upper is None:
+        return "npi >= %s", (lower,)
+    return "npi >= %s AND npi < %s", (lower, upper)
+
+
+def export_npi_range(
+    conn: psycopg.Connection, out_dir: Path, index: int, shards: int
+) -> dict[str, int]:
+    """NPI range `index` of the per-NPI tables, read through the production objects in one
+    repeatable-read snapshot, as `<table>/part-<index>.parquet` parts of `out_dir` (each
+    written whole, then renamed); rows per table."""
+    where, params = _range_filter(index, shards)
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="claidex-export-") as scratch:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.commit()
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SET LOCAL extra_float_digits = 3")
+        conn.execute("SET LOCAL datestyle = 'ISO, YMD'")
+        try:
+            for name in PER_NPI:
+                text = (
+                    f"SELECT * FROM ({EXPORT_QUERIES[name]}) q WHERE {where} "
+                    f"ORDER BY {RANGE_ORDER[name]}"
+                )
+                csv = Path(scratch) / f"{name}.csv"
+                target = out_dir / name / f"part-{index:05d}.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                try:
+                    copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
+                    pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(
+                        tmp, compression="zstd"
+                    )
+                except (psycopg.Error, pl.exceptions.PolarsError) as exc:
+                    raise _export_error(exc, name) from exc
+                counts[name] = pl.scan_parquet(tmp).select(pl.len()).collect().item()
+                tmp.replace(target)
+        finally:
+            conn.rollback()
+    return counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -9,9 +10,12 @@ from typing import TypeVar
 import polars as pl
 
 from scoring.config import Settings
+from scoring.db.connection import connect
+from scoring.db.export import GRAPH_QUERIES, export_dataset
+from scoring.errors import InputError
 from scoring.graphdb.connection import GraphUnavailableError, neo4j_target
 from scoring.graphdb.snapshot import GraphSnapshot, read_snapshot, verify_graph
-from scoring.inputs import CORE_FILES, GRAPH_FILES, table_files
+from scoring.inputs import input_files
 from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
 from scoring.peer_stats import (
@@ -27,7 +31,9 @@ from scoring.rundir import RunPaths, writable_run_dir
 from scoring.steps.outage import through_outage
 from scoring.steps.stages import (
     combine,
+    has_window,
     missing_shards,
+    plan_stages,
     read_plan,
     reduce,
     run_stage_task,
@@ -40,8 +46,7 @@ T = TypeVar("T")
 
 
 def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
-    names = CORE_FILES + (GRAPH_FILES if cfg.graph_mode == "embedded" else ())
-    return [path for name in names for path in table_files(data_dir, name)]
+    return input_files(data_dir, with_graph=cfg.graph_mode == "embedded")
 
 
 def _ride_out(cfg: Settings, ledger: RunLedger, action: Callable[[], T]) -> T:
@@ -111,11 +116,9 @@ def run_stages(paths: RunPaths, run_tasks: StageRunner = run_serially) -> RunMan
     """The stages of a written plan; only shards without a done marker run (resume)."""
     ledger = RunLedger(paths)
     shards = read_plan(paths)[2]
-    for stage in ("ingest", "count"):
-        run_tasks(paths, stage, missing_shards(paths, stage, shards))
-        ledger.update(stages=stage_progress(paths))
-    reduce(paths, ledger)
-    for stage in ("aggregate", "peer_stats"):
+    for stage in plan_stages(paths):
+        if stage == "aggregate" and not has_window(paths):
+            reduce(paths, ledger)
         run_tasks(paths, stage, missing_shards(paths, stage, shards))
         ledger.update(stages=stage_progress(paths))
     return combine(paths)
@@ -135,6 +138,34 @@ def begin_prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> None:
         write_plan(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
 
 
+def begin_prepare_from_postgres(
+    paths: RunPaths, url: str | None, cfg: Settings, *, outage_window: float = 0.0
+) -> None:
+    """A clean run directory and a plan whose first stage exports the per-NPI tables by
+    NPI range (each task its own COPY); the graph tables, small, are exported here, once,
+    in the embedded graph mode (the neo4j-* modes read no Postgres graph table)."""
+    writable_run_dir(paths.root)
+    paths.clear()
+    source = paths.root / "source"
+    shutil.rmtree(source, ignore_errors=True)  # no part of an earlier prepare survives
+    ledger = RunLedger(paths)
+    ledger.start(kind="full", source="postgres", fingerprint="")
+    if url is None:
+        msg = "no dataset directory and no database configured for this run"
+        ledger.fail("export", msg)
+        raise InputError(msg)
+    with ledger.step("prepare"):
+        if cfg.graph_mode == "embedded":
+
+            def export_graph() -> None:
+                with connect(url) as conn:
+                    export_dataset(conn, source, with_graph=True, tables=GRAPH_QUERIES)
+
+            through_outage(export_graph, ledger=ledger, step="export", window=outage_window)
+        source.mkdir(parents=True, exist_ok=True)
+        write_plan(paths, source, cfg, "", source_kind="postgres")
+
+
 def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
     """The manifest is what batches and merge read: written last, once every stage is done."""
     manifest.save(paths)
@@ -148,11 +179,20 @@ def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
 
 
 def prepare(
-    paths: RunPaths, data_dir: Path, cfg: Settings, run_tasks: StageRunner = run_serially
+    paths: RunPaths,
+    data_dir: Path | None,
+    cfg: Settings,
+    run_tasks: StageRunner = run_serially,
+    *,
+    database_url: str | None = None,
 ) -> RunManifest:
-    """Step 1 of a full run over a dataset directory: the stages, fanned out by `run_tasks`;
-    records status, per-stage progress and timing in the ledger."""
-    begin_prepare(paths, data_dir, cfg)
+    """Step 1 of a full run over a dataset directory, or (data_dir None) over Postgres
+    (the export stage reads DATABASE_URL in each task's process): the stages, fanned out by
+    `run_tasks`; records status, per-stage progress and timing in the ledger."""
+    if data_dir is None:
+        begin_prepare_from_postgres(paths, database_url, cfg)
+    else:
+        begin_prepare(paths, data_dir, cfg)
     ledger = RunLedger(paths)
     with ledger.step("prepare"):
         manifest = run_stages(paths, run_tasks)

@@ -20,11 +20,13 @@ import polars as pl
 
 from scoring.concentration import program_totals
 from scoring.config import Settings, frozen_settings
+from scoring.db.connection import connect, database_url
+from scoring.db.export import export_npi_range
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
-from scoring.inputs import SCHEMAS, dataset_file, read_dataset, reading
-from scoring.ledger import RunLedger
+from scoring.inputs import SCHEMAS, dataset_file, input_files, read_dataset, reading
+from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
 from scoring.npi import npi_problems, npi_to_int
 from scoring.ownership import chain_providers, match_snf, ownership_groups
@@ -63,9 +65,11 @@ from scoring.rundir import (
     write_parquet_atomic,
 )
 from scoring.steps.batches import write_batches
+from scoring.steps.outage import through_outage
 from scoring.validation import validate_graph
 
 STAGES = ("ingest", "count", "aggregate", "peer_stats")  # fanned out; reduce and combine are single
+EXPORT = "export"  # first, for --source postgres: each task COPYs its own NPI range
 PAYMENTS = "payments_combined"
 PAYMENT_COLUMNS = list(SCHEMAS[PAYMENTS])
 SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
@@ -110,10 +114,20 @@ def _scan(files: list[Path], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.concat([read_parquet_named(f) for f in files], how="vertical_relaxed")
 
 
-def write_plan(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str) -> None:
-    """What every stage task reads: the source, the frozen settings and the shard count."""
+def write_plan(
+    paths: RunPaths,
+    data_dir: Path,
+    cfg: Settings,
+    fingerprint: str,
+    *,
+    source_kind: str = "dataset",
+) -> None:
+    """What every stage task reads: the source, the frozen settings and the shard count.
+    `source_kind` 'postgres': an export stage fills data_dir first (fingerprint '' until
+    combine takes it from the exported parts)."""
     source = Path(data_dir).resolve()
     plan = {
+        "source": source_kind,
         "data_dir": str(source),
         # where the data lies seen from the run directory: a Modal container mounts the
         # volume at its own path, so the absolute one may not exist there
@@ -124,6 +138,12 @@ def write_plan(paths: RunPaths, data_dir: Path, cfg: Settings, fingerprint: str)
         "settings": cfg.model_dump(mode="json"),
     }
     write_json_atomic(plan, _plan_path(paths))
+
+
+def plan_stages(paths: RunPaths) -> tuple[str, ...]:
+    """The fanned-out stages of the run's plan, in order."""
+    postgres = read_json(_plan_path(paths)).get("source") == "postgres"
+    return (EXPORT, *STAGES) if postgres else STAGES
 
 
 def has_plan(paths: RunPaths) -> bool:
@@ -168,7 +188,7 @@ def stage_progress(paths: RunPaths) -> dict[str, str]:
     if not _plan_path(paths).exists():
         return {}
     shards = read_plan(paths)[2]
-    return {stage: f"{len(shards_done(paths, stage))}/{shards}" for stage in STAGES}
+    return {stage: f"{len(shards_done(paths, stage))}/{shards}" for stage in plan_stages(paths)}
 
 
 def _finish(paths: RunPaths, stage: str, index: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +226,29 @@ def _bucket_rows(
     if not frames:
         return pl.DataFrame(schema=schema)
     return pl.concat(frames, how="vertical_relaxed")
+
+
+# --- export x S (--source postgres) -------------------------------------------------------
+def export(paths: RunPaths, index: int) -> dict[str, Any]:
+    """NPI range `index` of the per-NPI source tables, COPYed by this task into the run's
+    snapshot directory as parts (ingest then reads them as a dataset of parts). The URL
+    comes from this process's DATABASE_URL (a worker's, a Modal secret's), never the plan."""
+    data_dir, cfg, shards = read_plan(paths)
+    url = database_url()
+    if url is None:
+        msg = (
+            f"run {paths.run_id}: the export stage reads Postgres, "
+            "and this process has no DATABASE_URL"
+        )
+        raise InputError(msg)
+    def export_once() -> dict[str, int]:  # a fresh snapshot each attempt
+        with connect(url) as conn:
+            return export_npi_range(conn, data_dir, index, shards)
+
+    counts = through_outage(
+        export_once, ledger=RunLedger(paths), step="export", window=cfg.db_outage_window
+    )
+    return _finish(paths, EXPORT, index, {"rows": counts})
 
 
 # --- ingest x S ---------------------------------------------------------------------------
@@ -692,6 +735,9 @@ def combine(paths: RunPaths) -> RunManifest:
     }
     write_json_atomic(counts, paths.input_counts)
     plan = read_json(_plan_path(paths))
+    fingerprint = plan["fingerprint"] or input_fingerprint(
+        input_files(data_dir, with_graph=cfg.graph_mode == "embedded")
+    )
     return RunManifest(
         run_id=paths.run_id,
         kind="full",
@@ -700,12 +746,13 @@ def combine(paths: RunPaths) -> RunManifest:
         batches_total=sum(window["batches"]),
         batch_size=cfg.batch_size,
         providers_scored=sums["providers_scored"],
-        input_fingerprint=plan["fingerprint"],
+        input_fingerprint=fingerprint,
         settings=plan["settings"],
     )
 
 
 STAGE_BODIES: dict[str, Callable[[RunPaths, int], dict[str, Any]]] = {
+    EXPORT: export,
     "ingest": ingest,
     "count": count,
     "aggregate": aggregate,
@@ -716,7 +763,7 @@ STAGE_BODIES: dict[str, Callable[[RunPaths, int], dict[str, Any]]] = {
 def run_stage_task(paths: RunPaths, stage: str, index: int) -> dict[str, Any]:
     """One shard task of one stage, as every engine calls it (by name: messages carry names)."""
     if stage not in STAGE_BODIES:
-        msg = f"unknown stage {stage!r} (stages: {', '.join(STAGES)})"
+        msg = f"unknown stage {stage!r} (stages: {', '.join(STAGE_BODIES)})"
         raise RunStateError(msg)
     shards = read_plan(paths)[2]
     if not 0 <= index < shards:
