@@ -241,6 +241,7 @@ def export(paths: RunPaths, index: int) -> dict[str, Any]:
             "and this process has no DATABASE_URL"
         )
         raise InputError(msg)
+
     def export_once() -> dict[str, int]:  # a fresh snapshot each attempt
         with connect(url) as conn:
             return export_npi_range(conn, data_dir, index, shards)
