@@ -143,6 +143,42 @@ def reading(path: Path) -> Iterator[None]:
 def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
     """Lazily read one input table (one file or a directory of parts), check its columns
     (each part's, so a stray part is named) and cast them to canonical types."""
+    frames = [frame for _, frame in _checked_parts(data_dir, name)]
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """A checked table's parts with their row counts: a row range reads only the parts
+    that hold it (a slice of a concatenated scan would read every part before it)."""
+
+    path: Path  # the file or parts directory, for messages
+    parts: tuple[tuple[pl.LazyFrame, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(rows for _, rows in self.parts)
+
+    def rows(self, lo: int, hi: int) -> pl.LazyFrame:
+        """Rows [lo, hi) of the table, in table order."""
+        frames, start = [], 0
+        for frame, rows in self.parts:
+            first, last = max(lo, start), min(hi, start + rows)
+            if first < last:
+                frames.append(frame.slice(first - start, last - first))
+            start += rows
+        return pl.concat(frames, how="vertical") if frames else self.parts[0][0].head(0)
+
+
+def table_rows(data_dir: Path, name: str) -> TableRows:
+    parts = []
+    for path, frame in _checked_parts(data_dir, name):
+        with reading(path):
+            parts.append((frame, pl.scan_parquet(path).select(pl.len()).collect().item()))
+    return TableRows(dataset_file(data_dir, name), tuple(parts))
+
+
+def _checked_parts(data_dir: Path, name: str) -> list[tuple[Path, pl.LazyFrame]]:
     path = dataset_file(data_dir, name)
     if path.is_dir() and path.suffix == ".parquet":
         msg = f"{path}: is a directory, not a Parquet file"
@@ -151,9 +187,7 @@ def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
     if not files:
         msg = f"{path}: input file is missing"
         raise InputError(msg)
-    frames = [_scan_part(part, name) for part in files]
-    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
-    return lf
+    return [(part, _scan_part(part, name)) for part in files]
 
 
 def _scan_part(path: Path, name: str) -> pl.LazyFrame:

@@ -25,7 +25,7 @@ from scoring.db.export import export_npi_range
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
-from scoring.inputs import SCHEMAS, dataset_file, input_files, read_dataset, reading
+from scoring.inputs import SCHEMAS, TableRows, input_files, read_dataset, reading, table_rows
 from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
 from scoring.npi import npi_problems, npi_to_int
@@ -254,13 +254,13 @@ def export(paths: RunPaths, index: int) -> dict[str, Any]:
 
 # --- ingest x S ---------------------------------------------------------------------------
 def _ingest_payments(
-    lf: pl.LazyFrame, path: Path, lo: int, hi: int, cfg: Settings
+    table: TableRows, lo: int, hi: int, cfg: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     rules = payment_rules(cfg)
     kept, bad = [], []
     for offset in range(lo, hi, cfg.validation_chunk_rows):
-        with reading(path):
-            chunk = lf.slice(offset, min(cfg.validation_chunk_rows, hi - offset)).collect()
+        with reading(table.path):
+            chunk = table.rows(offset, min(hi, offset + cfg.validation_chunk_rows)).collect()
         problems = npi_problems(chunk["npi"])
         tagged = tag_rows(chunk, rules, first_row=offset, npi_problems=problems)
         good, q = split_tagged(
@@ -286,31 +286,26 @@ SCHEMAS_CANON_PAYMENTS_INT: dict[str, pl.DataType] = {
 
 
 def _ingest_rows(
-    lf: pl.LazyFrame, path: Path, index: int, shards: int, source: str, rules: list[pl.Expr]
+    table: TableRows, index: int, shards: int, source: str, rules: list[pl.Expr]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A reference table's slice: row rules here, duplicate rules where the NPI is whole."""
-    with reading(path):
-        total = lf.select(pl.len()).collect().item()
-        lo, hi = share(total, shards, index)
-        rows = lf.slice(lo, hi - lo).collect()
+    lo, hi = share(table.total, shards, index)
+    with reading(table.path):
+        rows = table.rows(lo, hi).collect()
     return split_tagged(tag_rows(rows, rules, first_row=lo), rows.columns, source)
 
 
 def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
     """Slice `index` of each input: checked, its bad rows quarantined, its good rows bucketed."""
     data_dir, cfg, shards = read_plan(paths)
-    raw = read_dataset(data_dir, with_graph=False)
     out = _dir(paths, "ingest", index)
-    path = dataset_file(data_dir, PAYMENTS)
-    with reading(path):
-        total = raw.payments.select(pl.len()).collect().item()
-    lo, hi = share(total, shards, index)
-    payments, bad = _ingest_payments(raw.payments, path, lo, hi, cfg)
+    table = table_rows(data_dir, PAYMENTS)
+    lo, hi = share(table.total, shards, index)
+    payments, bad = _ingest_payments(table, lo, hi, cfg)
     _write_buckets(payments, out, "payments", npi_bucket(pl.col("npi"), shards))
     write_parquet_atomic(bad, out / "q-payments.parquet")
     providers, bad_providers = _ingest_rows(
-        raw.providers,
-        dataset_file(data_dir, "providers"),
+        table_rows(data_dir, "providers"),
         index,
         shards,
         "providers",
@@ -319,8 +314,7 @@ def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
     _write_buckets(providers, out, "providers", npi_bucket(npi_to_int(pl.col("npi")), shards))
     write_parquet_atomic(bad_providers, out / "q-providers.parquet")
     exclusions, bad_exclusions = _ingest_rows(
-        raw.exclusions,
-        dataset_file(data_dir, "exclusions"),
+        table_rows(data_dir, "exclusions"),
         index,
         shards,
         "exclusions",
