@@ -170,8 +170,10 @@ def test_live_batch_retry_survives_a_server_restart(
 
     watcher = _kill_after_first_batch(paths, bounce)
     cfg = Settings(batch_size=500, graph_mode="neo4j-live")
-    run_local(graph_dataset, cfg, run_dir=paths.root, show_progress=False)
-    watcher.join(timeout=120)
+    try:
+        run_local(graph_dataset, cfg, run_dir=paths.root, show_progress=False)
+    finally:  # a failed run must not leave the bounce starting a server after teardown
+        watcher.join(timeout=120)
     embedded = run_local(
         graph_dataset, Settings(batch_size=500), run_dir=tmp_path / "emb", show_progress=False
     )
