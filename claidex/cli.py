@@ -10,7 +10,7 @@ from typing import get_args
 
 import psycopg
 
-from scoring.config import GraphMode, load_settings
+from scoring.config import SHARDS_HELP, GraphMode, load_settings
 from scoring.errors import ClaidexError, InputError
 from scoring.ledger import RunLedger
 
@@ -208,9 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def engine_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--batch-size", type=int, default=None, help="NPIs per batch")
-        p.add_argument(
-            "--shards", type=int, default=None, help="input slices = NPI buckets = peer buckets"
-        )
+        p.add_argument("--shards", type=int, default=None, help=SHARDS_HELP)
         p.add_argument("--workers", type=int, default=None, help="worker processes")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -64,7 +64,7 @@ def prepare_run(
             raise InputError(msg)
         begin_prepare(paths, data, cfg)
     RunLedger(paths).update(engine="modal", publish=publish)
-    return {"run_id": run_id, "shards": cfg.shards}
+    return {"run_id": run_id, "shards": read_plan(paths)[2]}
 
 
 def stage_shard(layout: VolumeLayout, run_id: str, stage: str, index: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from modal_burst.driver import (
     run_overrides,
 )
 from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, named_volume
-from scoring.config import Settings, load_settings
+from scoring.config import SHARDS_HELP, Settings, load_settings
 from scoring.errors import RunStateError
 from scoring.rundir import checked_run_id, new_run_id
 
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--data-name", help="dataset on the volume (default CLAIDEX_MODAL_DATA_NAME)")
     full.add_argument("--source", choices=["volume", "postgres"], default="volume")
     full.add_argument("--batch-size", type=int, default=None)
-    full.add_argument("--shards", type=int, default=None, help="shards of each prepare stage")
+    full.add_argument("--shards", type=int, default=None, help=SHARDS_HELP)
     full.add_argument(
         "--max-batches", type=positive, default=None, help="smoke run: first K batches"
     )

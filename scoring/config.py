@@ -20,6 +20,9 @@ GraphMode = Literal["embedded", "neo4j-snapshot", "neo4j-live"]
 FullEngine = Literal["celery", "modal"]
 
 
+SHARDS_HELP = "shards of each prepare stage (default: one per `shard_rows`, 3 M, payment rows)"
+
+
 class Settings(BaseSettings):
     """Methodology v1 constants (SPEC §4) and engine settings."""
 
@@ -78,7 +81,10 @@ class Settings(BaseSettings):
     as_of_year: int | None = None
     batch_size: int = Field(default=250_000, ge=1)
     # S = B = G: input slices, NPI buckets and peer buckets of a full run's stages.
-    shards: int = Field(default=1, ge=1, le=4096)
+    # 0: one shard per `shard_rows` payment rows (measured: a shard task of 2.85 M rows
+    # peaks at 1.3 GB, docs/BENCHMARKS.md), frozen into the run's plan.
+    shards: int = Field(default=0, ge=0, le=4096)
+    shard_rows: int = Field(default=3_000_000, ge=1)
     workers: int = Field(default=1, ge=1)
     run_root: Path = Path("runs")
     graph_mode: GraphMode = "embedded"

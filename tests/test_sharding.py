@@ -265,3 +265,15 @@ def test_a_modal_shard_that_keeps_dying_fails_the_run_and_resume_runs_only_it(
     assert sorted(resumer.records["stage_shard"].mapped) == [0, 1, 2, 2, 3]
     assert resumer.records["prepare"].remote_calls == []
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
+
+
+def test_shards_zero_sizes_the_run_from_its_payment_rows(
+    hostile_dataset: Path, reference: RunPaths, tmp_path: Path
+) -> None:
+    rows = pl.scan_parquet(hostile_dataset / "payments_combined.parquet").select(pl.len())
+    total = rows.collect().item()
+    cfg = Settings(shards=0, shard_rows=total // 4, batch_size=500)  # 5 shards (4 and a rest)
+    paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "auto", show_progress=False)
+    assert read_json(paths.root / "stages" / "plan.json")["shards"] == -(-total // (total // 4))
+    assert RunLedger(paths).read()["stages"]["ingest"] == "5/5"
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()

@@ -12,7 +12,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from claidex.cli import add_graph_flag
-from scoring.config import load_settings
+from scoring.config import SHARDS_HELP, load_settings
 from scoring.errors import InputError
 from scoring.ledger import RunLedger
 
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--data", help="dataset directory visible to every worker")
     full.add_argument("--source", choices=["dataset", "postgres"], default="dataset")
     full.add_argument("--batch-size", type=int, default=None)
-    full.add_argument("--shards", type=int, default=None, help="shards of each prepare stage")
+    full.add_argument("--shards", type=int, default=None, help=SHARDS_HELP)
     full.add_argument("--run-id", default=None, help="(default: a new sortable id)")
     full.add_argument("--no-publish", action="store_true")
     add_graph_flag(full)

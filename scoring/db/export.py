@@ -201,3 +201,24 @@ def export_npi_range(
         finally:
             conn.rollback()
     return counts
+
+
+PROGRAM_TABLES = ("payments_medicaid", "payments_medicare", "medicare_part_d")  # the view's
+
+
+def estimated_payment_rows(conn: psycopg.Connection) -> int:
+    """payments_combined_v's rows as the planner estimates them (pg_class.reltuples of the
+    program tables behind it; a table never analysed is counted): enough to size shards."""
+    total = 0
+    for table in PROGRAM_TABLES:
+        row = conn.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", (table,)
+        ).fetchone()
+        estimate = int(row[0]) if row is not None and row[0] is not None else -1
+        if estimate < 0:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            counted = conn.execute(query).fetchone()
+            estimate = int(counted[0]) if counted is not None else 0
+        total += estimate
+    conn.rollback()
+    return total

@@ -11,7 +11,7 @@ import polars as pl
 
 from scoring.config import Settings
 from scoring.db.connection import connect
-from scoring.db.export import GRAPH_QUERIES, export_dataset
+from scoring.db.export import GRAPH_QUERIES, estimated_payment_rows, export_dataset
 from scoring.errors import InputError
 from scoring.graphdb.connection import GraphUnavailableError, neo4j_target
 from scoring.graphdb.snapshot import GraphSnapshot, read_snapshot, verify_graph
@@ -155,15 +155,16 @@ def begin_prepare_from_postgres(
         ledger.fail("export", msg)
         raise InputError(msg)
     with ledger.step("prepare"):
-        if cfg.graph_mode == "embedded":
 
-            def export_graph() -> None:
-                with connect(url) as conn:
+        def export_graph() -> int:
+            with connect(url) as conn:
+                if cfg.graph_mode == "embedded":  # the neo4j-* modes read no Postgres graph
                     export_dataset(conn, source, with_graph=True, tables=GRAPH_QUERIES)
+                return 0 if cfg.shards else estimated_payment_rows(conn)
 
-            through_outage(export_graph, ledger=ledger, step="export", window=outage_window)
+        rows = through_outage(export_graph, ledger=ledger, step="export", window=outage_window)
         source.mkdir(parents=True, exist_ok=True)
-        write_plan(paths, source, cfg, "", source_kind="postgres")
+        write_plan(paths, source, cfg, "", source_kind="postgres", payment_rows=rows)
 
 
 def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:

@@ -114,6 +114,11 @@ def _scan(files: list[Path], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     return pl.concat([read_parquet_named(f) for f in files], how="vertical_relaxed")
 
 
+def auto_shards(payment_rows: int, cfg: Settings) -> int:
+    """Shards for `payment_rows` when the run asks for none (`shards` 0)."""
+    return max(1, min(4096, -(-payment_rows // cfg.shard_rows)))
+
+
 def write_plan(
     paths: RunPaths,
     data_dir: Path,
@@ -121,11 +126,17 @@ def write_plan(
     fingerprint: str,
     *,
     source_kind: str = "dataset",
+    payment_rows: int | None = None,
 ) -> None:
-    """What every stage task reads: the source, the frozen settings and the shard count.
+    """What every stage task reads: the source, the frozen settings and the shard count
+    (`shards` 0: from the payment rows, counted here or, for Postgres, estimated).
     `source_kind` 'postgres': an export stage fills data_dir first (fingerprint '' until
     combine takes it from the exported parts)."""
     source = Path(data_dir).resolve()
+    if payment_rows is None and not cfg.shards:
+        payment_rows = table_rows(source, PAYMENTS).total
+    shards = cfg.shards or auto_shards(payment_rows or 0, cfg)
+    cfg = cfg.model_copy(update={"shards": shards})
     plan = {
         "source": source_kind,
         "data_dir": str(source),
