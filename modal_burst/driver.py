@@ -97,6 +97,7 @@ def run_overrides(cfg: Settings, **flags: Any) -> dict[str, Any]:
     chosen = cfg.model_dump(mode="json", exclude_unset=True)
     chosen = {k: v for k, v in chosen.items() if k not in LOCATION_SETTINGS}
     chosen.setdefault("batch_size", cfg.modal_batch_size)
+    chosen.setdefault("shard_rows", cfg.modal_shard_rows)
     chosen = {**secret_names(cfg), **chosen}
     return {**chosen, **{k: v for k, v in flags.items() if v is not None}}
 

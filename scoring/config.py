@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     modal_source: Literal["volume", "postgres"] = "volume"  # scheduled runs read from
     modal_batch_size: int = Field(default=6_000, ge=1)  # ~300 batches at seed scale
     modal_max_containers: int = Field(default=300, ge=1)
+    # a burst's shards (unless --shards): smaller than a machine's, the critical path is
+    # the slowest shard of each stage (~64 shards at seed scale)
+    modal_shard_rows: int = Field(default=750_000, ge=1)
     modal_retries: int = Field(default=3, ge=0)
     modal_batch_timeout: int = Field(default=900, ge=10)  # legacy: 15 min
     modal_batch_memory: int = Field(default=4_096, ge=512)  # MiB; legacy: 4 GB

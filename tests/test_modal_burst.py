@@ -854,6 +854,8 @@ def test_run_overrides_carry_the_callers_methodology_not_its_paths() -> None:
     assert chosen["modal_neo4j_secret"] == "neo-2"  # the secrets this caller checks and names
     assert chosen["modal_postgres_secret"] == "claidex-postgres"
     assert run_overrides(cfg, batch_size=9)["batch_size"] == 9
+    assert chosen["shard_rows"] == cfg.modal_shard_rows  # a burst's shards are smaller
+    assert run_overrides(cfg, shards=5)["shards"] == 5
 
 
 def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
