@@ -20,9 +20,9 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
-from scoring.steps.prepare import StageRunner, run_serially
+from scoring.steps.prepare import StageRunner, finish_prepare, run_serially, run_stages
 from scoring.steps.publish import publish
-from scoring.steps.stages import run_stage_task
+from scoring.steps.stages import has_plan, run_stage_task
 
 ProgressHook = Callable[[int, int], None]
 
@@ -178,8 +178,15 @@ def run_local_from_postgres(
 def resume_local(
     paths: RunPaths, workers: int, *, show_progress: bool = True, database_url: str | None = None
 ) -> RunPaths:
-    """Finish an interrupted run: only batches without a chunk are scored, then merge
-    (and publish when a database is given)."""
+    """Finish an interrupted run: a prepare stopped part-way carries on with the missing
+    shards of its stages; only batches without a chunk are scored, then merge (and publish
+    when a database is given)."""
+    if not paths.manifest.exists() and has_plan(paths):
+        ledger = RunLedger(paths)
+        ledger.set_status("preparing", error=None, failed_step=None)
+        with ledger.step("prepare"):
+            manifest = run_stages(paths, stage_pool(workers))
+        finish_prepare(paths, manifest)
     score_and_merge(paths, workers, show_progress=show_progress)
     if database_url is not None:
         publish(paths, database_url, outage_window=0)  # interactive

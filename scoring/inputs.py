@@ -91,7 +91,20 @@ def table_files(data_dir: Path, name: str) -> list[Path]:
         raise InputError(msg)
     if not folder.is_dir():
         return [single] if single.is_file() else []
-    parts = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and p.is_file())
+    entries = sorted(folder.iterdir())
+    # what writers leave beside their parts; a dotfile is one still being written
+    ignored = [p for p in entries if p.name.startswith((".", "_")) or p.suffix == ".crc"]
+    stray = [
+        p for p in entries if p not in ignored and not (p.is_file() and p.suffix == ".parquet")
+    ]
+    if stray:
+        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in stray[:5])
+        msg = (
+            f"{folder}/: holds {shown}, which is not a .parquet part: a part directory is "
+            "flat, every file a part (nothing would be read from it silently)"
+        )
+        raise InputError(msg)
+    parts = [p for p in entries if p not in ignored]
     if not parts:
         msg = f"{folder}/: holds no .parquet parts"
         raise InputError(msg)

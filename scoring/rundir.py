@@ -188,6 +188,8 @@ def read_bucket(path: Path, bucket: str, value: int) -> pl.DataFrame:
         handle = pq.ParquetFile(path)
         meta, arrow = handle.metadata, handle.schema_arrow
         column = arrow.get_field_index(bucket)
+        if column < 0:
+            raise ValueError(f"no column {bucket!r}: not a bucketed stage file")
         groups = [
             i
             for i in range(meta.num_row_groups)

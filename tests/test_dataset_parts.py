@@ -112,3 +112,22 @@ def test_a_parted_dataset_uploads_and_bursts_on_the_modal_standin(
     assert (
         VolumeLayout(volume.root).run("parts").scores.read_bytes() == reference.scores.read_bytes()
     )
+
+
+@pytest.mark.parametrize("intruder", ["nested/", "part-9.PARQUET", "notes.txt"])
+def test_a_part_directory_holds_only_parts(parted: Path, tmp_path: Path, intruder: str) -> None:
+    """Anything but a part (a nested folder, another suffix) is refused, never skipped;
+    what writers leave beside parts (dotfiles, _SUCCESS, .crc) is ignored."""
+    data = tmp_path / "data"
+    shutil.copytree(parted, data)
+    folder = data / PARTS
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".part-00009.parquet.tmp").write_text("being written")
+    names = [p.name for p in table_files(data, PARTS)]
+    assert names == [p.name for p in table_files(parted, PARTS)]  # ignored
+    if intruder.endswith("/"):
+        (folder / intruder).mkdir()
+    else:
+        (folder / intruder).write_text("x")
+    with pytest.raises(InputError, match=rf"{intruder.rstrip('/')}/?, which is not a \.parquet"):
+        run_local(data, Settings(), run_dir=tmp_path / "r", show_progress=False)

@@ -277,3 +277,44 @@ def test_shards_zero_sizes_the_run_from_its_payment_rows(
     assert read_json(paths.root / "stages" / "plan.json")["shards"] == -(-total // (total // 4))
     assert RunLedger(paths).read()["stages"]["ingest"] == "5/5"
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
+
+
+def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inputs(
+    hostile_dataset: Path, reference: RunPaths, tmp_path: Path
+) -> None:
+    """`claidex resume RUN` after a prepare died in aggregate: only the missing shards run;
+    a resume that would ingest inputs replaced since the plan is refused."""
+    from claidex.local_engine import resume_local
+    from scoring.errors import InputError
+    from scoring.steps.prepare import prepare
+
+    data = tmp_path / "data"
+    shutil.copytree(hostile_dataset, data)
+    cfg = Settings(shards=6, batch_size=400)
+
+    class KilledError(Exception):
+        pass
+
+    def dies_in_aggregate(p: RunPaths, stage: str, shards: list[int]) -> None:
+        run_serially(p, stage, shards[:2] if stage == "aggregate" else shards)
+        if stage == "aggregate":
+            raise KilledError
+
+    paths = RunPaths(tmp_path / "run")
+    with pytest.raises(KilledError):
+        prepare(paths, data, cfg, dies_in_aggregate)
+    resume_local(paths, workers=2, show_progress=False)
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert RunLedger(paths).read()["stages"]["aggregate"] == "6/6"
+
+    def dies_in_ingest(p: RunPaths, stage: str, shards: list[int]) -> None:
+        run_serially(p, stage, shards[:2])
+        raise KilledError
+
+    again = RunPaths(tmp_path / "again")
+    with pytest.raises(KilledError):
+        prepare(again, data, cfg, dies_in_ingest)
+    payments = pl.read_parquet(data / "payments_combined.parquet")
+    payments.head(payments.height - 1).write_parquet(data / "payments_combined.parquet")
+    with pytest.raises(InputError, match=r"changed since the run was planned"):
+        resume_local(again, workers=1, show_progress=False)

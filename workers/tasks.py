@@ -19,7 +19,7 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings, load_settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
-from scoring.errors import RETRYABLE_EXCEPTIONS, RunStateError
+from scoring.errors import RETRYABLE_EXCEPTIONS, RunStateError, is_retryable
 from scoring.ledger import RETRY_PENDING, RunLedger, read_record, utc_now
 from scoring.manifest import RunManifest
 from scoring.rundir import (
@@ -297,7 +297,10 @@ def stage_shard_task(self: Any, run_id: str, stage: str, index: int) -> dict[str
         try:
             summary = run_stage_task(paths, stage, index)
         except Exception as exc:
-            ledger.fail("prepare", f"{stage} shard {index}: {type(exc).__name__}: {exc}")
+            # a retryable error with a retry coming is recorded as `retrying`, not failed:
+            # the retry's success must leave the run preparing, so its callback goes on
+            why = f"{stage} shard {index}: {type(exc).__name__}: {exc}"
+            ledger.fail("prepare", exc if is_retryable(exc) and RETRY_PENDING.get() else why)
             raise
     return {"stage": stage, "shard": index, "rows": summary.get("payment_rows", 0)}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Collection
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def export_npi_range(
                 csv = Path(scratch) / f"{name}.csv"
                 target = out_dir / name / f"part-{index:05d}.parquet"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
                 try:
                     copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
                     pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(
@@ -206,19 +207,18 @@ def export_npi_range(
 PROGRAM_TABLES = ("payments_medicaid", "payments_medicare", "medicare_part_d")  # the view's
 
 
-def estimated_payment_rows(conn: psycopg.Connection) -> int:
+def estimated_payment_rows(conn: psycopg.Connection) -> int | None:
     """payments_combined_v's rows as the planner estimates them (pg_class.reltuples of the
-    program tables behind it; a table never analysed is counted): enough to size shards."""
+    program tables behind it), enough to size shards; None when a table has no estimate
+    (never analysed, or not visible to this role): counting would scan the whole table."""
     total = 0
     for table in PROGRAM_TABLES:
         row = conn.execute(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", (table,)
         ).fetchone()
-        estimate = int(row[0]) if row is not None and row[0] is not None else -1
-        if estimate < 0:
-            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-            counted = conn.execute(query).fetchone()
-            estimate = int(counted[0]) if counted is not None else 0
-        total += estimate
+        if row is None or row[0] is None or int(row[0]) < 0:
+            conn.rollback()
+            return None
+        total += int(row[0])
     conn.rollback()
     return total

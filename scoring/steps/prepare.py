@@ -43,6 +43,7 @@ from scoring.steps.stages import (
 from scoring.validation import CleanInputs
 
 T = TypeVar("T")
+NO_ESTIMATE_SHARDS = 16  # --source postgres, shards 0, tables never analysed
 
 
 def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
@@ -156,15 +157,17 @@ def begin_prepare_from_postgres(
         raise InputError(msg)
     with ledger.step("prepare"):
 
-        def export_graph() -> int:
+        def export_graph() -> int | None:
             with connect(url) as conn:
                 if cfg.graph_mode == "embedded":  # the neo4j-* modes read no Postgres graph
                     export_dataset(conn, source, with_graph=True, tables=GRAPH_QUERIES)
                 return 0 if cfg.shards else estimated_payment_rows(conn)
 
         rows = through_outage(export_graph, ledger=ledger, step="export", window=outage_window)
+        if rows is None:  # no planner estimate: a fixed count rather than a full scan
+            cfg = cfg.model_copy(update={"shards": NO_ESTIMATE_SHARDS})
         source.mkdir(parents=True, exist_ok=True)
-        write_plan(paths, source, cfg, "", source_kind="postgres", payment_rows=rows)
+        write_plan(paths, source, cfg, "", source_kind="postgres", payment_rows=rows or 0)
 
 
 def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
@@ -176,6 +179,7 @@ def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
         window_end_year=manifest.window_end_year,
         providers_scored=manifest.providers_scored,
         stages=stage_progress(paths),
+        input_fingerprint=manifest.input_fingerprint,  # a Postgres run's, from its parts
     )
 
 

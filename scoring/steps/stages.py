@@ -11,6 +11,7 @@ bucket (its key refines (taxonomy_10, year)).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -144,17 +145,44 @@ def write_plan(
         # volume at its own path, so the absolute one may not exist there
         "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
         "shards": cfg.shards,
-        "polars": pl.__version__,  # peer buckets hash text: one version for all of a run
+        "polars": pl.__version__,  # peer buckets and row hashes: one polars for all of a run
+        "runtime": runtime_probe(),
         "fingerprint": fingerprint,
         "settings": cfg.model_dump(mode="json"),
     }
     write_json_atomic(plan, _plan_path(paths))
 
 
+def check_inputs_unchanged(paths: RunPaths) -> None:
+    """A dataset run's inputs still have the fingerprint of its plan: a shard run later (a
+    retry, a resume) over files replaced meanwhile would mix two datasets in one run."""
+    plan = read_json(_plan_path(paths))
+    if not plan["fingerprint"]:  # Postgres: the export stage writes the snapshot
+        return
+    data_dir, cfg, _ = read_plan(paths)
+    files = input_files(data_dir, with_graph=cfg.graph_mode == "embedded")
+    if input_fingerprint(files) != plan["fingerprint"]:
+        msg = (
+            f"run {paths.run_id}: the inputs in {data_dir} changed since the run was planned "
+            f"(fingerprint {plan['fingerprint']}): start a new run on them"
+        )
+        raise InputError(msg)
+
+
 def plan_stages(paths: RunPaths) -> tuple[str, ...]:
     """The fanned-out stages of the run's plan, in order."""
     postgres = read_json(_plan_path(paths)).get("source") == "postgres"
     return (EXPORT, *STAGES) if postgres else STAGES
+
+
+@functools.cache
+def runtime_probe() -> dict[str, Any]:
+    """What shard files depend on beyond the polars version: its index type (group ids)
+    and the hashes of fixed values (peer buckets, exact-copy detection). Polars builds of
+    one version (rt32 / rt64 / rtcompat) may differ in both."""
+    probe = pl.DataFrame({"t": ["207Q00000X", ""], "n": [1, -7], "x": [0.07, 1e300]})
+    hashes = probe.select(pl.all().hash(seed=3)).rows()
+    return {"index_type": str(pl.get_index_type()), "hashes": [list(map(str, r)) for r in hashes]}
 
 
 def has_plan(paths: RunPaths) -> bool:
@@ -167,10 +195,14 @@ def has_window(paths: RunPaths) -> bool:
 
 def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
     plan = read_json(_plan_path(paths))
-    if plan.get("polars") != pl.__version__:
+    if (
+        plan.get("polars") != pl.__version__
+        or plan.get("runtime", runtime_probe()) != runtime_probe()
+    ):
         msg = (
-            f"run {paths.run_id} was planned with polars {plan.get('polars')}, this process "
-            f"has {pl.__version__}: its shards would hash peer groups differently"
+            f"run {paths.run_id} was planned with polars {plan.get('polars')} "
+            f"({plan.get('runtime')}), this process has {pl.__version__} ({runtime_probe()}): "
+            "its shards would hash peer groups and rows differently"
         )
         raise RunStateError(msg)
     return _plan_data_dir(paths, plan), frozen_settings(plan["settings"]), int(plan["shards"])
@@ -308,6 +340,7 @@ def _ingest_rows(
 
 def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
     """Slice `index` of each input: checked, its bad rows quarantined, its good rows bucketed."""
+    check_inputs_unchanged(paths)
     data_dir, cfg, shards = read_plan(paths)
     out = _dir(paths, "ingest", index)
     table = table_rows(data_dir, PAYMENTS)
@@ -406,6 +439,7 @@ def _graph_for_run(paths: RunPaths, data_dir: Path, cfg: Settings, ledger: RunLe
 
 def reduce(paths: RunPaths, ledger: RunLedger) -> dict[str, Any]:
     """T from the buckets' exact counts; each bucket's providers and batch numbers; the graph."""
+    check_inputs_unchanged(paths)  # the graph is read here
     data_dir, cfg, shards = read_plan(paths)
     counts = [read_json(_done_marker(paths, "count", b)) for b in range(shards)]
     per_year = (
