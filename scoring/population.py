@@ -36,9 +36,16 @@ def window_end(per_year: pl.DataFrame, cfg: Settings) -> WindowEnd:
         raise InputError(msg)
     busiest = per_year.sort("npis", "year", descending=[True, False]).row(0, named=True)
     # Exact: 0.55 * 100 is 55.00000000000001 in floats; the share as the decimal it was written.
+    # Compared in Python integers over the years (a few dozen rows): a share written with
+    # many digits (0.3333333333333333: denominator 10**16) times millions of NPIs would
+    # overflow Int64 and silently move the window.
     share = Fraction(repr(cfg.window_end_min_share))
-    enough = pl.col("npis") * share.denominator >= share.numerator * busiest["npis"]
-    t = int(per_year.filter(enough)["year"].max())  # type: ignore[arg-type]
+    enough = [
+        int(year)
+        for year, npis in per_year.select("year", "npis").iter_rows()
+        if int(npis) * share.denominator >= share.numerator * int(busiest["npis"])
+    ]
+    t = max(enough)
     later = per_year.filter(pl.col("year") > t)
     reason = (
         f"the latest year in which at least {cfg.window_end_min_share:.0%} as many NPIs bill "

@@ -138,6 +138,10 @@ def test_the_window_end_share_is_exact() -> None:
     end = window_end(per_year, Settings(window_end_min_share=0.55))
     assert end.year == 2023
     assert window_end(per_year, Settings(window_end_min_share=0.56)).year == 2022
+    # a share of many digits times millions of NPIs is beyond Int64: no silent wrap
+    third = 0.3333333333333333  # 3333333333333333 / 10**16
+    big = pl.DataFrame({"year": [2021, 2022, 2023], "npis": [9_000_000, 3_000_000, 2_999_999]})
+    assert window_end(big, Settings(window_end_min_share=third)).year == 2022
 
 
 def test_the_refresh_digest_sees_payment_row_attributes() -> None:
