@@ -173,17 +173,25 @@ def test_a_worker_main_process_killed_mid_stage_is_rescued(
     reference = run_local(
         sample_dataset, Settings(batch_size=300), run_dir=tmp_path / "local", show_progress=False
     )
-    victim = fleet("victim")
-    _start(fleet.env, sample_dataset, "killed-main", 8)
+    # the dead delivery would return only after 10 min, past the follow's timeout: only
+    # the watchdog's re-sent start can finish the run in time
+    slow_return = {
+        "CLAIDEX_VISIBILITY_TIMEOUT": "600",
+        "CLAIDEX_TASK_TIME_LIMIT": "500",
+        "CLAIDEX_TASK_SOFT_TIME_LIMIT": "450",
+    }
+    victim = fleet("victim", **slow_return)
+    env = {**fleet.env, **slow_return, "CLAIDEX_WATCHDOG_INTERVAL": "1"}
+    _start(env, sample_dataset, "killed-main", 8)
     paths = RunPaths(tmp_path / "runs" / "killed-main")
     wait_for(lambda: _stage_beat(paths, "aggregate"), what="an aggregate shard", every=0.001)
     victim.kill()
-    fleet("rescuer", CLAIDEX_WATCHDOG_INTERVAL="1")
-    env = {**fleet.env, "CLAIDEX_WATCHDOG_INTERVAL": "1"}
+    fleet("rescuer", **slow_return, CLAIDEX_WATCHDOG_INTERVAL="1")
     watchdog = beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule")
     try:
-        final = _follow("killed-main", tmp_path / "runs")
+        final = _follow("killed-main", tmp_path / "runs", timeout=180)
     finally:
         watchdog.stop()
     assert final["status"] == "merged", final
     _no_shard_twice(paths, reference, 8)
+    assert json.loads(paths.watchdog.read_text())["actions"] >= 1

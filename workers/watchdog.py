@@ -23,7 +23,8 @@ from workers.broker import PendingMessage
 LOW_DISK_BYTES = 64 * 2**20
 UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged")
 START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
-STAGE_TASKS = ("claidex.stage_shard", "claidex.advance_stages")
+STAGE_SHARD, ADVANCE = "claidex.stage_shard", "claidex.advance_stages"
+STAGE_TASKS = (STAGE_SHARD, ADVANCE)
 STAGE_BEATS = (
     "prepare",
     "reduce",
@@ -112,7 +113,12 @@ def check_run(
         by_task.setdefault(message.task, []).append(message)
     stalled = idle >= cfg.stall_seconds
     if status in ("queued", "preparing") or not paths.manifest.exists():
-        staging = any(by_task.get(task) for task in STAGE_TASKS)
+        shards = [
+            m
+            for m in by_task.get(STAGE_SHARD, [])
+            if not _dead_stage_delivery(m, beats, alive, verdict, cfg)
+        ]
+        staging = bool(shards) or bool(by_task.get(ADVANCE))
         if holders.get("start") or by_task.get(START) or staging:
             return verdict
         if any(name.startswith(STAGE_BEATS) for name in alive):
@@ -164,6 +170,27 @@ def check_run(
         verdict.action = "merge"
         verdict.reason = f"every batch is done but nothing merges the run ({idle:.0f} s idle)"
     return verdict
+
+
+def _dead_stage_delivery(
+    message: PendingMessage,
+    beats: dict[str, dict],
+    alive: set[str],
+    verdict: Verdict,
+    cfg: Settings,
+) -> bool:
+    """A stage shard's message delivered to a worker that fell silent after it began (its
+    heartbeat is older than the delivery's start): it would sit out the visibility timeout,
+    so it does not count as work in progress (a re-sent start sends the shard again)."""
+    if len(message.args) < 3 or message.delivered_at is None:
+        return False
+    name = f"{message.args[1]}-{int(message.args[2]):05d}"
+    beat = beats.get(name)
+    if name in alive or beat is None:
+        return False
+    back = message.delivered_at + cfg.visibility_timeout
+    verdict.notes.append(f"{name}: its message returns at {_clock(back)}")
+    return message.delivered_at <= float(beat["at"])
 
 
 def unfinished_runs(root: Path, max_age_days: float = 14.0) -> list[RunPaths]:
