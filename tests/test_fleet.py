@@ -574,11 +574,15 @@ def test_fleet_and_enqueue_on_the_production_schema_equal_the_local_engine(
     fleet("w0", DATABASE_URL=production_url)
     fleet("inc", queues="incremental", DATABASE_URL=production_url)
     full = workers_cli(
-        env, "full", "--source", "postgres", "--batch-size", "400", "--run-id", "prod",
-        "--timeout", "240",
+        env, "full", "--source", "postgres", "--batch-size", "400", "--shards", "3",
+        "--run-id", "prod", "--timeout", "240",
     )  # fmt: skip
     assert full.returncode == 0, full.stderr + full.stdout
     assert (tmp_path / "runs" / "prod" / "scores.parquet").read_bytes() == local.scores.read_bytes()
+    exported = tmp_path / "runs" / "prod" / "source" / "payments_combined"  # one part per task
+    assert sorted(p.name for p in exported.glob("*.parquet")) == [
+        f"part-{i:05d}.parquet" for i in range(3)
+    ]
 
     picked = pl.read_parquet(local.scores).sample(n=6, seed=3).sort("npi")
     served = workers_cli(env, "enqueue", *picked["npi"].to_list(), "--wait", "--timeout", "120")
