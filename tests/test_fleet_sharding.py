@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
+import pytest
 
 from claidex.local_engine import run_local
 from scoring.config import Settings
@@ -27,34 +28,25 @@ def _stage_beat(paths: RunPaths, stage: str) -> bool:
     )
 
 
+@pytest.mark.parametrize(("shards", "batch_size"), [(3, 700), (16, 400), (64, 250)])
 def test_sharded_fleet_run_matches_the_local_engine(
-    sample_dataset: Path, fleet, tmp_path: Path
+    sample_dataset: Path, fleet, tmp_path: Path, shards: int, batch_size: int
 ) -> None:
     local = run_local(
-        sample_dataset, Settings(batch_size=400), run_dir=tmp_path / "local", show_progress=False
+        sample_dataset, Settings(batch_size=1_000), run_dir=tmp_path / "local", show_progress=False
     )
     fleet("w0")
     fleet("w1")
     result = workers_cli(
-        fleet.env,
-        "full",
-        "--data",
-        str(sample_dataset),
-        "--batch-size",
-        "400",
-        "--shards",
-        "7",
-        "--run-id",
-        "sharded",
-        "--timeout",
-        "240",
-    )
+        fleet.env, "full", "--data", str(sample_dataset), "--batch-size", str(batch_size),
+        "--shards", str(shards), "--run-id", "sharded", "--timeout", "240",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     paths = RunPaths(tmp_path / "runs" / "sharded")
     assert paths.scores.read_bytes() == local.scores.read_bytes()
     assert paths.quarantine.read_bytes() == local.quarantine.read_bytes()
     ledger = RunLedger(paths).read()
-    assert ledger["stages"] == {stage: "7/7" for stage in STAGES}
+    assert ledger["stages"] == {stage: f"{shards}/{shards}" for stage in STAGES}
     assert ledger["status"] == "merged"
 
 
