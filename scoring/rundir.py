@@ -179,7 +179,9 @@ def write_bucketed_atomic(df: pl.DataFrame, path: Path, bucket: str) -> None:
     os.replace(tmp, path)
 
 
-def read_bucket(path: Path, bucket: str, value: int) -> pl.DataFrame:
+def read_bucket(
+    path: Path, bucket: str, value: int, columns: list[str] | None = None
+) -> pl.DataFrame:
     """The rows of one bucket of a `write_bucketed_atomic` file (its one row group, if any),
     without the bucket column; any failure names the file."""
     import pyarrow.parquet as pq
@@ -195,11 +197,11 @@ def read_bucket(path: Path, bucket: str, value: int) -> pl.DataFrame:
             for i in range(meta.num_row_groups)
             if meta.row_group(i).column(column).statistics.min == value
         ]
-        columns = [name for name in arrow.names if name != bucket]
+        wanted = columns or [name for name in arrow.names if name != bucket]
         table = (
-            handle.read_row_groups(groups, columns=columns)
+            handle.read_row_groups(groups, columns=wanted)
             if groups
-            else arrow.remove(column).empty_table()
+            else pa_schema_of(arrow, wanted).empty_table()
         )
         frame = pl.from_arrow(table)
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
@@ -207,6 +209,13 @@ def read_bucket(path: Path, bucket: str, value: int) -> pl.DataFrame:
         raise RunFileError(msg) from exc
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def pa_schema_of(schema: Any, names: list[str]) -> Any:
+    """The fields `names` of a pyarrow schema, in that order."""
+    import pyarrow as pa
+
+    return pa.schema([schema.field(name) for name in names])
 
 
 def write_json_atomic(data: Any, path: Path) -> None:

@@ -261,13 +261,19 @@ def _write_buckets(frame: pl.DataFrame, out: Path, name: str, bucket: pl.Expr) -
 
 
 def _bucket_rows(
-    paths: RunPaths, stage: str, name: str, index: int, schema: dict[str, pl.DataType]
+    paths: RunPaths,
+    stage: str,
+    name: str,
+    index: int,
+    schema: dict[str, pl.DataType],
+    columns: list[str] | None = None,
 ) -> pl.DataFrame:
     """Bucket `index` of every task's `name` file of `stage`, in task order (slice order is
-    source row order)."""
-    frames = [read_bucket(f, BUCKET, index) for f in _parts(paths, stage, f"{name}.parquet")]
+    source row order); only `columns`, when given."""
+    files = _parts(paths, stage, f"{name}.parquet")
+    frames = [read_bucket(f, BUCKET, index, columns) for f in files]
     if not frames:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema={c: schema[c] for c in columns} if columns else schema)
     return pl.concat(frames, how="vertical_relaxed")
 
 
@@ -386,8 +392,8 @@ def count(paths: RunPaths, index: int) -> dict[str, Any]:
     """
     _, cfg, _ = read_plan(paths)
     schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
-    rows = _bucket_rows(paths, "ingest", "payments", index, schema)
-    pairs = rows.select("npi", "year").unique()
+    rows = _bucket_rows(paths, "ingest", "payments", index, schema, columns=["npi", "year"])
+    pairs = rows.unique()
     per_year = pairs.group_by("year").agg(pl.len().alias("npis")).sort("year")
     candidates: set[int] = set()
     if not pairs.is_empty():
