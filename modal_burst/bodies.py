@@ -17,9 +17,8 @@ from scoring.errors import BatchGaveUpError, InputError, RunFileError
 from scoring.ledger import RunLedger, read_record
 from scoring.steps import score_batch
 from scoring.steps.finish import merge_and_publish
-from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, finish_prepare
+from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, combine_and_finish
 from scoring.steps.stages import (
-    combine,
     has_plan,
     has_window,
     missing_shards,
@@ -91,8 +90,7 @@ def combine_stages(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     paths = layout.run(run_id)
     ledger = RunLedger(paths)
     with ledger.step("prepare"):
-        manifest = combine(paths)
-        finish_prepare(paths, manifest)
+        manifest = combine_and_finish(paths)
     return {
         "run_id": run_id,
         "batches_total": manifest.batches_total,

@@ -27,20 +27,12 @@ from modal_burst.driver import (
     run_overrides,
 )
 from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, named_volume
+from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
 from scoring.errors import RunStateError
 from scoring.rundir import checked_run_id, new_run_id
 
-FUNCTION_NAMES = (
-    "prepare",
-    "stage_shard",
-    "stage_reduce",
-    "stage_combine",
-    "score_batch",
-    "merge_and_calibrate",
-    "run_status",
-    "record_status",
-)
+FUNCTION_NAMES = (*STEPS, "run_status", "record_status")  # the App's, by name
 
 
 @contextmanager

@@ -132,12 +132,18 @@ class RunLedger:
         timings[step] = round(seconds, 3)
         self.update(timings=timings)
 
-    def fail(self, step: str, error: BaseException | str) -> None:
-        """The run failed at `step` -- unless the error is retryable and a retry is coming."""
+    def fail(self, step: str, error: BaseException | str, *, where: str = "") -> None:
+        """The run failed at `step` -- unless the error is retryable and a retry is coming.
+        `where` (a shard, say) prefixes the recorded message."""
         if RETRY_PENDING.get() and isinstance(error, BaseException) and is_retryable(error):
-            self.update(retrying={"step": step, "error": str(error), "at": utc_now()})
+            self.update(retrying={"step": step, "error": where + str(error), "at": utc_now()})
             return
-        self.set_status("failed", failed_step=step, error=str(error))
+        shown = (
+            f"{type(error).__name__}: {error}"
+            if where and isinstance(error, BaseException)
+            else str(error)
+        )
+        self.set_status("failed", failed_step=step, error=where + shown)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

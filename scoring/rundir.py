@@ -184,6 +184,7 @@ def read_bucket(
 ) -> pl.DataFrame:
     """The rows of one bucket of a `write_bucketed_atomic` file (its one row group, if any),
     without the bucket column; any failure names the file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -201,7 +202,7 @@ def read_bucket(
         table = (
             handle.read_row_groups(groups, columns=wanted)
             if groups
-            else pa_schema_of(arrow, wanted).empty_table()
+            else pa.schema([arrow.field(name) for name in wanted]).empty_table()
         )
         frame = pl.from_arrow(table)
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
@@ -209,13 +210,6 @@ def read_bucket(
         raise RunFileError(msg) from exc
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def pa_schema_of(schema: Any, names: list[str]) -> Any:
-    """The fields `names` of a pyarrow schema, in that order."""
-    import pyarrow as pa
-
-    return pa.schema([schema.field(name) for name in names])
 
 
 def write_json_atomic(data: Any, path: Path) -> None:

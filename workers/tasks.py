@@ -19,7 +19,7 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings, load_settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
-from scoring.errors import RETRYABLE_EXCEPTIONS, RunStateError, is_retryable
+from scoring.errors import RETRYABLE_EXCEPTIONS, RunStateError
 from scoring.ledger import RETRY_PENDING, RunLedger, read_record, utc_now
 from scoring.manifest import RunManifest
 from scoring.rundir import (
@@ -41,10 +41,9 @@ from scoring.steps.incremental import (
     latest_full_run,
     prepare_incremental,
 )
-from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, finish_prepare
+from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, combine_and_finish
 from scoring.steps.publish import publish
 from scoring.steps.stages import (
-    combine,
     has_plan,
     has_window,
     missing_shards,
@@ -278,8 +277,7 @@ def advance_stages(run_id: str, worker: str, after: str | None = None) -> dict[s
             ledger.update(stages_dispatched=sorted({*sent, stage}))
             return {"stage": stage, "shards": len(missing), "chord": chord_id}
     with ledger.step("prepare"), ledger.heartbeat("combine", worker=worker, every=every):
-        manifest = combine(paths)
-        finish_prepare(paths, manifest)
+        manifest = combine_and_finish(paths)
     chord_id = dispatch_batches(run_id, range(manifest.batches_total))
     ledger.update(dispatched=chord_id)
     return {"batches": manifest.batches_total, "chord": chord_id}
@@ -297,10 +295,9 @@ def stage_shard_task(self: Any, run_id: str, stage: str, index: int) -> dict[str
         try:
             summary = run_stage_task(paths, stage, index)
         except Exception as exc:
-            # a retryable error with a retry coming is recorded as `retrying`, not failed:
-            # the retry's success must leave the run preparing, so its callback goes on
-            why = f"{stage} shard {index}: {type(exc).__name__}: {exc}"
-            ledger.fail("prepare", exc if is_retryable(exc) and RETRY_PENDING.get() else why)
+            # with a retry coming, `retrying`, not failed: the retry's success must leave
+            # the run preparing, so its callback goes on
+            ledger.fail("prepare", exc, where=f"{stage} shard {index}: ")
             raise
     return {"stage": stage, "shard": index, "rows": summary.get("payment_rows", 0)}
 

@@ -143,14 +143,8 @@ def check_run(
                 continue
             if message is not None and message.delivered_at is not None:
                 back = message.delivered_at + cfg.visibility_timeout
-                beat = beats.get(name)
-                if beat is not None:
-                    verdict.notes.append(f"{name}: its message returns at {_clock(back)}")
-                # The very delivery that fell silent (delivered before its last beat): its
-                # worker died or cancelled it on a broker loss; it would sit out the
-                # visibility timeout. A later delivery (a redelivery) is on its way.
-                dead_delivery = beat is not None and message.delivered_at <= float(beat["at"])
-                if dead_delivery or now > back + cfg.stall_seconds:
+                dead = _dead_delivery(name, message, beats, verdict, cfg)
+                if dead or now > back + cfg.stall_seconds:
                     lost.append(index)
             elif message is None and stalled:  # neither running, nor queued, nor delivered
                 lost.append(index)
@@ -179,14 +173,22 @@ def _dead_stage_delivery(
     verdict: Verdict,
     cfg: Settings,
 ) -> bool:
-    """A stage shard's message delivered to a worker that fell silent after it began (its
-    heartbeat is older than the delivery's start): it would sit out the visibility timeout,
-    so it does not count as work in progress (a re-sent start sends the shard again)."""
+    """A stage shard's message held by a worker fell silent: not work in progress (a re-sent
+    start sends the shard again)."""
     if len(message.args) < 3 or message.delivered_at is None:
         return False
     name = f"{message.args[1]}-{int(message.args[2]):05d}"
+    return name not in alive and _dead_delivery(name, message, beats, verdict, cfg)
+
+
+def _dead_delivery(
+    name: str, message: PendingMessage, beats: dict[str, dict], verdict: Verdict, cfg: Settings
+) -> bool:
+    """The very delivery of task `name` that fell silent (delivered before its last beat):
+    its worker died or cancelled it on a broker loss, and it would sit out the visibility
+    timeout (noted); a later delivery (a redelivery) is on its way instead."""
     beat = beats.get(name)
-    if name in alive or beat is None:
+    if beat is None or message.delivered_at is None:
         return False
     back = message.delivered_at + cfg.visibility_timeout
     verdict.notes.append(f"{name}: its message returns at {_clock(back)}")

@@ -54,10 +54,10 @@ TASK = (
 )
 SINGLE = {
     "plan": (
-        "from scoring.steps.prepare import _input_files; from scoring.ledger import RunLedger, "
-        "input_fingerprint; from scoring.steps.stages import write_plan; "
+        "from scoring.ledger import RunLedger; "
+        "from scoring.steps.stages import run_fingerprint, write_plan; "
         "p.clear(); RunLedger(p).start(kind='full', source=str(d), "
-        "fingerprint=input_fingerprint(_input_files(d, cfg))); "
+        "fingerprint=run_fingerprint(d, cfg)); "
         "write_plan(p, d, cfg, RunLedger(p).read()['input_fingerprint'])"
     ),
     "reduce": "from scoring.ledger import RunLedger; from scoring.steps.stages import reduce; "

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import psycopg
@@ -95,6 +97,24 @@ def export_dataset(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
+    with _snapshot(conn) as scratch:
+        for name, query in _queries(conn, with_graph=with_graph).items():
+            if (npis is not None and name not in PER_NPI) or (
+                tables is not None and name not in tables
+            ):
+                continue
+            text, params = query, ()
+            if npis is not None:
+                text, params = f"SELECT * FROM ({query}) q WHERE npi = ANY(%s)", (npis,)
+            target = dataset_file(out_dir, name)
+            counts[name] = _copy_to_parquet(conn, name, text, params, scratch, target)
+    return counts
+
+
+@contextmanager
+def _snapshot(conn: psycopg.Connection) -> Iterator[Path]:
+    """One repeatable-read, read-only transaction of this export's own (rolled back at the
+    end), with floats and dates in the text the readers parse exactly; a scratch dir."""
     with tempfile.TemporaryDirectory(prefix="claidex-export-") as scratch:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.commit()  # the snapshot must be this export's own transaction
@@ -102,37 +122,28 @@ def export_dataset(
         conn.execute("SET LOCAL extra_float_digits = 3")  # floats round-trip exactly
         conn.execute("SET LOCAL datestyle = 'ISO, YMD'")  # dates as the reader parses them
         try:
-            for name, query in _queries(conn, with_graph=with_graph).items():
-                if (npis is not None and name not in PER_NPI) or (
-                    tables is not None and name not in tables
-                ):
-                    continue
-                try:
-                    counts[name] = _export_one(conn, name, query, npis, Path(scratch), out_dir)
-                except (psycopg.Error, pl.exceptions.PolarsError) as exc:
-                    raise _export_error(exc, name) from exc
+            yield Path(scratch)
         finally:
             conn.rollback()
-    return counts
 
 
-def _export_one(
+def _copy_to_parquet(
     conn: psycopg.Connection,
     name: str,
-    query: str,
-    npis: list[str] | None,
+    text: str,
+    params: tuple[Any, ...],
     scratch: Path,
-    out_dir: Path,
+    target: Path,
 ) -> int:
+    """COPY one table's query out as CSV, then into `target` with the dataset's column
+    types; its rows. Any failure is one line naming the source object."""
     csv = scratch / f"{name}.csv"
-    text, params = query, ()
-    if npis is not None:
-        text, params = f"SELECT * FROM ({query}) q WHERE npi = ANY(%s)", (npis,)
-    copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
-    pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(
-        dataset_file(out_dir, name), compression="zstd"
-    )
-    return pl.scan_parquet(dataset_file(out_dir, name)).select(pl.len()).collect().item()
+    try:
+        copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
+        pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(target, compression="zstd")
+        return pl.scan_parquet(target).select(pl.len()).collect().item()
+    except (psycopg.Error, pl.exceptions.PolarsError) as exc:
+        raise _export_error(exc, name) from exc
 
 
 # A total order of each per-NPI table's rows (ties are identical rows): an NPI range's rows
@@ -174,33 +185,17 @@ def export_npi_range(
     written whole, then renamed); rows per table."""
     where, params = _range_filter(index, shards)
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="claidex-export-") as scratch:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.commit()
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        conn.execute("SET LOCAL extra_float_digits = 3")
-        conn.execute("SET LOCAL datestyle = 'ISO, YMD'")
-        try:
-            for name in PER_NPI:
-                text = (
-                    f"SELECT * FROM ({EXPORT_QUERIES[name]}) q WHERE {where} "
-                    f"ORDER BY {RANGE_ORDER[name]}"
-                )
-                csv = Path(scratch) / f"{name}.csv"
-                target = out_dir / name / f"part-{index:05d}.parquet"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-                try:
-                    copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
-                    pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(
-                        tmp, compression="zstd"
-                    )
-                except (psycopg.Error, pl.exceptions.PolarsError) as exc:
-                    raise _export_error(exc, name) from exc
-                counts[name] = pl.scan_parquet(tmp).select(pl.len()).collect().item()
-                tmp.replace(target)
-        finally:
-            conn.rollback()
+    with _snapshot(conn) as scratch:
+        for name in PER_NPI:
+            text = (
+                f"SELECT * FROM ({EXPORT_QUERIES[name]}) q WHERE {where} "
+                f"ORDER BY {RANGE_ORDER[name]}"
+            )
+            target = out_dir / name / f"part-{index:05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+            counts[name] = _copy_to_parquet(conn, name, text, params, scratch, tmp)
+            tmp.replace(target)  # a part is whole or absent
     return counts
 
 

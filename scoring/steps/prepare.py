@@ -15,8 +15,7 @@ from scoring.db.export import GRAPH_QUERIES, estimated_payment_rows, export_data
 from scoring.errors import InputError
 from scoring.graphdb.connection import GraphUnavailableError, neo4j_target
 from scoring.graphdb.snapshot import GraphSnapshot, read_snapshot, verify_graph
-from scoring.inputs import input_files
-from scoring.ledger import RunLedger, input_fingerprint
+from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.peer_stats import (
     billing_metrics,
@@ -36,6 +35,7 @@ from scoring.steps.stages import (
     plan_stages,
     read_plan,
     reduce,
+    run_fingerprint,
     run_stage_task,
     stage_progress,
     write_plan,
@@ -44,10 +44,6 @@ from scoring.validation import CleanInputs
 
 T = TypeVar("T")
 NO_ESTIMATE_SHARDS = 16  # --source postgres, shards 0, tables never analysed
-
-
-def _input_files(data_dir: Path, cfg: Settings) -> list[Path]:
-    return input_files(data_dir, with_graph=cfg.graph_mode == "embedded")
 
 
 def _ride_out(cfg: Settings, ledger: RunLedger, action: Callable[[], T]) -> T:
@@ -133,7 +129,7 @@ def begin_prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> None:
     ledger.start(
         kind="full",
         source=str(Path(data_dir).resolve()),
-        fingerprint=input_fingerprint(_input_files(data_dir, cfg)),
+        fingerprint=run_fingerprint(data_dir, cfg),
     )
     with ledger.step("prepare"):
         write_plan(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
@@ -181,6 +177,13 @@ def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
         stages=stage_progress(paths),
         input_fingerprint=manifest.input_fingerprint,  # a Postgres run's, from its parts
     )
+
+
+def combine_and_finish(paths: RunPaths) -> RunManifest:
+    """The last stage's gather, then the manifest batches read (every engine's end of step 1)."""
+    manifest = combine(paths)
+    finish_prepare(paths, manifest)
+    return manifest
 
 
 def prepare(

@@ -153,6 +153,11 @@ def write_plan(
     write_json_atomic(plan, _plan_path(paths))
 
 
+def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
+    """The fingerprint of every file a run of `cfg` reads from `data_dir`."""
+    return input_fingerprint(input_files(data_dir, with_graph=cfg.graph_mode == "embedded"))
+
+
 def check_inputs_unchanged(paths: RunPaths) -> None:
     """A dataset run's inputs still have the fingerprint of its plan: a shard run later (a
     retry, a resume) over files replaced meanwhile would mix two datasets in one run."""
@@ -160,8 +165,7 @@ def check_inputs_unchanged(paths: RunPaths) -> None:
     if not plan["fingerprint"]:  # Postgres: the export stage writes the snapshot
         return
     data_dir, cfg, _ = read_plan(paths)
-    files = input_files(data_dir, with_graph=cfg.graph_mode == "embedded")
-    if input_fingerprint(files) != plan["fingerprint"]:
+    if run_fingerprint(data_dir, cfg) != plan["fingerprint"]:
         msg = (
             f"run {paths.run_id}: the inputs in {data_dir} changed since the run was planned "
             f"(fingerprint {plan['fingerprint']}): start a new run on them"
@@ -781,9 +785,7 @@ def combine(paths: RunPaths) -> RunManifest:
     }
     write_json_atomic(counts, paths.input_counts)
     plan = read_json(_plan_path(paths))
-    fingerprint = plan["fingerprint"] or input_fingerprint(
-        input_files(data_dir, with_graph=cfg.graph_mode == "embedded")
-    )
+    fingerprint = plan["fingerprint"] or run_fingerprint(data_dir, cfg)
     return RunManifest(
         run_id=paths.run_id,
         kind="full",
