@@ -58,7 +58,7 @@ from scoring.quarantine import (
 )
 from scoring.rundir import (
     RunPaths,
-    read_bucket,
+    read_buckets,
     read_json,
     read_parquet_named,
     write_bucketed_atomic,
@@ -275,10 +275,9 @@ def _bucket_rows(
     """Bucket `index` of every task's `name` file of `stage`, in task order (slice order is
     source row order); only `columns`, when given."""
     files = _parts(paths, stage, f"{name}.parquet")
-    frames = [read_bucket(f, BUCKET, index, columns) for f in files]
-    if not frames:
+    if not files:
         return pl.DataFrame(schema={c: schema[c] for c in columns} if columns else schema)
-    return pl.concat(frames, how="vertical_relaxed")
+    return read_buckets(files, BUCKET, index, columns)
 
 
 # --- export x S (--source postgres) -------------------------------------------------------
