@@ -20,7 +20,7 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps import merge_and_calibrate, prepare, score_batch
-from scoring.steps.prepare import StageRunner, finish_prepare, run_serially, run_stages
+from scoring.steps.prepare import finish_prepare, run_serially, run_stages
 from scoring.steps.publish import publish
 from scoring.steps.stages import has_plan, run_stage_task
 
@@ -46,27 +46,70 @@ def _stage_task_in_worker(root: str, stage: str, index: int) -> None:
     run_stage_task(RunPaths(Path(root)), stage, index)
 
 
-def stage_pool(workers: int) -> StageRunner:
-    """Each stage's shards on a spawned process pool (one pool per stage: a stage's
-    results are all on disk before the next stage starts)."""
+class LocalPool:
+    """One spawned process pool for a whole run: every stage's shards, then the batches.
 
-    def run(paths: RunPaths, stage: str, shards: list[int]) -> None:
-        if workers <= 1 or len(shards) <= 1:
+    A pool per stage re-spawned its workers (interpreter, polars, imports: ~1 s each) five
+    times a run. Each stage's results are all on disk before the next stage is submitted.
+    Workers > 1 only; with one, everything runs in this process.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._threads_before: str | None = None
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            if self._threads_before is None:
+                os.environ.pop("POLARS_MAX_THREADS", None)
+            else:
+                os.environ["POLARS_MAX_THREADS"] = self._threads_before
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # read by each worker's polars at its start; workers spawn on demand, so the
+            # setting stays in place for the pool's life
+            self._threads_before = os.environ.get("POLARS_MAX_THREADS")
+            os.environ["POLARS_MAX_THREADS"] = _threads_per_worker(self.workers)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=get_context("spawn")
+            )
+        return self._pool
+
+    def stages(self, paths: RunPaths, stage: str, shards: list[int]) -> None:
+        """A StageRunner: the shards of one stage, all finished before it returns."""
+        if self.workers <= 1 or len(shards) <= 1:
             run_serially(paths, stage, shards)
             return
-        os.environ["POLARS_MAX_THREADS"] = _threads_per_worker(workers)
-        try:
-            ctx = get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [
-                    pool.submit(_stage_task_in_worker, str(paths.root), stage, i) for i in shards
-                ]
-                for future in as_completed(futures):
-                    future.result()
-        finally:
-            os.environ.pop("POLARS_MAX_THREADS", None)
+        pool = self._executor()
+        futures = [pool.submit(_stage_task_in_worker, str(paths.root), stage, i) for i in shards]
+        for future in as_completed(futures):
+            future.result()
 
-    return run
+    def batches(
+        self, paths: RunPaths, batches: Iterable[int], on_done: ProgressHook | None = None
+    ) -> None:
+        """Score the given batches; raises on the first failure."""
+        todo = list(batches)
+        total = len(todo)
+        if self.workers <= 1 or total <= 1:
+            for done, index in enumerate(todo, start=1):
+                score_batch(paths, index)
+                if on_done:
+                    on_done(done, total)
+            return
+        pool = self._executor()
+        futures = [pool.submit(_score_batch_in_worker, str(paths.root), i) for i in todo]
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()
+            if on_done:
+                on_done(done, total)
 
 
 def _threads_per_worker(workers: int) -> str:
@@ -76,25 +119,9 @@ def _threads_per_worker(workers: int) -> str:
 def run_batches(
     paths: RunPaths, batches: Iterable[int], workers: int, on_done: ProgressHook | None = None
 ) -> None:
-    """Score the given batches (workers > 1: spawned process pool); raises on first failure."""
-    todo = list(batches)
-    total = len(todo)
-    if workers <= 1 or total <= 1:
-        for done, index in enumerate(todo, start=1):
-            score_batch(paths, index)
-            if on_done:
-                on_done(done, total)
-        return
-    os.environ["POLARS_MAX_THREADS"] = _threads_per_worker(workers)
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_score_batch_in_worker, str(paths.root), i) for i in todo]
-            for done, future in enumerate(as_completed(futures), start=1):
-                future.result()
-                if on_done:
-                    on_done(done, total)
-    finally:
-        os.environ.pop("POLARS_MAX_THREADS", None)
+    """Score the given batches on a pool of their own (workers > 1)."""
+    with LocalPool(workers) as pool:
+        pool.batches(paths, batches, on_done)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -108,7 +135,7 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def score_and_merge(paths: RunPaths, workers: int, *, show_progress: bool) -> None:
+def score_and_merge(paths: RunPaths, pool: LocalPool, *, show_progress: bool) -> None:
     """Run the missing batches (all of them on a fresh run), then merge."""
     manifest = RunManifest.load(paths)
     ledger = RunLedger(paths)
@@ -120,10 +147,9 @@ def score_and_merge(paths: RunPaths, workers: int, *, show_progress: bool) -> No
             total=manifest.batches_total,
             completed=manifest.batches_total - len(missing),
         )
-        run_batches(
+        pool.batches(
             paths,
             missing,
-            workers,
             lambda done, _total: bar.update(
                 task, completed=manifest.batches_total - len(missing) + done
             ),
@@ -142,8 +168,9 @@ def run_local(
     """Full recompute: prepare, every batch, merge and calibrate, then publish when a
     database is given. Returns the run's paths."""
     paths = RunPaths(run_dir or cfg.run_root / new_run_id())
-    prepare(paths, data_dir, cfg, stage_pool(cfg.workers))
-    score_and_merge(paths, cfg.workers, show_progress=show_progress)
+    with LocalPool(cfg.workers) as pool:
+        prepare(paths, data_dir, cfg, pool.stages)
+        score_and_merge(paths, pool, show_progress=show_progress)
     if database_url is not None:
         publish(paths, database_url, outage_window=0)  # interactive
     return paths
@@ -163,13 +190,14 @@ def run_local_from_postgres(
     before = os.environ.get("DATABASE_URL")
     os.environ["DATABASE_URL"] = database_url  # what export tasks read, here or spawned
     try:
-        prepare(paths, None, cfg, stage_pool(cfg.workers), database_url=database_url)
+        with LocalPool(cfg.workers) as pool:
+            prepare(paths, None, cfg, pool.stages, database_url=database_url)
+            score_and_merge(paths, pool, show_progress=show_progress)
     finally:
         if before is None:
             os.environ.pop("DATABASE_URL", None)
         else:
             os.environ["DATABASE_URL"] = before
-    score_and_merge(paths, cfg.workers, show_progress=show_progress)
     if publish_to is not None:
         publish(paths, publish_to, outage_window=0)  # interactive
     return paths
@@ -181,13 +209,14 @@ def resume_local(
     """Finish an interrupted run: a prepare stopped part-way carries on with the missing
     shards of its stages; only batches without a chunk are scored, then merge (and publish
     when a database is given)."""
-    if not paths.manifest.exists() and has_plan(paths):
-        ledger = RunLedger(paths)
-        ledger.set_status("preparing", error=None, failed_step=None)
-        with ledger.step("prepare"):
-            manifest = run_stages(paths, stage_pool(workers))
-        finish_prepare(paths, manifest)
-    score_and_merge(paths, workers, show_progress=show_progress)
+    with LocalPool(workers) as pool:
+        if not paths.manifest.exists() and has_plan(paths):
+            ledger = RunLedger(paths)
+            ledger.set_status("preparing", error=None, failed_step=None)
+            with ledger.step("prepare"):
+                manifest = run_stages(paths, pool.stages)
+            finish_prepare(paths, manifest)
+        score_and_merge(paths, pool, show_progress=show_progress)
     if database_url is not None:
         publish(paths, database_url, outage_window=0)  # interactive
     return paths

@@ -41,9 +41,23 @@ def npi_problems(distinct: pl.Series) -> pl.DataFrame:
 
 
 def npi_reasons(npi: pl.Series, problems: pl.DataFrame | None = None) -> pl.Series:
-    """npi_problem for a large column, looked up from the problems of its distinct values."""
-    problems = npi_problems(npi) if problems is None else problems
+    """npi_problem for a large column: looked up from `problems` (the invalid distinct
+    values of the whole table) when given, else checked here, the check digit once per
+    distinct integer (hashing integers, not strings: a third of the time of a lookup)."""
     missing = npi.is_null() | (npi.str.len_bytes() == 0)
+    if problems is None:
+        digits = npi.str.contains(_NPI_PATTERN).fill_null(False)
+        as_int = npi.cast(pl.Int64, strict=False).to_frame("n").filter(digits)["n"].unique()
+        wrong = as_int.to_frame("n").filter(luhn_check_digit(pl.col("n") // 10) != pl.col("n") % 10)
+        return pl.select(
+            pl.when(missing)
+            .then(pl.lit("npi missing"))
+            .when(~digits)
+            .then(pl.lit("npi not 10 digits"))
+            .when(npi.cast(pl.Int64, strict=False).is_in(wrong["n"].implode()))
+            .then(pl.lit("npi check digit invalid"))
+            .alias("npi_reason")
+        ).to_series()
     if problems.is_empty():
         return pl.select(
             pl.when(missing).then(pl.lit("npi missing")).alias("npi_reason")

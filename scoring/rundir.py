@@ -170,16 +170,17 @@ def write_bucketed_atomic(df: pl.DataFrame, path: Path, bucket: str) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
-    ordered = df.sort(bucket, maintain_order=True)
-    schema = ordered.to_arrow().schema
+    parts = df.partition_by(bucket, maintain_order=True, as_dict=True)  # source order kept
+    schema = df.head(0).to_arrow().schema
     strings = [c for c, dtype in df.schema.items() if dtype in (pl.String, pl.Categorical)]
-    # a stage file lives one run: lz4, dictionaries only where values repeat (a row hash
-    # never does) and statistics only where reads prune (the bucket): a third of zstd's time
-    options = {"compression": "lz4", "use_dictionary": strings, "write_statistics": [bucket]}
+    # a stage file lives one run: uncompressed (lz4 saved 9 % of the bytes for twice the
+    # write time), dictionaries only where values repeat (a row hash never does), statistics
+    # only where reads prune (the bucket): a sixth of zstd's time
+    options = {"compression": "none", "use_dictionary": strings, "write_statistics": [bucket]}
     with pq.ParquetWriter(tmp, schema, **options) as writer:
-        for part in ordered.partition_by(bucket, maintain_order=True):
-            writer.write_table(pa.Table.from_batches(part.to_arrow().to_batches(), schema),
-                               row_group_size=max(1, part.height))  # fmt: skip
+        for key in sorted(parts):
+            table = pa.Table.from_batches(parts[key].to_arrow().to_batches(), schema)
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
     os.replace(tmp, path)
 
 

@@ -29,7 +29,7 @@ from scoring.exclusion import active_exclusions
 from scoring.inputs import SCHEMAS, TableRows, input_files, read_dataset, reading, table_rows
 from scoring.ledger import RunLedger, input_fingerprint
 from scoring.manifest import RunManifest
-from scoring.npi import npi_problems, npi_to_int
+from scoring.npi import npi_to_int
 from scoring.ownership import chain_providers, match_snf, ownership_groups
 from scoring.peer_stats import (
     FALLBACK_KEYS,
@@ -313,8 +313,7 @@ def _ingest_payments(
     for offset in range(lo, hi, cfg.validation_chunk_rows):
         with reading(table.path):
             chunk = table.rows(offset, min(hi, offset + cfg.validation_chunk_rows)).collect()
-        problems = npi_problems(chunk["npi"])
-        tagged = tag_rows(chunk, rules, first_row=offset, npi_problems=problems)
+        tagged = tag_rows(chunk, rules, first_row=offset)
         good, q = split_tagged(
             tagged.with_columns(row_hash(PAYMENT_COLUMNS)), [*PAYMENT_COLUMNS, ROW_HASH], PAYMENTS
         )
@@ -490,10 +489,16 @@ def reduce(paths: RunPaths, ledger: RunLedger) -> dict[str, Any]:
 
 
 # --- aggregate x B ------------------------------------------------------------------------
+def _in_row_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """Source row order. Tasks' files concatenated in shard order already are (slices are
+    consecutive row ranges): checking costs a scan, sorting 2.8 M sorted rows 0.18 s."""
+    return rows if rows[ROW].is_sorted() else rows.sort(ROW)
+
+
 def _bucket_payments(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The bucket's valid payment rows in source order, minus exact copies (quarantined)."""
     schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
-    rows = _bucket_rows(paths, "ingest", "payments", index, schema).sort(ROW)
+    rows = _in_row_order(_bucket_rows(paths, "ingest", "payments", index, schema))
     copies = later_copies(rows, PAYMENT_COLUMNS)
     duplicates = rows.filter(copies).with_columns(pl.lit("duplicate row").alias(REASON))
     quarantined = quarantine_records(duplicates, PAYMENT_COLUMNS, PAYMENTS)
@@ -506,7 +511,7 @@ def _bucket_providers(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.Dat
     columns = list(SCHEMAS["providers"])
     schema = {ROW: pl.UInt32(), **{c: pl.String() for c in columns}}
     schema.update({"entity_type_code": pl.Int64(), "is_excluded": pl.Boolean()})
-    good = _bucket_rows(paths, "ingest", "providers", index, schema).sort(ROW)
+    good = _in_row_order(_bucket_rows(paths, "ingest", "providers", index, schema))
     kept, copies = split_duplicates(good, columns, ["npi"], "providers", "duplicate npi")
     return kept.with_columns(npi_to_int(pl.col("npi"))), copies
 
