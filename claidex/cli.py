@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import get_args
@@ -298,6 +299,13 @@ def run_command(args: argparse.Namespace) -> int:
 
         print(f"error: {database_error(exc, database_url() or '', args.command)}", file=sys.stderr)
         return 2
+
+
+# The neo4j driver logs each dropped connection at ERROR before raising; with no handler,
+# Python's last-resort handler printed it beside the CLI's one-line error (we retry and
+# report every failure ourselves). Module level: the spawned pool children import this too.
+# Workers and Modal containers keep the driver's log (their root handler records it).
+logging.getLogger("neo4j").addHandler(logging.NullHandler())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,8 +63,16 @@ class LocalPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (their heaps stay at their peak until then): before merge, which
+        runs in this process."""
+        if self._pool is None:
+            return
+        try:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        finally:
             self._pool = None
             if self._threads_before is None:
                 os.environ.pop("POLARS_MAX_THREADS", None)
@@ -75,11 +83,18 @@ class LocalPool:
         if self._pool is None:
             # read by each worker's polars at its start; workers spawn on demand, so the
             # setting stays in place for the pool's life
-            self._threads_before = os.environ.get("POLARS_MAX_THREADS")
+            before = os.environ.get("POLARS_MAX_THREADS")
             os.environ["POLARS_MAX_THREADS"] = _threads_per_worker(self.workers)
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=get_context("spawn")
-            )
+            try:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=get_context("spawn")
+                )
+            except BaseException:
+                os.environ.pop("POLARS_MAX_THREADS", None)
+                if before is not None:
+                    os.environ["POLARS_MAX_THREADS"] = before
+                raise
+            self._threads_before = before
         return self._pool
 
     def stages(self, paths: RunPaths, stage: str, shards: list[int]) -> None:
@@ -154,6 +169,7 @@ def score_and_merge(paths: RunPaths, pool: LocalPool, *, show_progress: bool) ->
                 task, completed=manifest.batches_total - len(missing) + done
             ),
         )
+    pool.close()
     merge_and_calibrate(paths)
 
 

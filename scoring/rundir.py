@@ -192,12 +192,25 @@ def read_buckets(
     decodes only the row groups whose statistics hold `value` (64 files a task: 3x faster
     than a pyarrow open per file)."""
     try:
-        frame = pl.scan_parquet(files).filter(pl.col(bucket) == value).drop(bucket)
+        frame = pl.scan_parquet(files, glob=False).filter(pl.col(bucket) == value).drop(bucket)
         return (frame.select(columns) if columns else frame).collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
-        where = f"{files[0].parent.parent}/*/{files[0].name}" if files else "no files"
-        msg = f"{where}: cannot read ({type(exc).__name__}: {exc})"
-        raise RunFileError(msg) from exc
+        raise RunFileError(_unreadable(files, exc)) from exc
+
+
+def _unreadable(files: list[Path], exc: Exception) -> str:
+    """The first of `files` that is not readable Parquet of the first one's schema; else the
+    scan's own error (the failure path only: a footer read per file)."""
+    schema = None
+    for path in files:
+        try:
+            found = pl.scan_parquet(path, glob=False).collect_schema()
+        except (OSError, pl.exceptions.PolarsError) as err:
+            return f"{path}: cannot read ({type(err).__name__}: {err})"
+        if schema is not None and found != schema:
+            return f"{path}: its columns {dict(found)} differ from {files[0]}'s {dict(schema)}"
+        schema = found
+    return f"{files[0].parent.parent}/*/{files[0].name}: cannot read ({type(exc).__name__}: {exc})"
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
@@ -211,7 +224,7 @@ def write_json_atomic(data: Any, path: Path) -> None:
 def read_parquet_named(path: Path) -> pl.DataFrame:
     """Read a run-directory file; any failure names the file."""
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, glob=False)  # a run root may hold '*' or '['
     except (OSError, pl.exceptions.PolarsError) as exc:
         msg = f"{path}: cannot read ({type(exc).__name__}: {exc})"
         raise RunFileError(msg) from exc

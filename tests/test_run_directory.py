@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -54,3 +55,31 @@ def test_stale_chunk_is_rejected_removed_and_rescored(sample_dataset: Path, tmp_
     assert not new.chunk(1).exists()
     resume_local(new, workers=1, show_progress=False)
     assert_frame_equal(pl.read_parquet(new.scores), reference)
+
+
+def test_a_torn_or_foreign_stage_file_is_named_and_glob_characters_are_plain(
+    tmp_path: Path,
+) -> None:
+    """Reading one bucket of many shard files: a torn file, or one of other columns, is
+    named by its path; a run root holding '*' or '[' reads only its own files."""
+    from scoring.errors import RunFileError
+    from scoring.rundir import read_buckets, write_bucketed_atomic
+
+    root = tmp_path / "runs[1]*"
+    frame = pl.DataFrame({"npi": [1, 2, 3, 4], "v": ["a", "b", "c", "d"]})
+    files = []
+    for task in range(3):
+        path = root / f"{task:05d}" / "rows.parquet"
+        write_bucketed_atomic(frame.with_columns(b=pl.col("npi") % 2), path, "b")
+        files.append(path)
+    decoy = tmp_path / "runs[1]-other" / "00000" / "rows.parquet"  # '*' would match it
+    write_bucketed_atomic(frame.with_columns(b=pl.lit(1, pl.Int64)), decoy, "b")
+    odd = read_buckets(files, "b", 1)
+    assert odd.to_dict(as_series=False) == {"npi": [1, 3] * 3, "v": ["a", "c"] * 3}
+
+    files[1].write_bytes(b"PAR1 torn")
+    with pytest.raises(RunFileError, match=re.escape(f"{files[1]}: cannot read")):
+        read_buckets(files, "b", 1)
+    write_bucketed_atomic(frame.with_columns(b=pl.col("npi") % 2, v=pl.lit(1.5)), files[1], "b")
+    with pytest.raises(RunFileError, match=re.escape(f"{files[1]}: its columns")):
+        read_buckets(files, "b", 1)

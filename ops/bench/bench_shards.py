@@ -1,7 +1,7 @@
 """Issue 13 benchmark: the sharded prepare against the code before it, at seed scale.
 
     .venv/bin/python ops/bench/bench_shards.py --data /tmp/claidex-seed --before 9482c7d \
-        [--shards 16] [--workers 2]
+        [--shards 16] [--workers 2] [--repeat 3] [--no-tasks]
 
 1. `claidex run` of the code before the issue (a git worktree of --before) and of this
    tree with --shards, side by side on the same data: wall time and the peak RSS of the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -130,6 +131,14 @@ def per_task(run: Path, data: Path, shards: int, batch: int) -> list[str]:
     ]
 
 
+def _walls(runs: list[tuple[float, float, str]]) -> str:
+    return ", ".join(f"{r[0]:.1f}" for r in runs)
+
+
+def _median(runs: list[tuple[float, float, str]]) -> float:
+    return statistics.median(r[0] for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default="/tmp/claidex-seed")
@@ -138,6 +147,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--runs", default="/tmp/claidex-bench-shards")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="side-by-side pairs, alternating (machine noise)"
+    )
+    parser.add_argument("--no-tasks", action="store_true", help="skip the per-task section")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = parser.parse_args()
     data, runs = Path(args.data).resolve(), Path(args.runs)
@@ -154,29 +167,40 @@ def main() -> None:
         common = ["run", "--data", str(data), "--quiet", "--workers", str(args.workers)]
         common += ["--batch-size", str(args.batch_size)]
         env = {**os.environ, "PYTHONPATH": str(before)}
-        old = measured(
-            [PY, "-m", "claidex.cli", *common, "--run-dir", str(runs / "old")], before, env
-        )
-        new = measured(
-            [
-                PY,
-                "-m",
-                "claidex.cli",
-                *common,
-                "--shards",
-                str(args.shards),
-                "--run-dir",
-                str(runs / "new"),
-            ],
-            ROOT,
-        )
+        olds, news = [], []
+        for _ in range(args.repeat):  # alternating, so drift in the machine hits both
+            shutil.rmtree(runs / "old", ignore_errors=True)
+            shutil.rmtree(runs / "new", ignore_errors=True)
+            olds.append(
+                measured(
+                    [PY, "-m", "claidex.cli", *common, "--run-dir", str(runs / "old")], before, env
+                )
+            )
+            news.append(
+                measured(
+                    [
+                        PY,
+                        "-m",
+                        "claidex.cli",
+                        *common,
+                        "--shards",
+                        str(args.shards),
+                        "--run-dir",
+                        str(runs / "new"),
+                    ],
+                    ROOT,
+                )
+            )
         same = (runs / "old" / "scores.parquet").read_bytes() == (
             runs / "new" / "scores.parquet"
         ).read_bytes()
-        table = per_task(runs / "tasks", data, args.shards, args.batch_size)
-        tasks_same = (runs / "tasks" / "scores.parquet").read_bytes() == (
-            runs / "old" / "scores.parquet"
-        ).read_bytes()
+        table: list[str] = []
+        tasks_same = None
+        if not args.no_tasks:
+            table = per_task(runs / "tasks", data, args.shards, args.batch_size)
+            tasks_same = (runs / "tasks" / "scores.parquet").read_bytes() == (
+                runs / "old" / "scores.parquet"
+            ).read_bytes()
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     rows = data.joinpath("payments_combined.parquet")
@@ -188,20 +212,27 @@ def main() -> None:
         f"- Data: {data} ({rows.stat().st_size / 1e9:.2f} GB of payments Parquet)",
         f"- `claidex run --workers {args.workers} --batch-size {args.batch_size}`, side by side:",
         "",
-        "| code | shards | wall s | peak RSS of the largest process GB |",
-        "|---|---|---|---|",
-        f"| before ({args.before}) | — | {old[0]:.1f} | {old[1]:.2f} |",
-        f"| this tree | {args.shards} | {new[0]:.1f} | {new[1]:.2f} |",
+        "| code | shards | wall s (each run, in order) | median wall s "
+        "| peak RSS of the largest process GB |",
+        "|---|---|---|---|---|",
+        f"| before ({args.before}) | — | {_walls(olds)} | {_median(olds):.1f} "
+        f"| {max(r[1] for r in olds):.2f} |",
+        f"| this tree | {args.shards} | {_walls(news)} | {_median(news):.1f} "
+        f"| {max(r[1] for r in news):.2f} |",
         "",
-        f"- scores.parquet byte-identical between the two: **{same}**; "
-        f"and with the one-task-per-process run below: **{tasks_same}**",
-        "",
-        f"Each task of each stage in its own process (shards = {args.shards}, "
-        "POLARS_MAX_THREADS=2; task time measured inside the task):",
-        "",
-        *table,
-        "",
+        f"- median ratio this tree / before: **{_median(news) / _median(olds):.2f}x**",
+        f"- scores.parquet byte-identical between the two: **{same}**",
     ]
+    if table:
+        lines += [
+            f"- and with the one-task-per-process run below: **{tasks_same}**",
+            "",
+            f"Each task of each stage in its own process (shards = {args.shards}, "
+            "POLARS_MAX_THREADS=2; task time measured inside the task):",
+            "",
+            *table,
+        ]
+    lines.append("")
     append_section(args.out, lines)
 
 

@@ -27,13 +27,13 @@ class BatchResult:
 
 def load_stats(paths: RunPaths) -> PeerStats:
     """Lazy handles on the run's global peer statistics tables."""
-    return PeerStats(**{name: pl.scan_parquet(paths.stat(name)) for name in STAT_NAMES})
+    return PeerStats(**{name: pl.scan_parquet(paths.stat(name), glob=False) for name in STAT_NAMES})
 
 
 def with_chain_totals(providers: pl.DataFrame, paths: RunPaths) -> pl.DataFrame:
     """The chain results of each provider's SNF: the buckets' partial counts, summed by the
     combine stage, so a batch never needs the rest of the population."""
-    per_snf = pl.read_parquet(paths.stat("ownership_snf"))
+    per_snf = pl.read_parquet(paths.stat("ownership_snf"), glob=False)
     return providers.drop(CHAIN_COLUMNS, strict=False).join(per_snf, on="snf_entity_id", how="left")
 
 
