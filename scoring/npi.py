@@ -49,15 +49,12 @@ def npi_reasons(npi: pl.Series, problems: pl.DataFrame | None = None) -> pl.Seri
         digits = npi.str.contains(_NPI_PATTERN).fill_null(False)
         as_int = npi.cast(pl.Int64, strict=False).to_frame("n").filter(digits)["n"].unique()
         wrong = as_int.to_frame("n").filter(luhn_check_digit(pl.col("n") // 10) != pl.col("n") % 10)
-        return pl.select(
-            pl.when(missing)
-            .then(pl.lit("npi missing"))
-            .when(~digits)
-            .then(pl.lit("npi not 10 digits"))
-            .when(npi.cast(pl.Int64, strict=False).is_in(wrong["n"].implode()))
-            .then(pl.lit("npi check digit invalid"))
-            .alias("npi_reason")
-        ).to_series()
+        reason = pl.when(missing).then(pl.lit("npi missing")).when(~digits)
+        reason = reason.then(pl.lit("npi not 10 digits"))
+        if not wrong.is_empty():  # the common case has none: no lookup
+            bad_digit = npi.cast(pl.Int64, strict=False).is_in(wrong["n"].implode())
+            reason = reason.when(bad_digit).then(pl.lit("npi check digit invalid"))
+        return pl.select(reason.alias("npi_reason")).to_series()
     if problems.is_empty():
         return pl.select(
             pl.when(missing).then(pl.lit("npi missing")).alias("npi_reason")

@@ -318,3 +318,14 @@ def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inpu
     payments.head(payments.height - 1).write_parquet(data / "payments_combined.parquet")
     with pytest.raises(InputError, match=r"changed since the run was planned"):
         resume_local(again, workers=1, show_progress=False)
+
+
+def test_a_year_range_too_wide_to_pack_counts_the_same(
+    hostile_dataset: Path, reference: RunPaths, tmp_path: Path
+) -> None:
+    """count packs (npi, year) into one integer only when that cannot overflow; a valid-year
+    range too wide for it takes the two-column path and finds the same window."""
+    cfg = Settings(shards=3, batch_size=500, max_valid_year=10**12)
+    paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "wide", show_progress=False)
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert read_json(paths.input_counts) == read_json(reference.input_counts)
