@@ -23,10 +23,13 @@ def billing_year_scores(
     rank_primary: pl.LazyFrame,
     rank_fallback: pl.LazyFrame,
     cfg: Settings,
+    member_counts: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """Per provider-year: chosen peer group, z_k, year score and m1 percentile (x100, rounded 2).
 
-    Expects billing metrics and peer attributes on `py`.
+    Expects billing metrics and peer attributes on `py`. `member_counts`: the rank counts
+    of the rows' own (member) provider-years, precomputed (a full run); without it they
+    are looked up in the rank tables (an incremental run's NPIs are not members).
     """
     with_groups = py.join(_prefixed(primary, PRIMARY_KEYS, "p_"), on=PRIMARY_KEYS, how="left").join(
         _prefixed(fallback, FALLBACK_KEYS, "f_"), on=FALLBACK_KEYS, how="left"
@@ -37,9 +40,12 @@ def billing_year_scores(
         rows = eligible.select("npi", "year", "m1", pl.col(f"{prefix}_group_id").alias("group_id"))
         return m1_percent_rank_counts(rows, table, prefix)
 
-    joined = with_groups.join(rank_counts("p", rank_primary), on=["npi", "year"], how="left").join(
-        rank_counts("f", rank_fallback), on=["npi", "year"], how="left"
-    )
+    if member_counts is None:
+        joined = with_groups.join(
+            rank_counts("p", rank_primary), on=["npi", "year"], how="left"
+        ).join(rank_counts("f", rank_fallback), on=["npi", "year"], how="left")
+    else:
+        joined = with_groups.join(member_counts, on=["npi", "year"], how="left")
     use_primary = pl.col("p_n").fill_null(0) >= cfg.peer_min_group_size
 
     def chosen(name: str) -> pl.Expr:

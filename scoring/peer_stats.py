@@ -72,6 +72,28 @@ def m1_rank_table(
     )
 
 
+def member_rank_counts(
+    eligible_py: pl.LazyFrame,
+    group_stats: pl.LazyFrame,
+    rank_table: pl.LazyFrame,
+    keys: list[str],
+    suffix: str,
+) -> pl.LazyFrame:
+    """Per member provider-year (npi, year): members of its group strictly below and equal
+    to its m1. What m1_percent_rank_counts answers for a member (its m1 is in its group's
+    table), computed once where the group is whole, so a batch reads its own rows only."""
+    return (
+        eligible_py.join(group_stats.select(*keys, "group_id"), on=keys)
+        .join(rank_table, on=["group_id", "m1"])
+        .select(
+            "npi",
+            "year",
+            (pl.col("n_le") - pl.col("n_eq")).alias(f"{suffix}_n_lt"),
+            pl.col("n_eq").alias(f"{suffix}_n_eq"),
+        )
+    )
+
+
 def m1_percent_rank_counts(
     rows: pl.LazyFrame, rank_table: pl.LazyFrame, suffix: str
 ) -> pl.LazyFrame:

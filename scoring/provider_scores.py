@@ -77,8 +77,11 @@ def score_providers(
     *,
     t: int,
     cfg: Settings,
+    member_counts: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
-    """Components, composite r_raw and flags per NPI (calibration happens in merge)."""
+    """Components, composite r_raw and flags per NPI (calibration happens in merge).
+
+    `member_counts`: the provider-years' m1 rank counts when precomputed (billing)."""
     py = provider_years.join(providers.select("npi", "peer_taxonomy", "peer_state"), on="npi")
     py = billing_metrics(py, cfg)
     py = billing_year_scores(
@@ -88,6 +91,7 @@ def score_providers(
         rank_primary=stats.m1_rank_primary,
         rank_fallback=stats.m1_rank_fallback,
         cfg=cfg,
+        member_counts=member_counts,
     )
     py = trajectory_year_scores(py, stats.growth, cfg)
     per_npi = py.group_by("npi").agg(

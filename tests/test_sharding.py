@@ -11,6 +11,7 @@ import pytest
 from claidex.local_engine import run_local
 from claidex.sample_data import generate
 from scoring.config import Settings
+from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths, read_json
 from scoring.steps.incremental import checked_npis, prepare_incremental
@@ -329,3 +330,50 @@ def test_a_year_range_too_wide_to_pack_counts_the_same(
     paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "wide", show_progress=False)
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
     assert read_json(paths.input_counts) == read_json(reference.input_counts)
+
+
+def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(
+    hostile_dataset: Path, tmp_path: Path
+) -> None:
+    """peer_stats keeps each member provider-year's m1 rank counts, so a full run's batch
+    reads its own rows instead of the population's rank tables: the same chunk as the
+    rank-table lookup; a counts file missing a member's row fails the batch, never
+    scoring that provider-year at the 50th percentile."""
+    from scoring.manifest import RunManifest
+    from scoring.provider_scores import score_providers
+    from scoring.rundir import read_parquet_named, write_bucketed_atomic
+    from scoring.steps.score_batch import compute_batch, load_stats, with_chain_totals
+    from scoring.steps.stages import BUCKET, batch_member_counts
+
+    paths = run_local(
+        hostile_dataset,
+        Settings(shards=4, batch_size=150),
+        run_dir=tmp_path / "run",
+        show_progress=False,
+    )
+    manifest = RunManifest.load(paths)
+    for batch in range(manifest.batches_total):
+        providers = read_parquet_named(paths.batch_providers(batch))
+        counts = batch_member_counts(paths, providers["npi"])
+        assert counts is not None and counts.height > 0
+        looked_up = score_providers(
+            read_parquet_named(paths.batch_provider_years(batch)).lazy(),
+            with_chain_totals(providers, paths).lazy(),
+            load_stats(paths),
+            t=manifest.window_end_year,
+            cfg=manifest.cfg,
+        ).collect()
+        computed = compute_batch(paths, manifest, batch).drop("prepare_id")
+        assert computed.equals(looked_up), batch
+
+    victim = paths.root / "stages" / "peer_stats" / "00002" / "member_counts.parquet"
+    rows = pl.read_parquet(victim)
+    write_bucketed_atomic(rows.slice(1), victim, BUCKET)  # one member's counts lost
+    lost = rows.row(0, named=True)
+    batch = next(
+        b
+        for b in range(manifest.batches_total)
+        if lost["npi"] in read_parquet_named(paths.batch_providers(b))["npi"].to_list()
+    )
+    with pytest.raises(RunStateError, match=r"rank counts for .* eligible provider-years"):
+        compute_batch(paths, manifest, batch)

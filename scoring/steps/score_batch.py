@@ -15,7 +15,7 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
 from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
-from scoring.steps.stages import CHAIN_COLUMNS
+from scoring.steps.stages import CHAIN_COLUMNS, batch_member_counts
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,22 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     else:
         providers = with_chain_totals(providers, paths)
     provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
+    counts = batch_member_counts(paths, providers["npi"]) if manifest.kind == "full" else None
+    if counts is not None:
+        members = provider_years.filter(pl.col("claims") >= manifest.cfg.peer_min_claims).height
+        if counts.height != members:  # else some percentiles would silently be 50
+            msg = (
+                f"run {manifest.run_id} batch {batch_index}: {counts.height} rank counts for "
+                f"{members} eligible provider-years; the peer_stats files are inconsistent"
+            )
+            raise RunStateError(msg)
     chunk = score_providers(
         provider_years.lazy(),
         providers.lazy(),
         load_stats(paths),
         t=manifest.window_end_year,
         cfg=manifest.cfg,
+        member_counts=None if counts is None else counts.lazy(),
     ).collect()
     chunk = chunk.with_columns(pl.lit(manifest.prepare_id).alias(PREPARE_ID))
     if chunk.height != providers.height:

@@ -38,6 +38,7 @@ from scoring.peer_stats import (
     billing_group_stats,
     growth_group_stats,
     m1_rank_table,
+    member_rank_counts,
 )
 from scoring.population import in_window, window_end
 from scoring.quarantine import (
@@ -77,6 +78,7 @@ SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
 CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
 PEER_COLUMNS = [*PRIMARY_KEYS, "m1", "x1", "x2", "x3"]
 BUCKET = "__bucket"  # the column of bucketed stage files (a row group per value)
+MEMBER_COUNTS = "member_counts"  # peer_stats: each member provider-year's m1 rank counts
 
 
 # --- layout -------------------------------------------------------------------------------
@@ -624,7 +626,7 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
         cfg.batch_size,
         first=window["batch_offsets"][index],
     )
-    eligible = py.filter("eligible").select(PEER_COLUMNS)
+    eligible = py.filter("eligible").select("npi", *PEER_COLUMNS)
     _write_buckets(eligible, out, "eligible", peer_bucket(shards))
     growth = py.filter(pl.col("g").is_not_null()).select(*GROWTH_KEYS, "g")
     _write_buckets(growth, out, "growth", peer_bucket(shards))
@@ -664,6 +666,7 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
         "eligible",
         index,
         {
+            "npi": pl.Int64(),
             **key_schema,
             "m1": pl.Float64(),
             "x1": pl.Float64(),
@@ -684,6 +687,12 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
             growth_group_stats(growth),
         ]
     )
+    shards = read_plan(paths)[2]
+    counts = member_rank_counts(eligible, primary.lazy(), rank_p.lazy(), PRIMARY_KEYS, "p").join(
+        member_rank_counts(eligible, fallback.lazy(), rank_f.lazy(), FALLBACK_KEYS, "f"),
+        on=["npi", "year"],
+    )
+    _write_buckets(counts.collect(), out, MEMBER_COUNTS, npi_bucket(pl.col("npi"), shards))
     for name, frame in {
         "billing_primary": primary,
         "billing_fallback": fallback,
@@ -693,6 +702,25 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
     }.items():
         write_parquet_atomic(frame, out / f"{name}.parquet")
     return _finish(paths, "peer_stats", index, {"groups": primary.height})
+
+
+def batch_member_counts(paths: RunPaths, npis: pl.Series) -> pl.DataFrame | None:
+    """The m1 rank counts of a batch's member provider-years, from every peer bucket's
+    file (one NPI bucket's row group each: a batch holds one bucket's NPIs); None for a
+    run without them (an incremental run, or one prepared before they were kept)."""
+    files = _parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")
+    if not files or npis.is_empty():
+        return None
+    shards = read_plan(paths)[2]
+    if len(files) != shards:
+        msg = f"run {paths.run_id}: {len(files)} of {shards} peer_stats shards kept rank counts"
+        raise RunStateError(msg)
+    bucket = int(npis[0]) % shards
+    if not (npis % shards == bucket).all():
+        msg = f"run {paths.run_id}: a batch holds NPIs of more than one NPI bucket"
+        raise RunStateError(msg)
+    rows = read_buckets(files, BUCKET, bucket)
+    return rows.join(npis.to_frame("npi"), on="npi", how="semi")
 
 
 # --- combine ------------------------------------------------------------------------------
