@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3600, ge=1)  # > longest task; redelivery after
     task_soft_time_limit: int = Field(default=1800, ge=1)
     task_time_limit: int = Field(default=2100, ge=1)
+    # a pool child whose peak RSS passed this after a task is replaced (Celery's
+    # worker_max_memory_per_child): the population steps (combine, merge: 4-6 GB at 5x
+    # seed) then never start in a child still holding an earlier task's heap. 0: never.
+    worker_max_memory_mb: int = Field(default=3000, ge=0)
     task_max_retries: int = Field(default=3, ge=0)
     batch_max_attempts: int = Field(default=4, ge=1)  # worker deaths on one batch before it fails
     retry_backoff_max: int = Field(default=300, ge=1)

@@ -119,9 +119,11 @@ def fleet(redis_server: PrivateRedis, tmp_path: Path):
     started: list[CeleryProcess] = []
     env = fleet_env(redis_server.url, tmp_path / "runs")
 
-    def start(name: str, queues: str = "batches,runs", **extra: str) -> CeleryProcess:
+    def start(
+        name: str, queues: str = "batches,runs", concurrency: int = 1, **extra: str
+    ) -> CeleryProcess:
         """A worker process; extra environment (e.g. DATABASE_URL) on top of the fleet's."""
-        proc = worker({**env, **extra}, tmp_path / f"{name}.log", name, queues)
+        proc = worker({**env, **extra}, tmp_path / f"{name}.log", name, queues, concurrency)
         started.append(proc)
         return proc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -187,3 +188,29 @@ def test_a_worker_main_process_killed_mid_stage_is_rescued(
     assert final["status"] == "merged", final
     _no_shard_twice(paths, reference, 8)
     assert json.loads(paths.watchdog.read_text())["actions"] >= 1
+
+
+def test_pool_children_past_the_memory_limit_are_replaced_and_the_run_is_the_same(
+    sample_dataset: Path, fleet, tmp_path: Path
+) -> None:
+    """CLAIDEX_WORKER_MAX_MEMORY_MB (Celery's worker_max_memory_per_child, peak RSS): a
+    child past it is replaced after its task, so a population step never starts in a child
+    still holding an earlier task's heap. At 1 MB every child is replaced after every task;
+    the run is unchanged."""
+    local = run_local(
+        sample_dataset, Settings(batch_size=1_000), run_dir=tmp_path / "local", show_progress=False
+    )
+    # three children: Celery replaces a recycled one within 5 s (its pool maintenance timer)
+    recycled = fleet("recycled", concurrency=3, CLAIDEX_WORKER_MAX_MEMORY_MB="1")
+    result = workers_cli(
+        fleet.env, "full", "--data", str(sample_dataset), "--batch-size", "1000",
+        "--shards", "2", "--run-id", "recycled", "--timeout", "240",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    paths = RunPaths(tmp_path / "runs" / "recycled")
+    assert paths.scores.read_bytes() == local.scores.read_bytes()
+    log = (tmp_path / "recycled.log").read_text()
+    children = set(re.findall(r"ForkPoolWorker-\d+\] Task claidex\.\w+\[[^]]+\] succeeded", log))
+    tasks = log.count("] succeeded in ")
+    assert tasks >= 8 and len(children) == tasks, log[-3000:]  # one child per task
+    assert recycled.process.poll() is None  # the worker itself carries on

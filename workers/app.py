@@ -68,6 +68,7 @@ def create_app(cfg: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_max_memory_per_child=cfg.worker_max_memory_mb * 1024 or None,  # KB, peak RSS
         task_soft_time_limit=cfg.task_soft_time_limit,
         task_time_limit=cfg.task_time_limit,
         broker_transport_options={"visibility_timeout": cfg.visibility_timeout},
