@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(default=1800, ge=1)
     task_time_limit: int = Field(default=2100, ge=1)
     # a pool child whose peak RSS passed this after a task is replaced (Celery's
-    # worker_max_memory_per_child): the population steps (combine, merge: 4-6 GB at 5x
-    # seed) then never start in a child still holding an earlier task's heap. 0: never.
+    # worker_max_memory_per_child; the new child comes within Celery's 5 s pool timer):
+    # a population step (combine, merge: 4-6 GB at 5x seed) leaves no such heap behind for
+    # the next task. A child below the limit keeps its heap. 0: never.
     worker_max_memory_mb: int = Field(default=3000, ge=0)
     task_max_retries: int = Field(default=3, ge=0)
     batch_max_attempts: int = Field(default=4, ge=1)  # worker deaths on one batch before it fails

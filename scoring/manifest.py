@@ -24,6 +24,9 @@ class RunManifest:
     providers_scored: int
     input_fingerprint: str
     settings: dict[str, Any] = field(default_factory=dict)
+    # Every peer_stats shard kept its members' m1 rank counts (combine checks): batches
+    # read those instead of the rank tables; else (older runs, incremental) the lookup.
+    member_counts: bool = False
     # Stamped into every chunk: merge rejects chunks left over from an earlier prepare.
     prepare_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

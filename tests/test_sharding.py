@@ -352,10 +352,11 @@ def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(
         show_progress=False,
     )
     manifest = RunManifest.load(paths)
+    assert manifest.member_counts  # combine found every peer_stats shard's file
     for batch in range(manifest.batches_total):
         providers = read_parquet_named(paths.batch_providers(batch))
-        counts = batch_member_counts(paths, providers["npi"])
-        assert counts is not None and counts.height > 0
+        counts = batch_member_counts(paths, providers["npi"], 4)
+        assert counts.height > 0
         looked_up = score_providers(
             read_parquet_named(paths.batch_provider_years(batch)).lazy(),
             with_chain_totals(providers, paths).lazy(),
@@ -376,4 +377,13 @@ def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(
         if lost["npi"] in read_parquet_named(paths.batch_providers(b))["npi"].to_list()
     )
     with pytest.raises(RunStateError, match=r"rank counts for .* eligible provider-years"):
+        compute_batch(paths, manifest, batch)
+    shifted = rows.with_columns(  # as many rows, one of them for a provider-year not there
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.col("year") - 50).otherwise(pl.col("year"))
+    )
+    write_bucketed_atomic(shifted, victim, BUCKET)
+    with pytest.raises(RunStateError, match=r"\(1 without one\)"):
+        compute_batch(paths, manifest, batch)
+    victim.unlink()  # a shard without its file: the run refuses, never half-uses them
+    with pytest.raises(RunStateError, match=r"3 of 4 peer_stats shards hold rank counts"):
         compute_batch(paths, manifest, batch)

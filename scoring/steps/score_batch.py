@@ -49,13 +49,16 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     else:
         providers = with_chain_totals(providers, paths)
     provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
-    counts = batch_member_counts(paths, providers["npi"]) if manifest.kind == "full" else None
-    if counts is not None:
-        members = provider_years.filter(pl.col("claims") >= manifest.cfg.peer_min_claims).height
-        if counts.height != members:  # else some percentiles would silently be 50
+    counts = None
+    if manifest.member_counts:
+        counts = batch_member_counts(paths, providers["npi"], manifest.cfg.shards)
+        eligible = provider_years.filter(pl.col("claims") >= manifest.cfg.peer_min_claims)
+        unmatched = eligible.join(counts, on=["npi", "year"], how="anti").height
+        if unmatched or counts.height != eligible.height:  # else percentiles would be wrong
             msg = (
                 f"run {manifest.run_id} batch {batch_index}: {counts.height} rank counts for "
-                f"{members} eligible provider-years; the peer_stats files are inconsistent"
+                f"{eligible.height} eligible provider-years ({unmatched} without one); "
+                "the peer_stats files are inconsistent"
             )
             raise RunStateError(msg)
     chunk = score_providers(

@@ -704,16 +704,13 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
     return _finish(paths, "peer_stats", index, {"groups": primary.height})
 
 
-def batch_member_counts(paths: RunPaths, npis: pl.Series) -> pl.DataFrame | None:
+def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.DataFrame:
     """The m1 rank counts of a batch's member provider-years, from every peer bucket's
-    file (one NPI bucket's row group each: a batch holds one bucket's NPIs); None for a
-    run without them (an incremental run, or one prepared before they were kept)."""
+    file (one NPI bucket's row group each: a batch holds one bucket's NPIs). `shards`:
+    the run's (from run.json), so a batch never depends on plan.json."""
     files = _parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")
-    if not files or npis.is_empty():
-        return None
-    shards = read_plan(paths)[2]
-    if len(files) != shards:
-        msg = f"run {paths.run_id}: {len(files)} of {shards} peer_stats shards kept rank counts"
+    if len(files) != shards or npis.is_empty():
+        msg = f"run {paths.run_id}: {len(files)} of {shards} peer_stats shards hold rank counts"
         raise RunStateError(msg)
     bucket = int(npis[0]) % shards
     if not (npis % shards == bucket).all():
@@ -721,6 +718,10 @@ def batch_member_counts(paths: RunPaths, npis: pl.Series) -> pl.DataFrame | None
         raise RunStateError(msg)
     rows = read_buckets(files, BUCKET, bucket)
     return rows.join(npis.to_frame("npi"), on="npi", how="semi")
+
+
+def _all_member_counts(paths: RunPaths, shards: int) -> bool:
+    return len(_parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")) == shards
 
 
 # --- combine ------------------------------------------------------------------------------
@@ -860,6 +861,7 @@ def combine(paths: RunPaths) -> RunManifest:
         providers_scored=sums["providers_scored"],
         input_fingerprint=fingerprint,
         settings=plan["settings"],
+        member_counts=_all_member_counts(paths, shards),
     )
 
 
