@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # peaks at 1.3 GB, docs/BENCHMARKS.md), frozen into the run's plan.
     shards: int = Field(default=0, ge=0, le=4096)
     shard_rows: int = Field(default=3_000_000, ge=1)
+    # stage files live one run: uncompressed is the fastest (seed: stages/ 1.8 GB, prepare
+    # ~40 s); lz4 (1.6 GB) cost ~3 s more; for a volume over the network, or stages/ larger
+    # than the page cache, lz4 or zstd
+    stage_compression: Literal["none", "lz4", "zstd"] = "none"
     workers: int = Field(default=1, ge=1)
     run_root: Path = Path("runs")
     graph_mode: GraphMode = "embedded"

@@ -387,3 +387,17 @@ def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(
     victim.unlink()  # a shard without its file: the run refuses, never half-uses them
     with pytest.raises(RunStateError, match=r"3 of 4 peer_stats shards hold rank counts"):
         compute_batch(paths, manifest, batch)
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_compressed_stage_files_give_the_same_bytes(
+    hostile_dataset: Path, reference: RunPaths, tmp_path: Path, compression: str
+) -> None:
+    cfg = Settings(shards=3, batch_size=400, stage_compression=compression)  # type: ignore[arg-type]
+    paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "run", show_progress=False)
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
+    ingest = paths.root / "stages" / "ingest" / "00000" / "payments.parquet"
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(ingest).metadata.row_group(0).column(1).compression == compression.upper()

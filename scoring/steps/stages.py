@@ -78,6 +78,7 @@ SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
 CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
 PEER_COLUMNS = [*PRIMARY_KEYS, "m1", "x1", "x2", "x3"]
 BUCKET = "__bucket"  # the column of bucketed stage files (a row group per value)
+PLAIN = (ROW, ROW_HASH, "payments", "m1", "x1", "x2", "x3", "g")  # stage columns seldom repeating
 MEMBER_COUNTS = "member_counts"  # peer_stats: each member provider-year's m1 rank counts
 
 
@@ -261,9 +262,12 @@ def peer_bucket(buckets: int) -> pl.Expr:
     return (key % buckets).cast(pl.Int64).alias(BUCKET)
 
 
-def _write_buckets(frame: pl.DataFrame, out: Path, name: str, bucket: pl.Expr) -> None:
+def _write_buckets(
+    frame: pl.DataFrame, out: Path, name: str, bucket: pl.Expr, cfg: Settings
+) -> None:
     """One file per task and name, a row group per bucket: S files for a stage, not S x B."""
-    write_bucketed_atomic(frame.with_columns(bucket), out / f"{name}.parquet", BUCKET)
+    target = out / f"{name}.parquet"
+    write_bucketed_atomic(frame.with_columns(bucket), target, BUCKET, PLAIN, cfg.stage_compression)
 
 
 def _bucket_rows(
@@ -356,7 +360,7 @@ def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
     table = table_rows(data_dir, PAYMENTS)
     lo, hi = share(table.total, shards, index)
     payments, bad = _ingest_payments(table, lo, hi, cfg)
-    _write_buckets(payments, out, "payments", npi_bucket(pl.col("npi"), shards))
+    _write_buckets(payments, out, "payments", npi_bucket(pl.col("npi"), shards), cfg)
     write_parquet_atomic(bad, out / "q-payments.parquet")
     providers, bad_providers = _ingest_rows(
         table_rows(data_dir, "providers"),
@@ -365,7 +369,7 @@ def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
         "providers",
         [npi_rule(), *nul_rule("display_name", "taxonomy_1", "state")],
     )
-    _write_buckets(providers, out, "providers", npi_bucket(npi_to_int(pl.col("npi")), shards))
+    _write_buckets(providers, out, "providers", npi_bucket(npi_to_int(pl.col("npi")), shards), cfg)
     write_parquet_atomic(bad_providers, out / "q-providers.parquet")
     exclusions, bad_exclusions = _ingest_rows(
         table_rows(data_dir, "exclusions"),
@@ -376,7 +380,7 @@ def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
     )
     excluded_npi = pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi")))
     exclusions = exclusions.drop(ROW).with_columns(excluded_npi.alias("npi"))
-    _write_buckets(exclusions, out, "exclusions", npi_bucket(pl.col("npi"), shards))
+    _write_buckets(exclusions, out, "exclusions", npi_bucket(pl.col("npi"), shards), cfg)
     write_parquet_atomic(bad_exclusions, out / "q-exclusions.parquet")
     summary = {
         "payment_rows": hi - lo,
@@ -627,9 +631,9 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
         first=window["batch_offsets"][index],
     )
     eligible = py.filter("eligible").select("npi", *PEER_COLUMNS)
-    _write_buckets(eligible, out, "eligible", peer_bucket(shards))
+    _write_buckets(eligible, out, "eligible", peer_bucket(shards), cfg)
     growth = py.filter(pl.col("g").is_not_null()).select(*GROWTH_KEYS, "g")
-    _write_buckets(growth, out, "growth", peer_bucket(shards))
+    _write_buckets(growth, out, "growth", peer_bucket(shards), cfg)
     digests = npi_digests(window_rows, providers.lazy(), exclusions.lazy()).collect()
     write_parquet_atomic(digests, out / "npi_digest.parquet")
     write_parquet_atomic(ownership, out / "ownership.parquet")
@@ -687,12 +691,12 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
             growth_group_stats(growth),
         ]
     )
-    shards = read_plan(paths)[2]
+    _, cfg, shards = read_plan(paths)
     counts = member_rank_counts(eligible, primary.lazy(), rank_p.lazy(), PRIMARY_KEYS, "p").join(
         member_rank_counts(eligible, fallback.lazy(), rank_f.lazy(), FALLBACK_KEYS, "f"),
         on=["npi", "year"],
     )
-    _write_buckets(counts.collect(), out, MEMBER_COUNTS, npi_bucket(pl.col("npi"), shards))
+    _write_buckets(counts.collect(), out, MEMBER_COUNTS, npi_bucket(pl.col("npi"), shards), cfg)
     for name, frame in {
         "billing_primary": primary,
         "billing_fallback": fallback,
