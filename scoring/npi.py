@@ -47,12 +47,13 @@ def npi_reasons(npi: pl.Series, problems: pl.DataFrame | None = None) -> pl.Seri
     missing = npi.is_null() | (npi.str.len_bytes() == 0)
     if problems is None:
         digits = npi.str.contains(_NPI_PATTERN).fill_null(False)
-        as_int = npi.cast(pl.Int64, strict=False).to_frame("n").filter(digits)["n"].unique()
-        wrong = as_int.to_frame("n").filter(luhn_check_digit(pl.col("n") // 10) != pl.col("n") % 10)
+        as_int = npi.cast(pl.Int64, strict=False)
+        distinct = as_int.filter(digits).unique().to_frame("n")
+        wrong = distinct.filter(luhn_check_digit(pl.col("n") // 10) != pl.col("n") % 10)
         reason = pl.when(missing).then(pl.lit("npi missing")).when(~digits)
         reason = reason.then(pl.lit("npi not 10 digits"))
         if not wrong.is_empty():  # the common case has none: no lookup
-            bad_digit = npi.cast(pl.Int64, strict=False).is_in(wrong["n"].implode())
+            bad_digit = as_int.is_in(wrong["n"].implode())
             reason = reason.when(bad_digit).then(pl.lit("npi check digit invalid"))
         return pl.select(reason.alias("npi_reason")).to_series()
     if problems.is_empty():

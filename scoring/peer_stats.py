@@ -28,8 +28,13 @@ def billing_metrics(py: pl.LazyFrame, cfg: Settings) -> pl.LazyFrame:
         (m1 + cfg.eps).log().alias("x1"),
         (m2 + cfg.eps).log().alias("x2"),
         (m3 + cfg.eps).log().alias("x3"),
-        (pl.col("claims") >= cfg.peer_min_claims).alias("eligible"),
+        eligible_expr(cfg).alias("eligible"),
     )
+
+
+def eligible_expr(cfg: Settings) -> pl.Expr:
+    """A provider-year is a peer-group member with at least `peer_min_claims` claims."""
+    return pl.col("claims") >= cfg.peer_min_claims
 
 
 def _median_and_mad(column: str) -> list[pl.Expr]:

@@ -13,6 +13,7 @@ from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.live import with_live_ownership
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
+from scoring.peer_stats import eligible_expr
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
 from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
 from scoring.steps.stages import CHAIN_COLUMNS, batch_member_counts
@@ -52,7 +53,7 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
     counts = None
     if manifest.member_counts:
         counts = batch_member_counts(paths, providers["npi"], manifest.cfg.shards)
-        eligible = provider_years.filter(pl.col("claims") >= manifest.cfg.peer_min_claims)
+        eligible = provider_years.filter(eligible_expr(manifest.cfg))
         unmatched = eligible.join(counts, on=["npi", "year"], how="anti").height
         if unmatched or counts.height != eligible.height:  # else percentiles would be wrong
             msg = (

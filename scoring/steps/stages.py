@@ -712,9 +712,12 @@ def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.Dat
     """The m1 rank counts of a batch's member provider-years, from every peer bucket's
     file (one NPI bucket's row group each: a batch holds one bucket's NPIs). `shards`:
     the run's (from run.json), so a batch never depends on plan.json."""
-    files = _parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")
-    if len(files) != shards or npis.is_empty():
+    files = _member_count_files(paths)
+    if len(files) != shards:
         msg = f"run {paths.run_id}: {len(files)} of {shards} peer_stats shards hold rank counts"
+        raise RunStateError(msg)
+    if npis.is_empty():
+        msg = f"run {paths.run_id}: a batch holds no NPIs"
         raise RunStateError(msg)
     bucket = int(npis[0]) % shards
     if not (npis % shards == bucket).all():
@@ -724,8 +727,8 @@ def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.Dat
     return rows.join(npis.to_frame("npi"), on="npi", how="semi")
 
 
-def _all_member_counts(paths: RunPaths, shards: int) -> bool:
-    return len(_parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")) == shards
+def _member_count_files(paths: RunPaths) -> list[Path]:
+    return _parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")
 
 
 # --- combine ------------------------------------------------------------------------------
@@ -865,7 +868,7 @@ def combine(paths: RunPaths) -> RunManifest:
         providers_scored=sums["providers_scored"],
         input_fingerprint=fingerprint,
         settings=plan["settings"],
-        member_counts=_all_member_counts(paths, shards),
+        member_counts=len(_member_count_files(paths)) == shards,
     )
 
 
