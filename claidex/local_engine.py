@@ -155,7 +155,7 @@ def score_and_merge(paths: RunPaths, pool: LocalPool, *, show_progress: bool) ->
     manifest = RunManifest.load(paths)
     ledger = RunLedger(paths)
     missing = ledger.missing_batches(manifest.batches_total)
-    ledger.set_status("scoring")
+    ledger.set_status("scoring", engine="local")
     with ledger.step("score"), _progress(show_progress) as bar:
         task = bar.add_task(
             "scoring batches",

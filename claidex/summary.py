@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from scoring.config import LABELS
+
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
@@ -26,7 +28,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             f"payment rows not scored: {outside[0]:,} after the window, {outside[1]:,} before it"
         )
     labels = Table("risk_label", "providers", title="Labels")
-    for label in ("High", "Elevated", "Moderate", "Low"):
+    for label in LABELS:
         labels.add_row(label, f"{report['labels'].get(label, 0):,}")
     console.print(labels)
     flags = Table("flag", "providers", title="Top flags")

@@ -38,6 +38,7 @@ CONTAINER_PACKAGES = (
     "psycopg",
     "neo4j",
     "rich",
+    "matplotlib",  # report.html, drawn by merge
 )
 
 

@@ -19,6 +19,7 @@ RESULT_FILES = tuple(
     for p in (
         _RUN.scores,
         _RUN.report,
+        _RUN.report_html,
         _RUN.ledger,
         _RUN.manifest,
         _RUN.quarantine,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from scoring.config import Settings
+from scoring.config import LABELS, Settings
 
 
 def r_raw_expr(cfg: Settings) -> pl.Expr:
@@ -47,13 +47,14 @@ def reference_risk_score(r_raw: pl.Series, reference: pl.Series) -> pl.Series:
 def label_expr(cfg: Settings) -> pl.Expr:
     """High / Elevated / Moderate / Low from risk_score."""
     score = pl.col("risk_score")
+    high, elevated, moderate, low = LABELS
     return (
         pl.when(score >= cfg.label_high)
-        .then(pl.lit("High"))
+        .then(pl.lit(high))
         .when(score >= cfg.label_elevated)
-        .then(pl.lit("Elevated"))
+        .then(pl.lit(elevated))
         .when(score >= cfg.label_moderate)
-        .then(pl.lit("Moderate"))
-        .otherwise(pl.lit("Low"))
+        .then(pl.lit(moderate))
+        .otherwise(pl.lit(low))
         .alias("risk_label")
     )

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 METHODOLOGY_VERSION = "v1"
 GraphMode = Literal["embedded", "neo4j-snapshot", "neo4j-live"]
 FullEngine = Literal["celery", "modal"]
+LABELS = ("High", "Elevated", "Moderate", "Low")  # risk_label values, highest first
 
 
 SHARDS_HELP = "shards of each prepare stage (default: one per `shard_rows`, 3 M, payment rows)"

@@ -46,6 +46,11 @@ def utc_now(timespec: str = "seconds") -> str:
     return datetime.now(UTC).isoformat(timespec=timespec)
 
 
+def task_host() -> dict[str, Any]:
+    """Which process ran a task: a lane of the report's timeline."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def input_fingerprint(files: list[Path]) -> str:
     """Cheap content fingerprint: each file's name, size and Parquet footer (with statistics)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -227,7 +232,7 @@ class RunLedger:
             },
             path,
         )
-        self._event(index, event="start", worker=worker, attempt=attempt, pid=os.getpid())
+        self._event(index, event="start", worker=worker, attempt=attempt, **task_host())
         return attempt
 
     def batch_done(

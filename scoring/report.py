@@ -1,4 +1,6 @@
-"""Run report: rows scored, labels, top flags, quarantine reasons, step timings, planted recall."""
+"""Run report (report.json): every aggregate the terminal summary and report.html show.
+
+Built from aggregates only: a seed-scale run's page never holds 1.79 M points."""
 
 from __future__ import annotations
 
@@ -7,11 +9,18 @@ from typing import Any
 
 import polars as pl
 
-from scoring.ledger import RunLedger
+from scoring.compare import label_transitions, only_in, paired, top_movers
+from scoring.config import LABELS, Settings
+from scoring.errors import RunFileError
+from scoring.ledger import RunLedger, read_record
 from scoring.manifest import RunManifest
-from scoring.rundir import RunPaths, read_json
+from scoring.report_timeline import timeline
+from scoring.rundir import RunPaths, read_json, read_parquet_named
 
-ELEVATED_OR_HIGH = ("Elevated", "High")
+ELEVATED_OR_HIGH = LABELS[:2]
+HISTOGRAM_BINS = 20  # of width 5 over 0..100 (100 itself in the last bin)
+QUARANTINE_EXAMPLES = 3
+MOVERS = 10
 
 
 def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
@@ -54,27 +63,148 @@ def _quarantine_by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
     return {f"{source}: {reason}": int(n) for source, reason, n in grouped.rows()}
 
 
+def _quarantine_by_file(quarantine: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per (file, reason): rows, and the first few rows in file order as examples."""
+    grouped = (
+        quarantine.group_by("source", "reason")
+        .len()
+        .sort(["len", "source", "reason"], descending=[True, False, False])
+    )
+    examples = (
+        quarantine.sort("source", "reason", "source_row", nulls_last=True)
+        .group_by("source", "reason", maintain_order=True)
+        .head(QUARANTINE_EXAMPLES)
+        .with_columns(pl.col("record").str.slice(0, 200))
+    )
+    return [
+        {
+            "source": source,
+            "reason": reason,
+            "rows": int(n),
+            "examples": examples.filter((pl.col("source") == source) & (pl.col("reason") == reason))
+            .select("source_row", "npi", "record")
+            .to_dicts(),
+        }
+        for source, reason, n in grouped.rows()  # a few reasons, not rows
+    ]
+
+
+def histogram(values: pl.Expr, frame: pl.DataFrame) -> dict[str, list[float] | list[int]]:
+    """Counts in HISTOGRAM_BINS bins of width 100 / HISTOGRAM_BINS over 0..100."""
+    width = 100 / HISTOGRAM_BINS
+    bins = (values / width).floor().clip(0, HISTOGRAM_BINS - 1).cast(pl.Int64).alias("bin")
+    found = dict(frame.select(bins).group_by("bin").len().iter_rows())
+    return {
+        "edges": [round(i * width, 2) for i in range(HISTOGRAM_BINS + 1)],
+        "counts": [int(found.get(i, 0)) for i in range(HISTOGRAM_BINS)],
+    }
+
+
+def component_summary(scores: pl.DataFrame, cfg: Settings) -> dict[str, dict[str, Any]]:
+    """Per composite component: histogram, mean and quantiles, and its share of r_raw."""
+    total = scores["r_raw"].sum() or 1.0
+    summary = {}
+    for column, weight in cfg.weights.items():
+        value = pl.col(column).fill_null(0.0)
+        stats = scores.select(
+            value.mean().alias("mean"),
+            value.quantile(0.5, "nearest").alias("p50"),
+            value.quantile(0.9, "nearest").alias("p90"),
+            value.quantile(0.99, "nearest").alias("p99"),
+            value.max().alias("max"),
+            (value * weight).sum().alias("weighted"),
+        ).row(0, named=True)
+        summary[column] = {
+            "weight": weight,
+            **{k: round(float(stats[k] or 0.0), 4) for k in ("mean", "p50", "p90", "p99", "max")},
+            "share_of_composite": round(float(stats["weighted"] or 0.0) / total, 4),
+            "histogram": histogram(value, scores),
+        }
+    return summary
+
+
+def previous_published_run(paths: RunPaths, created_at: str) -> RunPaths | None:
+    """The latest full run under the same run root published before this run began."""
+    candidates = []
+    for ledger_file in paths.root.parent.glob("*/ledger.json"):
+        if ledger_file.parent == paths.root:
+            continue
+        try:
+            state = read_record(ledger_file)
+        except (OSError, RunFileError):  # a torn or foreign run directory is not a candidate
+            continue
+        began = str(state.get("created_at", ""))
+        if (
+            state.get("kind") == "full"
+            and state.get("status") == "published"
+            and began < created_at
+        ) and (ledger_file.parent / "scores.parquet").exists():
+            candidates.append((began, ledger_file.parent.name))
+    return RunPaths(paths.root.parent / max(candidates)[1]) if candidates else None
+
+
+def against_previous(
+    paths: RunPaths, scores: pl.DataFrame, created_at: str
+) -> dict[str, Any] | None:
+    """Label transitions, movers, NPIs added and removed since the previous published run."""
+    previous = previous_published_run(paths, created_at)
+    if previous is None:
+        return None
+    columns = ["npi", "risk_score", "risk_label"]
+    before = read_parquet_named(previous.scores).select(columns)
+    now = scores.select(columns)
+    both, _ = paired(before, now)
+    return {
+        "run_id": previous.run_id,
+        "npis_before": before.height,
+        "npis_both": both.height,
+        "transitions": label_transitions(both),
+        "label_changes": int(both.filter(pl.col("risk_label_a") != pl.col("risk_label_b")).height),
+        "movers": top_movers(both, MOVERS),
+        "added": only_in(now, before, MOVERS),
+        "removed": only_in(before, now, MOVERS),
+    }
+
+
 def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
     manifest = RunManifest.load(paths)
+    cfg = manifest.cfg
     ledger = RunLedger(paths).read()
-    quarantine = pl.read_parquet(paths.quarantine)
+    quarantine = read_parquet_named(paths.quarantine)
     flags = scores.select(pl.col("flags").explode()).drop_nulls()
     counts_path = paths.input_counts
+    created_at = str(ledger.get("created_at") or "")
+    window = [manifest.window_end_year - cfg.window_years + 1, manifest.window_end_year]
     return {
         "run_id": manifest.run_id,
-        "window": [
-            manifest.window_end_year - manifest.cfg.window_years + 1,
-            manifest.window_end_year,
-        ],
+        "header": {
+            "run_id": manifest.run_id,
+            "kind": manifest.kind,
+            "engine": ledger.get("engine", "local"),
+            "source": manifest.source,
+            "window": window,
+            "input_fingerprint": manifest.input_fingerprint,
+            "status": ledger.get("status"),
+            "created_at": created_at,
+            "reference_run": ledger.get("reference_run"),
+        },
+        "window": window,
         "rows_scored": scores.height,
         "batches": manifest.batches_total,
         "labels": _counts(scores, "risk_label"),
+        "risk_score_histogram": histogram(pl.col("risk_score"), scores),
+        "components": component_summary(scores, cfg),
         "top_flags": _counts(flags, "flags"),
         "quarantined": {
             "total": quarantine.height,
             "by_reason": _quarantine_by_reason(quarantine),
+            "by_file": _quarantine_by_file(quarantine),
         },
         "input_counts": read_json(counts_path) if counts_path.exists() else {},
         "timings_seconds": ledger.get("timings", {}),
+        "timeline": timeline(paths, created_at),
         "planted_capture": planted_capture(scores, Path(manifest.source) / "planted.parquet"),
+        "previous_run": against_previous(paths, scores, created_at)
+        if manifest.kind == "full"
+        else None,
     }

@@ -120,6 +120,10 @@ class RunPaths:
         return self.root / "report.json"
 
     @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
     def input_counts(self) -> Path:
         return self.root / "input_counts.json"
 
@@ -139,6 +143,7 @@ class RunPaths:
             self.quarantine,
             self.scores,
             self.report,
+            self.report_html,
             self.input_counts,
         ):
             path.unlink(missing_ok=True)
@@ -223,12 +228,17 @@ def _unreadable(files: list[Path], exc: Exception) -> str:
     return f"{files[0].parent.parent}/*/{files[0].name}: cannot read ({type(exc).__name__}: {exc})"
 
 
-def write_json_atomic(data: Any, path: Path) -> None:
-    """JSON twin of write_parquet_atomic."""
+def write_text_atomic(text: str, path: Path) -> None:
+    """Text twin of write_parquet_atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")  # keeps ranked order
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """JSON twin of write_parquet_atomic."""
+    write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", path)  # keeps ranked order
 
 
 def read_parquet_named(path: Path) -> pl.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from scoring.composite import calibrated_score, label_expr, reference_risk_score
@@ -11,6 +13,7 @@ from scoring.manifest import RunManifest
 from scoring.npi import npi_to_str
 from scoring.provider_scores import CHUNK_COLUMNS, PREPARE_ID
 from scoring.report import build_report
+from scoring.report_html import write_report_html
 from scoring.rundir import RunPaths, read_parquet_named, write_json_atomic, write_parquet_atomic
 
 GATHER_COLUMNS = 4  # columns sorted at a time by sorted_by_npi
@@ -105,5 +108,13 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
         scores = merged_scores(paths, manifest, reference)
         write_parquet_atomic(scores, paths.scores)
     ledger.set_status("merged", rows_scored=scores.height)
-    write_json_atomic(build_report(paths, scores), paths.report)
+    write_run_report(paths, scores)
     return scores
+
+
+def write_run_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
+    """report.json, then report.html drawn from it alone."""
+    report = build_report(paths, scores)
+    write_json_atomic(report, paths.report)
+    write_report_html(report, paths.report_html)
+    return report

@@ -11,6 +11,7 @@ bucket (its key refines (taxonomy_10, year)).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
 from scoring.inputs import SCHEMAS, TableRows, input_files, read_dataset, reading, table_rows
-from scoring.ledger import RunLedger, input_fingerprint
+from scoring.ledger import RunLedger, input_fingerprint, task_host, utc_now
 from scoring.manifest import RunManifest
 from scoring.npi import npi_to_int
 from scoring.ownership import chain_providers, match_snf, ownership_groups
@@ -93,6 +94,10 @@ def _dir(paths: RunPaths, stage: str, index: int) -> Path:
 
 def _done_marker(paths: RunPaths, stage: str, index: int) -> Path:
     return _dir(paths, stage, index) / "done.json"
+
+
+def _task_record(paths: RunPaths, stage: str, index: int) -> Path:
+    return _dir(paths, stage, index) / "task.json"
 
 
 def _plan_path(paths: RunPaths) -> Path:
@@ -890,4 +895,18 @@ def run_stage_task(paths: RunPaths, stage: str, index: int) -> dict[str, Any]:
     if not 0 <= index < shards:
         msg = f"run {paths.run_id}: {stage} shard {index} out of range 0..{shards - 1}"
         raise RunStateError(msg)
-    return STAGE_BODIES[stage](paths, index)
+    started = utc_now("milliseconds")
+    summary = STAGE_BODIES[stage](paths, index)
+    task = {"started_at": started, "finished_at": utc_now("milliseconds"), **task_host()}
+    write_json_atomic(task, _task_record(paths, stage, index))  # the report's timeline
+    return summary
+
+
+def task_records(paths: RunPaths) -> list[dict[str, Any]]:
+    """Every finished stage task of this prepare: stage, shard, start, end, host, pid."""
+    records = []
+    for path in sorted(stage_root(paths).glob("*/*/task.json")):
+        with contextlib.suppress(OSError, ValueError):
+            stage, shard = path.parent.parent.name, int(path.parent.name)
+            records.append({"stage": stage, "shard": shard, **read_json(path)})
+    return records
