@@ -171,6 +171,51 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from claidex.local_engine import resolve_run
+    from scoring.rundir import read_parquet_named
+    from scoring.steps.merge import write_run_report
+
+    paths = resolve_run(args.run, load_settings())
+    if not paths.scores.exists():
+        msg = f"{paths.root}: no scores.parquet yet (the run has not merged); `claidex status`"
+        raise InputError(msg)
+    write_run_report(paths, read_parquet_named(paths.scores))
+    print(f"report: {paths.report_html}")
+    if args.open:
+        webbrowser.open(paths.report_html.resolve().as_uri())
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from claidex.compare_view import (
+        PUBLISHED,
+        load_pair,
+        print_comparison,
+        write_comparison_html,
+    )
+    from scoring.compare import compare_scores
+
+    sides = [*args.sides, *([PUBLISHED] if args.published else [])]
+    if len(sides) != 2:
+        msg = "compare takes two sides: A B, or A --published"
+        raise InputError(msg)
+    a, b = load_pair(sides[0], sides[1], load_settings())
+    result = compare_scores(a, b, tol=args.tol, top=args.top)
+    names = (sides[0], sides[1])
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_comparison(result, names, Console())
+    if args.html:
+        write_comparison_html(result, names, Path(args.html))
+    return 0 if result["within_tolerance"] else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from claidex.sample_data import generate
 
@@ -243,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run", help="run id or run directory")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+
+    report = sub.add_parser("report", help="(re)write a run's report.json and report.html")
+    report.add_argument("run", help="run id or run directory")
+    report.add_argument("--open", action="store_true", help="open report.html in a browser")
+    report.set_defaults(func=_report)
+
+    compare = sub.add_parser(
+        "compare", help="two sets of scores: exit 0 only when every column is within --tol"
+    )
+    compare.add_argument(
+        "sides", nargs="*", metavar="A B", help="run directories, run ids or scores.parquet files"
+    )
+    compare.add_argument(
+        "--published", action="store_true", help="B is the live provider_risk_scores table"
+    )
+    compare.add_argument("--tol", type=float, default=0.0, help="largest allowed abs difference")
+    compare.add_argument("--top", type=int, default=10, help="movers to list")
+    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--html", default=None, help="also write the comparison as HTML here")
+    compare.set_defaults(func=_compare)
 
     db = sub.add_parser("db", help="Postgres schema and data (DATABASE_URL or PG* variables)")
     db_sub = db.add_subparsers(dest="db_command", required=True)

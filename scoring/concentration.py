@@ -8,12 +8,26 @@ from scoring.amounts import from_micros, micros
 from scoring.config import Settings
 
 
-def program_totals(payments: pl.LazyFrame, t: int, cfg: Settings) -> pl.LazyFrame:
-    """Per NPI over years T-2..T: the largest program (ties alphabetical), its total, the total."""
+def program_amounts(payments: pl.LazyFrame, t: int, cfg: Settings) -> pl.LazyFrame:
+    """Per NPI and program over years T-2..T: the total in exact micro-units (`amount`)."""
     recent = payments.filter(pl.col("year").is_between(t - cfg.concentration_years + 1, t))
     amount = micros("payments", cfg).sum().alias("amount")  # exact, order-independent
     per_program = recent.group_by("npi", "program").agg(amount)
-    per_program = per_program.with_columns(pl.col("program").cast(pl.String))  # name order for ties
+    return per_program.with_columns(pl.col("program").cast(pl.String))  # name order for ties
+
+
+def program_shares(per_program: pl.LazyFrame, cfg: Settings) -> pl.LazyFrame:
+    """program_amounts as floats, sorted: what `explain` shows of a provider's programs."""
+    return per_program.with_columns(from_micros("amount", cfg)).sort("npi", "program")
+
+
+def program_totals(
+    payments: pl.LazyFrame, t: int, cfg: Settings, per_program: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
+    """Per NPI over years T-2..T: the largest program (ties alphabetical), its total, the total.
+    `per_program`: program_amounts of the same rows, when computed already."""
+    if per_program is None:
+        per_program = program_amounts(payments, t, cfg)
     totals = per_program.group_by("npi").agg(
         pl.col("program")
         .sort_by("amount", "program", descending=[True, False])

@@ -74,15 +74,17 @@ def match_snf(providers: pl.LazyFrame, entities: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _reach(start: pl.DataFrame, edges: pl.DataFrame, src: str, dst: str, hops: int) -> pl.DataFrame:
-    """All (snf, node) pairs reachable from `start` pairs within `hops` edges (breadth first)."""
+    """All (snf, node, hops) reachable from `start` within `hops` edges (breadth first: `hops`
+    is the fewest edges from any start node)."""
     reached = start
     frontier = start
-    for _ in range(hops):
+    for step in range(1, hops + 1):
         frontier = (
             frontier.join(edges, left_on="node", right_on=src)
             .select("snf", pl.col(dst).alias("node"))
             .unique()
             .join(reached, on=["snf", "node"], how="anti")
+            .with_columns(pl.lit(step, dtype=pl.Int32).alias("hops"))
         )
         if frontier.is_empty():
             break
@@ -91,11 +93,26 @@ def _reach(start: pl.DataFrame, edges: pl.DataFrame, src: str, dst: str, hops: i
 
 
 def ownership_groups(snfs: pl.LazyFrame, graph: OwnershipGraph, cfg: Settings) -> pl.LazyFrame:
-    """Steps 2-3: (snf, entity) for the chain (1..5 up) and everything 0..5 below a chain entity."""
+    """Steps 2-3: (snf, entity) for the chain (1..5 up) and everything 0..5 below a chain entity;
+    `up_hops` is a chain entity's distance above the SNF (null off the chain), `down_hops` an
+    entity's distance below the nearest chain entity (0 on the chain)."""
     edges = graph.ownership.select("owner_id", "owned_id").drop_nulls().unique().collect()
-    start = snfs.select(pl.col("snf"), pl.col("snf").alias("node")).collect()
+    start = snfs.select(
+        pl.col("snf"), pl.col("snf").alias("node"), pl.lit(0, dtype=pl.Int32).alias("hops")
+    ).collect()
     chain = _reach(start, edges, "owned_id", "owner_id", cfg.ownership_max_hops)
-    return _reach(chain, edges, "owner_id", "owned_id", cfg.ownership_max_hops).lazy()
+    below = _reach(
+        chain.with_columns(pl.lit(0, dtype=pl.Int32).alias("hops")),
+        edges,
+        "owner_id",
+        "owned_id",
+        cfg.ownership_max_hops,
+    )
+    return (
+        below.rename({"hops": "down_hops"})
+        .join(chain.rename({"hops": "up_hops"}), on=["snf", "node"], how="left")
+        .lazy()
+    )
 
 
 def chain_providers(

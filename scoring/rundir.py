@@ -86,6 +86,9 @@ class RunPaths:
     def batch_providers(self, index: int) -> Path:
         return self.batch_dir(index) / "providers.parquet"
 
+    def batch_programs(self, index: int) -> Path:
+        return self.batch_dir(index) / "programs.parquet"
+
     def chunk(self, index: int) -> Path:
         return self.root / "chunks" / f"{index:05d}.parquet"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from scoring.concentration import program_totals
+from scoring.concentration import program_amounts, program_shares, program_totals
 from scoring.db.connection import connect
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
@@ -27,7 +27,7 @@ from scoring.quarantine import QUARANTINE_SCHEMA
 from scoring.rundir import RunPaths, read_json, writable_run_dir, write_parquet_atomic
 from scoring.steps.batches import write_batches
 from scoring.steps.prepare import provider_rows, provider_year_rows
-from scoring.steps.stages import SLICE_COLUMNS
+from scoring.steps.stages import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS, SLICE_COLUMNS
 from scoring.validation import validate
 
 INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small
@@ -105,8 +105,24 @@ def _only(raw: RawInputs, npis: list[str]) -> RawInputs:
 
 def _link_reference_stats(paths: RunPaths, reference: RunPaths) -> None:
     paths.stats_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*STAT_NAMES, "ownership_snf"):  # the chain totals batches join
-        os.symlink(reference.stat(name).resolve(), paths.stat(name))
+    # the chain totals batches join; what `explain` shows of the chain (runs before it lack it)
+    for name in (*STAT_NAMES, "ownership_snf", *EXPLAIN_CHAIN_STATS):
+        if name in STAT_NAMES or reference.stat(name).exists():
+            os.symlink(reference.stat(name).resolve(), paths.stat(name))
+
+
+def _own_exclusions(
+    paths: RunPaths, reference: RunPaths, exclusions: pl.DataFrame, npis: list[str]
+) -> None:
+    """The reference's LEIE rows, those of the rescored NPIs replaced by their current ones."""
+    if not reference.stat(EXCLUSIONS_STAT).exists():
+        return
+    mine = pl.Series(npis, dtype=pl.String).cast(pl.Int64).implode()
+    kept = pl.read_parquet(reference.stat(EXCLUSIONS_STAT)).filter(~pl.col("npi").is_in(mine))
+    own = exclusions.select(kept.columns).cast(kept.schema)  # type: ignore[arg-type]
+    write_parquet_atomic(
+        pl.concat([kept, own]).sort("npi", "exclusion_id"), paths.stat(EXCLUSIONS_STAT)
+    )
 
 
 def prepare_incremental(
@@ -144,14 +160,22 @@ def prepare_incremental(
         ownership = pl.read_parquet(reference.stat("ownership")).filter(
             pl.col("npi").is_in(scored.implode())
         )
+        per_program = program_amounts(window, t, cfg).collect().lazy()
         providers = provider_rows(
             attrs,
-            program_totals(window, t, cfg).collect(),
+            program_totals(window, t, cfg, per_program).collect(),
             ownership,
             active_exclusions(clean.exclusions.lazy()).collect(),
         )
         _link_reference_stats(paths, reference)
-        write_batches(paths, py.select(SLICE_COLUMNS), providers, INCREMENTAL_BATCH)
+        _own_exclusions(paths, reference, clean.exclusions, npis)
+        write_batches(
+            paths,
+            py.select(SLICE_COLUMNS),
+            providers,
+            INCREMENTAL_BATCH,
+            programs=program_shares(per_program, cfg).collect(),
+        )
         manifest = RunManifest(
             run_id=paths.run_id,
             kind="incremental",

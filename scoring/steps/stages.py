@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from scoring.concentration import program_totals
+from scoring.concentration import program_amounts, program_shares, program_totals
 from scoring.config import Settings, frozen_settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_npi_range
@@ -80,6 +80,15 @@ CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded
 PEER_COLUMNS = [*PRIMARY_KEYS, "m1", "x1", "x2", "x3"]
 BUCKET = "__bucket"  # the column of bucketed stage files (a row group per value)
 PLAIN = (ROW, ROW_HASH, "payments", "m1", "x1", "x2", "x3", "g")  # stage columns seldom repeating
+EXCLUSIONS_STAT = "exclusions"  # every valid LEIE row with an NPI: what `explain` lists
+EXPLAIN_CHAIN_STATS = ("ownership_entities", "chain_excluded")  # per matched SNF, for `explain`
+EXCLUSION_SCHEMA = {
+    "exclusion_id": pl.String(),
+    "npi": pl.Int64(),
+    "excldate": pl.Date(),
+    "reinstated": pl.Boolean(),
+}
+EXCLUDED_MEMBER_SCHEMA = {"snf": pl.String, "npi": pl.Int64, "display_name": pl.String}
 MEMBER_COUNTS = "member_counts"  # peer_stats: each member provider-year's m1 rank counts
 
 
@@ -475,6 +484,7 @@ def _graph_for_run(paths: RunPaths, data_dir: Path, cfg: Settings, ledger: RunLe
     write_parquet_atomic(entities, _graph_file(paths, "entities"))
     write_parquet_atomic(groups, _graph_file(paths, "groups"))
     write_parquet_atomic(owner_excluded, _graph_file(paths, "owner_excluded"))
+    write_parquet_atomic(flagged.sort("node"), _graph_file(paths, "flagged"))
     if excluded is not None:
         write_parquet_atomic(excluded, _graph_file(paths, "excluded_npis"))
     q = pl.concat(
@@ -555,22 +565,17 @@ def _bucket_providers(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.Dat
 
 
 def _bucket_exclusions(paths: RunPaths, index: int) -> pl.DataFrame:
-    schema = {
-        "exclusion_id": pl.String(),
-        "npi": pl.Int64(),
-        "excldate": pl.Date(),
-        "reinstated": pl.Boolean(),
-    }
-    return _bucket_rows(paths, "ingest", "exclusions", index, schema)
+    return _bucket_rows(paths, "ingest", "exclusions", index, EXCLUSION_SCHEMA)
 
 
 def _bucket_ownership(
     paths: RunPaths, providers: pl.DataFrame, excluded: pl.DataFrame, cfg: Settings
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Step 1 (SNF match) and step 4 (chain membership) for the bucket's providers.
 
-    Returns (npi, snf_entity_id) and per-SNF partial counts (members, excluded members):
-    a provider sits in one bucket only, so the partial counts add up exactly.
+    Returns (npi, snf_entity_id), per-SNF partial counts (members, excluded members): a
+    provider sits in one bucket only, so the partial counts add up exactly; and the
+    excluded members themselves (snf, npi, display_name), which `explain` lists.
     """
     entities = read_parquet_named(_graph_file(paths, "entities")).lazy()
     matched = match_snf(providers.lazy(), entities).collect()
@@ -580,19 +585,25 @@ def _bucket_ownership(
         chain_excluded = read_parquet_named(_graph_file(paths, "excluded_npis")).join(
             providers.select("npi"), on="npi", how="semi"
         )
-    members = (
-        # every SNF's chain, not only this bucket's matches: members of a chain sit in
-        # other buckets than the providers matched to its SNF
+    # every SNF's chain, not only this bucket's matches: members of a chain sit in
+    # other buckets than the providers matched to its SNF
+    chained = (
         chain_providers(groups, providers.lazy(), entities)
         .join(chain_excluded.lazy().select("npi", "actively_excluded"), on="npi", how="left")
-        .group_by("snf")
-        .agg(
-            pl.len().cast(pl.Int64).alias("members"),
-            pl.col("actively_excluded").fill_null(False).sum().cast(pl.Int64).alias("excluded"),
-        )
+        .with_columns(pl.col("actively_excluded").fill_null(False))
         .collect()
     )
-    return matched.select("npi", "snf_entity_id"), members
+    members = chained.group_by("snf").agg(
+        pl.len().cast(pl.Int64).alias("members"),
+        pl.col("actively_excluded").sum().cast(pl.Int64).alias("excluded"),
+    )
+    excluded_members = (
+        chained.filter("actively_excluded")
+        .join(providers.select("npi", "display_name"), on="npi", how="left")
+        .select("snf", "npi", "display_name")
+        .sort("snf", "npi")
+    )
+    return matched.select("npi", "snf_entity_id"), members, excluded_members
 
 
 def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
@@ -618,9 +629,11 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
 
         ownership = pl.DataFrame(schema={"npi": pl.Int64, **LIVE_SCHEMA_NO_NPI})
         members = pl.DataFrame(schema={"snf": pl.String, "members": pl.Int64, "excluded": pl.Int64})
+        excluded_members = pl.DataFrame(schema=EXCLUDED_MEMBER_SCHEMA)
     else:
-        ownership, members = _bucket_ownership(paths, providers, excluded, cfg)
-    totals = program_totals(window_rows, t, cfg).collect()
+        ownership, members, excluded_members = _bucket_ownership(paths, providers, excluded, cfg)
+    per_program = program_amounts(window_rows, t, cfg).collect().lazy()
+    totals = program_totals(window_rows, t, cfg, per_program).collect()
     scored = provider_rows(attrs, totals, ownership, excluded)
     if scored.height != window["population"][index]:
         msg = (
@@ -634,6 +647,7 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
         scored,
         cfg.batch_size,
         first=window["batch_offsets"][index],
+        programs=program_shares(per_program, cfg).collect(),
     )
     eligible = py.filter("eligible").select("npi", *PEER_COLUMNS)
     _write_buckets(eligible, out, "eligible", peer_bucket(shards), cfg)
@@ -643,6 +657,8 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
     write_parquet_atomic(digests, out / "npi_digest.parquet")
     write_parquet_atomic(ownership, out / "ownership.parquet")
     write_parquet_atomic(members, out / "snf_members.parquet")
+    write_parquet_atomic(excluded_members, out / "snf_excluded.parquet")
+    write_parquet_atomic(exclusions.sort("npi", "exclusion_id"), out / "exclusions.parquet")
     write_parquet_atomic(dup_payments, out / "q-payments.parquet")
     write_parquet_atomic(dup_providers, out / "q-providers.parquet")
     year = pl.col("year")
@@ -825,6 +841,44 @@ def _ownership_stats(paths: RunPaths, cfg: Settings) -> tuple[pl.DataFrame, pl.D
     return per_provider, per_snf
 
 
+def _chain_detail(paths: RunPaths, per_snf: pl.DataFrame, cfg: Settings) -> dict[str, pl.DataFrame]:
+    """For `explain`, per matched SNF: its chain and group entities with their hop distances
+    and EXCLUDED_BY links, and its excluded chain providers."""
+    snfs = per_snf.select(pl.col("snf_entity_id").alias("snf"))
+    excluded = _scan(_parts(paths, "aggregate", "snf_excluded.parquet"), EXCLUDED_MEMBER_SCHEMA)
+    if cfg.graph_mode == "neo4j-live":  # each batch asked Neo4j: no graph in the run
+        entities = pl.DataFrame(
+            schema={"snf_entity_id": pl.String, "entity_id": pl.String, "name": pl.String,
+                    "entity_type": pl.String, "up_hops": pl.Int32, "down_hops": pl.Int32,
+                    "excluded_by": pl.Boolean}
+        )  # fmt: skip
+    else:
+        flagged = read_parquet_named(_graph_file(paths, "flagged"))
+        entities = (
+            read_parquet_named(_graph_file(paths, "groups"))
+            .join(snfs, on="snf", how="semi")
+            .join(
+                read_parquet_named(_graph_file(paths, "entities")),
+                left_on="node",
+                right_on="entity_id",
+                how="left",
+            )
+            .with_columns(pl.col("node").is_in(flagged["node"].implode()).alias("excluded_by"))
+            .select(
+                pl.col("snf").alias("snf_entity_id"),
+                pl.col("node").alias("entity_id"),
+                "name",
+                "entity_type",
+                "up_hops",
+                "down_hops",
+                "excluded_by",
+            )
+            .sort("snf_entity_id", "entity_id")
+        )
+    members = excluded.join(snfs, on="snf", how="semi").rename({"snf": "snf_entity_id"})
+    return {"ownership_entities": entities, "chain_excluded": members.sort("snf_entity_id", "npi")}
+
+
 def combine(paths: RunPaths) -> RunManifest:
     """Gather the shards into the run's statistics, quarantine, counts and manifest."""
     data_dir, cfg, shards = read_plan(paths)
@@ -843,6 +897,11 @@ def combine(paths: RunPaths) -> RunManifest:
     ownership, per_snf = _ownership_stats(paths, cfg)
     write_parquet_atomic(ownership, paths.stat("ownership"))
     write_parquet_atomic(per_snf, paths.stat("ownership_snf"))
+    for name, frame in _chain_detail(paths, per_snf, cfg).items():
+        write_parquet_atomic(frame, paths.stat(name))
+    leie = _scan(_parts(paths, "aggregate", "exclusions.parquet"), EXCLUSION_SCHEMA)
+    leie = leie.filter(pl.col("npi").is_not_null()).sort("npi", "exclusion_id")
+    write_parquet_atomic(leie, paths.stat(EXCLUSIONS_STAT))
     digests = _scan(
         _parts(paths, "aggregate", "npi_digest.parquet"), {"npi": pl.Int64(), "digest": pl.Int64()}
     )

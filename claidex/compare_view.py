@@ -1,0 +1,135 @@
+"""`claidex compare A B`: where the two sides come from, and how the result is shown."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from scoring.config import LABELS, Settings
+from scoring.errors import RunStateError
+from scoring.rundir import RunPaths, read_parquet_named, write_text_atomic
+
+PUBLISHED = "published"
+
+
+def scores_file(source: str, cfg: Settings) -> Path:
+    """A run directory, a run id under the run root, or a scores.parquet file."""
+    candidate = Path(source)
+    if candidate.is_file():
+        return candidate
+    if not candidate.is_dir():
+        candidate = cfg.run_root / source
+    if not candidate.is_dir():
+        msg = f"{source!r} is neither a scores file, a run directory nor a run id under {cfg.run_root}"
+        raise RunStateError(msg)
+    scores = RunPaths(candidate).scores
+    if not scores.exists():
+        msg = f"{candidate}: no scores.parquet (the run has not merged)"
+        raise RunStateError(msg)
+    return scores
+
+
+def load_side(source: str, cfg: Settings, schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
+    if source != PUBLISHED:
+        return read_parquet_named(scores_file(source, cfg))
+    from claidex.cli import _required_database
+    from scoring.db.connection import connect
+    from scoring.db.published import read_published
+
+    if schema is None:
+        msg = "compare the published table with a run or a scores file, not with itself"
+        raise RunStateError(msg)
+    with connect(_required_database()) as conn:
+        return read_published(conn, schema)
+
+
+def load_pair(a: str, b: str, cfg: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Both sides; the published table is typed like the other side's scores.parquet."""
+    if a == PUBLISHED:
+        right = load_side(b, cfg, None)
+        return load_side(a, cfg, dict(right.schema)), right
+    left = load_side(a, cfg, None)
+    return left, load_side(b, cfg, dict(left.schema))
+
+
+def _value(v: Any) -> str:
+    return "null" if v is None else str(v)
+
+
+def print_comparison(result: dict[str, Any], names: tuple[str, str], console: Console) -> None:
+    a, b = names
+    verdict = "[green]within tolerance[/]" if result["within_tolerance"] else "[red]DIFFERENT[/]"
+    console.print(
+        f"A = {a} ({result['npis_a']:,} NPIs), B = {b} ({result['npis_b']:,} NPIs), "
+        f"tolerance {result['tolerance']:g}: {verdict}"
+    )
+    table = Table("column", "identical", "within tol", "different", "max abs diff", title="Columns")
+    for c in result["columns"]:
+        gap = "" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.6g}"
+        style = "red" if c["different"] else None
+        table.add_row(
+            c["column"], f"{c['identical']:,}", f"{c['within_tol']:,}", f"{c['different']:,}", gap,
+            style=style,
+        )  # fmt: skip
+    console.print(table)
+    for side in ("a", "b"):
+        only = result[f"only_in_{side}"]
+        if only["count"]:
+            shown = ", ".join(only["examples"])
+            console.print(f"[red]only in {side.upper()}: {only['count']:,}[/] ({shown})")
+    if result["differences"]:
+        diffs = Table("npi", "column", "A", "B", title="NPIs outside tolerance (first ones)")
+        for row in result["differences"]:
+            for column, pair in row["columns"].items():
+                diffs.add_row(row["npi"], column, _value(pair["a"]), _value(pair["b"]))
+        console.print(diffs)
+    if result["transitions"]:
+        matrix = Table("A \\ B", *LABELS, title="Label transitions")
+        for label in LABELS:
+            matrix.add_row(label, *[f"{result['transitions'][label][t]:,}" for t in LABELS])
+        console.print(matrix)
+    if result["movers"]:
+        movers = Table("npi", "A", "B", "delta", "labels", title="Top movers")
+        for m in result["movers"]:
+            movers.add_row(
+                m["npi"], f"{m['before']:.2f}", f"{m['after']:.2f}", f"{m['delta']:+.2f}",
+                f"{m['label_before']} -> {m['label_after']}",
+            )  # fmt: skip
+        console.print(movers)
+
+
+def comparison_html(result: dict[str, Any], names: tuple[str, str]) -> str:
+    """The comparison as an HTML section (tables only: it pastes into a sign-off page)."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(c['column'])}</td><td>{c['identical']:,}</td><td>{c['within_tol']:,}</td>"
+        f"<td>{c['different']:,}</td><td>{'' if c['max_abs_diff'] is None else c['max_abs_diff']}"
+        "</td></tr>"
+        for c in result["columns"]
+    )
+    matrix = "".join(
+        f"<tr><th>{a}</th>"
+        + "".join(f"<td>{result['transitions'][a][b]:,}</td>" for b in LABELS)
+        + "</tr>"
+        for a in (LABELS if result["transitions"] else ())
+    )
+    verdict = "within tolerance" if result["within_tolerance"] else "DIFFERENT"
+    return (
+        f'<section id="compare"><h2>{esc(names[0])} vs {esc(names[1])}: {verdict}</h2>'
+        f"<p>only in A: {result['only_in_a']['count']:,}; only in B: "
+        f"{result['only_in_b']['count']:,}</p>"
+        "<table><tr><th>column</th><th>identical</th><th>within tol</th><th>different</th>"
+        f"<th>max abs diff</th></tr>{rows}</table>"
+        f"<table><tr><th>A \\ B</th>{''.join(f'<th>{b}</th>' for b in LABELS)}</tr>{matrix}"
+        "</table></section>\n"
+    )
+
+
+def write_comparison_html(result: dict[str, Any], names: tuple[str, str], path: Path) -> None:
+    body = comparison_html(result, names)
+    write_text_atomic(f'<!DOCTYPE html><meta charset="utf-8">{body}', path)
