@@ -216,6 +216,22 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if result["within_tolerance"] else 1
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from claidex.explain_view import explain, print_explanation
+    from claidex.local_engine import latest_run, resolve_run
+
+    cfg = load_settings()
+    paths = resolve_run(args.run, cfg) if args.run else latest_run(cfg)
+    result = explain(paths, args.npi)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_explanation(result, Console())
+    return 0 if all(check["equal"] for check in result["checks"].values()) else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from claidex.sample_data import generate
 
@@ -308,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.add_argument("--html", default=None, help="also write the comparison as HTML here")
     compare.set_defaults(func=_compare)
+
+    explain_cmd = sub.add_parser("explain", help="why one provider has its score")
+    explain_cmd.add_argument("npi")
+    explain_cmd.add_argument("--run", default=None, help="run id or directory (default: latest)")
+    explain_cmd.add_argument("--json", action="store_true")
+    explain_cmd.set_defaults(func=_explain)
 
     db = sub.add_parser("db", help="Postgres schema and data (DATABASE_URL or PG* variables)")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -25,7 +25,7 @@ def scores_file(source: str, cfg: Settings) -> Path:
     if not candidate.is_dir():
         candidate = cfg.run_root / source
     if not candidate.is_dir():
-        msg = f"{source!r} is neither a scores file, a run directory nor a run id under {cfg.run_root}"
+        msg = f"{source!r} is not a scores file, a run directory or a run id under {cfg.run_root}"
         raise RunStateError(msg)
     scores = RunPaths(candidate).scores
     if not scores.exists():

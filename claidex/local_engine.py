@@ -38,6 +38,13 @@ def resolve_run(run: str, cfg: Settings) -> RunPaths:
     return RunPaths(candidate)
 
 
+def latest_run(cfg: Settings) -> RunPaths:
+    """The most recently created merged or published run under the run root."""
+    from scoring.steps.incremental import latest_full_run
+
+    return latest_full_run(cfg.run_root, published_only=False)
+
+
 def _score_batch_in_worker(root: str, index: int) -> int:
     return score_batch(RunPaths(Path(root)), index).rows
 

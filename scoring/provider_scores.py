@@ -70,6 +70,29 @@ class PeerStats:
     growth: pl.LazyFrame
 
 
+def scored_provider_years(
+    provider_years: pl.LazyFrame,
+    providers: pl.LazyFrame,
+    stats: PeerStats,
+    cfg: Settings,
+    member_counts: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """Per provider-year: metrics, chosen peer group, z_k, year score, m1 percentile, growth z
+    (what score_providers aggregates, and what `explain` shows year by year)."""
+    py = provider_years.join(providers.select("npi", "peer_taxonomy", "peer_state"), on="npi")
+    py = billing_metrics(py, cfg)
+    py = billing_year_scores(
+        py,
+        primary=stats.billing_primary,
+        fallback=stats.billing_fallback,
+        rank_primary=stats.m1_rank_primary,
+        rank_fallback=stats.m1_rank_fallback,
+        cfg=cfg,
+        member_counts=member_counts,
+    )
+    return trajectory_year_scores(py, stats.growth, cfg)
+
+
 def score_providers(
     provider_years: pl.LazyFrame,
     providers: pl.LazyFrame,
@@ -82,18 +105,7 @@ def score_providers(
     """Components, composite r_raw and flags per NPI (calibration happens in merge).
 
     `member_counts`: the provider-years' m1 rank counts when precomputed (billing)."""
-    py = provider_years.join(providers.select("npi", "peer_taxonomy", "peer_state"), on="npi")
-    py = billing_metrics(py, cfg)
-    py = billing_year_scores(
-        py,
-        primary=stats.billing_primary,
-        fallback=stats.billing_fallback,
-        rank_primary=stats.m1_rank_primary,
-        rank_fallback=stats.m1_rank_fallback,
-        cfg=cfg,
-        member_counts=member_counts,
-    )
-    py = trajectory_year_scores(py, stats.growth, cfg)
+    py = scored_provider_years(provider_years, providers, stats, cfg, member_counts)
     per_npi = py.group_by("npi").agg(
         *slot_aggs(["billing_year_score", "billing_pct_year", "growth_z"], t, cfg),
         pl.col("peer_count").sort_by("year").last(),

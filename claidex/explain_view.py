@@ -1,0 +1,222 @@
+"""`claidex explain NPI [--run RUN]`: the provider's files out of the run directory, and the
+rich view of scoring.explain's answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from scoring.errors import InputError, RunStateError
+from scoring.explain import ExplainInputs, explain_provider
+from scoring.graphdb.connection import neo4j_target
+from scoring.graphdb.live import with_live_ownership
+from scoring.ledger import RunLedger
+from scoring.manifest import RunManifest
+from scoring.npi import npi_problem
+from scoring.rundir import RunPaths, read_parquet_named
+from scoring.steps.score_batch import load_stats, with_chain_totals
+from scoring.steps.stages import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
+
+
+def _checked_npi(npi: str) -> int:
+    problem = pl.select(npi_problem(pl.lit(npi, dtype=pl.String))).item()
+    if problem is not None:
+        msg = f"NPI {npi!r}: {problem}"
+        raise InputError(msg)
+    return int(npi)
+
+
+def _batch_of(paths: RunPaths, npi: int) -> int | None:
+    """The batch whose slice holds the NPI (one scan of every slice's footer and npi column)."""
+    files = sorted((paths.root / "batches").glob("*/providers.parquet"))
+    if not files:
+        msg = f"{paths.root}: no batch files (pruned?): explain needs the run's batches/"
+        raise RunStateError(msg)
+    found = (
+        pl.scan_parquet(files, glob=False, include_file_paths="file")
+        .filter(pl.col("npi") == npi)
+        .select("file")
+        .collect()
+    )
+    return int(Path(found["file"][0]).parent.name) if found.height else None
+
+
+def _reference(paths: RunPaths, manifest: RunManifest) -> RunPaths:
+    if manifest.kind == "full":
+        return paths
+    ref = RunLedger(paths).read().get("reference_run")
+    if not ref:
+        msg = f"{paths.root}: an incremental run without a reference_run in its ledger"
+        raise RunStateError(msg)
+    return RunPaths(paths.root.parent / ref)
+
+
+def _stat(paths: RunPaths, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A statistics table `explain` reads; runs made before it was kept have none."""
+    path = paths.stat(name)
+    return read_parquet_named(path) if path.exists() else pl.DataFrame(schema=schema)
+
+
+def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
+    npi = _checked_npi(npi_text)
+    manifest = RunManifest.load(paths)
+    if not paths.scores.exists():
+        msg = f"run {paths.run_id} has not merged yet: no scores.parquet to explain"
+        raise RunStateError(msg)
+    published = read_parquet_named(paths.scores).filter(pl.col("npi") == npi_text)
+    batch = _batch_of(paths, npi)
+    if published.is_empty() or batch is None:
+        msg = (
+            f"NPI {npi_text} was not scored in run {paths.run_id} "
+            f"(no payment rows in {manifest.window_end_year - manifest.cfg.window_years + 1}-"
+            f"{manifest.window_end_year}, or not in the run's inputs)"
+        )
+        raise InputError(msg)
+    cfg = manifest.cfg
+
+    def own(path: Path) -> pl.DataFrame:
+        return read_parquet_named(path).filter(pl.col("npi") == npi)
+
+    provider = own(paths.batch_providers(batch))
+    if cfg.graph_mode == "neo4j-live":
+        provider = with_live_ownership(provider, neo4j_target(), cfg)
+    else:
+        provider = with_chain_totals(provider, paths)
+    snf = provider["snf_entity_id"][0]
+    entities = _stat(paths, EXPLAIN_CHAIN_STATS[0], {"snf_entity_id": pl.String})
+    members = _stat(paths, EXPLAIN_CHAIN_STATS[1], {"snf_entity_id": pl.String, "npi": pl.Int64})
+    of_snf = pl.col("snf_entity_id") == snf
+    entities, members = entities.filter(of_snf), members.filter(of_snf)
+    leie = _stat(paths, EXCLUSIONS_STAT, {"npi": pl.Int64})
+    wanted = pl.concat([pl.Series([npi], dtype=pl.Int64), members["npi"]]).implode()
+    programs = paths.batch_programs(batch)
+    return ExplainInputs(
+        npi=npi,
+        provider=provider,
+        provider_years=own(paths.batch_provider_years(batch)),
+        programs=own(programs) if programs.exists() else pl.DataFrame(
+            schema={"npi": pl.Int64, "program": pl.String, "amount": pl.Float64}
+        ),
+        stats=load_stats(paths),
+        entities=entities,
+        excluded_members=members,
+        exclusions=leie.filter(pl.col("npi").is_in(wanted)),
+        published=published.row(0, named=True),
+        reference_r_raw=read_parquet_named(_reference(paths, manifest).scores)["r_raw"],
+        t=manifest.window_end_year,
+        cfg=cfg,
+    )  # fmt: skip
+
+
+def explain(paths: RunPaths, npi: str) -> dict[str, Any]:
+    return explain_provider(load_explain_inputs(paths, npi))
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def print_explanation(e: dict[str, Any], console: Console) -> None:
+    comp = e["composite"]
+    console.print(
+        f"[bold]NPI {e['npi']}[/]: risk_score {comp['risk_score']:.2f} ({comp['risk_label']}), "
+        f"window {e['window'][0]}-{e['window'][1]}, peers {e['peer_taxonomy']} / {e['peer_state']}"
+    )
+    amounts = Table(
+        "year", "weight", "payments", "claims", "benes", "m1", "m2", "m3", title="Window years"
+    )
+    scores = Table(
+        "year", "peer group", "n", "primary n", "z1", "z2", "z3", "year score", "m1 pct",
+        title="Billing outlier, year by year",
+    )  # fmt: skip
+    for y in e["years"]:
+        group = y["peer_group"]
+        chosen = group[group["used"]] if group["used"] != "none" else None
+        primary_n = group["primary"]["n"] if group["primary"] else 0
+        amounts.add_row(
+            str(y["year"]), _f(y["weight"], 3), _f(y["payments"], 2), _f(y["claims"], 0),
+            _f(y["beneficiaries"], 0), _f(y["m1"], 2), _f(y["m2"], 2), _f(y["m3"], 2),
+        )  # fmt: skip
+        scores.add_row(
+            str(y["year"]), group["used"], _f(chosen["n"]) if chosen else "0",
+            _f(primary_n), *[_f(y["z"][m], 3) for m in ("x1", "x2", "x3")],
+            _f(y["year_score"]), _f(y["m1_percentile"], 2),
+        )  # fmt: skip
+    console.print(amounts)
+    console.print(scores)
+    peers = Table("year", "group key", "metric", "median", "MAD", title="Peer groups used")
+    for y in e["years"]:
+        group = y["peer_group"]
+        if group["used"] == "none":
+            continue
+        chosen = group[group["used"]]
+        key = "/".join(str(v) for v in chosen["key"].values())
+        for m in ("x1", "x2", "x3"):
+            peers.add_row(str(y["year"]), key, m, _f(chosen[m]["median"]), _f(chosen[m]["mad"]))
+    console.print(peers)
+    b = e["billing"]
+    console.print(f"S_b = {b['score']:.2f}, billing_outlier_percentile {b['percentile']:.2f}")
+    growth = Table("year", "g", "group median", "group MAD", "z", "max(z,0)", title="Trajectory")
+    for y in e["years"]:
+        g = y["growth"]
+        if g is not None:
+            growth.add_row(
+                str(y["year"]), _f(g["g"]), _f(g["group_median"]), _f(g["group_mad"]),
+                _f(g["z"]), _f(g["z_positive"]),
+            )  # fmt: skip
+    console.print(growth)
+    tr = e["trajectory"]
+    console.print(f"payment_trajectory_zscore {tr['zscore']:.4f}, S_t = {tr['score']:.2f}")
+    c = e["concentration"]
+    shares = ", ".join(f"{p['program']} {p['share']:.1%}" for p in c["programs"]) or "no payments"
+    console.print(
+        f"concentration {c['years'][0]}-{c['years'][1]}: {shares}; "
+        f"top {c['top_program']} {c['top_share']:.4f}, S_p = {c['score']:.2f}"
+    )
+    o = e["ownership"]
+    if o["snf"] is None:
+        console.print("ownership: no SNF matches the display name, S_o = 0")
+    else:
+        console.print(
+            f"ownership: SNF {o['snf']['entity_id']} ({o['snf']['name']}), "
+            f"{o['chain_provider_count']:,} chain providers, {o['chain_excluded_count']:,} "
+            f"excluded, owner_excluded {o['owner_excluded']}, S_o = {o['score']:.2f}"
+        )
+        ents = Table("entity", "name", "role", "hops", "EXCLUDED_BY", title="Chain and group")
+        for role in ("chain", "group"):
+            for ent in o[role]:
+                hops = ent["up_hops"] if role == "chain" else ent["down_hops"]
+                ents.add_row(
+                    ent["entity_id"], str(ent["name"]), role, str(hops), str(ent["excluded_by"])
+                )
+        console.print(ents)
+        for member in o["excluded_chain_providers"]:
+            rows = "; ".join(f"{r['exclusion_id']} {r['excldate']}" for r in member["leie"])
+            console.print(f"  excluded chain provider {member['npi']}: {rows}")
+    x = e["exclusion"]
+    rows = "; ".join(
+        f"{r['exclusion_id']} {r['excldate']} reinstated={r['reinstated']}" for r in x["rows"]
+    )
+    console.print(f"exclusion: {rows or 'no LEIE rows'}; S_e = {x['score']:.0f}")
+    terms = Table("component", "value", "weight", "term", title="Composite")
+    for name, term in comp["terms"].items():
+        terms.add_row(name, _f(term["value"], 2), _f(term["weight"], 2), _f(term["term"]))
+    console.print(terms)
+    console.print(
+        f"r_raw {comp['r_raw']:.4f}: {comp['smaller']:,} of {comp['population']:,} providers "
+        f"lower -> risk_score {comp['risk_score']:.2f} ({comp['risk_label']}); "
+        f"flags: {'; '.join(comp['flags']) or 'none'}"
+    )
+    bad = [c for c, check in e["checks"].items() if not check["equal"]]
+    if bad:
+        console.print(f"[red]does not recompute the published row: {', '.join(bad)}[/]")
+    else:
+        console.print("[green]recomputes the published row exactly[/]")
