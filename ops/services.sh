@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the server binaries (PostgreSQL, Redis) the test suite runs as private
-# instances, when absent.
+# instances, and the headless browser (Debian's chromium) it renders report.html in, when absent.
 # Nothing is started here: the suite starts its own servers on free loopback ports
 # and stops them when it ends. Debian's postinst would create and start a default
 # cluster; we switch that off first so no shared server is left running.
@@ -11,6 +11,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   need+=(redis-server)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  need+=(chromium)  # the report page test renders report.html in headless chromium
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "services: installing ${need[*]}" >&2

@@ -67,9 +67,7 @@ def capture(page_file: Path, screenshot: Path) -> PageCapture:
             context = browser.new_context(viewport={"width": 1200, "height": 900}, offline=True)
             page = context.new_page()
             page.route("**/*", route)
-            page.on(
-                "console", lambda m: errors.append(m.text) if m.type == "error" else None
-            )
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(url, wait_until="load")
             sections = page.evaluate(SECTIONS_JS)
             numbers = [(json.loads(k), text) for k, text in page.evaluate(NUMBERS_JS)]

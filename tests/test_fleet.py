@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
+from tests.builders import claidex_cli
 from tests.fleet import CeleryProcess, beat, workers_cli
 
 
@@ -43,6 +45,13 @@ def test_chord_run_matches_the_local_engine(
     assert ledger["batches_done"] == ledger["batches_total"] >= 5
     workers_used = {b["worker"].split("@")[0] for b in RunLedger(paths).batch_states().values()}
     assert workers_used == {f"w{i}" for i in range(processes)}
+    compared = claidex_cli("compare", str(local.root), str(paths.root), "--json")
+    assert compared.returncode == 0, compared.stdout + compared.stderr  # local vs Celery
+    assert json.loads(compared.stdout)["within_tolerance"] is True
+    report = json.loads(paths.report.read_text())
+    assert report["header"]["engine"] == "celery" and paths.report_html.exists()
+    assert report["timeline"]["batches"]["tasks"] >= ledger["batches_total"]
+    assert report["timeline"]["batches"]["processes"] >= processes  # a lane per worker process
 
 
 def _running_batch(paths: RunPaths) -> int | None:
