@@ -89,7 +89,7 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
     snf = provider["snf_entity_id"][0]
     entities = _stat(paths, EXPLAIN_CHAIN_STATS[0], {"snf_entity_id": pl.String})
     members = _stat(paths, EXPLAIN_CHAIN_STATS[1], {"snf_entity_id": pl.String, "npi": pl.Int64})
-    of_snf = pl.col("snf_entity_id") == snf
+    of_snf = pl.lit(False) if snf is None else pl.col("snf_entity_id") == snf
     entities, members = entities.filter(of_snf), members.filter(of_snf)
     leie = _stat(paths, EXCLUSIONS_STAT, {"npi": pl.Int64})
     wanted = pl.concat([pl.Series([npi], dtype=pl.Int64), members["npi"]]).implode()
