@@ -617,3 +617,31 @@ def generate(
         msg = "--part-npis must be at least 1"
         raise ValueError(msg)
     return _Generator(Path(out_dir), providers, seed, layout, part_npis).run()
+
+
+def next_week(source: Path, target: Path, *, movers: int = 40) -> dict[str, object]:
+    """A copy of a generated dataset as a later recompute would see it: the first `movers`
+    paying NPIs (after the first) bill nine times as much, the first one stops billing,
+    and five bad payment rows arrive (a short NPI twice, two negative amounts, an exact
+    copy). For the report's "against the previous run" section and its screenshot."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            shutil.copy(path, target / path.name)
+    payments = pl.read_parquet(source / "payments_combined.parquet")
+    npis = payments["npi"].unique().sort()
+    gone, boosted = npis[0], npis[1 : movers + 1]
+    payments = payments.filter(pl.col("npi") != gone).with_columns(
+        pl.when(pl.col("npi").is_in(boosted.implode()))
+        .then(pl.col("payments") * 9)
+        .otherwise(pl.col("payments"))
+        .alias("payments")
+    )
+    bad = payments.head(4).with_columns(
+        pl.Series("npi", ["123", "123", payments["npi"][5], payments["npi"][6]]),
+        pl.Series("payments", [10.0, 10.0, -5.0, -1.0]),
+    )
+    pl.concat([payments, bad, payments.slice(9, 1)]).write_parquet(
+        target / "payments_combined.parquet"
+    )
+    return {"removed": gone, "boosted": boosted.len(), "bad_rows": bad.height + 1}

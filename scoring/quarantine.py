@@ -135,13 +135,15 @@ def tag_rows(
 
 
 def split_tagged(
-    tagged: pl.DataFrame, columns: list[str], source: str
+    tagged: pl.DataFrame, columns: list[str], source: str, carried: tuple[str, ...] = ()
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(good rows with their row numbers, quarantine records)."""
+    """(good rows with their row numbers, quarantine records). `carried`: columns of ours
+    (a row hash) the good rows keep and a quarantine record never shows."""
     failed = tagged[REASON].is_not_null()
     if not failed.any():  # the common case: no copy of a clean chunk
-        return tagged.select(ROW, *columns), quarantine_records(tagged.head(0), columns, source)
-    good = tagged.filter(~failed).select(ROW, *columns)
+        good = tagged.select(ROW, *columns, *carried)
+        return good, quarantine_records(tagged.head(0), columns, source)
+    good = tagged.filter(~failed).select(ROW, *columns, *carried)
     return good, quarantine_records(tagged.filter(failed), columns, source)
 
 

@@ -37,6 +37,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:12px}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 section{margin-bottom:28px}.chart svg{max-width:100%;height:auto}
+.pair{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap}
 .note{color:#666;font-size:12px}
 """
 
@@ -70,6 +71,11 @@ def _table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return f"<table><tr>{header}</tr>{body}</table>"
 
 
+def _pair(*parts: str) -> str:
+    """A chart and its table side by side (they wrap on a narrow screen)."""
+    return f'<div class="pair">{"".join(parts)}</div>'
+
+
 def _text(value: Any) -> str:
     return f"<td>{html.escape(str(value))}</td>"
 
@@ -97,7 +103,9 @@ def _labels(report: dict[str, Any]) -> str:
     rows = [
         [_text(label), _num(["labels", label], report["labels"].get(label, 0))] for label in LABELS
     ]
-    return _section("labels", "Label mix", _svg(fig), _table(["risk_label", "providers"], rows))
+    return _section(
+        "labels", "Label mix", _pair(_svg(fig), _table(["risk_label", "providers"], rows))
+    )
 
 
 def _bars(ax: Any, histogram: dict[str, list[Any]], colour: str) -> None:
@@ -120,7 +128,9 @@ def _risk_score(report: dict[str, Any]) -> str:
         )
     ]
     return _section(
-        "risk-score", "risk_score histogram", _svg(fig), _table(["risk_score", "providers"], rows)
+        "risk-score",
+        "risk_score histogram",
+        _pair(_svg(fig), _table(["risk_score", "providers"], rows)),
     )
 
 
@@ -155,7 +165,7 @@ def _flags(report: dict[str, Any]) -> str:
     ax.invert_yaxis()
     ax.set_xlabel("providers")
     rows = [[_text(text), _num(["top_flags", text], n)] for text, n in flags]
-    return _section("flags", "Top flags", _svg(fig), _table(["flag", "providers"], rows))
+    return _section("flags", "Top flags", _pair(_svg(fig), _table(["flag", "providers"], rows)))
 
 
 def _quarantine(report: dict[str, Any]) -> str:
@@ -253,7 +263,7 @@ def _time(report: dict[str, Any]) -> str:
                 ],
             ]
         )
-    parts = [_svg(fig), _table(["step", "seconds"], rows)]
+    parts = [_pair(_svg(fig), _table(["step", "seconds"], rows))]
     tasks = line.get("tasks", [])
     if tasks:
         lanes = len({t["lane"] for t in tasks})
@@ -285,7 +295,9 @@ def _planted(report: dict[str, Any]) -> str:
     rows = [
         [_text(k), *[_num(["planted_capture", k, f], planted[k][f]) for f in fields]] for k in kinds
     ]
-    return _section("planted", "Planted anomalies", _svg(fig), _table(["kind", *fields], rows))
+    return _section(
+        "planted", "Planted anomalies", _pair(_svg(fig), _table(["kind", *fields], rows))
+    )
 
 
 def _previous(report: dict[str, Any]) -> str:
@@ -338,9 +350,11 @@ def _previous(report: dict[str, Any]) -> str:
     return _section(
         "previous",
         "Against the previous published run",
-        _table(["", ""], summary),
-        _svg(fig),
-        _table(["from \\ to", *LABELS], transitions),
+        _pair(
+            _table(["", ""], summary),
+            _svg(fig),
+            _table(["from \\ to", *LABELS], transitions),
+        ),
         '<h3 style="font-size:13px">Largest movers</h3>',
         _table(["npi", "before", "after", "delta", "label"], movers),
     )

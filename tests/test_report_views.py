@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,9 @@ import polars as pl
 import pytest
 
 from claidex.local_engine import run_local
+from claidex.sample_data import next_week
 from scoring.config import LABELS, Settings
+from scoring.inputs import SCHEMAS
 from scoring.report_html import SECTION_IDS
 from scoring.rundir import RunPaths
 from scoring.steps.publish import publish
@@ -28,23 +29,7 @@ def runs(sample_dataset: Path, postgres_server, tmp_path_factory: pytest.TempPat
     bill more and one disappears, so B's report has a previous published run to compare."""
     root = tmp_path_factory.mktemp("runs")
     changed = tmp_path_factory.mktemp("changed")
-    for f in sample_dataset.iterdir():
-        shutil.copy(f, changed / f.name)
-    payments = pl.read_parquet(changed / "payments_combined.parquet")
-    npis = payments["npi"].unique().sort()
-    gone, boosted = npis[0], npis[1:40]
-    payments = payments.filter(pl.col("npi") != gone).with_columns(
-        pl.when(pl.col("npi").is_in(boosted.implode()))
-        .then(pl.col("payments") * 9)
-        .otherwise(pl.col("payments"))
-        .alias("payments")
-    )
-    bad = payments.head(4).with_columns(  # quarantined: two reasons, and one exact copy
-        pl.Series("npi", ["123", "123", payments["npi"][5], payments["npi"][6]]),
-        pl.Series("payments", [10.0, 10.0, -5.0, -1.0]),
-    )
-    payments = pl.concat([payments, bad, payments.slice(9, 1)])
-    payments.write_parquet(changed / "payments_combined.parquet")
+    gone = next_week(sample_dataset, changed)["removed"]
     with fresh_database(postgres_server) as url:
         from scoring.db.connection import connect
         from scoring.db.schema import init_schema
@@ -127,6 +112,9 @@ def test_report_html_renders_offline_with_every_chart_drawn_and_the_report_numbe
     assert report["previous_run"]["removed"]["examples"] == [runs["gone"]]
     assert report["previous_run"]["movers"], "boosted providers moved"
     assert len(report["quarantined"]["by_file"]) == 3 and report["quarantined"]["total"] == 5
+    records = pl.read_parquet(paths.quarantine)["record"].to_list()
+    columns = set(SCHEMAS["payments_combined"])
+    assert all(set(json.loads(r)) == columns for r in records)  # the input's columns, no others
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     assert paths.report_html.stat().st_size < 2_000_000  # aggregates, not points
 

@@ -335,7 +335,7 @@ def _ingest_payments(
             chunk = table.rows(offset, min(hi, offset + cfg.validation_chunk_rows)).collect()
         tagged = tag_rows(chunk, rules, first_row=offset)
         good, q = split_tagged(
-            tagged.with_columns(row_hash(PAYMENT_COLUMNS)), [*PAYMENT_COLUMNS, ROW_HASH], PAYMENTS
+            tagged.with_columns(row_hash(PAYMENT_COLUMNS)), PAYMENT_COLUMNS, PAYMENTS, (ROW_HASH,)
         )
         kept.append(good.with_columns(npi_to_int(pl.col("npi")), pl.col("year").cast(pl.Int32)))
         bad.append(q)
