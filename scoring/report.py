@@ -151,7 +151,10 @@ def against_previous(
     if previous is None:
         return None
     columns = ["npi", "risk_score", "risk_label"]
-    before = read_parquet_named(previous.scores).select(columns)
+    try:
+        before = read_parquet_named(previous.scores).select(columns)
+    except (RunFileError, pl.exceptions.PolarsError) as exc:  # the report must not fail a run
+        return {"run_id": previous.run_id, "error": str(exc)}
     now = scores.select(columns)
     both, _ = paired(before, now)
     return {

@@ -308,6 +308,13 @@ def _previous(report: dict[str, Any]) -> str:
             "Against the previous published run",
             '<p class="note">no earlier published full run under this run root</p>',
         )
+    if "error" in previous:
+        note = f"previous published run {previous['run_id']}: cannot read its scores: "
+        return _section(
+            "previous",
+            "Against the previous published run",
+            f'<p class="note">{html.escape(note + previous["error"])}</p>',
+        )
     matrix = previous["transitions"]
     fig = Figure(figsize=(4.6, 3.6))
     ax = fig.add_subplot()

@@ -31,7 +31,7 @@ def batch_attempts(paths: RunPaths, origin: datetime) -> list[dict[str, Any]]:
             lines = path.read_text().splitlines()
         open_start: dict[str, Any] | None = None
         for line in lines:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # a torn or foreign line
                 event = json.loads(line)
                 if datetime.fromisoformat(event["at"]) < origin:
                     continue  # an earlier prepare of the same run directory
@@ -57,18 +57,21 @@ def _attempt(start: dict[str, Any], end_at: str, outcome: str, origin: datetime)
 
 
 def stage_tasks(paths: RunPaths, origin: datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "kind": "stage",
-            "name": f"{r['stage']} {r['shard']}",
-            "stage": r["stage"],
-            "lane": _lane(r),
-            "start": _seconds(r["started_at"], origin),
-            "end": _seconds(r["finished_at"], origin),
-            "outcome": "done",
-        }
-        for r in task_records(paths)
-    ]
+    tasks = []
+    for r in task_records(paths):
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # a foreign task.json
+            tasks.append(
+                {
+                    "kind": "stage",
+                    "name": f"{r['stage']} {r['shard']}",
+                    "stage": r["stage"],
+                    "lane": _lane(r),
+                    "start": _seconds(r["started_at"], origin),
+                    "end": _seconds(r["finished_at"], origin),
+                    "outcome": "done",
+                }
+            )
+    return tasks
 
 
 def _use(tasks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,33 @@ def test_compare_bad_sides_are_one_line_errors(runs) -> None:
         result = claidex_cli("compare", *args)
         assert result.returncode == 2
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_a_report_survives_foreign_records_and_an_unreadable_previous_run(runs, tmp_path) -> None:
+    """The report is written at merge: a torn event line, a foreign task record or a damaged
+    earlier run must not fail the run; they are left out, or named, instead."""
+    root = tmp_path / "root"
+    run = root / "this"
+    shutil.copytree(runs["a2"].root, run)
+    events = sorted((run / "events").glob("*.jsonl"))[0]
+    with events.open("a") as handle:
+        handle.write('{"batch": 0, "event": "start"}\n{not json\n[1, 2]\n')
+    task = sorted((run / "stages").glob("*/*/task.json"))[0]
+    task.write_text("[]")
+    earlier = root / "earlier"
+    earlier.mkdir()
+    (earlier / "ledger.json").write_text(
+        json.dumps({"kind": "full", "status": "published", "created_at": "2000-01-01T00:00:00"})
+    )
+    (earlier / "scores.parquet").write_bytes(b"PAR1 torn")
+    (root / "foreign").mkdir()
+    (root / "foreign" / "ledger.json").write_text("[not an object]")
+    result = claidex_cli("report", str(run))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((run / "report.json").read_text())
+    assert report["previous_run"]["run_id"] == "earlier"
+    assert "scores.parquet" in report["previous_run"]["error"]
+    before = json.loads(runs["a2"].report.read_text())["timeline"]
+    assert report["timeline"]["batches"]["tasks"] == before["batches"]["tasks"]
+    assert report["timeline"]["stages"]["tasks"] == before["stages"]["tasks"] - 1
+    assert "cannot read its scores" in (run / "report.html").read_text()

@@ -965,7 +965,7 @@ def task_records(paths: RunPaths) -> list[dict[str, Any]]:
     """Every finished stage task of this prepare: stage, shard, start, end, host, pid."""
     records = []
     for path in sorted(stage_root(paths).glob("*/*/task.json")):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, TypeError):  # torn or foreign: not drawn
             stage, shard = path.parent.parent.name, int(path.parent.name)
             records.append({"stage": stage, "shard": shard, **read_json(path)})
     return records
