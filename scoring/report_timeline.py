@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from scoring.rundir import RunPaths
-from scoring.steps.stages import task_records
 
 
 def _seconds(at: str, origin: datetime) -> float:
@@ -57,6 +56,8 @@ def _attempt(start: dict[str, Any], end_at: str, outcome: str, origin: datetime)
 
 
 def stage_tasks(paths: RunPaths, origin: datetime) -> list[dict[str, Any]]:
+    from scoring.steps.stages import task_records  # scoring.steps imports the report (merge)
+
     tasks = []
     for r in task_records(paths):
         with contextlib.suppress(ValueError, KeyError, TypeError):  # a foreign task.json
