@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+import polars as pl
 import psycopg
 
 from scoring.config import SHARDS_HELP, GraphMode, load_settings
@@ -175,14 +176,15 @@ def _report(args: argparse.Namespace) -> int:
     import webbrowser
 
     from claidex.local_engine import resolve_run
-    from scoring.rundir import read_parquet_named
+    from scoring.rundir import read_json, read_parquet_named
     from scoring.steps.merge import write_run_report
 
     paths = resolve_run(args.run, load_settings())
     if not paths.scores.exists():
         msg = f"{paths.root}: no scores.parquet yet (the run has not merged); `claidex status`"
         raise InputError(msg)
-    write_run_report(paths, read_parquet_named(paths.scores))
+    earlier = read_json(paths.report) if paths.report.exists() else None
+    write_run_report(paths, read_parquet_named(paths.scores), earlier)
     print(f"report: {paths.report_html}")
     if args.open:
         webbrowser.open(paths.report_html.resolve().as_uri())
@@ -380,6 +382,9 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:  # storage: a full disk, a vanished mount, a permission
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except pl.exceptions.PolarsError as exc:  # a file of the wrong shape given to compare, say
+        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except psycopg.Error as exc:  # e.g. a schema that `claidex db init` has not created yet
         from scoring.db.connection import database_error, database_url

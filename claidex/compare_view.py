@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scoring.config import LABELS, Settings
@@ -58,11 +59,11 @@ def load_pair(a: str, b: str, cfg: Settings) -> tuple[pl.DataFrame, pl.DataFrame
 
 
 def _value(v: Any) -> str:
-    return "null" if v is None else str(v)
+    return "null" if v is None else escape(str(v))
 
 
 def print_comparison(result: dict[str, Any], names: tuple[str, str], console: Console) -> None:
-    a, b = names
+    a, b = escape(names[0]), escape(names[1])
     verdict = "[green]within tolerance[/]" if result["within_tolerance"] else "[red]DIFFERENT[/]"
     console.print(
         f"A = {a} ({result['npis_a']:,} NPIs), B = {b} ({result['npis_b']:,} NPIs), "
@@ -80,13 +81,17 @@ def print_comparison(result: dict[str, Any], names: tuple[str, str], console: Co
     for side in ("a", "b"):
         only = result[f"only_in_{side}"]
         if only["count"]:
-            shown = ", ".join(only["examples"])
+            shown = escape(", ".join(map(str, only["examples"])))
             console.print(f"[red]only in {side.upper()}: {only['count']:,}[/] ({shown})")
+    for kind, columns in result["unmatched_columns"].items():
+        if columns:
+            listed = escape(", ".join(columns))
+            console.print(f"[red]columns {kind.replace('_', ' ')}: {listed}[/]")
     if result["differences"]:
         diffs = Table("npi", "column", "A", "B", title="NPIs outside tolerance (first ones)")
         for row in result["differences"]:
             for column, pair in row["columns"].items():
-                diffs.add_row(row["npi"], column, _value(pair["a"]), _value(pair["b"]))
+                diffs.add_row(row["npi"], escape(column), _value(pair["a"]), _value(pair["b"]))
         console.print(diffs)
     if result["transitions"]:
         matrix = Table("A \\ B", *LABELS, title="Label transitions")

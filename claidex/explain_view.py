@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scoring.errors import InputError, RunStateError
@@ -19,7 +20,7 @@ from scoring.manifest import RunManifest
 from scoring.npi import npi_problem
 from scoring.rundir import RunPaths, read_parquet_named
 from scoring.steps.score_batch import load_stats, with_chain_totals
-from scoring.steps.stages import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
+from scoring.steps.stages import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS, batch_member_counts
 
 
 def _checked_npi(npi: str) -> int:
@@ -30,11 +31,16 @@ def _checked_npi(npi: str) -> int:
     return int(npi)
 
 
-def _batch_of(paths: RunPaths, npi: int) -> int | None:
-    """The batch whose slice holds the NPI (one scan of every slice's footer and npi column)."""
-    files = sorted((paths.root / "batches").glob("*/providers.parquet"))
-    if not files:
-        msg = f"{paths.root}: no batch files (pruned?): explain needs the run's batches/"
+def _batch_of(paths: RunPaths, manifest: RunManifest, npi: int) -> int | None:
+    """The batch of this prepare whose slice holds the NPI (one scan of the slices' footers
+    and npi columns; NPIs are sorted across batches, so at most one holds it)."""
+    files = [paths.batch_providers(i) for i in range(manifest.batches_total)]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        msg = (
+            f"{paths.root}: {len(missing)} of {len(files)} batch slices missing (pruned?), "
+            f"first {missing[0]}: explain needs the run's batches/"
+        )
         raise RunStateError(msg)
     found = (
         pl.scan_parquet(files, glob=False, include_file_paths="file")
@@ -68,7 +74,7 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
         msg = f"run {paths.run_id} has not merged yet: no scores.parquet to explain"
         raise RunStateError(msg)
     published = read_parquet_named(paths.scores).filter(pl.col("npi") == npi_text)
-    batch = _batch_of(paths, npi)
+    batch = _batch_of(paths, manifest, npi)
     if published.is_empty() or batch is None:
         msg = (
             f"NPI {npi_text} was not scored in run {paths.run_id} "
@@ -94,6 +100,9 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
     leie = _stat(paths, EXCLUSIONS_STAT, {"npi": pl.Int64})
     wanted = pl.concat([pl.Series([npi], dtype=pl.Int64), members["npi"]]).implode()
     programs = paths.batch_programs(batch)
+    counts = None
+    if manifest.member_counts:  # what the batch read: the m1 rank counts peer_stats kept
+        counts = batch_member_counts(paths, provider["npi"], cfg.shards)
     return ExplainInputs(
         npi=npi,
         provider=provider,
@@ -109,6 +118,7 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
         reference_r_raw=read_parquet_named(_reference(paths, manifest).scores)["r_raw"],
         t=manifest.window_end_year,
         cfg=cfg,
+        member_counts=counts,
     )  # fmt: skip
 
 
@@ -121,14 +131,17 @@ def _f(value: Any, digits: int = 4) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return escape(str(value))  # names are data: '[bold]' in one is text, not markup
 
 
 def print_explanation(e: dict[str, Any], console: Console) -> None:
     comp = e["composite"]
     console.print(
         f"[bold]NPI {e['npi']}[/]: risk_score {comp['risk_score']:.2f} ({comp['risk_label']}), "
-        f"window {e['window'][0]}-{e['window'][1]}, peers {e['peer_taxonomy']} / {e['peer_state']}"
+        f"window {e['window'][0]}-{e['window'][1]}, peers {_f(e['peer_taxonomy'])} / "
+        f"{_f(e['peer_state'])}"
     )
     amounts = Table(
         "year", "weight", "payments", "claims", "benes", "m1", "m2", "m3", title="Window years"
@@ -158,7 +171,7 @@ def print_explanation(e: dict[str, Any], console: Console) -> None:
         if group["used"] == "none":
             continue
         chosen = group[group["used"]]
-        key = "/".join(str(v) for v in chosen["key"].values())
+        key = _f("/".join(str(v) for v in chosen["key"].values()))
         for m in ("x1", "x2", "x3"):
             peers.add_row(str(y["year"]), key, m, _f(chosen[m]["median"]), _f(chosen[m]["mad"]))
     console.print(peers)
@@ -176,17 +189,17 @@ def print_explanation(e: dict[str, Any], console: Console) -> None:
     tr = e["trajectory"]
     console.print(f"payment_trajectory_zscore {tr['zscore']:.4f}, S_t = {tr['score']:.2f}")
     c = e["concentration"]
-    shares = ", ".join(f"{p['program']} {p['share']:.1%}" for p in c["programs"]) or "no payments"
+    shares = ", ".join(f"{_f(p['program'])} {p['share']:.1%}" for p in c["programs"])
     console.print(
-        f"concentration {c['years'][0]}-{c['years'][1]}: {shares}; "
-        f"top {c['top_program']} {c['top_share']:.4f}, S_p = {c['score']:.2f}"
+        f"concentration {c['years'][0]}-{c['years'][1]}: {shares or 'no payments'}; "
+        f"top {_f(c['top_program'])} {c['top_share']:.4f}, S_p = {c['score']:.2f}"
     )
     o = e["ownership"]
     if o["snf"] is None:
         console.print("ownership: no SNF matches the display name, S_o = 0")
     else:
         console.print(
-            f"ownership: SNF {o['snf']['entity_id']} ({o['snf']['name']}), "
+            f"ownership: SNF {_f(o['snf']['entity_id'])} ({_f(o['snf']['name'])}), "
             f"{o['chain_provider_count']:,} chain providers, {o['chain_excluded_count']:,} "
             f"excluded, owner_excluded {o['owner_excluded']}, S_o = {o['score']:.2f}"
         )
@@ -195,15 +208,17 @@ def print_explanation(e: dict[str, Any], console: Console) -> None:
             for ent in o[role]:
                 hops = ent["up_hops"] if role == "chain" else ent["down_hops"]
                 ents.add_row(
-                    ent["entity_id"], str(ent["name"]), role, str(hops), str(ent["excluded_by"])
+                    _f(ent["entity_id"]), _f(ent["name"]), role, str(hops), str(ent["excluded_by"])
                 )
         console.print(ents)
         for member in o["excluded_chain_providers"]:
-            rows = "; ".join(f"{r['exclusion_id']} {r['excldate']}" for r in member["leie"])
+            rows = _f("; ".join(f"{r['exclusion_id']} {r['excldate']}" for r in member["leie"]))
             console.print(f"  excluded chain provider {member['npi']}: {rows}")
     x = e["exclusion"]
-    rows = "; ".join(
-        f"{r['exclusion_id']} {r['excldate']} reinstated={r['reinstated']}" for r in x["rows"]
+    rows = _f(
+        "; ".join(
+            f"{r['exclusion_id']} {r['excldate']} reinstated={r['reinstated']}" for r in x["rows"]
+        )
     )
     console.print(f"exclusion: {rows or 'no LEIE rows'}; S_e = {x['score']:.0f}")
     terms = Table("component", "value", "weight", "term", title="Composite")
@@ -213,7 +228,7 @@ def print_explanation(e: dict[str, Any], console: Console) -> None:
     console.print(
         f"r_raw {comp['r_raw']:.4f}: {comp['smaller']:,} of {comp['population']:,} providers "
         f"lower -> risk_score {comp['risk_score']:.2f} ({comp['risk_label']}); "
-        f"flags: {'; '.join(comp['flags']) or 'none'}"
+        f"flags: {_f('; '.join(comp['flags'])) or 'none'}"
     )
     bad = [c for c, check in e["checks"].items() if not check["equal"]]
     if bad:

@@ -62,6 +62,7 @@ def print_status(summary: dict[str, Any], console: Console | None = None) -> Non
         "batches_failed",
         "failed_step",
         "error",
+        "report_error",
         "input_fingerprint",
         "created_at",
         "updated_at",

@@ -4,11 +4,14 @@ published run" section are built from these."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
 
 from scoring.config import LABELS
+from scoring.errors import InputError
+from scoring.npi import npi_to_str
 
 KEY = "npi"
 STRUCT_SEP = "."  # components.billing_outlier_score: a struct field compared as its own column
@@ -29,15 +32,22 @@ def _numeric(dtype: pl.DataType) -> bool:
     return dtype.is_numeric() and dtype != pl.Boolean
 
 
-def _column_exprs(column: str, dtype: pl.DataType, tol: float) -> list[pl.Expr]:
+def _verdicts(column: str, dtype: pl.DataType, tol: float) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(identical, close, gap) for one shared column. Identical: equal, nulls and NaNs equal to
+    their kind; close: identical, or numbers both present within `tol`. A null or NaN against
+    a value is never close: it is a difference, whatever the tolerance."""
     a, b = pl.col(f"{column}_a"), pl.col(f"{column}_b")
     same = a.eq_missing(b)
-    if _numeric(dtype):
-        gap = (a.cast(pl.Float64) - b.cast(pl.Float64)).abs()
-        close = same | (gap <= tol)
-        largest = gap.max().fill_null(0.0)
-    else:
-        close, largest = same, pl.lit(None, dtype=pl.Float64)
+    if not _numeric(dtype):
+        return same, same, pl.lit(None, dtype=pl.Float64)
+    gap = (a.cast(pl.Float64) - b.cast(pl.Float64)).abs()
+    close = same | (gap.is_finite() & (gap <= tol)).fill_null(False)
+    return same, close, gap
+
+
+def _column_exprs(column: str, dtype: pl.DataType, tol: float) -> list[pl.Expr]:
+    same, close, gap = _verdicts(column, dtype, tol)
+    largest = gap.filter(~same & gap.is_finite()).max() if _numeric(dtype) else gap
     return [
         same.sum().alias(f"{column}|identical"),
         (close & ~same).sum().alias(f"{column}|within_tol"),
@@ -47,9 +57,9 @@ def _column_exprs(column: str, dtype: pl.DataType, tol: float) -> list[pl.Expr]:
 
 
 def paired(a: pl.DataFrame, b: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """The NPIs on both sides, each shared column as <col>_a and <col>_b (flattened)."""
+    """The NPIs on both sides, each shared column of one type as <col>_a and <col>_b."""
     a, b = flattened(a), flattened(b)
-    shared = [c for c in a.columns if c in b.columns and c != KEY]
+    shared = [c for c in a.columns if c in b.columns and c != KEY and a[c].dtype == b[c].dtype]
     both = a.select(KEY, *shared).join(b.select(KEY, *shared), on=KEY, how="inner", suffix="_b")
     return both.rename({c: f"{c}_a" for c in shared}), shared
 
@@ -76,14 +86,7 @@ def differing_rows(
     both: pl.DataFrame, shared: list[str], schema: dict[str, pl.DataType], tol: float, limit: int
 ) -> list[dict[str, Any]]:
     """The first `limit` NPIs (in NPI order) outside tolerance, with the columns that differ."""
-    outside = []
-    for c in shared:
-        a, b = pl.col(f"{c}_a"), pl.col(f"{c}_b")
-        if _numeric(schema[c]):
-            gap = (a.cast(pl.Float64) - b.cast(pl.Float64)).abs()
-            outside.append(~(a.eq_missing(b) | (gap <= tol)).fill_null(True))
-        else:
-            outside.append(~a.eq_missing(b))
+    outside = [~_verdicts(c, schema[c], tol)[1] for c in shared]
     if not outside:
         return []
     flags = both.select(KEY, *[e.alias(c) for e, c in zip(outside, shared, strict=True)])
@@ -132,10 +135,47 @@ def only_in(a: pl.DataFrame, b: pl.DataFrame, examples: int) -> dict[str, Any]:
     return {"count": missing.height, "examples": missing[KEY].head(examples).to_list()}
 
 
+def checked_side(scores: pl.DataFrame, name: str) -> pl.DataFrame:
+    """A side with its npi as text, each NPI once; else a one-line error naming the side."""
+    if KEY not in scores.columns:
+        msg = f"{name}: no npi column"
+        raise InputError(msg)
+    if scores.schema[KEY].is_integer():
+        scores = scores.with_columns(npi_to_str(pl.col(KEY)))
+    elif scores.schema[KEY] != pl.String:
+        msg = f"{name}: npi is {scores.schema[KEY]}, not text or an integer"
+        raise InputError(msg)
+    repeated = scores.filter(pl.col(KEY).is_duplicated())[KEY].unique().sort()
+    if repeated.len():
+        shown = ", ".join(repeated.head(5).to_list())
+        msg = (
+            f"{name}: {repeated.len()} NPI(s) on more than one row ({shown}): not one set of scores"
+        )
+        raise InputError(msg)
+    return scores
+
+
+def _unmatched_columns(a: pl.DataFrame, b: pl.DataFrame) -> dict[str, list[str]]:
+    fa, fb = flattened(a), flattened(b)
+    return {
+        "only_in_a": [c for c in fa.columns if c not in fb.columns],
+        "only_in_b": [c for c in fb.columns if c not in fa.columns],
+        "different_types": [
+            f"{c}: {fa[c].dtype} vs {fb[c].dtype}"
+            for c in fa.columns
+            if c in fb.columns and c != KEY and fa[c].dtype != fb[c].dtype
+        ],
+    }
+
+
 def compare_scores(
     a: pl.DataFrame, b: pl.DataFrame, *, tol: float = 0.0, top: int = 10, examples: int = 20
 ) -> dict[str, Any]:
     """Everything `claidex compare` reports; `within_tolerance` is its exit status."""
+    if not math.isfinite(tol) or tol < 0:
+        msg = f"--tol {tol}: a tolerance is a finite number >= 0"
+        raise InputError(msg)
+    a, b = checked_side(a, "A"), checked_side(b, "B")
     both, shared = paired(a, b)
     schema = dict(flattened(a).schema)
     columns = column_agreement(both, shared, schema, tol)
@@ -147,6 +187,7 @@ def compare_scores(
         "only_in_a": only_in(a, b, examples),
         "only_in_b": only_in(b, a, examples),
         "columns": columns,
+        "unmatched_columns": _unmatched_columns(a, b),
         "differences": differing_rows(both, shared, schema, tol, examples),
         "transitions": label_transitions(both) if "risk_label" in shared else {},
         "movers": top_movers(both, top) if "risk_score" in shared else [],
@@ -155,5 +196,6 @@ def compare_scores(
         not result["only_in_a"]["count"]
         and not result["only_in_b"]["count"]
         and all(c["different"] == 0 for c in columns)
+        and not any(result["unmatched_columns"].values())
     )
     return result

@@ -39,6 +39,7 @@ class ExplainInputs:
     reference_r_raw: pl.Series  # the population its risk_score is a percent rank in
     t: int
     cfg: Settings
+    member_counts: pl.DataFrame | None = None  # the provider-years' m1 rank counts, if kept
 
 
 def _group(row: dict[str, Any], prefix: str, keys: list[str]) -> dict[str, Any] | None:
@@ -138,9 +139,10 @@ def _checks(recomputed: dict[str, Any], published: dict[str, Any]) -> dict[str, 
 def explain_provider(inputs: ExplainInputs) -> dict[str, Any]:
     """Every number behind the provider's row, and whether they recompute it exactly."""
     cfg, t = inputs.cfg, inputs.t
+    counts = None if inputs.member_counts is None else inputs.member_counts.lazy()
     years = (
         scored_provider_years(
-            inputs.provider_years.lazy(), inputs.provider.lazy(), inputs.stats, cfg
+            inputs.provider_years.lazy(), inputs.provider.lazy(), inputs.stats, cfg, counts
         )
         .with_columns(
             robust_z(pl.col("g"), pl.col("med_g"), pl.col("mad_g"), cfg).alias("growth_z_raw")
@@ -149,7 +151,12 @@ def explain_provider(inputs: ExplainInputs) -> dict[str, Any]:
         .collect()
     )
     row = score_providers(
-        inputs.provider_years.lazy(), inputs.provider.lazy(), inputs.stats, t=t, cfg=cfg
+        inputs.provider_years.lazy(),
+        inputs.provider.lazy(),
+        inputs.stats,
+        t=t,
+        cfg=cfg,
+        member_counts=counts,
     ).collect()
     recomputed = row.row(0, named=True)
     reference = inputs.reference_r_raw

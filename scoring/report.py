@@ -9,9 +9,9 @@ from typing import Any
 
 import polars as pl
 
-from scoring.compare import label_transitions, only_in, paired, top_movers
+from scoring.compare import checked_side, label_transitions, only_in, paired, top_movers
 from scoring.config import LABELS, Settings
-from scoring.errors import RunFileError
+from scoring.errors import ClaidexError, RunFileError
 from scoring.ledger import RunLedger, read_record
 from scoring.manifest import RunManifest
 from scoring.report_timeline import timeline
@@ -151,22 +151,46 @@ def against_previous(
     if previous is None:
         return None
     columns = ["npi", "risk_score", "risk_label"]
+    try:  # another run's file, whatever it holds: the report must not fail this run
+        before = checked_side(read_parquet_named(previous.scores).select(columns), "previous")
+        now = scores.select(columns)
+        both, _ = paired(before, now)
+        return {
+            "run_id": previous.run_id,
+            "npis_before": before.height,
+            "npis_both": both.height,
+            "transitions": label_transitions(both),
+            "label_changes": int(
+                both.filter(pl.col("risk_label_a") != pl.col("risk_label_b")).height
+            ),
+            "movers": top_movers(both, MOVERS),
+            "added": only_in(now, before, MOVERS),
+            "removed": only_in(before, now, MOVERS),
+        }
+    except (ClaidexError, pl.exceptions.PolarsError) as exc:
+        return {"run_id": previous.run_id, "error": f"{previous.scores}: {exc}"}
+
+
+def with_earlier_sources(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """A report rebuilt where its sources are gone (a run downloaded from Modal has no events/
+    or stages/; planted.parquet was the container's path) keeps what the earlier one had."""
+    kept = dict(report)
+    if not report["timeline"]["tasks"] and (earlier.get("timeline") or {}).get("tasks"):
+        kept["timeline"] = earlier["timeline"]
+    if not report["planted_capture"] and earlier.get("planted_capture"):
+        kept["planted_capture"] = earlier["planted_capture"]
+    return kept
+
+
+def _planted(scores: pl.DataFrame, manifest: RunManifest) -> dict[str, Any]:
+    """Recall of the generator's planted kinds (full runs of generated data); a planted file
+    that cannot be read is named instead of failing the report."""
+    if manifest.kind != "full":
+        return {}  # an incremental run scores a few NPIs: a recall over them means nothing
     try:
-        before = read_parquet_named(previous.scores).select(columns)
-    except (RunFileError, pl.exceptions.PolarsError) as exc:  # the report must not fail a run
-        return {"run_id": previous.run_id, "error": str(exc)}
-    now = scores.select(columns)
-    both, _ = paired(before, now)
-    return {
-        "run_id": previous.run_id,
-        "npis_before": before.height,
-        "npis_both": both.height,
-        "transitions": label_transitions(both),
-        "label_changes": int(both.filter(pl.col("risk_label_a") != pl.col("risk_label_b")).height),
-        "movers": top_movers(both, MOVERS),
-        "added": only_in(now, before, MOVERS),
-        "removed": only_in(before, now, MOVERS),
-    }
+        return planted_capture(scores, Path(manifest.source) / "planted.parquet")
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        return {"error": f"{manifest.source}/planted.parquet: {exc}"}
 
 
 def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
@@ -206,7 +230,7 @@ def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
         "input_counts": read_json(counts_path) if counts_path.exists() else {},
         "timings_seconds": ledger.get("timings", {}),
         "timeline": timeline(paths, created_at),
-        "planted_capture": planted_capture(scores, Path(manifest.source) / "planted.parquet"),
+        "planted_capture": _planted(scores, manifest),
         "previous_run": against_previous(paths, scores, created_at)
         if manifest.kind == "full"
         else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from scoring.config import LABELS
 from scoring.rundir import write_text_atomic
 
 matplotlib.rcParams.update(
-    {"svg.hashsalt": "claidex", "svg.fonttype": "none", "font.size": 9}  # same bytes each time
+    # same bytes each time; labels are data (a '$' in a program name is text, not math)
+    {"svg.hashsalt": "claidex", "svg.fonttype": "none", "font.size": 9, "text.parse_math": False}
 )
 LABEL_COLOURS = {"High": "#b2182b", "Elevated": "#ef8a62", "Moderate": "#fddbc7", "Low": "#67a9cf"}
 STAGE_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
@@ -54,6 +56,8 @@ def _fmt(value: Any) -> str:
         return html.escape(str(value))
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return html.escape(str(value))
     if isinstance(value, float):
         return f"{value:,.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.1f}"
     return html.escape(str(value))
@@ -106,6 +110,13 @@ def _labels(report: dict[str, Any]) -> str:
     return _section(
         "labels", "Label mix", _pair(_svg(fig), _table(["risk_label", "providers"], rows))
     )
+
+
+def _labelled_barh(ax: Any, labels: list[str], values: list[Any], colour: str) -> None:
+    """One bar per row, even when two shortened labels read the same."""
+    ax.barh(range(len(values)), values, color=colour)
+    ax.set_yticks(range(len(values)), labels)
+    ax.invert_yaxis()
 
 
 def _bars(ax: Any, histogram: dict[str, list[Any]], colour: str) -> None:
@@ -161,8 +172,7 @@ def _flags(report: dict[str, Any]) -> str:
         return _section("flags", "Flags", '<p class="note">no provider carries a flag</p>')
     fig = Figure(figsize=(8, 0.5 + 0.32 * len(flags)))
     ax = fig.add_subplot()
-    ax.barh([f"{text[:60]}" for text, _ in flags], [n for _, n in flags], color="#8172b2")
-    ax.invert_yaxis()
+    _labelled_barh(ax, [text[:60] for text, _ in flags], [n for _, n in flags], "#8172b2")
     ax.set_xlabel("providers")
     rows = [[_text(text), _num(["top_flags", text], n)] for text, n in flags]
     return _section("flags", "Top flags", _pair(_svg(fig), _table(["flag", "providers"], rows)))
@@ -179,12 +189,8 @@ def _quarantine(report: dict[str, Any]) -> str:
         )
     fig = Figure(figsize=(8, 0.5 + 0.32 * len(groups)))
     ax = fig.add_subplot()
-    ax.barh(
-        [f"{g['source']}: {g['reason']}"[:70] for g in groups],
-        [g["rows"] for g in groups],
-        color="#c44e52",
-    )
-    ax.invert_yaxis()
+    labels = [f"{g['source']}: {g['reason']}"[:70] for g in groups]
+    _labelled_barh(ax, labels, [g["rows"] for g in groups], "#c44e52")
     ax.set_xlabel("rows")
     rows = []
     for i, group in enumerate(groups):
@@ -278,6 +284,10 @@ def _time(report: dict[str, Any]) -> str:
 
 def _planted(report: dict[str, Any]) -> str:
     planted = report.get("planted_capture") or {}
+    if "error" in planted:
+        return _section(
+            "planted", "Planted anomalies", f'<p class="note">{html.escape(planted["error"])}</p>'
+        )
     if not planted:
         return _section(
             "planted",

@@ -26,8 +26,10 @@ def batch_attempts(paths: RunPaths, origin: datetime) -> list[dict[str, Any]]:
     folder = paths.batch_events(0).parent
     tasks: list[dict[str, Any]] = []
     for path in sorted(folder.glob("batch-*.jsonl")) if folder.exists() else []:
-        with contextlib.suppress(OSError):
+        try:
             lines = path.read_text().splitlines()
+        except (OSError, ValueError):  # unreadable, or not text: that batch is not drawn
+            continue
         open_start: dict[str, Any] | None = None
         for line in lines:
             with contextlib.suppress(ValueError, KeyError, TypeError):  # a torn or foreign line

@@ -73,7 +73,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunPaths, dict[str, d
             {"entity_id": "S1", "name": "SUNNY ACRES NURSING LLC"},
             {"entity_id": "O1", "name": "SUNNY HOLDINGS", "entity_type": "OWNER"},
             {"entity_id": "O0", "name": "SUNNY PARENT CO", "entity_type": "OWNER"},
-            {"entity_id": "S2", "name": "SUNNY SIDE WEST LLC"},
+            {"entity_id": "S2", "name": "SUNNY SIDE [/bold] WEST LLC"},  # markup is text
             {"entity_id": "S3", "name": "PINE VIEW CARE LLC"},
             {"entity_id": "O2", "name": "PINE GROUP", "entity_type": "OWNER"},
         ],
@@ -178,6 +178,7 @@ def test_explain_recombines_into_the_published_row(run, index: int) -> None:
 
 def test_explain_branches(run) -> None:
     paths, rows = run
+    assert json.loads(paths.manifest.read_text())["member_counts"]  # the batches' own path
     primary = explain(paths, npi(0))
     assert {y["peer_group"]["used"] for y in primary["years"]} == {"primary"}
     # 2019: the 60, the three CA targets with five years, and the one billing 2019-2020 only
@@ -226,6 +227,7 @@ def test_explain_cli_json_and_terminal_view(run) -> None:
     assert text.returncode == 0, text.stderr
     assert "SUNNY ACRES NURSING LLC" in text.stdout and "L-member" in text.stdout
     assert "recomputes the published row exactly" in text.stdout
+    assert "SUNNY SIDE [/bold] WEST LLC" in text.stdout
 
 
 @pytest.mark.parametrize("given", [npi(999), "12345", "1234567890"])

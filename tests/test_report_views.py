@@ -240,3 +240,81 @@ def test_a_report_survives_foreign_records_and_an_unreadable_previous_run(runs, 
     assert report["timeline"]["batches"]["tasks"] == before["batches"]["tasks"]
     assert report["timeline"]["stages"]["tasks"] == before["stages"]["tasks"] - 1
     assert "cannot read its scores" in (run / "report.html").read_text()
+
+
+def _write(frame: pl.DataFrame, path: Path) -> str:
+    frame.write_parquet(path)
+    return str(path)
+
+
+def test_compare_counts_a_null_against_a_value_as_a_difference(runs, tmp_path: Path) -> None:
+    scores = pl.read_parquet(runs["a"].scores)
+    victim = scores["npi"][3]
+    nulled = scores.with_columns(
+        pl.when(pl.col("npi") == victim).then(None).otherwise(pl.col("r_raw")).alias("r_raw")
+    )
+    for tol in ("0", "1000"):
+        code, result = _compare(str(runs["a"].root), _write(nulled, tmp_path / "n.parquet"),
+                                "--tol", tol)  # fmt: skip
+        assert code == 1 and [d["npi"] for d in result["differences"]] == [victim]
+        assert {c["column"]: c for c in result["columns"]}["r_raw"]["different"] == 1
+
+
+def test_compare_refuses_sides_that_are_not_one_set_of_scores(runs, tmp_path: Path) -> None:
+    scores = pl.read_parquet(runs["a"].scores)
+    doubled = _write(pl.concat([scores, scores.head(2)]), tmp_path / "d.parquet")
+    result = claidex_cli("compare", str(runs["a"].root), doubled)
+    assert result.returncode == 2 and "2 NPI(s) on more than one row" in result.stderr
+    for tol in ("-1", "nan"):
+        result = claidex_cli("compare", str(runs["a"].root), str(runs["a2"].root), "--tol", tol)
+        assert result.returncode == 2 and "tolerance" in result.stderr
+
+
+def test_compare_fails_on_columns_missing_or_retyped_and_reads_integer_npis(runs, tmp_path) -> None:
+    scores = pl.read_parquet(runs["a"].scores)
+    fewer = _write(scores.drop("risk_score"), tmp_path / "fewer.parquet")
+    code, result = _compare(str(runs["a"].root), fewer)
+    assert code == 1 and result["unmatched_columns"]["only_in_a"] == ["risk_score"]
+    retyped = _write(
+        scores.with_columns(pl.col("peer_count").cast(pl.String)), tmp_path / "t.parquet"
+    )
+    code, result = _compare(str(runs["a"].root), retyped)
+    assert code == 1 and result["unmatched_columns"]["different_types"] == [
+        "peer_count: Int32 vs String"
+    ]
+    integers = _write(scores.with_columns(pl.col("npi").cast(pl.Int64)), tmp_path / "i.parquet")
+    code, result = _compare(str(runs["a"].root), integers)
+    assert code == 0 and result["npis_both"] == scores.height
+
+
+def test_publish_restamps_the_report_and_a_failed_report_does_not_fail_the_merge(
+    runs, tmp_path: Path
+) -> None:
+    published = json.loads(runs["a"].report.read_text())
+    assert published["header"]["status"] == "published"  # written at merge, restamped
+    assert (
+        "data-key" in runs["a"].report_html.read_text()
+        and "published" in runs["a"].report_html.read_text()
+    )
+    from scoring.ledger import RunLedger
+    from scoring.steps.merge import merge_and_calibrate
+
+    run = RunPaths(tmp_path / "copy")
+    shutil.copytree(runs["a2"].root, run.root)
+    run.report_html.unlink()
+    run.report_html.mkdir()  # report.html cannot be written
+    scores = merge_and_calibrate(run)
+    assert scores.height == pl.read_parquet(runs["a2"].scores).height
+    state = RunLedger(run).read()
+    assert state["status"] == "merged" and "report.html" in state["report_error"]
+    status = claidex_cli("status", str(run.root))
+    assert "report_error" in status.stdout
+
+
+def test_labels_are_text_not_math(runs) -> None:
+    """Program names are free text: '$...$' in a flag would be TeX to matplotlib (and raise)."""
+    from scoring.report_html import render_report
+
+    report = json.loads(runs["a"].report.read_text())
+    report["top_flags"] = {"Highly concentrated in a single payer program (Medi$\\caid$).": 3}
+    assert "Medi$\\caid$" in render_report(report)

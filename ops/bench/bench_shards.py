@@ -203,13 +203,15 @@ def main() -> None:
             ).read_bytes()
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
-    rows = data.joinpath("payments_combined.parquet")
+    single = data / "payments_combined.parquet"
+    parts = sorted((data / "payments_combined").glob("*.parquet"))
+    payment_bytes = sum(p.stat().st_size for p in ([single] if single.exists() else parts))
     lines = [
         "",
         f"## Sharded prepare (issue 13) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"- Machine: {machine()}",
-        f"- Data: {data} ({rows.stat().st_size / 1e9:.2f} GB of payments Parquet)",
+        f"- Data: {data} ({payment_bytes / 1e9:.2f} GB of payments Parquet)",
         f"- `claidex run --workers {args.workers} --batch-size {args.batch_size}`, side by side:",
         "",
         "| code | shards | wall s (each run, in order) | median wall s "

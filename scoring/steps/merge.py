@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import polars as pl
@@ -12,9 +13,15 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.npi import npi_to_str
 from scoring.provider_scores import CHUNK_COLUMNS, PREPARE_ID
-from scoring.report import build_report
+from scoring.report import build_report, with_earlier_sources
 from scoring.report_html import write_report_html
-from scoring.rundir import RunPaths, read_parquet_named, write_json_atomic, write_parquet_atomic
+from scoring.rundir import (
+    RunPaths,
+    read_json,
+    read_parquet_named,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 
 GATHER_COLUMNS = 4  # columns sorted at a time by sorted_by_npi
 SCORE_COLUMNS = ["npi", "risk_score", "risk_label", *[c for c in CHUNK_COLUMNS if c != "npi"]]
@@ -108,13 +115,47 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
         scores = merged_scores(paths, manifest, reference)
         write_parquet_atomic(scores, paths.scores)
     ledger.set_status("merged", rows_scored=scores.height)
-    write_run_report(paths, scores)
+    report_after_merge(paths, scores)
     return scores
 
 
-def write_run_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
-    """report.json, then report.html drawn from it alone."""
+def write_run_report(
+    paths: RunPaths, scores: pl.DataFrame, earlier: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """report.json, then report.html drawn from it alone. `earlier`: the report this one
+    replaces (`claidex report`), for what the run directory no longer holds."""
     report = build_report(paths, scores)
+    if earlier:
+        report = with_earlier_sources(report, earlier)
     write_json_atomic(report, paths.report)
     write_report_html(report, paths.report_html)
     return report
+
+
+def restamp_report(paths: RunPaths) -> None:
+    """After publish: the report's header shows the run's status now (it was written at
+    merge), drawn again from report.json; never fails the publish that called it."""
+    try:
+        if not paths.report.exists():
+            return
+        report = read_json(paths.report)
+        report.setdefault("header", {})["status"] = RunLedger(paths).read().get("status")
+        write_json_atomic(report, paths.report)
+        write_report_html(report, paths.report_html)
+    except Exception as exc:
+        logging.getLogger(__name__).exception("run %s: report not restamped", paths.run_id)
+        RunLedger(paths).update(report_error=f"{type(exc).__name__}: {exc}"[:2000])
+
+
+def report_after_merge(paths: RunPaths, scores: pl.DataFrame) -> None:
+    """The run's report; the scores are merged already, so a report that cannot be made
+    (a bug, a full disk) is recorded in the ledger (`status` shows it) and logged, and the
+    run goes on to publish: the report is about the scores, not part of them."""
+    try:
+        write_run_report(paths, scores)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        logging.getLogger(__name__).exception("run %s: no report: %s", paths.run_id, message)
+        RunLedger(paths).update(report_error=message[:2000])
+    else:
+        RunLedger(paths).update(report_error=None)

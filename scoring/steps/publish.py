@@ -12,6 +12,7 @@ from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, read_parquet_named
+from scoring.steps.merge import restamp_report
 from scoring.steps.outage import refused_us, through_outage
 
 
@@ -82,4 +83,5 @@ def publish(
         error=None,
         failed_step=None,
     )
+    restamp_report(paths)
     return result
