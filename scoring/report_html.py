@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+import itertools
 import json
 import math
 from collections.abc import Iterable
@@ -16,10 +17,9 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display: containers and workers render too
-import itertools
-
+matplotlib.use("Agg")  # no display: containers and workers render too (before pyplot, if any)
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from scoring.config import LABELS
 from scoring.rundir import write_text_atomic
@@ -152,7 +152,8 @@ def _components(report: dict[str, Any]) -> str:
     for ax, (name, summary) in zip(axes, components.items(), strict=False):
         _bars(ax, summary["histogram"], "#4c72b0")
         ax.set_title(name, fontsize=9)
-        ax.set_yscale("symlog")
+        ax.set_yscale("symlog")  # plain tick texts: math text is off (labels are data)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     share = axes[-1]
     share.barh(list(components), [c["share_of_composite"] for c in components.values()])
     share.set_title("share of the composite r_raw", fontsize=9)
