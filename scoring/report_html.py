@@ -19,7 +19,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: containers and workers render too (before pyplot, if any)
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 from scoring.config import LABELS
 from scoring.rundir import write_text_atomic
@@ -44,9 +43,12 @@ section{margin-bottom:28px}.chart svg{max-width:100%;height:auto}
 """
 
 
-def _svg(fig: Figure) -> str:
+def _svg(fig: Figure, *, tight: bool = True) -> str:
+    """The figure as inline SVG; `tight` crops to what is drawn (one more layout pass: the
+    components grid sets its margins itself instead)."""
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    crop = "tight" if tight else None
+    fig.savefig(buffer, format="svg", bbox_inches=crop, metadata={"Date": None})
     text = buffer.getvalue()
     return f'<div class="chart">{text[text.index("<svg") :]}</div>'
 
@@ -149,22 +151,29 @@ def _components(report: dict[str, Any]) -> str:
     components = report["components"]
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(2, 3).flatten()
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.08, wspace=0.3, hspace=0.45)
     for ax, (name, summary) in zip(axes, components.items(), strict=False):
-        _bars(ax, summary["histogram"], "#4c72b0")
+        # heights log10(1 + n) on a linear axis, ticks labelled in providers: a log axis
+        # costs most of the page's drawing time (its tick machinery), this looks the same
+        hist = summary["histogram"]
+        logged = {**hist, "counts": [math.log10(1 + n) for n in hist["counts"]]}
+        _bars(ax, logged, "#4c72b0")
+        top = max(1, math.ceil(max(logged["counts"], default=0.0)))
+        ax.set_yticks(range(top + 1), [f"{10**k:,}" if k else "0" for k in range(top + 1)])
         ax.set_title(name, fontsize=9)
-        ax.set_yscale("symlog")  # plain tick texts: math text is off (labels are data)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     share = axes[-1]
-    share.barh(list(components), [c["share_of_composite"] for c in components.values()])
+    short = [name.split("_")[0] for name in components]  # billing, ownership, ...
+    share.bar(short, [c["share_of_composite"] for c in components.values()], color="#4c72b0")
+    share.tick_params(axis="x", labelsize=7)
     share.set_title("share of the composite r_raw", fontsize=9)
-    share.invert_yaxis()
-    fig.tight_layout()
     fields = ("weight", "mean", "p50", "p90", "p99", "max", "share_of_composite")
     rows = [
         [_text(name), *[_num(["components", name, f], summary[f]) for f in fields]]
         for name, summary in components.items()
     ]
-    return _section("components", "Components", _svg(fig), _table(["component", *fields], rows))
+    return _section(
+        "components", "Components", _svg(fig, tight=False), _table(["component", *fields], rows)
+    )
 
 
 def _flags(report: dict[str, Any]) -> str:

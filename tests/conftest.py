@@ -18,6 +18,11 @@ from tests.bolt_server import BoltServer
 from tests.fleet import CeleryProcess, fleet_env, worker
 from tests.graphs import clear_graph
 
+# Drawing report.html costs ~0.6 s a run (more in a fresh process) and the suite makes
+# hundreds of runs: off unless a test asks (report.json is always written). The report page
+# tests and the Celery chord test switch it on (CLAIDEX_REPORT_HTML / Settings(report_html)).
+os.environ.setdefault("CLAIDEX_REPORT_HTML", "false")
+
 
 @pytest.fixture(scope="session")
 def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -24,7 +24,7 @@ def test_chord_run_matches_the_local_engine(
         sample_dataset, Settings(batch_size=400), run_dir=tmp_path / "local", show_progress=False
     )
     for index in range(processes):
-        fleet(f"w{index}")
+        fleet(f"w{index}", CLAIDEX_REPORT_HTML="true")  # the page too, drawn by a worker
     result = workers_cli(
         fleet.env,
         "full",

@@ -695,7 +695,8 @@ def test_prune_keeps_the_newest_runs_and_never_touches_unfinished_ones(
         batches = int(RunLedger(_committed(volume, "p4-published")).read()["batches_total"])
         gone = {f for f in before if f.split("/")[0] in ("stages", "chunks", "batches", "ledger")}
         per_batch = {f for f in gone if not f.startswith("stages/")}
-        assert len(per_batch) == 4 * batches  # a chunk, two slices and a record per batch
+        # per batch: a chunk, three slices (providers, provider-years, programs), a record
+        assert len(per_batch) == 5 * batches
         assert any(f.startswith("stages/ingest/") for f in gone)  # the stages' intermediates
         assert kept == (set(before) - gone) | {PRUNED}
         assert {"scores.parquet", "run.json", "ledger.json", "report.json"} <= kept

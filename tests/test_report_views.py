@@ -38,16 +38,24 @@ def runs(sample_dataset: Path, postgres_server, tmp_path_factory: pytest.TempPat
         with connect(url) as conn:
             init_schema(conn)
         a = run_local(
-            sample_dataset, Settings(batch_size=700), run_dir=root / "a", show_progress=False
+            sample_dataset,
+            Settings(batch_size=700, report_html=True),
+            run_dir=root / "a",
+            show_progress=False,
         )
         publish(a, url, outage_window=0)
         a2 = run_local(
             sample_dataset,
-            Settings(batch_size=250, shards=3),
+            Settings(batch_size=250, shards=3, report_html=True),
             run_dir=root / "a2",
             show_progress=False,
         )
-        b = run_local(changed, Settings(batch_size=700), run_dir=root / "b", show_progress=False)
+        b = run_local(
+            changed,
+            Settings(batch_size=700, report_html=True),
+            run_dir=root / "b",
+            show_progress=False,
+        )
         yield {"a": a, "a2": a2, "b": b, "url": url, "gone": gone, "root": root}
 
 

@@ -120,15 +120,20 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
 
 
 def write_run_report(
-    paths: RunPaths, scores: pl.DataFrame, earlier: dict[str, Any] | None = None
+    paths: RunPaths,
+    scores: pl.DataFrame,
+    earlier: dict[str, Any] | None = None,
+    *,
+    html: bool = True,
 ) -> dict[str, Any]:
-    """report.json, then report.html drawn from it alone. `earlier`: the report this one
-    replaces (`claidex report`), for what the run directory no longer holds."""
+    """report.json, then (`html`) report.html drawn from it alone. `earlier`: the report
+    this one replaces (`claidex report`), for what the run directory no longer holds."""
     report = build_report(paths, scores)
     if earlier:
         report = with_earlier_sources(report, earlier)
     write_json_atomic(report, paths.report)
-    write_report_html(report, paths.report_html)
+    if html:
+        write_report_html(report, paths.report_html)
     return report
 
 
@@ -141,7 +146,8 @@ def restamp_report(paths: RunPaths) -> None:
         report = read_json(paths.report)
         report.setdefault("header", {})["status"] = RunLedger(paths).read().get("status")
         write_json_atomic(report, paths.report)
-        write_report_html(report, paths.report_html)
+        if paths.report_html.exists():
+            write_report_html(report, paths.report_html)
     except Exception as exc:
         logging.getLogger(__name__).exception("run %s: report not restamped", paths.run_id)
         RunLedger(paths).update(report_error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -152,7 +158,7 @@ def report_after_merge(paths: RunPaths, scores: pl.DataFrame) -> None:
     (a bug, a full disk) is recorded in the ledger (`status` shows it) and logged, and the
     run goes on to publish: the report is about the scores, not part of them."""
     try:
-        write_run_report(paths, scores)
+        write_run_report(paths, scores, html=RunManifest.load(paths).cfg.report_html)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         logging.getLogger(__name__).exception("run %s: no report: %s", paths.run_id, message)
