@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import get_args
@@ -185,13 +186,36 @@ def _report(args: argparse.Namespace) -> int:
         raise InputError(msg)
     earlier = read_json(paths.report) if paths.report.exists() else None
     write_run_report(paths, read_parquet_named(paths.scores), earlier)
+    RunLedger(paths).update(report_error=None)
     print(f"report: {paths.report_html}")
     if args.open:
         webbrowser.open(paths.report_html.resolve().as_uri())
     return 0
 
 
+def _json_safe(value: object) -> object:
+    """NaN and infinities as text: `--json` is read by other programs (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _compare(args: argparse.Namespace) -> int:
+    """Exit 1 means "different" to CI: every failure, expected or not, is exit 2 instead."""
+    try:
+        return _compare_sides(args)
+    except (ClaidexError, OSError, pl.exceptions.PolarsError, psycopg.Error):
+        raise
+    except Exception as exc:
+        msg = f"compare failed: {type(exc).__name__}: {exc}"
+        raise InputError(msg) from exc
+
+
+def _compare_sides(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from claidex.compare_view import (
@@ -206,11 +230,14 @@ def _compare(args: argparse.Namespace) -> int:
     if len(sides) != 2:
         msg = "compare takes two sides: A B, or A --published"
         raise InputError(msg)
+    if not math.isfinite(args.tol) or args.tol < 0 or args.top < 0:  # before a long COPY
+        msg = f"--tol {args.tol} / --top {args.top}: a finite tolerance >= 0, a count >= 0"
+        raise InputError(msg)
     a, b = load_pair(sides[0], sides[1], load_settings())
     result = compare_scores(a, b, tol=args.tol, top=args.top)
     names = (sides[0], sides[1])
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(_json_safe(result), indent=2, default=str))
     else:
         print_comparison(result, names, Console())
     if args.html:

@@ -74,7 +74,8 @@ def print_comparison(result: dict[str, Any], names: tuple[str, str], console: Co
         gap = "" if c["max_abs_diff"] is None else f"{c['max_abs_diff']:.6g}"
         style = "red" if c["different"] else None
         table.add_row(
-            c["column"], f"{c['identical']:,}", f"{c['within_tol']:,}", f"{c['different']:,}", gap,
+            escape(c["column"]), f"{c['identical']:,}", f"{c['within_tol']:,}",
+            f"{c['different']:,}", gap,
             style=style,
         )  # fmt: skip
     console.print(table)
@@ -91,7 +92,9 @@ def print_comparison(result: dict[str, Any], names: tuple[str, str], console: Co
         diffs = Table("npi", "column", "A", "B", title="NPIs outside tolerance (first ones)")
         for row in result["differences"]:
             for column, pair in row["columns"].items():
-                diffs.add_row(row["npi"], escape(column), _value(pair["a"]), _value(pair["b"]))
+                diffs.add_row(
+                    _value(row["npi"]), escape(column), _value(pair["a"]), _value(pair["b"])
+                )
         console.print(diffs)
     if result["transitions"]:
         matrix = Table("A \\ B", *LABELS, title="Label transitions")
@@ -102,8 +105,8 @@ def print_comparison(result: dict[str, Any], names: tuple[str, str], console: Co
         movers = Table("npi", "A", "B", "delta", "labels", title="Top movers")
         for m in result["movers"]:
             movers.add_row(
-                m["npi"], f"{m['before']:.2f}", f"{m['after']:.2f}", f"{m['delta']:+.2f}",
-                f"{m['label_before']} -> {m['label_after']}",
+                _value(m["npi"]), f"{m['before']:.2f}", f"{m['after']:.2f}", f"{m['delta']:+.2f}",
+                _value(f"{m['label_before']} -> {m['label_after']}"),
             )  # fmt: skip
         console.print(movers)
 
@@ -124,6 +127,15 @@ def comparison_html(result: dict[str, Any], names: tuple[str, str]) -> str:
         for a in (LABELS if result["transitions"] else ())
     )
     verdict = "within tolerance" if result["within_tolerance"] else "DIFFERENT"
+    unmatched = "".join(
+        f"<p>columns {esc(kind.replace('_', ' '))}: {esc(', '.join(columns))}</p>"
+        for kind, columns in result["unmatched_columns"].items()
+        if columns
+    )
+    differing = "".join(
+        f"<tr><td>{esc(str(row['npi']))}</td><td>{esc(', '.join(row['columns']))}</td></tr>"
+        for row in result["differences"]
+    )
     return (
         f'<section id="compare"><h2>{esc(names[0])} vs {esc(names[1])}: {verdict}</h2>'
         f"<p>only in A: {result['only_in_a']['count']:,}; only in B: "
@@ -131,7 +143,8 @@ def comparison_html(result: dict[str, Any], names: tuple[str, str]) -> str:
         "<table><tr><th>column</th><th>identical</th><th>within tol</th><th>different</th>"
         f"<th>max abs diff</th></tr>{rows}</table>"
         f"<table><tr><th>A \\ B</th>{''.join(f'<th>{b}</th>' for b in LABELS)}</tr>{matrix}"
-        "</table></section>\n"
+        f"</table>{unmatched}<table><tr><th>npi outside tolerance</th><th>columns</th></tr>"
+        f"{differing}</table></section>\n"
     )
 
 

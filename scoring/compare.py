@@ -145,6 +145,10 @@ def checked_side(scores: pl.DataFrame, name: str) -> pl.DataFrame:
     elif scores.schema[KEY] != pl.String:
         msg = f"{name}: npi is {scores.schema[KEY]}, not text or an integer"
         raise InputError(msg)
+    nulls = scores[KEY].null_count()
+    if nulls:
+        msg = f"{name}: {nulls} row(s) without an npi: not one set of scores"
+        raise InputError(msg)
     repeated = scores.filter(pl.col(KEY).is_duplicated())[KEY].unique().sort()
     if repeated.len():
         shown = ", ".join(repeated.head(5).to_list())
@@ -174,6 +178,9 @@ def compare_scores(
     """Everything `claidex compare` reports; `within_tolerance` is its exit status."""
     if not math.isfinite(tol) or tol < 0:
         msg = f"--tol {tol}: a tolerance is a finite number >= 0"
+        raise InputError(msg)
+    if top < 0 or examples < 0:
+        msg = f"--top {top}: a count is >= 0"
         raise InputError(msg)
     a, b = checked_side(a, "A"), checked_side(b, "B")
     both, shared = paired(a, b)

@@ -147,6 +147,14 @@ def _risk_score(report: dict[str, Any]) -> str:
     )
 
 
+def _compact(n: int) -> str:
+    """1, 10, 100, 1k, ..., 10M: tick texts that fit the grid's fixed margin at any scale."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            return f"{n // size}{suffix}"
+    return str(n)
+
+
 def _components(report: dict[str, Any]) -> str:
     components = report["components"]
     fig = Figure(figsize=(11, 4.2))
@@ -158,12 +166,14 @@ def _components(report: dict[str, Any]) -> str:
         hist = summary["histogram"]
         logged = {**hist, "counts": [math.log10(1 + n) for n in hist["counts"]]}
         _bars(ax, logged, "#4c72b0")
-        top = max(1, math.ceil(max(logged["counts"], default=0.0)))
-        ax.set_yticks(range(top + 1), [f"{10**k:,}" if k else "0" for k in range(top + 1)])
+        decades = range(math.ceil(max(logged["counts"], default=0.0)) + 1)
+        ax.set_yticks([math.log10(1 + 10**k) if k else 0.0 for k in decades],
+                      [_compact(10**k) if k else "0" for k in decades])  # fmt: skip
         ax.set_title(name, fontsize=9)
     share = axes[-1]
     short = [name.split("_")[0] for name in components]  # billing, ownership, ...
-    share.bar(short, [c["share_of_composite"] for c in components.values()], color="#4c72b0")
+    share.bar(range(len(short)), [c["share_of_composite"] for c in components.values()])
+    share.set_xticks(range(len(short)), short)
     share.tick_params(axis="x", labelsize=7)
     share.set_title("share of the composite r_raw", fontsize=9)
     fields = ("weight", "mean", "p50", "p90", "p99", "max", "share_of_composite")

@@ -93,9 +93,11 @@ def test_bodies_reproduce_the_local_engine_with_max_batches_then_resume(
     volume: DirectoryVolume, local_scores: bytes, tmp_path: Path
 ) -> None:
     standin = modal_for(volume)  # an empty workspace: no secret exists at all
+    drawn = {"batch_size": BATCH, "report_html": True}  # the page, drawn in a container
     with standin.run() as remote:
         functions = remote.functions
-        smoke = run_burst(remote, _request("burst-1", max_batches=2), show_progress=False)
+        first = replace(_request("burst-1", max_batches=2), overrides=drawn)
+        smoke = run_burst(remote, first, show_progress=False)
         assert smoke.status == "partial" and smoke.dispatched == [0, 1]
         assert smoke.batches_done == 2 and smoke.batches_total >= 5
         assert functions["merge_and_calibrate"].remote_calls == []
@@ -103,7 +105,9 @@ def test_bodies_reproduce_the_local_engine_with_max_batches_then_resume(
         assert not paths.scores.exists()
         assert RunLedger(paths).summary()["batches_done"] == 2
 
-        resumed = run_burst(remote, _request("burst-1"), show_progress=False)
+        resumed = run_burst(
+            remote, replace(_request("burst-1"), overrides=drawn), show_progress=False
+        )
     assert resumed.status == "merged" and resumed.batches_done == resumed.batches_total
     assert resumed.dispatched == list(range(2, resumed.batches_total))
     assert functions["score_batch"].mapped == list(range(resumed.batches_total))
@@ -116,7 +120,9 @@ def test_bodies_reproduce_the_local_engine_with_max_batches_then_resume(
     assert all(seen == () for r in standin.records.values() for seen in r.secrets_seen)
 
     files = download_run(volume, "burst-1", tmp_path / "down")
-    assert {"scores.parquet", "report.json", "ledger.json", "run.json"} <= set(files)
+    assert {"scores.parquet", "report.json", "report.html", "ledger.json", "run.json"} <= set(files)
+    report = json.loads((tmp_path / "down" / "report.json").read_text())
+    assert report["header"]["engine"] == "modal" and report["timeline"]["batches"]["tasks"] >= 5
     assert (tmp_path / "down" / "scores.parquet").read_bytes() == local_scores
 
 

@@ -276,6 +276,15 @@ def test_compare_refuses_sides_that_are_not_one_set_of_scores(runs, tmp_path: Pa
     for tol in ("-1", "nan"):
         result = claidex_cli("compare", str(runs["a"].root), str(runs["a2"].root), "--tol", tol)
         assert result.returncode == 2 and "tolerance" in result.stderr
+    no_npi = _write(scores.with_columns(pl.lit(None, dtype=pl.String).alias("npi")).head(3),
+                    tmp_path / "n.parquet")  # fmt: skip
+    result = claidex_cli("compare", str(runs["a"].root), no_npi)
+    assert result.returncode == 2 and "without an npi" in result.stderr
+    marked = _write(
+        scores.with_columns(pl.lit("Low[/]").alias("risk_label")), tmp_path / "m.parquet"
+    )
+    result = claidex_cli("compare", str(runs["a"].root), marked)
+    assert result.returncode == 1 and "Low[/]" in result.stdout  # data, not rich markup
 
 
 def test_compare_fails_on_columns_missing_or_retyped_and_reads_integer_npis(runs, tmp_path) -> None:
@@ -300,10 +309,7 @@ def test_publish_restamps_the_report_and_a_failed_report_does_not_fail_the_merge
 ) -> None:
     published = json.loads(runs["a"].report.read_text())
     assert published["header"]["status"] == "published"  # written at merge, restamped
-    assert (
-        "data-key" in runs["a"].report_html.read_text()
-        and "published" in runs["a"].report_html.read_text()
-    )
+    assert "<td>status</td><td>published</td>" in runs["a"].report_html.read_text()
     from scoring.ledger import RunLedger
     from scoring.steps.merge import merge_and_calibrate
 

@@ -8,13 +8,12 @@ from typing import Any
 import polars as pl
 
 from scoring.composite import calibrated_score, label_expr, reference_risk_score
-from scoring.errors import RunStateError
+from scoring.errors import ClaidexError, RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.npi import npi_to_str
 from scoring.provider_scores import CHUNK_COLUMNS, PREPARE_ID
 from scoring.report import build_report, with_earlier_sources
-from scoring.report_html import write_report_html
 from scoring.rundir import (
     RunPaths,
     read_json,
@@ -115,7 +114,7 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
         scores = merged_scores(paths, manifest, reference)
         write_parquet_atomic(scores, paths.scores)
     ledger.set_status("merged", rows_scored=scores.height)
-    report_after_merge(paths, scores)
+    report_after_merge(paths, scores, manifest)
     return scores
 
 
@@ -133,33 +132,49 @@ def write_run_report(
         report = with_earlier_sources(report, earlier)
     write_json_atomic(report, paths.report)
     if html:
-        write_report_html(report, paths.report_html)
+        _draw(report, paths)
     return report
 
 
-def restamp_report(paths: RunPaths) -> None:
+def _draw(report: dict[str, Any], paths: RunPaths) -> None:
+    """report.html; matplotlib is imported here, when a page is drawn: every process that
+    imports the run steps (CLI, workers, containers, pool children) would pay ~0.5 s."""
+    from scoring.report_html import write_report_html
+
+    write_report_html(report, paths.report_html)
+
+
+# What drawing a report can raise (a bug, odd data, a full disk); anything else -- a
+# worker's soft time limit, an interrupt -- goes on up: the run must hear of it.
+REPORT_FAILURES = (
+    ClaidexError, OSError, ValueError, TypeError, KeyError, IndexError, ArithmeticError,
+    RuntimeError, pl.exceptions.PolarsError,
+)  # fmt: skip
+
+
+def restamp_report(paths: RunPaths, status: str = "published") -> None:
     """After publish: the report's header shows the run's status now (it was written at
     merge), drawn again from report.json; never fails the publish that called it."""
     try:
         if not paths.report.exists():
             return
         report = read_json(paths.report)
-        report.setdefault("header", {})["status"] = RunLedger(paths).read().get("status")
+        report.setdefault("header", {})["status"] = status
         write_json_atomic(report, paths.report)
         if paths.report_html.exists():
-            write_report_html(report, paths.report_html)
-    except Exception as exc:
+            _draw(report, paths)
+    except REPORT_FAILURES as exc:
         logging.getLogger(__name__).exception("run %s: report not restamped", paths.run_id)
         RunLedger(paths).update(report_error=f"{type(exc).__name__}: {exc}"[:2000])
 
 
-def report_after_merge(paths: RunPaths, scores: pl.DataFrame) -> None:
+def report_after_merge(paths: RunPaths, scores: pl.DataFrame, manifest: RunManifest) -> None:
     """The run's report; the scores are merged already, so a report that cannot be made
     (a bug, a full disk) is recorded in the ledger (`status` shows it) and logged, and the
     run goes on to publish: the report is about the scores, not part of them."""
     try:
-        write_run_report(paths, scores, html=RunManifest.load(paths).cfg.report_html)
-    except Exception as exc:
+        write_run_report(paths, scores, html=manifest.cfg.report_html)
+    except REPORT_FAILURES as exc:
         message = f"{type(exc).__name__}: {exc}"
         logging.getLogger(__name__).exception("run %s: no report: %s", paths.run_id, message)
         RunLedger(paths).update(report_error=message[:2000])
