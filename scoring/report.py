@@ -193,7 +193,11 @@ def _planted(scores: pl.DataFrame, manifest: RunManifest) -> dict[str, Any]:
         return {"error": f"{manifest.source}/planted.parquet: {exc}"}
 
 
-def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
+def build_report(
+    paths: RunPaths, scores: pl.DataFrame, *, status: str | None = None
+) -> dict[str, Any]:
+    """`status`: the run's status the report states (merge writes it just before setting it);
+    else the ledger's."""
     manifest = RunManifest.load(paths)
     cfg = manifest.cfg
     ledger = RunLedger(paths).read()
@@ -211,7 +215,7 @@ def build_report(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
             "source": manifest.source,
             "window": window,
             "input_fingerprint": manifest.input_fingerprint,
-            "status": ledger.get("status"),
+            "status": status or ledger.get("status"),
             "created_at": created_at,
             "reference_run": ledger.get("reference_run"),
         },

@@ -113,8 +113,9 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
     with ledger.step("merge"):
         scores = merged_scores(paths, manifest, reference)
         write_parquet_atomic(scores, paths.scores)
+    # the report before the status: a follower that sees 'merged' finds the report there
+    report_after_merge(paths, scores, manifest, status="merged")
     ledger.set_status("merged", rows_scored=scores.height)
-    report_after_merge(paths, scores, manifest)
     return scores
 
 
@@ -124,10 +125,11 @@ def write_run_report(
     earlier: dict[str, Any] | None = None,
     *,
     html: bool = True,
+    status: str | None = None,
 ) -> dict[str, Any]:
     """report.json, then (`html`) report.html drawn from it alone. `earlier`: the report
     this one replaces (`claidex report`), for what the run directory no longer holds."""
-    report = build_report(paths, scores)
+    report = build_report(paths, scores, status=status)
     if earlier:
         report = with_earlier_sources(report, earlier)
     write_json_atomic(report, paths.report)
@@ -168,12 +170,14 @@ def restamp_report(paths: RunPaths, status: str = "published") -> None:
         RunLedger(paths).update(report_error=f"{type(exc).__name__}: {exc}"[:2000])
 
 
-def report_after_merge(paths: RunPaths, scores: pl.DataFrame, manifest: RunManifest) -> None:
+def report_after_merge(
+    paths: RunPaths, scores: pl.DataFrame, manifest: RunManifest, *, status: str
+) -> None:
     """The run's report; the scores are merged already, so a report that cannot be made
     (a bug, a full disk) is recorded in the ledger (`status` shows it) and logged, and the
     run goes on to publish: the report is about the scores, not part of them."""
     try:
-        write_run_report(paths, scores, html=manifest.cfg.report_html)
+        write_run_report(paths, scores, html=manifest.cfg.report_html, status=status)
     except REPORT_FAILURES as exc:
         message = f"{type(exc).__name__}: {exc}"
         logging.getLogger(__name__).exception("run %s: no report: %s", paths.run_id, message)
