@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     print_report(read_json(paths.report))
     print(f"scores: {paths.scores}")
+    if paths.report_html.exists():
+        print(f"report: {paths.report_html} (claidex explain NPI --run {paths.root})")
     status = RunLedger(paths).read().get("status")
     print(f"status: {status}")
     return 0
