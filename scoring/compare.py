@@ -159,8 +159,8 @@ def checked_side(scores: pl.DataFrame, name: str) -> pl.DataFrame:
     return scores
 
 
-def _unmatched_columns(a: pl.DataFrame, b: pl.DataFrame) -> dict[str, list[str]]:
-    fa, fb = flattened(a), flattened(b)
+def _unmatched_columns(fa: pl.DataFrame, fb: pl.DataFrame) -> dict[str, list[str]]:
+    """Columns of two flattened sides on one side only, or of other types."""
     return {
         "only_in_a": [c for c in fa.columns if c not in fb.columns],
         "only_in_b": [c for c in fb.columns if c not in fa.columns],
@@ -182,9 +182,9 @@ def compare_scores(
     if top < 0 or examples < 0:
         msg = f"--top {top}: a count is >= 0"
         raise InputError(msg)
-    a, b = checked_side(a, "A"), checked_side(b, "B")
-    both, shared = paired(a, b)
-    schema = dict(flattened(a).schema)
+    a, b = flattened(checked_side(a, "A")), flattened(checked_side(b, "B"))
+    both, shared = paired(a, b)  # flat already: paired's own flattening changes nothing
+    schema = dict(a.schema)
     columns = column_agreement(both, shared, schema, tol)
     result = {
         "tolerance": tol,

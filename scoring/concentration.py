@@ -21,13 +21,9 @@ def program_shares(per_program: pl.LazyFrame, cfg: Settings) -> pl.LazyFrame:
     return per_program.with_columns(from_micros("amount", cfg)).sort("npi", "program")
 
 
-def program_totals(
-    payments: pl.LazyFrame, t: int, cfg: Settings, per_program: pl.LazyFrame | None = None
-) -> pl.LazyFrame:
-    """Per NPI over years T-2..T: the largest program (ties alphabetical), its total, the total.
-    `per_program`: program_amounts of the same rows, when computed already."""
-    if per_program is None:
-        per_program = program_amounts(payments, t, cfg)
+def program_totals(per_program: pl.LazyFrame, cfg: Settings) -> pl.LazyFrame:
+    """Per NPI, from its program_amounts: the largest program (ties alphabetical), its total,
+    the total."""
     totals = per_program.group_by("npi").agg(
         pl.col("program")
         .sort_by("amount", "program", descending=[True, False])

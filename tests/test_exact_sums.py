@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from scoring.concentration import program_totals
+from scoring.concentration import program_amounts, program_totals
 from scoring.config import Settings
 from scoring.population import provider_years
 
@@ -51,8 +51,8 @@ def test_provider_year_totals_are_exact_in_any_order() -> None:
 
 
 def test_program_totals_are_exact_in_any_order() -> None:
-    first = program_totals(_payments([0, 1, 2, 3, 4]), 2023, CFG).collect()
-    again = program_totals(_payments([4, 2, 0, 3, 1]), 2023, CFG).collect()
+    first = program_totals(program_amounts(_payments([0, 1, 2, 3, 4]), 2023, CFG), CFG).collect()
+    again = program_totals(program_amounts(_payments([4, 2, 0, 3, 1]), 2023, CFG), CFG).collect()
     assert_frame_equal(first, again)
     assert first["recent_total"].item() == 1000000000.68
     assert first["top_program"].item() == "Medicare"
@@ -72,7 +72,7 @@ def test_totals_past_int64_never_wrap() -> None:
     )
     year = provider_years(rows, CFG).collect()
     assert year.select("payments", "claims", "beneficiaries").row(0) == (1e13, 1e13, 1e13)
-    totals = program_totals(rows, 2023, CFG).collect()
+    totals = program_totals(program_amounts(rows, 2023, CFG), CFG).collect()
     assert totals["recent_total"].item() == 1e13
     assert totals["top_program_total"].item() == 1e12
     assert totals["top_program"].item() == "P0"

@@ -163,7 +163,7 @@ def prepare_incremental(
         per_program = program_amounts(window, t, cfg).collect().lazy()
         providers = provider_rows(
             attrs,
-            program_totals(window, t, cfg, per_program).collect(),
+            program_totals(per_program, cfg).collect(),
             ownership,
             active_exclusions(clean.exclusions.lazy()).collect(),
         )

@@ -633,7 +633,7 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
     else:
         ownership, members, excluded_members = _bucket_ownership(paths, providers, excluded, cfg)
     per_program = program_amounts(window_rows, t, cfg).collect().lazy()
-    totals = program_totals(window_rows, t, cfg, per_program).collect()
+    totals = program_totals(per_program, cfg).collect()
     scored = provider_rows(attrs, totals, ownership, excluded)
     if scored.height != window["population"][index]:
         msg = (
