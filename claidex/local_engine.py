@@ -7,22 +7,20 @@ forked), each given an equal share of the cores for its polars thread pool.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
+from scoring.progress import progress_bar
 from scoring.rundir import RunPaths, new_run_id
-from scoring.steps import merge_and_calibrate, prepare, score_batch
-from scoring.steps.prepare import finish_prepare, run_serially, run_stages
-from scoring.steps.publish import publish
-from scoring.steps.stages import has_plan, run_stage_task
+from scoring.steps.drive import drive, prepare, resume_prepare
+from scoring.steps.pipeline import Finish, Kind, Work, run_task
+from scoring.steps.stages import has_plan
 
 ProgressHook = Callable[[int, int], None]
 
@@ -45,12 +43,8 @@ def latest_run(cfg: Settings) -> RunPaths:
     return latest_full_run(cfg.run_root, published_only=False)
 
 
-def _score_batch_in_worker(root: str, index: int) -> int:
-    return score_batch(RunPaths(Path(root)), index).rows
-
-
-def _stage_task_in_worker(root: str, stage: str, index: int) -> None:
-    run_stage_task(RunPaths(Path(root)), stage, index)
+def _task_in_worker(root: str, step: str, index: int) -> None:
+    run_task(RunPaths(Path(root)), step, index)
 
 
 class LocalPool:
@@ -104,30 +98,20 @@ class LocalPool:
             self._threads_before = before
         return self._pool
 
-    def stages(self, paths: RunPaths, stage: str, shards: list[int]) -> None:
-        """A StageRunner: the shards of one stage, all finished before it returns."""
-        if self.workers <= 1 or len(shards) <= 1:
-            run_serially(paths, stage, shards)
-            return
-        pool = self._executor()
-        futures = [pool.submit(_stage_task_in_worker, str(paths.root), stage, i) for i in shards]
-        for future in as_completed(futures):
-            future.result()
-
-    def batches(
-        self, paths: RunPaths, batches: Iterable[int], on_done: ProgressHook | None = None
-    ) -> None:
-        """Score the given batches; raises on the first failure."""
-        todo = list(batches)
-        total = len(todo)
+    def fan_out(self, paths: RunPaths, work: Work, on_done: ProgressHook | None = None) -> None:
+        """A fan-out step's missing tasks, all finished before it returns; raises on the
+        first failure."""
+        total = len(work.indices)
         if self.workers <= 1 or total <= 1:
-            for done, index in enumerate(todo, start=1):
-                score_batch(paths, index)
+            for done, index in enumerate(work.indices, start=1):
+                run_task(paths, work.name, index)
                 if on_done:
                     on_done(done, total)
             return
         pool = self._executor()
-        futures = [pool.submit(_score_batch_in_worker, str(paths.root), i) for i in todo]
+        futures = [
+            pool.submit(_task_in_worker, str(paths.root), work.name, i) for i in work.indices
+        ]
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
             if on_done:
@@ -138,46 +122,28 @@ def _threads_per_worker(workers: int) -> str:
     return str(max(1, (os.cpu_count() or 1) // workers))
 
 
-def run_batches(
-    paths: RunPaths, batches: Iterable[int], workers: int, on_done: ProgressHook | None = None
+def score_and_merge(
+    paths: RunPaths, pool: LocalPool, *, show_progress: bool, database_url: str | None = None
 ) -> None:
-    """Score the given batches on a pool of their own (workers > 1)."""
-    with LocalPool(workers) as pool:
-        pool.batches(paths, batches, on_done)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def score_and_merge(paths: RunPaths, pool: LocalPool, *, show_progress: bool) -> None:
-    """Run the missing batches (all of them on a fresh run), then merge."""
+    """Run the missing batches (all of them on a fresh run), then merge, and publish when a
+    database is given (at once: an interactive command does not wait out an outage)."""
     manifest = RunManifest.load(paths)
     ledger = RunLedger(paths)
-    missing = ledger.missing_batches(manifest.batches_total)
     ledger.set_status("scoring", engine="local")
-    with ledger.step("score"), _progress(show_progress) as bar:
-        task = bar.add_task(
-            "scoring batches",
-            total=manifest.batches_total,
-            completed=manifest.batches_total - len(missing),
-        )
-        pool.batches(
-            paths,
-            missing,
-            lambda done, _total: bar.update(
-                task, completed=manifest.batches_total - len(missing) + done
-            ),
-        )
+    with ledger.step("score"), progress_bar(show_progress) as bar:
+        total = manifest.batches_total
+        missing = len(ledger.missing_batches(total))
+        task = bar.add_task("scoring batches", total=total, completed=total - missing)
+
+        def fan_out(paths: RunPaths, work: Work) -> None:
+            def shown(done: int, _total: int) -> None:
+                bar.update(task, completed=total - missing + done)
+
+            pool.fan_out(paths, work, shown if work.kind is Kind.BATCHES else None)
+
+        drive(paths, "score", fan_out)
     pool.close()
-    merge_and_calibrate(paths)
+    drive(paths, "merge", finish=Finish(database_url, outage_window=0))
 
 
 def run_local(
@@ -192,10 +158,8 @@ def run_local(
     database is given. Returns the run's paths."""
     paths = RunPaths(run_dir or cfg.run_root / new_run_id())
     with LocalPool(cfg.workers) as pool:
-        prepare(paths, data_dir, cfg, pool.stages)
-        score_and_merge(paths, pool, show_progress=show_progress)
-    if database_url is not None:
-        publish(paths, database_url, outage_window=0)  # interactive
+        prepare(paths, data_dir, cfg, pool.fan_out)
+        score_and_merge(paths, pool, show_progress=show_progress, database_url=database_url)
     return paths
 
 
@@ -214,15 +178,13 @@ def run_local_from_postgres(
     os.environ["DATABASE_URL"] = database_url  # what export tasks read, here or spawned
     try:
         with LocalPool(cfg.workers) as pool:
-            prepare(paths, None, cfg, pool.stages, database_url=database_url)
-            score_and_merge(paths, pool, show_progress=show_progress)
+            prepare(paths, None, cfg, pool.fan_out, database_url=database_url)
+            score_and_merge(paths, pool, show_progress=show_progress, database_url=publish_to)
     finally:
         if before is None:
             os.environ.pop("DATABASE_URL", None)
         else:
             os.environ["DATABASE_URL"] = before
-    if publish_to is not None:
-        publish(paths, publish_to, outage_window=0)  # interactive
     return paths
 
 
@@ -234,12 +196,7 @@ def resume_local(
     when a database is given)."""
     with LocalPool(workers) as pool:
         if not paths.manifest.exists() and has_plan(paths):
-            ledger = RunLedger(paths)
-            ledger.set_status("preparing", error=None, failed_step=None)
-            with ledger.step("prepare"):
-                manifest = run_stages(paths, pool.stages)
-            finish_prepare(paths, manifest)
-        score_and_merge(paths, pool, show_progress=show_progress)
-    if database_url is not None:
-        publish(paths, database_url, outage_window=0)  # interactive
+            RunLedger(paths).set_status("preparing", error=None, failed_step=None)
+            resume_prepare(paths, pool.fan_out)
+        score_and_merge(paths, pool, show_progress=show_progress, database_url=database_url)
     return paths

@@ -114,7 +114,7 @@ def synced_volume() -> Iterator[None]:
 COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volume}}
 STEP = {"cpu": CFG.modal_step_cpu}
 OPTIONS: dict[str, dict[str, Any]] = {  # per function, besides image and volume
-    # prepare (the plan), reduce, combine and merge without Modal retries: their failures
+    # prepare (the plan), the single prepare steps and merge without Modal retries: their failures
     # (bad input, wrong password)
     # would only repeat; `python -m modal_burst resume|merge RUN` is the recovery
     "prepare": {**STEP, "timeout": CFG.modal_prepare_timeout, "memory": CFG.modal_prepare_memory},
@@ -125,12 +125,7 @@ OPTIONS: dict[str, dict[str, Any]] = {  # per function, besides image and volume
         "cpu": CFG.modal_batch_cpu,
         "retries": retries(CFG),
     },
-    "stage_reduce": {
-        **STEP,
-        "timeout": CFG.modal_prepare_timeout,
-        "memory": CFG.modal_prepare_memory,
-    },
-    "stage_combine": {
+    "stage_single": {
         **STEP,
         "timeout": CFG.modal_prepare_timeout,
         "memory": CFG.modal_prepare_memory,
@@ -174,16 +169,10 @@ def stage_shard(index: int, run_id: str, stage: str) -> dict[str, Any]:
         return bodies.stage_shard(layout(), run_id, stage, index)
 
 
-@app.function(**COMMON, **OPTIONS["stage_reduce"])
-def stage_reduce(run_id: str) -> dict[str, Any]:
+@app.function(**COMMON, **OPTIONS["stage_single"])
+def stage_single(run_id: str, step: str) -> dict[str, Any]:
     with synced_volume():
-        return bodies.reduce_stages(layout(), run_id)
-
-
-@app.function(**COMMON, **OPTIONS["stage_combine"])
-def stage_combine(run_id: str) -> dict[str, Any]:
-    with synced_volume():
-        return bodies.combine_stages(layout(), run_id)
+        return bodies.single_step(layout(), run_id, step)
 
 
 @app.function(**COMMON, **OPTIONS["score_batch"])
@@ -233,8 +222,7 @@ def run_full(
 FUNCTIONS: dict[str, Any] = {
     "prepare": prepare,
     "stage_shard": stage_shard,
-    "stage_reduce": stage_reduce,
-    "stage_combine": stage_combine,
+    "stage_single": stage_single,
     "score_batch": score_batch,
     "merge_and_calibrate": merge_and_calibrate,
     "run_status": run_status,

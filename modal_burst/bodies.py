@@ -17,17 +17,15 @@ from scoring.errors import BatchGaveUpError, InputError, RunFileError
 from scoring.ledger import RunLedger, read_record
 from scoring.steps import score_batch
 from scoring.steps.finish import merge_and_publish
-from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, combine_and_finish
-from scoring.steps.stages import (
-    has_plan,
-    has_window,
-    missing_shards,
-    plan_stages,
-    read_plan,
-    reduce,
-    run_stage_task,
+from scoring.steps.pipeline import (
+    next_work,
+    record_progress,
+    run_single,
+    run_task,
     stage_progress,
 )
+from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres
+from scoring.steps.stages import has_plan, plan_path, read_plan
 
 NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres secret)"
 
@@ -70,32 +68,17 @@ def stage_shard(layout: VolumeLayout, run_id: str, stage: str, index: int) -> di
     """One shard of one prepare stage; idempotent, so Modal's retries rewrite the same files.
     It writes only its own shard's files, never the ledger (many run at once)."""
     started = time.perf_counter()
-    run_stage_task(layout.run(run_id), stage, index)
+    run_task(layout.run(run_id), stage, index)
     return {"stage": stage, "shard": index, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def reduce_stages(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
-    """Between count and aggregate, once: the window end and the graph (Neo4j modes read it)."""
+def single_step(layout: VolumeLayout, run_id: str, step: str) -> dict[str, Any]:
+    """A single step of prepare (the step table's), once, in one container."""
     paths = layout.run(run_id)
-    ledger = RunLedger(paths)
-    with ledger.step("prepare"):
-        if not has_window(paths):
-            reduce(paths, ledger)
-    ledger.update(stages=stage_progress(paths))
-    return {"run_id": run_id}
-
-
-def combine_stages(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
-    """After the last stage, once: the run-wide tables and run.json, which batches read."""
-    paths = layout.run(run_id)
-    ledger = RunLedger(paths)
-    with ledger.step("prepare"):
-        manifest = combine_and_finish(paths)
-    return {
-        "run_id": run_id,
-        "batches_total": manifest.batches_total,
-        "providers_scored": manifest.providers_scored,
-    }
+    with RunLedger(paths).step("prepare"):
+        run_single(paths, step)
+    record_progress(paths)
+    return {"run_id": run_id, "step": step}
 
 
 def score_one_batch(
@@ -150,23 +133,25 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     states = ledger.batch_states()
     planned = has_plan(paths)
     settings: dict[str, Any] = manifest.get("settings", {}) if manifest else {}
-    stages_missing: dict[str, list[int]] = {}
+    work = None
     if planned and manifest is None:  # part-way through the stages: what a resume runs
-        _, plan_cfg, shards = read_plan(paths)
-        settings = plan_cfg.model_dump(mode="json")
-        stages_missing = {
-            stage: missing_shards(paths, stage, shards) for stage in plan_stages(paths)
-        }
+        settings = read_plan(paths)[1].model_dump(mode="json")
+        work = next_work(paths)
     state = {
         **summary,
         "exists": True,
         "prepared": manifest is not None,
         "planned": planned,
-        "windowed": has_window(paths),
-        "stages_missing": stages_missing,  # in stage order
-        "plan_source": read_record(paths.root / "stages" / "plan.json").get("source")
-        if planned
+        # the next prepare step and its missing shards (None once prepared)
+        "next": {
+            "step": work.name,
+            "kind": str(work.kind),
+            "phase": work.step.phase,
+            "indices": work.indices,
+        }
+        if work is not None
         else None,
+        "plan_source": read_record(plan_path(paths)).get("source") if planned else None,
         **({"stages": stage_progress(paths)} if planned else {}),  # the shards' own markers
         "graph_mode": settings.get("graph_mode"),
         "postgres_secret": settings.get("modal_postgres_secret"),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from modal_burst.run_secrets import (
     PREPARE_STEPS,
@@ -24,6 +24,7 @@ from modal_burst.run_secrets import (
 )
 from scoring.config import Settings
 from scoring.errors import RunStateError
+from scoring.progress import progress_bar
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
@@ -135,11 +136,6 @@ def with_secrets(
     }
 
 
-def _progress(enabled: bool) -> Progress:
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn())
-    return Progress(*columns, TimeElapsedColumn(), disable=not enabled)
-
-
 def score_missing(
     score: FunctionLike,
     run_id: str,
@@ -177,20 +173,22 @@ def prepare_stages(
     steps: Mapping[str, FunctionLike],
     state: dict[str, Any],
     bar: Progress,
+    status: Callable[[str], dict[str, Any]],
 ) -> dict[int, str]:
-    """The plan's stages, one `.map` each over its missing shards, reduce and combine once
-    between them; returns the failed shards of the first stage with failures (the stages
-    after it are not started)."""
+    """The step table's prepare steps, as the run's state names them one after the other:
+    a single step once, a fan-out as one `.map` over its missing shards. Returns the failed
+    shards of the first stage with failures (the steps after it are not started)."""
     run_id = state["run_id"]
-    windowed = bool(state.get("windowed"))
-    for stage in state["stages_missing"]:  # the plan's stages, in order
-        if stage == "aggregate" and not windowed:
-            steps["stage_reduce"].remote(run_id)
-        todo: list[int] = list(state["stages_missing"][stage])
-        task = bar.add_task(stage, total=len(todo))
+    while (work := state.get("next")) is not None and work["phase"] == "prepare":
+        if work["kind"] == "single":
+            steps["stage_single"].remote(run_id, work["step"])
+            state = status(run_id)
+            continue
+        todo: list[int] = list(work["indices"])
+        task = bar.add_task(work["step"], total=len(todo))
         results = steps["stage_shard"].map(
             todo,
-            kwargs={"run_id": run_id, "stage": stage},
+            kwargs={"run_id": run_id, "stage": work["step"]},
             order_outputs=True,
             return_exceptions=True,
         )
@@ -200,8 +198,8 @@ def prepare_stages(
                 failed[index] = one_line(result)
             bar.advance(task)
         if failed:
-            return {index: f"{stage}: {why}" for index, why in failed.items()}
-    steps["stage_combine"].remote(run_id)
+            return {index: f"{work['step']}: {why}" for index, why in failed.items()}
+        state = status(run_id)
     return {}
 
 
@@ -226,8 +224,8 @@ def _prepare(
         steps = with_secrets(remote, needs, STEPS)
         steps["prepare"].remote(run_id, request.source, request.data_name, overrides, publish)
         state = functions["run_status"].remote(run_id)
-    with _progress(show) as bar:
-        failed = prepare_stages(steps, state, bar)
+    with progress_bar(show) as bar:
+        failed = prepare_stages(steps, state, bar, functions["run_status"].remote)
     if failed:
         shown = "; ".join(f"shard {i}: {err}" for i, err in sorted(failed.items())[:10])
         detail = f"{len(failed)} prepare shard(s) failed: {shown}"
@@ -267,7 +265,7 @@ def run_burst(
     todo = missing if request.max_batches is None else missing[: request.max_batches]
     # a record still 'running' from an earlier dispatch is no container death of this one
     functions["record_status"].remote(run_id, "scoring", None, None)
-    with _progress(show_progress) as bar:
+    with progress_bar(show_progress) as bar:
         task = bar.add_task(f"run {run_id}", total=total, completed=total - len(missing))
         failed = score_missing(steps["score_batch"], run_id, todo, lambda _i, _r: bar.advance(task))
     done = total - len(missing) + len(todo) - len(failed)

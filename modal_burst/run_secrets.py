@@ -22,14 +22,14 @@ from scoring.errors import ClaidexError, RunStateError
 STEPS = (
     "prepare",
     "stage_shard",
-    "stage_reduce",
-    "stage_combine",
+    "stage_single",
     "score_batch",
     "merge_and_calibrate",
 )
-PREPARE_STEPS = STEPS[:4]  # the plan, then the stages: before run.json exists
-# reduce reads the graph: a snapshot copies it, live mode checks it can (and batches ask it)
-NEO4J_STEPS = {"neo4j-snapshot": ("stage_reduce",), "neo4j-live": ("stage_reduce", "score_batch")}
+PREPARE_STEPS = STEPS[:3]  # the plan, then the stages: before run.json exists
+# a single prepare step reads the graph (a snapshot copies it, live mode checks it can) and
+# in live mode batches ask it
+NEO4J_STEPS = {"neo4j-snapshot": ("stage_single",), "neo4j-live": ("stage_single", "score_batch")}
 POSTGRES_KEYS = "DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME"
 NEO4J_KEYS = "NEO4J_URI=neo4j+s://HOST NEO4J_USER=neo4j NEO4J_PASSWORD=PASSWORD"
 POSTGRES_NAME, NEO4J_NAME = "modal_postgres_secret", "modal_neo4j_secret"  # Settings fields

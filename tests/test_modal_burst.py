@@ -76,7 +76,8 @@ def _prepared(functions, run_id: str, overrides: dict, publish: bool) -> dict:
     """Step 1 as the driver runs it: the plan, each stage's `.map`, reduce and combine."""
     functions["prepare"].remote(run_id, "volume", "claidex", overrides, publish)
     with Progress(disable=True) as bar:
-        assert prepare_stages(functions, functions["run_status"].remote(run_id), bar) == {}
+        state = functions["run_status"].remote(run_id)
+        assert prepare_stages(functions, state, bar, functions["run_status"].remote) == {}
     return functions["run_status"].remote(run_id)
 
 
@@ -614,7 +615,8 @@ def test_burst_in_a_neo4j_graph_mode_reproduces_the_local_engine(
     assert _committed(volume, f"burst-{mode}").scores.read_bytes() == local_scores
     batch_secrets = {("claidex-neo4j",)} if mode == "neo4j-live" else {()}
     assert set(standin.records["score_batch"].secrets_seen) == batch_secrets
-    assert standin.records["stage_reduce"].secrets_seen == [("claidex-neo4j",)]
+    # reduce reads the graph, combine does not, but both are the run's single prepare steps
+    assert standin.records["stage_single"].secrets_seen == [("claidex-neo4j",)] * 2
     assert set(standin.records["stage_shard"].secrets_seen) == {()}  # shards read the volume
 
 
@@ -879,13 +881,13 @@ def test_each_step_gets_only_the_secrets_the_run_needs() -> None:
         "stage_shard": pg,
     }
     snapshot = names(RunNeeds("neo4j-snapshot", publishes=False))
-    assert snapshot == {**none, "stage_reduce": neo}
+    assert snapshot == {**none, "stage_single": neo}
     live = names(RunNeeds("neo4j-live", reads_postgres=True))
     assert live == {
         **none,
         "prepare": pg,
         "stage_shard": pg,
-        "stage_reduce": neo,
+        "stage_single": neo,
         "score_batch": neo,
         "merge_and_calibrate": pg,
     }
@@ -964,9 +966,8 @@ def test_app_configuration() -> None:
         "run_full",
         "run_status",
         "score_batch",
-        "stage_combine",
-        "stage_reduce",
         "stage_shard",
+        "stage_single",
     ]
     assert config["max_containers"] == 300
     batch, merge, prepare = config["score_batch"], config["merge_and_calibrate"], config["prepare"]
@@ -974,7 +975,7 @@ def test_app_configuration() -> None:
     shard = config["stage_shard"]  # a shard's memory does not grow with the population
     assert (shard["timeout"], shard["memory"], shard["retries"], shard["cpu"]) == (1800, 4096, 3, 1)
     assert merge["memory"] > batch["memory"] and prepare["memory"] > batch["memory"]
-    for single in ("prepare", "stage_reduce", "stage_combine", "merge_and_calibrate"):
+    for single in ("prepare", "stage_single", "merge_and_calibrate"):
         assert config[single]["retries"] is None  # their failures would only repeat
     for name in set(config["names"]) - {"run_full"}:
         assert config[name]["volumes"] == {"/data": "claidex-data"}

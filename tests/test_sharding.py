@@ -14,11 +14,12 @@ from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths, read_json
+from scoring.steps.drive import resume_prepare, run_serially
 from scoring.steps.incremental import checked_npis, prepare_incremental
 from scoring.steps.merge import merge_and_calibrate
-from scoring.steps.prepare import run_serially, run_stages
+from scoring.steps.pipeline import Work, stage_progress
 from scoring.steps.score_batch import score_batch
-from scoring.steps.stages import missing_shards, stage_progress
+from scoring.steps.stages import missing_shards
 
 SHARDS = (1, 3, 16, 64)
 STAT_FILES = ("billing_primary", "billing_fallback", "m1_rank_primary", "growth", "npi_digest")
@@ -134,13 +135,13 @@ def test_resume_reruns_only_the_missing_shards(
     class KilledError(Exception):
         pass
 
-    def dies_in_aggregate(p: RunPaths, stage: str, shards: list[int]) -> None:
-        if stage == "aggregate":
-            run_serially(p, stage, shards[:3])
+    def dies_in_aggregate(p: RunPaths, work: Work) -> None:
+        if work.name == "aggregate":
+            run_serially(p, Work(work.step, work.indices[:3]))
             raise KilledError
-        run_serially(p, stage, shards)
+        run_serially(p, work)
 
-    from scoring.steps.prepare import prepare
+    from scoring.steps.drive import prepare
 
     with pytest.raises(KilledError):
         prepare(paths, hostile_dataset, cfg, dies_in_aggregate)
@@ -153,12 +154,11 @@ def test_resume_reruns_only_the_missing_shards(
     }
     ran: list[tuple[str, int]] = []
 
-    def recording(p: RunPaths, stage: str, shards: list[int]) -> None:
-        ran.extend((stage, i) for i in shards)
-        run_serially(p, stage, shards)
+    def recording(p: RunPaths, work: Work) -> None:
+        ran.extend((work.name, i) for i in work.indices)
+        run_serially(p, work)
 
-    manifest = run_stages(paths, recording)
-    manifest.save(paths)
+    manifest = resume_prepare(paths, recording)
     assert ran == [("aggregate", i) for i in range(3, 8)] + [("peer_stats", i) for i in range(8)]
     for i, mtime in kept.items():
         done = paths.root / "stages" / "aggregate" / f"{i:05d}" / "done.json"
@@ -226,8 +226,8 @@ def test_the_modal_standin_maps_each_stage_and_gives_the_same_bytes(
     assert read_json(paths.input_counts) == read_json(reference.input_counts)
     shard = standin.records["stage_shard"]
     assert sorted(shard.mapped) == sorted(list(range(shards)) * 4)  # every stage, each once
-    assert len(standin.records["stage_reduce"].remote_calls) == 1
-    assert len(standin.records["stage_combine"].remote_calls) == 1
+    singles = [call[1] for call in standin.records["stage_single"].remote_calls]
+    assert singles == ["reduce", "combine"]  # each once, in the table's order
 
 
 def test_a_modal_shard_that_keeps_dying_fails_the_run_and_resume_runs_only_it(
@@ -287,7 +287,7 @@ def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inpu
     a resume that would ingest inputs replaced since the plan is refused."""
     from claidex.local_engine import resume_local
     from scoring.errors import InputError
-    from scoring.steps.prepare import prepare
+    from scoring.steps.drive import prepare
 
     data = tmp_path / "data"
     shutil.copytree(hostile_dataset, data)
@@ -296,9 +296,10 @@ def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inpu
     class KilledError(Exception):
         pass
 
-    def dies_in_aggregate(p: RunPaths, stage: str, shards: list[int]) -> None:
-        run_serially(p, stage, shards[:2] if stage == "aggregate" else shards)
-        if stage == "aggregate":
+    def dies_in_aggregate(p: RunPaths, work: Work) -> None:
+        cut = work.indices[:2] if work.name == "aggregate" else work.indices
+        run_serially(p, Work(work.step, cut))
+        if work.name == "aggregate":
             raise KilledError
 
     paths = RunPaths(tmp_path / "run")
@@ -308,8 +309,8 @@ def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inpu
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
     assert RunLedger(paths).read()["stages"]["aggregate"] == "6/6"
 
-    def dies_in_ingest(p: RunPaths, stage: str, shards: list[int]) -> None:
-        run_serially(p, stage, shards[:2])
+    def dies_in_ingest(p: RunPaths, work: Work) -> None:
+        run_serially(p, Work(work.step, work.indices[:2]))
         raise KilledError
 
     again = RunPaths(tmp_path / "again")

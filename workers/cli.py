@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from claidex.cli import add_graph_flag
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.errors import InputError
 from scoring.ledger import RunLedger
+from scoring.progress import progress_bar
 
 FINISHED = ("published", "merged")
 
@@ -37,13 +36,7 @@ def follow(
     ledger = RunLedger(run_paths(run_id))
     timeout = load_settings().follow_timeout if timeout is None else timeout
     deadline = time.monotonic() + timeout
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, disable=not show_progress) as bar:
+    with progress_bar(show_progress) as bar:
         task = bar.add_task(f"run {run_id}: queued", total=None)
         while True:
             summary = ledger.summary()

@@ -41,18 +41,10 @@ from scoring.steps.incremental import (
     latest_full_run,
     prepare_incremental,
 )
-from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres, combine_and_finish
+from scoring.steps.pipeline import Kind, next_work, record_progress, run_single, run_task
+from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres
 from scoring.steps.publish import publish
-from scoring.steps.stages import (
-    has_plan,
-    has_window,
-    missing_shards,
-    plan_stages,
-    read_plan,
-    reduce,
-    run_stage_task,
-    stage_progress,
-)
+from scoring.steps.stages import has_plan
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url, broker_url
 from workers.broker import pending_messages, run_messages
 from workers.lease import Lease, lease_key
@@ -243,44 +235,43 @@ def start_full_run(
 
 
 def advance_stages(run_id: str, worker: str, after: str | None = None) -> dict[str, Any]:
-    """Dispatch the earliest unfinished stage's missing shards as a chord whose callback
-    comes back here; reduce and combine run inline; after the last stage, the batches.
+    """Interpret the step table up to the batches: single steps run here, inline; a fan-out
+    stage goes out as a chord whose callback comes back here; once prepared, the batches
+    go out as the chord that merge gathers.
 
-    Idempotent: it reads only the done markers, so a re-sent start or a late callback
+    Idempotent: the table reads only the run's files, so a re-sent start or a late callback
     sends what is missing and never counts a shard twice (combine reads one file per shard).
     """
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
-    shards = read_plan(paths)[2]
     every = Settings().heartbeat_seconds
-    for stage in plan_stages(paths):
-        if stage == "aggregate" and not has_window(paths):
-            with ledger.step("prepare"), ledger.heartbeat("reduce", worker=worker, every=every):
-                reduce(paths, ledger)
-        missing = missing_shards(paths, stage, shards)
-        ledger.update(stages=stage_progress(paths))
-        if missing:
-            sent = ledger.read().get("stages_dispatched") or []
-            if after is not None and stage in sent and stage != after:
-                # a late or duplicate callback: this stage's chord is out already (a re-sent
-                # start, which is how resume and the watchdog come in, sends it again)
-                return {"stage": stage, "skipped": "already dispatched"}
-            header = [
-                stage_shard_task.si(run_id, stage, index).set(queue=BATCH_QUEUE)
-                for index in missing
-            ]
-            body = advance_stages_task.s(run_id=run_id, stage=stage).set(queue=RUN_QUEUE)
-            body.link_error(run_failed.s(run_id=run_id).set(queue=RUN_QUEUE))
-            result = chord(header)(body)
-            chord_id = str(result.id)
-            forget_locally(result)
-            ledger.update(stages_dispatched=sorted({*sent, stage}))
-            return {"stage": stage, "shards": len(missing), "chord": chord_id}
-    with ledger.step("prepare"), ledger.heartbeat("combine", worker=worker, every=every):
-        manifest = combine_and_finish(paths)
-    chord_id = dispatch_batches(run_id, range(manifest.batches_total))
-    ledger.update(dispatched=chord_id)
-    return {"batches": manifest.batches_total, "chord": chord_id}
+    while (work := next_work(paths)) is not None and work.kind is Kind.SINGLE:
+        if work.step.phase != "prepare":
+            break
+        with ledger.step("prepare"), ledger.heartbeat(work.name, worker=worker, every=every):
+            run_single(paths, work.name)
+    record_progress(paths)
+    if work is None or work.kind is not Kind.SHARDS:  # prepared: the batches, then merge
+        total = RunManifest.load(paths).batches_total
+        chord_id = dispatch_batches(run_id, work.indices if work is not None else [])
+        ledger.update(dispatched=chord_id)
+        return {"batches": total, "chord": chord_id}
+    sent = ledger.read().get("stages_dispatched") or []
+    if after is not None and work.name in sent and work.name != after:
+        # a late or duplicate callback: this stage's chord is out already (a re-sent start,
+        # which is how resume and the watchdog come in, sends it again)
+        return {"stage": work.name, "skipped": "already dispatched"}
+    header = [
+        stage_shard_task.si(run_id, work.name, index).set(queue=BATCH_QUEUE)
+        for index in work.indices
+    ]
+    body = advance_stages_task.s(run_id=run_id, stage=work.name).set(queue=RUN_QUEUE)
+    body.link_error(run_failed.s(run_id=run_id).set(queue=RUN_QUEUE))
+    result = chord(header)(body)
+    chord_id = str(result.id)
+    forget_locally(result)
+    ledger.update(stages_dispatched=sorted({*sent, work.name}))
+    return {"stage": work.name, "shards": len(work.indices), "chord": chord_id}
 
 
 @app.task(name="claidex.stage_shard", bind=True, **RELIABLE)
@@ -293,7 +284,7 @@ def stage_shard_task(self: Any, run_id: str, stage: str, index: int) -> dict[str
     beat = ledger.heartbeat(f"{stage}-{index:05d}", worker=worker, every=every)
     with retries_pending(self), beat:
         try:
-            summary = run_stage_task(paths, stage, index)
+            summary = run_task(paths, stage, index)
         except Exception as exc:
             # with a retry coming, `retrying`, not failed: the retry's success must leave
             # the run preparing, so its callback goes on

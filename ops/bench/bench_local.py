@@ -27,13 +27,13 @@ _IMPORTS = (
     "import sys; from pathlib import Path; from scoring.config import Settings; "
     "from scoring.rundir import RunPaths; from scoring.manifest import RunManifest; "
     "from scoring.steps import prepare, merge_and_calibrate; "
-    "from claidex.local_engine import run_batches; "
+    "from claidex.local_engine import LocalPool; from scoring.steps.drive import drive; "
     "run, data, batch, workers = RunPaths(Path(sys.argv[1])), Path(sys.argv[2]), "
     "int(sys.argv[3]), int(sys.argv[4]); "
 )
 STEP_CODE = {
     "prepare": _IMPORTS + "prepare(run, data, Settings(batch_size=batch))",
-    "score": _IMPORTS + "run_batches(run, range(RunManifest.load(run).batches_total), workers)",
+    "score": _IMPORTS + "p = LocalPool(workers); drive(run, 'score', p.fan_out); p.close()",
     "merge": _IMPORTS + "merge_and_calibrate(run)",
 }
 

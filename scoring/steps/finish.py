@@ -25,14 +25,19 @@ def published_outcome(paths: RunPaths) -> dict[str, Any] | None:
 
 
 def merge_and_publish(
-    paths: RunPaths, database_url: str | None, *, reference: RunPaths | None = None
+    paths: RunPaths,
+    database_url: str | None,
+    *,
+    reference: RunPaths | None = None,
+    outage_window: float | None = None,
 ) -> dict[str, Any]:
-    """Step 3, then publish when a database is given; a run published before is left alone."""
+    """Step 3, then publish when a database is given; a run published before is left alone.
+    `outage_window` 0: an interactive command, which reports an unreachable database at once."""
     if (skipped := published_outcome(paths)) is not None:
         return skipped
     ledger = RunLedger(paths)
     ledger.update(will_publish=database_url is not None)  # followers wait for 'published'
     scores = merge_and_calibrate(paths, reference)
     if database_url is not None:
-        publish(paths, database_url)
+        publish(paths, database_url, outage_window=outage_window)
     return {"run_id": paths.run_id, "status": ledger.read()["status"], "rows": scores.height}

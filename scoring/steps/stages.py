@@ -68,11 +68,12 @@ from scoring.rundir import (
     write_parquet_atomic,
 )
 from scoring.steps.batches import write_batches
+from scoring.steps.graph_source import neo4j_snapshot, neo4j_verify
 from scoring.steps.outage import through_outage
+from scoring.steps.provider_rows import provider_rows, provider_year_rows
 from scoring.validation import validate_graph
 
-STAGES = ("ingest", "count", "aggregate", "peer_stats")  # fanned out; reduce and combine are single
-EXPORT = "export"  # first, for --source postgres: each task COPYs its own NPI range
+EXPORT = "export"  # for --source postgres: each task COPYs its own NPI range
 PAYMENTS = "payments_combined"
 PAYMENT_COLUMNS = list(SCHEMAS[PAYMENTS])
 SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
@@ -109,7 +110,7 @@ def _task_record(paths: RunPaths, stage: str, index: int) -> Path:
     return _dir(paths, stage, index) / "task.json"
 
 
-def _plan_path(paths: RunPaths) -> Path:
+def plan_path(paths: RunPaths) -> Path:
     return stage_root(paths) / "plan.json"
 
 
@@ -167,7 +168,7 @@ def write_plan(
         "fingerprint": fingerprint,
         "settings": cfg.model_dump(mode="json"),
     }
-    write_json_atomic(plan, _plan_path(paths))
+    write_json_atomic(plan, plan_path(paths))
 
 
 def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
@@ -178,7 +179,7 @@ def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
 def check_inputs_unchanged(paths: RunPaths) -> None:
     """A dataset run's inputs still have the fingerprint of its plan: a shard run later (a
     retry, a resume) over files replaced meanwhile would mix two datasets in one run."""
-    plan = read_json(_plan_path(paths))
+    plan = read_json(plan_path(paths))
     if not plan["fingerprint"]:  # Postgres: the export stage writes the snapshot
         return
     data_dir, cfg, _ = read_plan(paths)
@@ -188,12 +189,6 @@ def check_inputs_unchanged(paths: RunPaths) -> None:
             f"(fingerprint {plan['fingerprint']}): start a new run on them"
         )
         raise InputError(msg)
-
-
-def plan_stages(paths: RunPaths) -> tuple[str, ...]:
-    """The fanned-out stages of the run's plan, in order."""
-    postgres = read_json(_plan_path(paths)).get("source") == "postgres"
-    return (EXPORT, *STAGES) if postgres else STAGES
 
 
 @functools.cache
@@ -207,7 +202,7 @@ def runtime_probe() -> dict[str, Any]:
 
 
 def has_plan(paths: RunPaths) -> bool:
-    return _plan_path(paths).exists()
+    return plan_path(paths).exists()
 
 
 def has_window(paths: RunPaths) -> bool:
@@ -215,7 +210,7 @@ def has_window(paths: RunPaths) -> bool:
 
 
 def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
-    plan = read_json(_plan_path(paths))
+    plan = read_json(plan_path(paths))
     if (
         plan.get("polars") != pl.__version__
         or plan.get("runtime", runtime_probe()) != runtime_probe()
@@ -245,14 +240,6 @@ def shards_done(paths: RunPaths, stage: str) -> list[int]:
 def missing_shards(paths: RunPaths, stage: str, total: int) -> list[int]:
     done = set(shards_done(paths, stage))
     return [i for i in range(total) if i not in done]
-
-
-def stage_progress(paths: RunPaths) -> dict[str, str]:
-    """'ingest': '12/32' ... for the ledger and `status`."""
-    if not _plan_path(paths).exists():
-        return {}
-    shards = read_plan(paths)[2]
-    return {stage: f"{len(shards_done(paths, stage))}/{shards}" for stage in plan_stages(paths)}
 
 
 def _finish(paths: RunPaths, stage: str, index: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -458,8 +445,6 @@ def count(paths: RunPaths, index: int) -> dict[str, Any]:
 # --- reduce -------------------------------------------------------------------------------
 def _graph_for_run(paths: RunPaths, data_dir: Path, cfg: Settings, ledger: RunLedger) -> None:
     """Ownership steps 2-3 once for every SNF of the graph (small), from the mode's source."""
-    from scoring.steps.prepare import neo4j_snapshot, neo4j_verify  # the outage-riding readers
-
     if cfg.graph_mode == "neo4j-live":
         neo4j_verify(cfg, ledger)
         write_parquet_atomic(
@@ -609,7 +594,6 @@ def _bucket_ownership(
 def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
     """One NPI bucket: duplicates, provider-years, peer attributes, totals, ownership; its
     batches; its provider-years cut into peer buckets."""
-    from scoring.steps.prepare import provider_rows, provider_year_rows
     from scoring.validation import CleanInputs
 
     _, cfg, shards = read_plan(paths)
@@ -920,7 +904,7 @@ def combine(paths: RunPaths) -> RunManifest:
         "window_end_reason": window["window_end_reason"],
     }
     write_json_atomic(counts, paths.input_counts)
-    plan = read_json(_plan_path(paths))
+    plan = read_json(plan_path(paths))
     fingerprint = plan["fingerprint"] or run_fingerprint(data_dir, cfg)
     return RunManifest(
         run_id=paths.run_id,
