@@ -18,6 +18,7 @@ from scoring.config import Settings
 from scoring.errors import RunFileError
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
+from scoring.steps.pipeline import STEPS, Kind
 from workers.broker import PendingMessage
 
 LOW_DISK_BYTES = 64 * 2**20
@@ -25,15 +26,10 @@ UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged
 START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
 STAGE_SHARD, ADVANCE = "claidex.stage_shard", "claidex.advance_stages"
 STAGE_TASKS = (STAGE_SHARD, ADVANCE)
+# heartbeats of prepare: the start's, each single step's, each stage shard's (`ingest-00003`)
 STAGE_BEATS = (
     "prepare",
-    "reduce",
-    "combine",
-    "export-",
-    "ingest-",
-    "count-",
-    "aggregate-",
-    "peer_stats-",
+    *(f"{s.name}-" if s.kind is Kind.SHARDS else s.name for s in STEPS if s.phase == "prepare"),
 )
 
 
