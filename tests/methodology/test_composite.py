@@ -61,6 +61,14 @@ def test_calibration_of_one_provider_and_of_all_tied() -> None:
     assert_frame_equal(out, pl.DataFrame({"risk_score": [0.0, 0.0, 0.0]}))
 
 
+def test_calibration_rounds_half_to_even() -> None:
+    # N = 801: 100 x 1 / 800 = 0.125 and 100 x 3 / 800 = 0.375, both exact binary halves:
+    # half to even gives 0.12 and 0.38 (half away from zero would give 0.13)
+    frame = pl.DataFrame({"r_raw": [float(v) for v in range(801)]})
+    out = frame.select(calibrated_score(pl.col("r_raw"), pl.len())).head(4)
+    assert_frame_equal(out, pl.DataFrame({"risk_score": [0.0, 0.12, 0.25, 0.38]}))
+
+
 def test_reference_risk_score_counts_strictly_smaller_references() -> None:
     reference = pl.Series([10.0, 20.0, 20.0, 30.0, 5.0, 20.0, 7.5])
     r_raw = pl.Series("r_raw", [20.0, 25.0, 5.0, 30.0, 6.0])

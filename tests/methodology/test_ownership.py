@@ -66,6 +66,35 @@ def test_snf_match_by_substring_first_by_name_then_entity_id() -> None:
     assert_frame_equal(out, expected)
 
 
+def test_snf_match_finds_every_display_name_nested_in_one_snf_name() -> None:
+    # display names that overlap, nest and share prefixes/suffixes inside one SNF name: each
+    # is contained in lower("Sunrise Care Center"), so each matches it (the index must report
+    # every pattern, not only the longest or leftmost)
+    names = ["sunrise care center", "sunrise care", "care", "car", "rise", "sun", "e cent", "r"]
+    people = providers(list(enumerate(names, start=1)))
+    out = match_snf(people, entities([("E1", "Sunrise Care Center", "SNF")])).collect()
+    expected = pl.DataFrame({"npi": list(range(1, 9)), "snf_entity_id": ["E1"] * 8})
+    assert_frame_equal(out.sort("npi"), expected)
+
+
+def test_a_cycle_of_ownership_ends() -> None:
+    # S -> T -> S (each owns the other), U owned by T: the chain is {S, T}; U is 1 below T
+    cyclic = OwnershipGraph(
+        entities=entities([("S", "s", "SNF"), ("T", "t", "LLC"), ("U", "u", "LLC")]),
+        ownership=pl.LazyFrame(
+            [("S", "T"), ("T", "S"), ("T", "U")], schema=["owner_id", "owned_id"], orient="row"
+        ),
+        entity_exclusions=pl.LazyFrame(schema={"entity_id": pl.String}),
+    )
+    out = ownership_groups(pl.LazyFrame({"snf": ["S"]}), cyclic, CFG).collect().sort("node")
+    expected = pl.DataFrame(
+        [("S", "S", 0, 0), ("S", "T", 0, 1), ("S", "U", 1, None)],
+        schema={"snf": pl.String, "node": pl.String, "down_hops": pl.Int32, "up_hops": pl.Int32},
+        orient="row",
+    )
+    assert_frame_equal(out, expected)
+
+
 # S is the SNF. Upward: A1 owns S, A2 owns A1, ... A6 owns A5 (6 edges above S: outside).
 # Downward from chain entities: A1 owns B1 (a sibling of S); A5 owns C1 -> C2 -> ... -> C6
 # (C6 is 6 edges below A5) but A2 also owns C6 directly (1 edge): a path of <= 5 exists.
@@ -168,13 +197,14 @@ def test_chain_providers_by_entity_name_containment() -> None:
 def test_ownership_score() -> None:
     counts = pl.DataFrame(
         {
-            "chain_excluded_count": [1, 3, 0, 2, None, 5],
-            "chain_provider_count": [3, 3, 0, 3, None, 0],
+            "chain_excluded_count": [1, 3, 0, 2, None, 5, 1],
+            "chain_provider_count": [3, 3, 0, 3, None, 0, 32],
         },
         schema={"chain_excluded_count": pl.Int64, "chain_provider_count": pl.Int64},
     )
     out = counts.select(ownership_score_expr())
     # 100 x excluded / max(providers, 1), at most 100, rounded 2: 1/3 -> 33.33, 3/3 -> 100,
-    # 0 -> 0, 2/3 -> 66.67, no SNF match -> 0, min(100, 500) -> 100
-    expected = [33.33, 100.0, 0.0, 66.67, 0.0, 100.0]
+    # 0 -> 0, 2/3 -> 66.67, no SNF match -> 0, min(100, 500) -> 100,
+    # 1/32 -> 3.125 exactly -> 3.12 (half to even)
+    expected = [33.33, 100.0, 0.0, 66.67, 0.0, 100.0, 3.12]
     assert_frame_equal(out, pl.DataFrame({"ownership_chain_risk": expected}))
