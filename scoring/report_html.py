@@ -177,7 +177,7 @@ def _components(report: dict[str, Any]) -> str:
     short = [name.split("_")[0] for name in components]  # billing, ownership, ...
     share.bar(range(len(short)), [c["share_of_composite"] for c in components.values()])
     share.set_xticks(range(len(short)), short)
-    share.tick_params(axis="x", labelsize=7)
+    share.tick_params(axis="x", labelsize=7, rotation=30 if len(short) > 5 else 0)
     share.set_title("share of the composite r_raw", fontsize=9)
     fields = ("weight", "mean", "p50", "p90", "p99", "max", "share_of_composite")
     rows = [
