@@ -18,7 +18,7 @@ from scoring.decay import slot_aggs
 from scoring.flags import flags_expr
 from scoring.npi import npi_to_str
 from scoring.peer_stats import billing_metrics
-from scoring.registry import components, flag_rules, value_columns
+from scoring.registry import components, flag_rules, slot_columns, value_columns
 from scoring.trajectory import trajectory_year_scores
 
 # The inputs of ownership, exclusion and concentration that scores.parquet and the table
@@ -107,7 +107,7 @@ def score_providers(
     `member_counts`: the provider-years' m1 rank counts when precomputed (billing)."""
     py = scored_provider_years(provider_years, providers, stats, cfg, member_counts)
     per_npi = py.group_by("npi").agg(
-        *slot_aggs(["billing_year_score", "billing_pct_year", "growth_z"], t, cfg),
+        *slot_aggs(slot_columns(), t, cfg),
         pl.col("peer_count").sort_by("year").last(),
         pl.col("year").sort().alias("data_window_years"),
     )

@@ -66,8 +66,8 @@ class Column:
 class Component:
     """One composite component.
 
-    `exprs` compute its columns from the per-NPI frame (the provider-year slots
-    aggregated, the provider's inputs joined, the columns of the components before it);
+    `exprs` compute its columns from the per-NPI frame (its `slots`: provider-year values
+    by year, the provider's inputs joined, the columns of the components before it);
     they may also replace an input column (concentration nulls top_program).
     """
 
@@ -76,6 +76,7 @@ class Component:
     weight: str  # a Settings field, else a key of Settings.component_weights
     exprs: Callable[[Settings], list[pl.Expr]]
     extras: tuple[Column, ...] = ()  # further published values, in `components` too
+    slots: tuple[str, ...] = ()  # provider-year columns its exprs read per year slot (decay)
     flags: tuple[Flag, ...] = ()
     section: Section | None = None  # explain's section; None: its published values
     lines: Lines | None = None  # the section's lines; None: one line naming the values
@@ -115,6 +116,7 @@ SPEC_COMPONENTS = (
         weight="weight_billing",
         exprs=billing_provider_exprs,
         extras=(Column("billing_outlier_percentile"),),
+        slots=("billing_year_score", "billing_pct_year"),
         flags=(Flag(10, billing_flag),),
         section=ex.billing_section,
         lines=ex.billing_lines,
@@ -134,6 +136,7 @@ SPEC_COMPONENTS = (
         weight="weight_trajectory",
         exprs=trajectory_provider_exprs,
         extras=(Column("payment_trajectory_zscore", "NUMERIC(8,4)"),),
+        slots=("growth_z",),
         flags=(Flag(20, growth_flag),),  # high billing and rapid growth
         section=ex.trajectory_section,
         lines=ex.trajectory_lines,
@@ -201,6 +204,11 @@ def value_columns() -> list[str]:
 def sql_columns() -> dict[str, str]:
     """Published value -> its column type in provider_risk_scores."""
     return {column.name: column.sql_type for c in components() for column in c.columns}
+
+
+def slot_columns() -> list[str]:
+    """The provider-year columns spread over the year slots for the components' exprs."""
+    return [slot for c in components() for slot in c.slots]
 
 
 def flag_rules() -> list[Flag]:

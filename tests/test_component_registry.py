@@ -28,6 +28,7 @@ from scoring.registry import (
     components,
     flag_rules,
     registered,
+    slot_columns,
     value_columns,
     weights,
 )
@@ -75,6 +76,7 @@ def test_the_registry_derives_the_spec_columns_weights_and_flag_order() -> None:
     ]  # fmt: skip
     assert value_columns() == SPEC_VALUES
     assert published_columns() == SPEC_PUBLISHED
+    assert slot_columns() == ["billing_year_score", "billing_pct_year", "growth_z"]
     assert list(weights(Settings()).items()) == [
         ("billing_outlier_score", 0.30), ("ownership_chain_risk", 0.25),
         ("payment_trajectory_score", 0.20), ("exclusion_proximity_score", 0.15),
