@@ -136,13 +136,7 @@ def _f(value: Any, digits: int = 4) -> str:
     return escape(str(value))  # names are data: '[bold]' in one is text, not markup
 
 
-def print_explanation(e: dict[str, Any], console: Console) -> None:
-    comp = e["composite"]
-    console.print(
-        f"[bold]NPI {e['npi']}[/]: risk_score {comp['risk_score']:.2f} ({comp['risk_label']}), "
-        f"window {e['window'][0]}-{e['window'][1]}, peers {_f(e['peer_taxonomy'])} / "
-        f"{_f(e['peer_state'])}"
-    )
+def _billing_tables(e: dict[str, Any], console: Console) -> None:
     amounts = Table(
         "year", "weight", "payments", "claims", "benes", "m1", "m2", "m3", title="Window years"
     )
@@ -175,8 +169,23 @@ def print_explanation(e: dict[str, Any], console: Console) -> None:
         for m in ("x1", "x2", "x3"):
             peers.add_row(str(y["year"]), key, m, _f(chosen[m]["median"]), _f(chosen[m]["mad"]))
     console.print(peers)
-    b = e["billing"]
-    console.print(f"S_b = {b['score']:.2f}, billing_outlier_percentile {b['percentile']:.2f}")
+
+
+def _chain_table(e: dict[str, Any], console: Console) -> None:
+    o = e["ownership"]
+    if o["snf"] is None:
+        return
+    ents = Table("entity", "name", "role", "hops", "EXCLUDED_BY", title="Chain and group")
+    for role in ("chain", "group"):
+        for ent in o[role]:
+            hops = ent["up_hops"] if role == "chain" else ent["down_hops"]
+            ents.add_row(
+                _f(ent["entity_id"]), _f(ent["name"]), role, str(hops), str(ent["excluded_by"])
+            )
+    console.print(ents)
+
+
+def _growth_table(e: dict[str, Any], console: Console) -> None:
     growth = Table("year", "g", "group median", "group MAD", "z", "max(z,0)", title="Trajectory")
     for y in e["years"]:
         g = y["growth"]
@@ -186,41 +195,24 @@ def print_explanation(e: dict[str, Any], console: Console) -> None:
                 _f(g["z"]), _f(g["z_positive"]),
             )  # fmt: skip
     console.print(growth)
-    tr = e["trajectory"]
-    console.print(f"payment_trajectory_zscore {tr['zscore']:.4f}, S_t = {tr['score']:.2f}")
-    c = e["concentration"]
-    shares = ", ".join(f"{_f(p['program'])} {p['share']:.1%}" for p in c["programs"])
+
+
+# Tables shown before a component's lines (its section's lines come from scoring.registry).
+TABLES = {"billing": _billing_tables, "ownership": _chain_table, "trajectory": _growth_table}
+
+
+def print_explanation(e: dict[str, Any], console: Console) -> None:
+    comp = e["composite"]
     console.print(
-        f"concentration {c['years'][0]}-{c['years'][1]}: {shares or 'no payments'}; "
-        f"top {_f(c['top_program'])} {c['top_share']:.4f}, S_p = {c['score']:.2f}"
+        f"[bold]NPI {e['npi']}[/]: risk_score {comp['risk_score']:.2f} ({comp['risk_label']}), "
+        f"window {e['window'][0]}-{e['window'][1]}, peers {_f(e['peer_taxonomy'])} / "
+        f"{_f(e['peer_state'])}"
     )
-    o = e["ownership"]
-    if o["snf"] is None:
-        console.print("ownership: no SNF matches the display name, S_o = 0")
-    else:
-        console.print(
-            f"ownership: SNF {_f(o['snf']['entity_id'])} ({_f(o['snf']['name'])}), "
-            f"{o['chain_provider_count']:,} chain providers, {o['chain_excluded_count']:,} "
-            f"excluded, owner_excluded {o['owner_excluded']}, S_o = {o['score']:.2f}"
-        )
-        ents = Table("entity", "name", "role", "hops", "EXCLUDED_BY", title="Chain and group")
-        for role in ("chain", "group"):
-            for ent in o[role]:
-                hops = ent["up_hops"] if role == "chain" else ent["down_hops"]
-                ents.add_row(
-                    _f(ent["entity_id"]), _f(ent["name"]), role, str(hops), str(ent["excluded_by"])
-                )
-        console.print(ents)
-        for member in o["excluded_chain_providers"]:
-            rows = _f("; ".join(f"{r['exclusion_id']} {r['excldate']}" for r in member["leie"]))
-            console.print(f"  excluded chain provider {member['npi']}: {rows}")
-    x = e["exclusion"]
-    rows = _f(
-        "; ".join(
-            f"{r['exclusion_id']} {r['excldate']} reinstated={r['reinstated']}" for r in x["rows"]
-        )
-    )
-    console.print(f"exclusion: {rows or 'no LEIE rows'}; S_e = {x['score']:.0f}")
+    for name in e["components"]:  # registry order
+        if name in TABLES:
+            TABLES[name](e, console)
+        for line in e[name]["lines"]:
+            console.print(line, markup=False)  # names are data: '[bold]' in one is text
     terms = Table("component", "value", "weight", "term", title="Composite")
     for name, term in comp["terms"].items():
         terms.add_row(name, _f(term["value"], 2), _f(term["weight"], 2), _f(term["term"]))

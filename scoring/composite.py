@@ -5,12 +5,16 @@ from __future__ import annotations
 import polars as pl
 
 from scoring.config import LABELS, Settings
+from scoring.registry import weights
 
 
 def r_raw_expr(cfg: Settings) -> pl.Expr:
-    """Weighted sum of the five components (missing count 0), rounded to 4."""
+    """Weighted sum of the registered components (missing count 0), rounded to 4.
+
+    Summed in registry order from 0.0 (SPEC's 0.30 S_b + 0.25 S_o + 0.20 S_t + 0.15 S_e +
+    0.10 S_p): a component registered after them with weight 0 adds exactly 0.0."""
     total = pl.lit(0.0)
-    for column, weight in cfg.weights.items():
+    for column, weight in weights(cfg).items():
         total = total + weight * pl.col(column).fill_null(0.0)
     return total.round(4).alias("r_raw")
 

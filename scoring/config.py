@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     weight_trajectory: float = 0.20
     weight_exclusion: float = 0.15
     weight_concentration: float = 0.10
+    # weights of components registered beyond SPEC's five without a field of their own
+    # (scoring.registry), by weight name: CLAIDEX_COMPONENT_WEIGHTS='{"toy": 0.0}'
+    component_weights: dict[str, float] = Field(default_factory=dict)
 
     # --- peer statistics ---------------------------------------------------
     alpha: float = 0.7  # year decay: w_t = alpha ** (T - year)
@@ -159,6 +162,10 @@ class Settings(BaseSettings):
     modal_postgres_secret: str = "claidex-postgres"  # holds DATABASE_URL
     modal_neo4j_secret: str = "claidex-neo4j"  # NEO4J_URI/USER/PASSWORD (Neo4j graph modes)
 
+    def __hash__(self) -> int:
+        """Hashable like any frozen model, the component_weights mapping included."""
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
     @model_validator(mode="after")
     def _redelivery_after_time_limit(self) -> Settings:
         """The broker must not hand a task to a second worker while the first may still run it."""
@@ -179,17 +186,6 @@ class Settings(BaseSettings):
             msg = "CLAIDEX_TASK_SOFT_TIME_LIMIT must be below CLAIDEX_TASK_TIME_LIMIT"
             raise ValueError(msg)
         return self
-
-    @property
-    def weights(self) -> dict[str, float]:
-        """Composite weights keyed by the output column they multiply."""
-        return {
-            "billing_outlier_score": self.weight_billing,
-            "ownership_chain_risk": self.weight_ownership,
-            "payment_trajectory_score": self.weight_trajectory,
-            "exclusion_proximity_score": self.weight_exclusion,
-            "program_concentration_score": self.weight_concentration,
-        }
 
 
 def load_settings(**overrides: object) -> Settings:

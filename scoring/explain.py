@@ -16,11 +16,18 @@ import polars as pl
 from scoring.composite import label_expr, reference_risk_score
 from scoring.config import Settings
 from scoring.decay import robust_z
+from scoring.explain_sections import ExplainContext
 from scoring.peer_stats import FALLBACK_KEYS, METRICS, PRIMARY_KEYS
-from scoring.provider_scores import COMPONENTS, PeerStats, score_providers, scored_provider_years
+from scoring.provider_scores import PeerStats, score_providers, scored_provider_years
+from scoring.registry import components, value_columns, weights
 
-CHECKED = ["r_raw", *COMPONENTS, "peer_count", "data_window_years", "flags", "top_program"]
 CHECKED_CHAIN = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
+
+
+def checked_columns() -> list[str]:
+    """The published columns explain recomputes and compares."""
+    checked = ["r_raw", *value_columns(), "peer_count", "data_window_years", "flags"]
+    return [*checked, "top_program", *CHECKED_CHAIN, "risk_score", "risk_label"]
 
 
 @dataclass(frozen=True)
@@ -99,39 +106,12 @@ def _year(row: dict[str, Any], t: int, cfg: Settings) -> dict[str, Any]:
     }
 
 
-def _ownership(inputs: ExplainInputs, provider: dict[str, Any]) -> dict[str, Any]:
-    snf = provider.get("snf_entity_id")
-    entities = inputs.entities.sort(
-        pl.col("up_hops").is_null(), "up_hops", "down_hops", "entity_id"
-    )
-    snf_name = entities.filter(pl.col("entity_id") == snf)["name"].to_list() if snf else []
-    leie = inputs.exclusions
-    members = [
-        {
-            **member,
-            "npi": str(member["npi"]),
-            "leie": leie.filter(pl.col("npi") == member["npi"]).drop("npi").to_dicts(),
-        }
-        for member in inputs.excluded_members.drop("snf_entity_id").to_dicts()
-    ]  # the SNF's excluded chain providers: a handful
-    return {
-        "snf": None if snf is None else {"entity_id": snf, "name": (snf_name or [None])[0]},
-        "chain": entities.filter(pl.col("up_hops").is_not_null()).to_dicts(),
-        "group": entities.filter(pl.col("up_hops").is_null()).to_dicts(),
-        "chain_provider_count": provider.get("chain_provider_count") or 0,
-        "chain_excluded_count": provider.get("chain_excluded_count") or 0,
-        "excluded_chain_providers": members,
-        "owner_excluded": bool(provider.get("owner_excluded")),
-        "excluded_entities": entities.filter("excluded_by")["entity_id"].to_list(),
-    }
-
-
 def _checks(recomputed: dict[str, Any], published: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Column -> recomputed, published, equal (exact: the same doubles, lists, texts)."""
     return {
         c: {"recomputed": recomputed.get(c), "published": published.get(c),
             "equal": recomputed.get(c) == published.get(c)}
-        for c in [*CHECKED, *CHECKED_CHAIN, "risk_score", "risk_label"]
+        for c in checked_columns()
         if c in published
     }  # fmt: skip
 
@@ -164,49 +144,30 @@ def explain_provider(inputs: ExplainInputs) -> dict[str, Any]:
     recomputed["risk_score"] = risk[0]
     recomputed["risk_label"] = pl.select(risk.alias("risk_score")).select(label_expr(cfg)).item()
     provider = inputs.provider.row(0, named=True)
-    programs = inputs.programs.sort("program")
-    total = provider.get("recent_total") or 0.0
-    leie = inputs.exclusions
+    context = ExplainContext(
+        row=recomputed,
+        provider=provider,
+        years=years,
+        programs=inputs.programs,
+        entities=inputs.entities,
+        excluded_members=inputs.excluded_members,
+        exclusions=inputs.exclusions,
+        npi=inputs.npi,
+        t=t,
+        cfg=cfg,
+    )
     return {
         "npi": inputs.published["npi"],
         "window": [t - cfg.window_years + 1, t],
         "peer_taxonomy": provider["peer_taxonomy"],
         "peer_state": provider["peer_state"],
         "years": [_year(r, t, cfg) for r in years.iter_rows(named=True)],  # <= window years
-        "billing": {
-            "alpha": cfg.alpha,
-            "score": recomputed["billing_outlier_score"],
-            "percentile": recomputed["billing_outlier_percentile"],
-        },
-        "trajectory": {
-            "zscore": recomputed["payment_trajectory_zscore"],
-            "score": recomputed["payment_trajectory_score"],
-            "years_with_growth": int(years["g"].is_not_null().sum()),
-        },
-        "concentration": {
-            "years": [t - cfg.concentration_years + 1, t],
-            "programs": [
-                {"program": p, "amount": a, "share": a / max(total, 1.0)}
-                for p, a in programs.select("program", "amount").iter_rows()
-            ],
-            "recent_total": total,
-            "top_program": recomputed["top_program"],
-            "top_share": (provider.get("top_program_total") or 0.0) / max(total, 1.0),
-            "threshold": cfg.concentration_threshold,
-            "score": recomputed["program_concentration_score"],
-        },
-        "ownership": {**_ownership(inputs, provider), "score": recomputed["ownership_chain_risk"]},
-        "exclusion": {
-            "rows": leie.filter(pl.col("npi") == inputs.npi).drop("npi").to_dicts(),
-            "actively_excluded": bool(provider.get("actively_excluded")),
-            "owner_excluded": bool(provider.get("owner_excluded")),
-            "chain_excluded_count": provider.get("chain_excluded_count") or 0,
-            "score": recomputed["exclusion_proximity_score"],
-        },
+        "components": [c.name for c in components()],  # each one's section, in this order
+        **{c.name: c.explain(context) for c in components()},
         "composite": {
             "terms": {
                 c: {"value": recomputed[c], "weight": w, "term": w * (recomputed[c] or 0.0)}
-                for c, w in cfg.weights.items()
+                for c, w in weights(cfg).items()
             },
             "r_raw": recomputed["r_raw"],
             "smaller": int((reference < recomputed["r_raw"]).sum()),

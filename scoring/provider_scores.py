@@ -11,37 +11,19 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from scoring.billing import billing_provider_exprs, billing_year_scores
+from scoring.billing import billing_year_scores
 from scoring.composite import r_raw_expr
-from scoring.concentration import concentration_exprs
 from scoring.config import Settings
 from scoring.decay import slot_aggs
-from scoring.exclusion import exclusion_proximity_expr
 from scoring.flags import flags_expr
 from scoring.npi import npi_to_str
-from scoring.ownership import ownership_score_expr
 from scoring.peer_stats import billing_metrics
-from scoring.trajectory import trajectory_provider_exprs, trajectory_year_scores
+from scoring.registry import components, flag_rules, slot_columns, value_columns
+from scoring.trajectory import trajectory_year_scores
 
-COMPONENTS = [
-    "billing_outlier_score",
-    "billing_outlier_percentile",
-    "ownership_chain_risk",
-    "payment_trajectory_score",
-    "payment_trajectory_zscore",
-    "exclusion_proximity_score",
-    "program_concentration_score",
-]
-CHUNK_COLUMNS = [
-    "npi",
-    "r_raw",
-    *COMPONENTS,
-    "peer_taxonomy",
-    "peer_state",
-    "peer_count",
-    "data_window_years",
-    "flags",
-    "components",
+# The inputs of ownership, exclusion and concentration that scores.parquet and the table
+# carry beside the components (explain and the API read them).
+CONTEXT_COLUMNS = [
     "top_program",
     "snf_entity_id",
     "chain_provider_count",
@@ -50,6 +32,24 @@ CHUNK_COLUMNS = [
     "actively_excluded",
 ]
 PREPARE_ID = "prepare_id"  # chunk-only column: which prepare the chunk was scored against
+
+
+def chunk_columns() -> list[str]:
+    """A chunk's columns: the registered components' values after r_raw (SPEC §3 order)."""
+    return [
+        "npi",
+        "r_raw",
+        *value_columns(),
+        "peer_taxonomy",
+        "peer_state",
+        "peer_count",
+        "data_window_years",
+        "flags",
+        "components",
+        *CONTEXT_COLUMNS,
+    ]
+
+
 STAT_NAMES = (
     "billing_primary",
     "billing_fallback",
@@ -107,23 +107,18 @@ def score_providers(
     `member_counts`: the provider-years' m1 rank counts when precomputed (billing)."""
     py = scored_provider_years(provider_years, providers, stats, cfg, member_counts)
     per_npi = py.group_by("npi").agg(
-        *slot_aggs(["billing_year_score", "billing_pct_year", "growth_z"], t, cfg),
+        *slot_aggs(slot_columns(), t, cfg),
         pl.col("peer_count").sort_by("year").last(),
         pl.col("year").sort().alias("data_window_years"),
     )
+    scored = per_npi.join(providers, on="npi", how="left")
+    for component in components():  # in order: a component may use the ones before it
+        scored = scored.with_columns(*component.exprs(cfg))
     return (
-        per_npi.join(providers, on="npi", how="left")
-        .with_columns(
-            *billing_provider_exprs(cfg),
-            *trajectory_provider_exprs(cfg),
-            *concentration_exprs(cfg),
-            ownership_score_expr(),
-            exclusion_proximity_expr(cfg),
-        )
-        .with_columns(
+        scored.with_columns(
             r_raw_expr(cfg),
-            flags_expr(cfg),
-            pl.struct(COMPONENTS).alias("components"),
+            flags_expr(flag_rules(), cfg),
+            pl.struct(value_columns()).alias("components"),
             npi_to_str(pl.col("npi")).alias("npi"),
             pl.col("chain_provider_count").fill_null(0),
             pl.col("chain_excluded_count").fill_null(0),
@@ -131,6 +126,6 @@ def score_providers(
             pl.col("actively_excluded").fill_null(False),
             pl.col("peer_count").cast(pl.Int32),
         )
-        .select(CHUNK_COLUMNS)
+        .select(chunk_columns())
         .sort("npi")
     )

@@ -14,6 +14,7 @@ from scoring.config import LABELS, Settings
 from scoring.errors import ClaidexError, RunFileError
 from scoring.ledger import RunLedger, read_record
 from scoring.manifest import RunManifest
+from scoring.registry import weights
 from scoring.report_timeline import timeline
 from scoring.rundir import RunPaths, read_json, read_parquet_named
 
@@ -101,10 +102,11 @@ def histogram(values: pl.Expr, frame: pl.DataFrame) -> dict[str, list[float] | l
 
 
 def component_summary(scores: pl.DataFrame, cfg: Settings) -> dict[str, dict[str, Any]]:
-    """Per composite component: histogram, mean and quantiles, and its share of r_raw."""
+    """Per registered component (its score column): histogram, mean and quantiles, and its
+    share of r_raw."""
     total = scores["r_raw"].sum() or 1.0
     summary = {}
-    for column, weight in cfg.weights.items():
+    for column, weight in weights(cfg).items():
         value = pl.col(column).fill_null(0.0)
         stats = scores.select(
             value.mean().alias("mean"),

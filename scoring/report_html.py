@@ -156,10 +156,13 @@ def _compact(n: int) -> str:
 
 
 def _components(report: dict[str, Any]) -> str:
-    components = report["components"]
-    fig = Figure(figsize=(11, 4.2))
-    axes = fig.subplots(2, 3).flatten()
+    components = report["components"]  # the registered components: a histogram each
+    rows = math.ceil((len(components) + 1) / 3)  # and the shares: 2 rows for SPEC's five
+    fig = Figure(figsize=(11, 2.1 * rows))
+    axes = fig.subplots(rows, 3).flatten()
     fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.08, wspace=0.3, hspace=0.45)
+    for ax in axes[len(components) + 1 :]:
+        ax.set_visible(False)
     for ax, (name, summary) in zip(axes, components.items(), strict=False):
         # heights log10(1 + n) on a linear axis, ticks labelled in providers: a log axis
         # costs most of the page's drawing time (its tick machinery), this looks the same
@@ -170,11 +173,11 @@ def _components(report: dict[str, Any]) -> str:
         ax.set_yticks([math.log10(1 + 10**k) if k else 0.0 for k in decades],
                       [_compact(10**k) if k else "0" for k in decades])  # fmt: skip
         ax.set_title(name, fontsize=9)
-    share = axes[-1]
+    share = axes[len(components)]
     short = [name.split("_")[0] for name in components]  # billing, ownership, ...
     share.bar(range(len(short)), [c["share_of_composite"] for c in components.values()])
     share.set_xticks(range(len(short)), short)
-    share.tick_params(axis="x", labelsize=7)
+    share.tick_params(axis="x", labelsize=7, rotation=30 if len(short) > 5 else 0)
     share.set_title("share of the composite r_raw", fontsize=9)
     fields = ("weight", "mean", "p50", "p90", "p99", "max", "share_of_composite")
     rows = [

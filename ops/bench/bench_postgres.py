@@ -35,7 +35,7 @@ from scoring.config import Settings  # noqa: E402
 from scoring.db.connection import connect  # noqa: E402
 from scoring.db.export import export_dataset  # noqa: E402
 from scoring.db.load import load_dataset  # noqa: E402
-from scoring.db.publish import PUBLISHED_COLUMNS, publish_scores, published_frame  # noqa: E402
+from scoring.db.publish import publish_scores, published_columns, published_frame  # noqa: E402
 from scoring.db.schema import init_schema  # noqa: E402
 from scoring.npi import make_npi, npi_to_str  # noqa: E402
 
@@ -57,9 +57,9 @@ def padded_scores(scores: pl.DataFrame, rows: int) -> pl.DataFrame:
 
 def legacy_publish(url: str, frame: pl.DataFrame) -> None:
     """What the legacy code did: 500 single-row upserts per round trip, bound client-side."""
-    columns = ", ".join(PUBLISHED_COLUMNS)
-    marks = ", ".join(["%s"] * len(PUBLISHED_COLUMNS))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PUBLISHED_COLUMNS[1:])
+    columns = ", ".join(published_columns())
+    marks = ", ".join(["%s"] * len(published_columns()))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in published_columns()[1:])
     statement = (
         f"INSERT INTO provider_risk_scores ({columns}) VALUES ({marks}) "
         f"ON CONFLICT (npi) DO UPDATE SET {updates}, updated_at = now()"

@@ -25,9 +25,10 @@ CREATE TABLE provider_risk_scores (
     components                   JSONB NOT NULL DEFAULT '{}'::jsonb,
     updated_at                   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
--- Its additive columns (run_id, top_program, ...) and its indexes are added by
--- scoring.db.schema, each only where it is missing: on a production table that has them,
--- a second `db init` takes no lock on provider_risk_scores at all.
+-- Its additive columns (run_id, top_program, ...), the columns of any component registered
+-- beyond SPEC's five (scoring.registry: a new component's migration) and its indexes are
+-- added by scoring.db.schema, each only where it is missing: on a production table that
+-- has them, a second `db init` takes no lock on provider_risk_scores at all.
 
 -- Run ledger: every run that reached the database, and what it published.
 -- object: claidex_runs

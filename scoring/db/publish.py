@@ -16,16 +16,17 @@ from psycopg import sql
 
 from scoring.db.connection import DatabaseError
 from scoring.db.copy import chunks, copy_in
+from scoring.steps.merge import score_columns
 
 STAGE = "claidex_stage"
-PUBLISHED_COLUMNS = [
-    "npi", "risk_score", "risk_label", "r_raw",
-    "billing_outlier_score", "billing_outlier_percentile", "ownership_chain_risk",
-    "payment_trajectory_score", "payment_trajectory_zscore", "exclusion_proximity_score",
-    "program_concentration_score", "peer_taxonomy", "peer_state", "peer_count",
-    "data_window_years", "flags", "components", "run_id", "top_program", "snf_entity_id",
-    "chain_provider_count", "chain_excluded_count", "owner_excluded", "actively_excluded",
-]  # fmt: skip
+TABLE = "provider_risk_scores"
+
+
+def published_columns() -> list[str]:
+    """scores.parquet's columns and the run id: the registered components' values included."""
+    columns = score_columns()
+    after = columns.index("components") + 1
+    return [*columns[:after], "run_id", *columns[after:]]
 
 
 @dataclass(frozen=True)
@@ -48,22 +49,22 @@ def published_frame(scores: pl.DataFrame, run_id: str) -> pl.DataFrame:
         _json_list("flags"),
         pl.col("components").struct.json_encode().alias("components"),
         pl.lit(run_id).alias("run_id"),
-    ).select(PUBLISHED_COLUMNS)
+    ).select(published_columns())
 
 
-def _stage() -> sql.Composed:
+def _stage(published: list[str]) -> sql.Composed:
     """A staging table of exactly the published columns (none of the table's constraints)."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, PUBLISHED_COLUMNS))
+    columns = sql.SQL(", ").join(map(sql.Identifier, published))
     return sql.SQL(
         "CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
         "SELECT {columns} FROM provider_risk_scores WITH NO DATA"
     ).format(stage=sql.Identifier(STAGE), columns=columns)
 
 
-def _update() -> sql.Composed:
+def _update(published: list[str]) -> sql.Composed:
     """Rows of NPIs already published change in place: keys, other columns, FKs all stay."""
     assignments = sql.SQL(", ").join(
-        sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in PUBLISHED_COLUMNS[1:]
+        sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in published[1:]
     )
     return sql.SQL(
         "UPDATE provider_risk_scores p SET {assignments}, updated_at = %(at)s "
@@ -71,9 +72,9 @@ def _update() -> sql.Composed:
     ).format(assignments=assignments, stage=sql.Identifier(STAGE))
 
 
-def _insert(*, only_new: bool = True) -> sql.Composed:
+def _insert(published: list[str], *, only_new: bool = True) -> sql.Composed:
     """The staged rows (`only_new`: of NPIs the table does not hold yet)."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, PUBLISHED_COLUMNS))
+    columns = sql.SQL(", ").join(map(sql.Identifier, published))
     new = "WHERE NOT EXISTS (SELECT 1 FROM provider_risk_scores p WHERE p.npi = s.npi)"
     return sql.SQL(
         "INSERT INTO provider_risk_scores ({columns}, updated_at) "
@@ -102,7 +103,23 @@ def _replace_all() -> sql.Composed:
     ).format(sql.Identifier(STAGE))
 
 
-def _only_ours(conn: psycopg.Connection) -> bool:
+def _refuse_missing_columns(conn: psycopg.Connection, published: list[str]) -> None:
+    """A component registered since the table was made: its columns come with `db init`."""
+    rows = conn.execute(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attnum > 0 AND NOT attisdropped",
+        (TABLE,),
+    ).fetchall()
+    missing = [c for c in published if c not in {name for (name,) in rows}]
+    if missing:
+        msg = (
+            f"{TABLE} has no column(s) {', '.join(missing)}: run `claidex db init` to add "
+            "the registered components' columns"
+        )
+        raise DatabaseError(msg)
+
+
+def _only_ours(conn: psycopg.Connection, published: list[str]) -> bool:
     """No foreign key points at the table, no trigger fires on it, and every column is one
     we publish: deleting and re-inserting its rows then loses nothing anyone else holds."""
     row = conn.execute(
@@ -117,7 +134,7 @@ def _only_ours(conn: psycopg.Connection) -> bool:
     if row is None:
         return False
     references, triggers, columns = row
-    return references == 0 and triggers == 0 and set(columns) <= {*PUBLISHED_COLUMNS, "updated_at"}
+    return references == 0 and triggers == 0 and set(columns) <= {*published, "updated_at"}
 
 
 def _table_full_run(conn: psycopg.Connection, run_id: str) -> tuple[str, Any] | None:
@@ -181,9 +198,11 @@ def publish_scores(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         msg = "publish needs an idle connection: it must own its transaction"
         raise ValueError(msg)
+    published = published_columns()
     frame = published_frame(scores, run_id)
     with conn.transaction():
-        conn.execute(_stage())
+        _refuse_missing_columns(conn, published)
+        conn.execute(_stage(published))
         copy_in(conn, STAGE, chunks(frame))
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGE)))
         # One publisher at a time (readers are not blocked): concurrent full runs, or a
@@ -195,13 +214,13 @@ def publish_scores(
             _refuse_foreign_reference(conn, run_id, reference_run)
         row = conn.execute("SELECT clock_timestamp()").fetchone()
         at = {"at": row[0] if row else None}  # when this publish got the table: publish order
-        if kind == "full" and _only_ours(conn):  # the weekly case: fastest, nothing to keep
+        if kind == "full" and _only_ours(conn, published):  # weekly: fastest, nothing to keep
             (removed,) = conn.execute(_replace_all()).fetchone() or (0,)
-            published = conn.execute(_insert(only_new=False), at).rowcount
+            rows = conn.execute(_insert(published, only_new=False), at).rowcount
         else:
             removed = conn.execute(_remove_unscored()).rowcount if kind == "full" else 0
-            updated = conn.execute(_update(), at).rowcount
-            published = updated + conn.execute(_insert(), at).rowcount
+            updated = conn.execute(_update(published), at).rowcount
+            rows = updated + conn.execute(_insert(published), at).rowcount
         conn.execute(
             "INSERT INTO claidex_runs (run_id, kind, status, input_fingerprint, rows_published, "
             "rows_removed, published_at, run_created_at) "
@@ -210,9 +229,9 @@ def publish_scores(
             "rows_published = EXCLUDED.rows_published, rows_removed = EXCLUDED.rows_removed, "
             "published_at = EXCLUDED.published_at, run_created_at = EXCLUDED.run_created_at, "
             "updated_at = now()",
-            (run_id, kind, fingerprint, published, removed, at["at"], created_at),
+            (run_id, kind, fingerprint, rows, removed, at["at"], created_at),
         )
-    return PublishResult(rows_published=published, rows_removed=removed)
+    return PublishResult(rows_published=rows, rows_removed=removed)
 
 
 def record_failure(conn: psycopg.Connection, *, run_id: str, kind: str, error: str) -> None:

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from scoring.db.copy import copy_out_csv
-from scoring.steps.merge import SCORE_COLUMNS
+from scoring.steps.merge import score_columns
 
 TABLE = "provider_risk_scores"
 
@@ -42,7 +42,7 @@ def read_published(conn: psycopg.Connection, schema: dict[str, pl.DataType]) -> 
             (TABLE,),
         )
     }
-    columns = [c for c in SCORE_COLUMNS if c in present and c in schema]
+    columns = [c for c in score_columns() if c in present and c in schema]
     query = sql.SQL("SELECT {} FROM {} ORDER BY npi").format(
         sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(TABLE)
     )

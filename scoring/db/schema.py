@@ -4,9 +4,10 @@ It never drops, replaces or alters a source table or view. Every object is looke
 through the search_path first (to_regclass), and only a missing one is created: the
 production source objects (ops/sql/source_schema.sql) on an empty development
 database, Claidex's own tables (ops/sql/schema.sql) anywhere. An existing
-provider_risk_scores gains only the additive columns it lacks (one short lock each)
-and the indexes it lacks (built CONCURRENTLY). A database that has everything gets
-catalog reads only: no DDL, no table lock, no CREATE privilege needed.
+provider_risk_scores gains only the additive columns it lacks, the registered components'
+columns among them (one short lock each), and the indexes it lacks (built CONCURRENTLY).
+A database that has everything gets catalog reads only: no DDL, no table lock, no CREATE
+privilege needed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from psycopg import sql
 
 from scoring.db.connection import DatabaseError
 from scoring.errors import ClaidexError
+from scoring.registry import sql_columns
 
 SQL_DIRS = (
     Path(__file__).resolve().parents[2] / "ops" / "sql",  # source checkout
@@ -150,8 +152,12 @@ def _add_columns(
 
 
 def _complete_scores_table(conn: psycopg.Connection, lock_timeout_s: float) -> list[str]:
-    """Add the missing additive columns (one short lock each) and indexes (CONCURRENTLY)."""
-    added = _add_columns(conn, SCORES_TABLE, ADDITIVE_COLUMNS, lock_timeout_s)
+    """Add the missing additive columns (one short lock each) and indexes (CONCURRENTLY).
+
+    The registered components' columns are additive too: a component registered after the
+    table was made (scoring.registry) gets its columns here, its migration."""
+    columns = {**ADDITIVE_COLUMNS, **sql_columns()}
+    added = _add_columns(conn, SCORES_TABLE, columns, lock_timeout_s)
     table = resolved(conn, SCORES_TABLE)
     assert table is not None
     missing = [

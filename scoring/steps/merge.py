@@ -12,7 +12,7 @@ from scoring.errors import ClaidexError, RunStateError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.npi import npi_to_str
-from scoring.provider_scores import CHUNK_COLUMNS, PREPARE_ID
+from scoring.provider_scores import PREPARE_ID, chunk_columns
 from scoring.report import build_report, with_earlier_sources
 from scoring.rundir import (
     RunPaths,
@@ -23,7 +23,11 @@ from scoring.rundir import (
 )
 
 GATHER_COLUMNS = 4  # columns sorted at a time by sorted_by_npi
-SCORE_COLUMNS = ["npi", "risk_score", "risk_label", *[c for c in CHUNK_COLUMNS if c != "npi"]]
+
+
+def score_columns() -> list[str]:
+    """scores.parquet's columns: a chunk's, calibrated and labelled after the NPI."""
+    return ["npi", "risk_score", "risk_label", *[c for c in chunk_columns() if c != "npi"]]
 
 
 def _shown(batches: list[int]) -> str:
@@ -84,7 +88,9 @@ def merged_scores(
         population = read_parquet_named(reference.scores).get_column("r_raw")
         calibrated = chunks.with_columns(reference_risk_score(chunks["r_raw"], population))
     del chunks
-    columns = calibrated.with_columns(label_expr(manifest.cfg)).select(SCORE_COLUMNS).get_columns()
+    labelled = calibrated.with_columns(label_expr(manifest.cfg))
+    columns = labelled.select(score_columns()).get_columns()
+    del labelled
     del calibrated
     return sorted_by_npi(columns)
 
