@@ -17,6 +17,8 @@ import polars as pl
 
 from scoring.config import Settings
 
+AMOUNTS = ("payments", "claims", "beneficiaries")  # payments_combined's amounts (SPEC §3)
+
 
 def micros(column: str, cfg: Settings) -> pl.Expr:
     """The amount in integer micro-units (exact for values with up to 6 decimals), as Int128

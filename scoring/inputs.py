@@ -220,13 +220,6 @@ def canonical(name: str) -> list[pl.Expr]:
     return [pl.col(column).cast(CANONICAL[kind]) for column, kind in SCHEMAS[name].items()]
 
 
-def iter_table_chunks(lf: pl.LazyFrame, rows: int) -> Iterator[pl.DataFrame]:
-    """A large (column-checked) table in row chunks, so it is never whole in memory at once."""
-    total = lf.select(pl.len()).collect().item()
-    for offset in range(0, total, rows):
-        yield lf.slice(offset, rows).collect()
-
-
 @dataclass(frozen=True)
 class RawInputs:
     """Column-checked, lazily read input tables (rows not yet validated)."""

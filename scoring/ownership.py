@@ -1,10 +1,12 @@
 """Component 2, ownership chain risk (S_o), embedded graph (SPEC §4 component 2, §5).
 
 Name containment is answered with indexes, never a providers x entities scan:
-step 1 joins the providers' lower-cased display names against a table of the
-SNF names' substrings; step 4 runs one Aho-Corasick pass (``str.extract_many``)
-of the group entities' names over the display names. Steps 2-4 depend only on
-the matched SNF, so they run once per SNF and are joined back to providers.
+step 1 runs one Aho-Corasick pass (``str.extract_many``) of the providers'
+lower-cased display names over the SNF names; step 4 one of the group entities'
+names over the display names. Steps 2-3 depend only on the SNF, so they run once
+per SNF. A full run composes the steps in scoring/steps/stages.py: steps 2-3 for
+every SNF in reduce, steps 1 and 4 per NPI bucket in aggregate (a provider sits in
+one bucket, so the per-SNF counts add up), the chain totals in combine.
 """
 
 from __future__ import annotations
@@ -143,57 +145,6 @@ def chain_providers(
         .join(hits, on="needle")
         .select("snf", "npi")
         .unique()
-    )
-
-
-def ownership_by_snf(
-    snfs: pl.LazyFrame,
-    providers: pl.LazyFrame,
-    excluded_npis: pl.LazyFrame,
-    graph: OwnershipGraph,
-    cfg: Settings,
-) -> pl.LazyFrame:
-    """Per matched SNF: chain_provider_count, chain_excluded_count, owner_excluded."""
-    groups = ownership_groups(snfs, graph, cfg).collect().lazy()
-    members = chain_providers(groups, providers, graph.entities).join(
-        excluded_npis.select("npi", "actively_excluded"), on="npi", how="left"
-    )
-    counts = members.group_by("snf").agg(
-        pl.len().cast(pl.Int64).alias("chain_provider_count"),
-        pl.col("actively_excluded")
-        .fill_null(False)
-        .sum()
-        .cast(pl.Int64)
-        .alias("chain_excluded_count"),
-    )
-    flagged = graph.entity_exclusions.select(pl.col("entity_id").alias("node")).unique()
-    owner_excluded = (
-        groups.join(flagged, on="node", how="semi")
-        .select("snf")
-        .unique()
-        .with_columns(pl.lit(True).alias("owner_excluded"))
-    )
-    return (
-        snfs.join(counts, on="snf", how="left")
-        .join(owner_excluded, on="snf", how="left")
-        .select(
-            "snf",
-            pl.col("chain_provider_count").fill_null(0),
-            pl.col("chain_excluded_count").fill_null(0),
-            pl.col("owner_excluded").fill_null(False),
-        )
-    )
-
-
-def ownership_counts(
-    providers: pl.LazyFrame, excluded_npis: pl.LazyFrame, graph: OwnershipGraph, cfg: Settings
-) -> pl.LazyFrame:
-    """Per provider with an SNF match: snf_entity_id and the three chain results."""
-    matched = match_snf(providers, graph.entities).collect().lazy()
-    snfs = matched.select(pl.col("snf_entity_id").alias("snf")).unique().sort("snf")
-    per_snf = ownership_by_snf(snfs, providers, excluded_npis, graph, cfg)
-    return matched.join(per_snf, left_on="snf_entity_id", right_on="snf", how="left").select(
-        "npi", *OWNERSHIP_COLUMNS
     )
 
 

@@ -7,12 +7,11 @@ from fractions import Fraction
 
 import polars as pl
 
-from scoring.amounts import from_micros, micros
+from scoring.amounts import AMOUNTS, from_micros, micros
 from scoring.config import Settings
 from scoring.errors import InputError
 
 PROVIDER_YEAR_KEYS = ("npi", "year")
-AMOUNTS = ("payments", "claims", "beneficiaries")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from scoring.amounts import AMOUNTS
 from scoring.config import Settings
 from scoring.npi import npi_reasons, npi_to_str
 
@@ -23,7 +24,6 @@ QUARANTINE_SCHEMA = pl.Schema(
         "record": pl.String(),
     }
 )
-AMOUNTS = ("payments", "claims", "beneficiaries")
 
 
 def npi_rule(*, optional: bool = False) -> pl.Expr:
@@ -69,6 +69,28 @@ def payment_rules(cfg: Settings) -> list[pl.Expr]:
             pl.when(amount > cfg.max_amount).then(pl.lit(f"{column} above {cfg.max_amount:g}")),
         ]
     return rules
+
+
+def provider_rules() -> list[pl.Expr]:
+    """Why a provider record cannot be used (a repeated NPI is judged where the NPI is whole)."""
+    return [npi_rule(), *nul_rule("display_name", "taxonomy_1", "state")]
+
+
+def exclusion_rules() -> list[pl.Expr]:
+    """Why a LEIE row cannot be used (its NPI may be empty: not every exclusion has one)."""
+    return [missing_rule("exclusion_id"), npi_rule(optional=True)]
+
+
+def table_rules(source: str, cfg: Settings) -> list[pl.Expr]:
+    """The row rules of one core input table (the graph's rules depend on its entities)."""
+    if source == "payments_combined":
+        return payment_rules(cfg)
+    if source == "providers":
+        return provider_rules()
+    if source == "exclusions":
+        return exclusion_rules()
+    msg = f"no row rules for table {source!r}"
+    raise ValueError(msg)
 
 
 ROW_HASH = "__row_hash"

@@ -27,7 +27,7 @@ from scoring.db.export import export_npi_range
 from scoring.digest import npi_digests
 from scoring.errors import InputError, RunStateError
 from scoring.exclusion import active_exclusions
-from scoring.inputs import SCHEMAS, TableRows, input_files, read_dataset, reading, table_rows
+from scoring.inputs import input_files, read_dataset, table_rows
 from scoring.ledger import RunLedger, input_fingerprint, task_host, utc_now
 from scoring.manifest import RunManifest
 from scoring.npi import npi_to_int
@@ -42,22 +42,7 @@ from scoring.peer_stats import (
     member_rank_counts,
 )
 from scoring.population import in_window, window_end
-from scoring.quarantine import (
-    QUARANTINE_SCHEMA,
-    REASON,
-    ROW,
-    ROW_HASH,
-    later_copies,
-    missing_rule,
-    npi_rule,
-    nul_rule,
-    payment_rules,
-    quarantine_records,
-    row_hash,
-    split_duplicates,
-    split_tagged,
-    tag_rows,
-)
+from scoring.quarantine import QUARANTINE_SCHEMA, ROW, ROW_HASH
 from scoring.rundir import (
     RunPaths,
     read_buckets,
@@ -71,11 +56,18 @@ from scoring.steps.batches import write_batches
 from scoring.steps.graph_source import neo4j_snapshot, neo4j_verify
 from scoring.steps.outage import through_outage
 from scoring.steps.provider_rows import provider_rows, provider_year_rows
-from scoring.validation import validate_graph
+from scoring.validation import (
+    CHECKED_PAYMENT_SCHEMA,
+    PAYMENTS,
+    PROVIDER_COLUMNS,
+    CleanInputs,
+    check_slice,
+    drop_payment_copies,
+    drop_provider_copies,
+    validate_graph,
+)
 
 EXPORT = "export"  # for --source postgres: each task COPYs its own NPI range
-PAYMENTS = "payments_combined"
-PAYMENT_COLUMNS = list(SCHEMAS[PAYMENTS])
 SLICE_COLUMNS = ["npi", "year", "payments", "claims", "beneficiaries", "g"]
 CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
 PEER_COLUMNS = [*PRIMARY_KEYS, "m1", "x1", "x2", "x3"]
@@ -312,79 +304,32 @@ def export(paths: RunPaths, index: int) -> dict[str, Any]:
 
 
 # --- ingest x S ---------------------------------------------------------------------------
-def _ingest_payments(
-    table: TableRows, lo: int, hi: int, cfg: Settings
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    rules = payment_rules(cfg)
-    kept, bad = [], []
-    for offset in range(lo, hi, cfg.validation_chunk_rows):
-        with reading(table.path):
-            chunk = table.rows(offset, min(hi, offset + cfg.validation_chunk_rows)).collect()
-        tagged = tag_rows(chunk, rules, first_row=offset)
-        good, q = split_tagged(
-            tagged.with_columns(row_hash(PAYMENT_COLUMNS)), PAYMENT_COLUMNS, PAYMENTS, (ROW_HASH,)
-        )
-        kept.append(good.with_columns(npi_to_int(pl.col("npi")), pl.col("year").cast(pl.Int32)))
-        bad.append(q)
-    good_schema = {ROW: pl.UInt32, **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64}
-    good = pl.concat(kept) if kept else pl.DataFrame(schema=good_schema)
-    return good, (pl.concat(bad) if bad else pl.DataFrame(schema=QUARANTINE_SCHEMA))
-
-
-SCHEMAS_CANON_PAYMENTS_INT: dict[str, pl.DataType] = {
-    "npi": pl.Int64(),
-    "year": pl.Int32(),
-    "program": pl.String(),
-    "payments": pl.Float64(),
-    "claims": pl.Float64(),
-    "beneficiaries": pl.Float64(),
-    "taxonomy": pl.String(),
-    "state": pl.String(),
-}
-
-
-def _ingest_rows(
-    table: TableRows, index: int, shards: int, source: str, rules: list[pl.Expr]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A reference table's slice: row rules here, duplicate rules where the NPI is whole."""
+def _checked_slice(
+    data_dir: Path, name: str, index: int, shards: int, cfg: Settings
+) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+    """Slice `index` of one table through its row rules: (rows, good rows, quarantined)."""
+    table = table_rows(data_dir, name)
     lo, hi = share(table.total, shards, index)
-    with reading(table.path):
-        rows = table.rows(lo, hi).collect()
-    return split_tagged(tag_rows(rows, rules, first_row=lo), rows.columns, source)
+    return hi - lo, *check_slice(table, name, lo, hi, cfg)
 
 
 def ingest(paths: RunPaths, index: int) -> dict[str, Any]:
-    """Slice `index` of each input: checked, its bad rows quarantined, its good rows bucketed."""
+    """Slice `index` of each input through the row rules (scoring.validation): its bad rows
+    quarantined, its good rows bucketed by NPI for the copy rules, judged in aggregate."""
     check_inputs_unchanged(paths)
     data_dir, cfg, shards = read_plan(paths)
     out = _dir(paths, "ingest", index)
-    table = table_rows(data_dir, PAYMENTS)
-    lo, hi = share(table.total, shards, index)
-    payments, bad = _ingest_payments(table, lo, hi, cfg)
+    rows, payments, bad = _checked_slice(data_dir, PAYMENTS, index, shards, cfg)
     _write_buckets(payments, out, "payments", npi_bucket(pl.col("npi"), shards), cfg)
     write_parquet_atomic(bad, out / "q-payments.parquet")
-    providers, bad_providers = _ingest_rows(
-        table_rows(data_dir, "providers"),
-        index,
-        shards,
-        "providers",
-        [npi_rule(), *nul_rule("display_name", "taxonomy_1", "state")],
-    )
+    _, providers, bad_providers = _checked_slice(data_dir, "providers", index, shards, cfg)
     _write_buckets(providers, out, "providers", npi_bucket(npi_to_int(pl.col("npi")), shards), cfg)
     write_parquet_atomic(bad_providers, out / "q-providers.parquet")
-    exclusions, bad_exclusions = _ingest_rows(
-        table_rows(data_dir, "exclusions"),
-        index,
-        shards,
-        "exclusions",
-        [missing_rule("exclusion_id"), npi_rule(optional=True)],
-    )
-    excluded_npi = pl.when(pl.col("npi").str.len_bytes() > 0).then(npi_to_int(pl.col("npi")))
-    exclusions = exclusions.drop(ROW).with_columns(excluded_npi.alias("npi"))
+    _, exclusions, bad_exclusions = _checked_slice(data_dir, "exclusions", index, shards, cfg)
     _write_buckets(exclusions, out, "exclusions", npi_bucket(pl.col("npi"), shards), cfg)
     write_parquet_atomic(bad_exclusions, out / "q-exclusions.parquet")
     summary = {
-        "payment_rows": hi - lo,
+        "payment_rows": rows,
         "payment_rows_valid": payments.height,
         "max_valid_year": payments["year"].max(),
         "quarantined_rows": bad.height + bad_providers.height + bad_exclusions.height,
@@ -427,8 +372,9 @@ def count(paths: RunPaths, index: int) -> dict[str, Any]:
     exact copy of a valid row has the same (npi, year), so duplicates change nothing here.
     """
     _, cfg, _ = read_plan(paths)
-    schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
-    rows = _bucket_rows(paths, "ingest", "payments", index, schema, columns=["npi", "year"])
+    rows = _bucket_rows(
+        paths, "ingest", "payments", index, CHECKED_PAYMENT_SCHEMA, columns=["npi", "year"]
+    )
     pairs = _distinct_npi_years(rows, cfg)
     per_year = pairs.group_by("year").agg(pl.len().alias("npis")).sort("year")
     candidates: set[int] = set()
@@ -530,23 +476,18 @@ def _in_row_order(rows: pl.DataFrame) -> pl.DataFrame:
 
 def _bucket_payments(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The bucket's valid payment rows in source order, minus exact copies (quarantined)."""
-    schema = {ROW: pl.UInt32(), **SCHEMAS_CANON_PAYMENTS_INT, ROW_HASH: pl.UInt64()}
-    rows = _in_row_order(_bucket_rows(paths, "ingest", "payments", index, schema))
-    copies = later_copies(rows, PAYMENT_COLUMNS)
-    duplicates = rows.filter(copies).with_columns(pl.lit("duplicate row").alias(REASON))
-    quarantined = quarantine_records(duplicates, PAYMENT_COLUMNS, PAYMENTS)
-    payments = rows.filter(~copies).select(PAYMENT_COLUMNS)
+    rows = _in_row_order(_bucket_rows(paths, "ingest", "payments", index, CHECKED_PAYMENT_SCHEMA))
+    payments, quarantined = drop_payment_copies([rows])
     payments = payments.with_columns(pl.col("program", "taxonomy", "state").cast(pl.Categorical))
     return payments, quarantined
 
 
 def _bucket_providers(paths: RunPaths, index: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    columns = list(SCHEMAS["providers"])
-    schema = {ROW: pl.UInt32(), **{c: pl.String() for c in columns}}
+    """The bucket's valid provider records, one per NPI (the others quarantined)."""
+    schema = {ROW: pl.UInt32(), **{c: pl.String() for c in PROVIDER_COLUMNS}}
     schema.update({"entity_type_code": pl.Int64(), "is_excluded": pl.Boolean()})
     good = _in_row_order(_bucket_rows(paths, "ingest", "providers", index, schema))
-    kept, copies = split_duplicates(good, columns, ["npi"], "providers", "duplicate npi")
-    return kept.with_columns(npi_to_int(pl.col("npi"))), copies
+    return drop_provider_copies(good)
 
 
 def _bucket_exclusions(paths: RunPaths, index: int) -> pl.DataFrame:
@@ -594,8 +535,6 @@ def _bucket_ownership(
 def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
     """One NPI bucket: duplicates, provider-years, peer attributes, totals, ownership; its
     batches; its provider-years cut into peer buckets."""
-    from scoring.validation import CleanInputs
-
     _, cfg, shards = read_plan(paths)
     window = read_json(_window_path(paths))
     t = int(window["window_end_year"])
