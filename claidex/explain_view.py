@@ -19,8 +19,9 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.npi import npi_problem
 from scoring.rundir import RunPaths, read_parquet_named
+from scoring.steps.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
+from scoring.steps.peer_groups import batch_member_counts
 from scoring.steps.score_batch import load_stats, with_chain_totals
-from scoring.steps.stages import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS, batch_member_counts
 
 
 def _checked_npi(npi: str) -> int:

@@ -20,7 +20,7 @@ from scoring.progress import progress_bar
 from scoring.rundir import RunPaths, new_run_id
 from scoring.steps.drive import drive, prepare, resume_prepare
 from scoring.steps.pipeline import Finish, Kind, Work, run_task
-from scoring.steps.stages import has_plan
+from scoring.steps.plan import has_plan
 
 ProgressHook = Callable[[int, int], None]
 

@@ -24,8 +24,8 @@ from scoring.steps.pipeline import (
     run_task,
     stage_progress,
 )
+from scoring.steps.plan import has_plan, plan_path, read_plan
 from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres
-from scoring.steps.stages import has_plan, plan_path, read_plan
 
 NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres secret)"
 

@@ -4,8 +4,9 @@ Name containment is answered with indexes, never a providers x entities scan:
 step 1 runs one Aho-Corasick pass (``str.extract_many``) of the providers'
 lower-cased display names over the SNF names; step 4 one of the group entities'
 names over the display names. Steps 2-3 depend only on the SNF, so they run once
-per SNF. A full run composes the steps in scoring/steps/stages.py: steps 2-3 for
-every SNF in reduce, steps 1 and 4 per NPI bucket in aggregate (a provider sits in
+per SNF. A full run composes the steps in the prepare stages (scoring/steps/reduce.py,
+aggregate.py, combine.py): steps 2-3 for every SNF in reduce, steps 1 and 4 per NPI bucket
+in aggregate (a provider sits in
 one bucket, so the per-SNF counts add up), the chain totals in combine.
 """
 

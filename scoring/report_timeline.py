@@ -58,7 +58,7 @@ def _attempt(start: dict[str, Any], end_at: str, outcome: str, origin: datetime)
 
 
 def stage_tasks(paths: RunPaths, origin: datetime) -> list[dict[str, Any]]:
-    from scoring.steps.stages import task_records  # scoring.steps imports the report (merge)
+    from scoring.steps.stage_files import task_records  # scoring.steps imports the report (merge)
 
     tasks = []
     for r in task_records(paths):

@@ -17,7 +17,7 @@ from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths, read_json
-from scoring.steps.stages import missing_shards
+from scoring.steps.stage_files import missing_shards
 from tests.fleet import beat, wait_for, workers_cli
 
 STAGES = ("ingest", "count", "aggregate", "peer_stats")

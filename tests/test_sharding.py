@@ -19,7 +19,7 @@ from scoring.steps.incremental import checked_npis, prepare_incremental
 from scoring.steps.merge import merge_and_calibrate
 from scoring.steps.pipeline import Work, stage_progress
 from scoring.steps.score_batch import score_batch
-from scoring.steps.stages import missing_shards
+from scoring.steps.stage_files import missing_shards
 
 SHARDS = (1, 3, 16, 64)
 STAT_FILES = ("billing_primary", "billing_fallback", "m1_rank_primary", "growth", "npi_digest")
@@ -343,8 +343,9 @@ def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(
     from scoring.manifest import RunManifest
     from scoring.provider_scores import score_providers
     from scoring.rundir import read_parquet_named, write_bucketed_atomic
+    from scoring.steps.peer_groups import batch_member_counts
     from scoring.steps.score_batch import compute_batch, load_stats, with_chain_totals
-    from scoring.steps.stages import BUCKET, batch_member_counts
+    from scoring.steps.stage_files import BUCKET
 
     paths = run_local(
         hostile_dataset,

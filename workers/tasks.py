@@ -42,9 +42,9 @@ from scoring.steps.incremental import (
     prepare_incremental,
 )
 from scoring.steps.pipeline import Kind, next_work, record_progress, run_single, run_task
+from scoring.steps.plan import has_plan
 from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres
 from scoring.steps.publish import publish
-from scoring.steps.stages import has_plan
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app, backend_url, broker_url
 from workers.broker import pending_messages, run_messages
 from workers.lease import Lease, lease_key

@@ -49,21 +49,21 @@ def measured(
 
 TASK = (
     "import sys, time; from pathlib import Path; from scoring.rundir import RunPaths; "
-    "from scoring.steps.stages import run_stage_task; p = RunPaths(Path(sys.argv[1])); "
+    "from scoring.steps.stage_tasks import run_stage_task; p = RunPaths(Path(sys.argv[1])); "
     "t = time.perf_counter(); run_stage_task(p, sys.argv[2], int(sys.argv[3])); "
     "print(time.perf_counter() - t)"
 )
 SINGLE = {
     "plan": (
         "from scoring.ledger import RunLedger; "
-        "from scoring.steps.stages import run_fingerprint, write_plan; "
+        "from scoring.steps.plan import run_fingerprint, write_plan; "
         "p.clear(); RunLedger(p).start(kind='full', source=str(d), "
         "fingerprint=run_fingerprint(d, cfg)); "
         "write_plan(p, d, cfg, RunLedger(p).read()['input_fingerprint'])"
     ),
-    "reduce": "from scoring.ledger import RunLedger; from scoring.steps.stages import reduce; "
+    "reduce": "from scoring.ledger import RunLedger; from scoring.steps.reduce import reduce; "
     "reduce(p, RunLedger(p))",
-    "combine": "from scoring.steps.stages import combine; combine(p).save(p); "
+    "combine": "from scoring.steps.combine import combine; combine(p).save(p); "
     "from scoring.ledger import RunLedger; RunLedger(p).set_status('scoring')",
     "merge": "from scoring.steps.merge import merge_and_calibrate; merge_and_calibrate(p)",
 }

@@ -25,9 +25,10 @@ from scoring.npi import npi_problem, npi_to_str
 from scoring.provider_scores import STAT_NAMES
 from scoring.quarantine import QUARANTINE_SCHEMA
 from scoring.rundir import RunPaths, read_json, writable_run_dir, write_parquet_atomic
+from scoring.steps.aggregate import SLICE_COLUMNS
 from scoring.steps.batches import write_batches
+from scoring.steps.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
 from scoring.steps.provider_rows import provider_rows, provider_year_rows
-from scoring.steps.stages import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS, SLICE_COLUMNS
 from scoring.validation import validate
 
 INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small

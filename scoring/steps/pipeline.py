@@ -17,19 +17,12 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, read_json
 from scoring.steps.finish import already_published, merge_and_publish
+from scoring.steps.plan import has_plan, has_window, plan_path, read_plan
 from scoring.steps.prepare import combine_and_finish
+from scoring.steps.reduce import reduce
 from scoring.steps.score_batch import score_batch
-from scoring.steps.stages import (
-    STAGE_BODIES,
-    has_plan,
-    has_window,
-    missing_shards,
-    plan_path,
-    read_plan,
-    reduce,
-    run_stage_task,
-    shards_done,
-)
+from scoring.steps.stage_files import missing_shards, shards_done
+from scoring.steps.stage_tasks import STAGE_BODIES, run_stage_task
 
 
 class Kind(StrEnum):
@@ -188,6 +181,4 @@ def record_progress(paths: RunPaths) -> None:
 
 def missing_stage_shards(paths: RunPaths) -> dict[str, list[int]]:
     """Each fan-out stage of the plan and its shards without a done marker, in order."""
-    return {
-        step.name: step.missing(paths) for step in steps_of(paths) if step.kind is Kind.SHARDS
-    }
+    return {step.name: step.missing(paths) for step in steps_of(paths) if step.kind is Kind.SHARDS}

@@ -13,8 +13,9 @@ from scoring.errors import InputError
 from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, writable_run_dir
+from scoring.steps.combine import combine
 from scoring.steps.outage import through_outage
-from scoring.steps.stages import combine, run_fingerprint, write_plan
+from scoring.steps.plan import run_fingerprint, write_plan
 
 NO_ESTIMATE_SHARDS = 16  # --source postgres, shards 0, tables never analysed
 

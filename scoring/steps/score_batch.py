@@ -16,7 +16,8 @@ from scoring.manifest import RunManifest
 from scoring.peer_stats import eligible_expr
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
 from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
-from scoring.steps.stages import CHAIN_COLUMNS, batch_member_counts
+from scoring.steps.combine import CHAIN_COLUMNS
+from scoring.steps.peer_groups import batch_member_counts
 
 
 @dataclass(frozen=True)
