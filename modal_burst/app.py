@@ -84,7 +84,8 @@ def retries(cfg: Settings) -> modal.Retries:
     dies (out of memory) counts against max_retries with no delay (`parallel_map.py::
     _MapItemContext.handle_get_outputs_response`), after which the driver gets InternalFailure.
     Where Modal retries a dead container without counting (server-side retries, `.remote`),
-    the run's batch_max_attempts bounds it."""
+    the run's batch_max_attempts bounds it. Modal cannot tell failures apart, so the bodies
+    return what scoring.retry_policy calls exhausted instead of raising it."""
     return modal.Retries(max_retries=cfg.modal_retries, backoff_coefficient=2.0, initial_delay=5.0)
 
 

@@ -13,8 +13,9 @@ from typing import Any
 from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
 from scoring.db.connection import database_url
-from scoring.errors import BatchGaveUpError, InputError, RunFileError
+from scoring.errors import InputError, RunFileError
 from scoring.ledger import RunLedger, read_record
+from scoring.retry_policy import exhausted
 from scoring.steps import score_batch
 from scoring.steps.finish import merge_and_publish
 from scoring.steps.pipeline import (
@@ -91,11 +92,14 @@ def score_one_batch(
 ) -> dict[str, Any]:
     """Step 2 for one batch; idempotent, so Modal's retries rewrite the same chunk.
 
-    A batch whose containers died batch_max_attempts times returns `gave_up` instead of
-    raising: an exception would be retried by Modal and start the crash loop over."""
+    Modal retries whatever a function raises; a failure whose retry budget ran out (a batch
+    whose containers died batch_max_attempts times) returns `gave_up` instead: raised, it
+    would be retried and start the crash loop over."""
     try:
         result = score_batch(layout.run(run_id), batch_index, worker=worker, on_start=on_start)
-    except BatchGaveUpError as exc:
+    except Exception as exc:
+        if not exhausted(exc):
+            raise
         return {"batch": batch_index, "gave_up": str(exc)}
     return {"batch": result.batch_index, "rows": result.rows, "seconds": round(result.seconds, 3)}
 

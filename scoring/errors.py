@@ -1,4 +1,4 @@
-"""Exception types, and the one place that decides which failures are worth a retry."""
+"""Exception types. Which failures are worth a retry is decided in scoring.retry_policy."""
 
 from __future__ import annotations
 
@@ -27,13 +27,5 @@ class TransientError(ClaidexError):
     """A failure that may succeed when retried (database, graph, storage hiccups)."""
 
 
-RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
-    TransientError,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """True for failures a task runner should retry with backoff."""
-    return isinstance(exc, RETRYABLE_EXCEPTIONS)
+class UnreachableError(TransientError):
+    """A server is down, restarting or unreachable: an outage to ride out for a while."""

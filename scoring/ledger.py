@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import RunFileError, is_retryable
+from scoring.errors import RunFileError
+from scoring.retry_policy import is_transient
 from scoring.rundir import RunPaths, write_json_atomic
 
 # Set by a task runner while its task still has retries left: a retryable failure is then
@@ -138,9 +139,9 @@ class RunLedger:
         self.update(timings=timings)
 
     def fail(self, step: str, error: BaseException | str, *, where: str = "") -> None:
-        """The run failed at `step` -- unless the error is retryable and a retry is coming.
+        """The run failed at `step` -- unless the error is transient and a retry is coming.
         `where` (a shard, say) prefixes the recorded message."""
-        if RETRY_PENDING.get() and isinstance(error, BaseException) and is_retryable(error):
+        if RETRY_PENDING.get() and isinstance(error, BaseException) and is_transient(error):
             self.update(retrying={"step": step, "error": where + str(error), "at": utc_now()})
             return
         shown = (

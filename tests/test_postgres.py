@@ -24,9 +24,9 @@ from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import load_dataset
 from scoring.db.publish import publish_scores
-from scoring.errors import is_retryable
 from scoring.inputs import CANONICAL, SCHEMAS
 from scoring.ledger import RunLedger
+from scoring.retry_policy import is_transient
 from scoring.rundir import RunPaths
 from scoring.steps.publish import publish
 from tests.builders import claidex_cli
@@ -270,7 +270,7 @@ def test_unreachable_database_is_one_clear_line_and_scores_stay(
     with pytest.raises(DatabaseError) as raised:  # with no outage window, Celery retries it
         publish(paths, url, outage_window=0)
     # A server that is down may come back; one that refuses the password will not.
-    assert is_retryable(raised.value) == (problem == "down")
+    assert is_transient(raised.value) == (problem == "down")
 
 
 def test_no_publish_keeps_results_in_the_run_directory(

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import kombu.exceptions
 import redis
 from celery import chord
 from celery.utils.log import get_task_logger
@@ -19,9 +18,10 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings, load_settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
-from scoring.errors import RETRYABLE_EXCEPTIONS, RunStateError
+from scoring.errors import RunStateError
 from scoring.ledger import RETRY_PENDING, RunLedger, read_record, utc_now
 from scoring.manifest import RunManifest
+from scoring.retry_policy import final_types, transient_types
 from scoring.rundir import (
     RunPaths,
     checked_run_id,
@@ -52,17 +52,11 @@ from workers.watchdog import Verdict, check_run, unfinished_runs
 
 log = get_task_logger(__name__)
 _CFG = Settings()
-# Redis and kombu connection errors are not the builtin ConnectionError: a blip is transient.
-FLEET_RETRYABLE = (
-    *RETRYABLE_EXCEPTIONS,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,
-)
 RELIABLE: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "autoretry_for": FLEET_RETRYABLE,
+    "autoretry_for": transient_types(),  # scoring.retry_policy decides what is transient
+    "dont_autoretry_for": final_types(),
     "retry_backoff": True,
     "retry_backoff_max": _CFG.retry_backoff_max,
     "retry_jitter": True,

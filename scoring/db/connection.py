@@ -8,15 +8,29 @@ import re
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from scoring.errors import ClaidexError, TransientError
+from scoring.errors import ClaidexError, TransientError, UnreachableError
+from scoring.retry_policy import Verdict, verdict
 
 
 class DatabaseError(ClaidexError):
     """A database problem, phrased as one line without secrets."""
 
 
-class DatabaseUnavailableError(DatabaseError, TransientError):
-    """The database cannot be reached (down, wrong host, wrong credentials)."""
+class DatabaseUnavailableError(DatabaseError, UnreachableError):
+    """The database cannot be reached (down, restarting, wrong host): an outage."""
+
+
+class DatabaseBusyError(DatabaseError, TransientError):
+    """The database is there but this try lost (deadlock, serialization, resources, a lock
+    timeout): the step is retried later, no outage is ridden out."""
+
+
+def error_class(exc: BaseException) -> type[DatabaseError]:
+    """The one-line error's class: the retry policy's verdict on `exc`, kept in the type."""
+    found = verdict(exc)
+    if found is Verdict.OUTAGE:
+        return DatabaseUnavailableError
+    return DatabaseBusyError if found is Verdict.TRANSIENT else DatabaseError
 
 
 def database_url() -> str | None:
@@ -66,13 +80,12 @@ def scrub(text: str, url: str) -> str:
 def database_error(exc: psycopg.Error, url: str, doing: str) -> DatabaseError:
     """Any psycopg failure as one line without secrets (transient ones stay retryable)."""
     reason = f"{doing} failed at {describe(url)}: {scrub(str(exc), url)}"
-    if isinstance(exc, psycopg.OperationalError):
-        return DatabaseUnavailableError(reason)
-    return DatabaseError(reason)
+    return error_class(exc)(reason)
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
-    """Open a connection or raise DatabaseUnavailableError with one clear line."""
+    """Open a connection, or raise one clear line: DatabaseUnavailableError while the
+    server cannot be reached, DatabaseError when it answers and refuses us."""
     _params(url)  # a malformed string fails here, without echoing it
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
@@ -80,4 +93,4 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
         reason = scrub(str(exc), url)
         reason = reason.split(": ", 1)[-1] if "connection" in reason else reason
         msg = f"cannot connect to Postgres at {describe(url)}: {reason}"
-        raise DatabaseUnavailableError(msg) from None
+        raise error_class(exc)(msg) from None

@@ -18,7 +18,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from scoring.db.connection import DatabaseError, DatabaseUnavailableError
+from scoring.db.connection import error_class
 from scoring.db.copy import copy_out_csv
 from scoring.db.load import ENTITY_EXCLUSIONS_TABLE
 from scoring.errors import ClaidexError, InputError
@@ -76,9 +76,7 @@ SOURCE_OF = {
 def _export_error(exc: Exception, name: str) -> ClaidexError:
     """One line naming the source object, whatever failed (the query or parsing its text)."""
     msg = f"export of {SOURCE_OF[name]} (for {name}.parquet) failed: {first_line(exc)}"
-    if isinstance(exc, psycopg.OperationalError):
-        return DatabaseUnavailableError(msg)
-    return DatabaseError(msg) if isinstance(exc, psycopg.Error) else InputError(msg)
+    return error_class(exc)(msg) if isinstance(exc, psycopg.Error) else InputError(msg)
 
 
 def export_dataset(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scoring.config import Settings
-from scoring.errors import ClaidexError, TransientError
+from scoring.errors import ClaidexError, UnreachableError
 
 SCHEMES = ("neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc")
 AURA_SUFFIX = ".databases.neo4j.io"
@@ -23,7 +23,7 @@ class GraphError(ClaidexError):
     """A Neo4j problem, phrased as one line without secrets."""
 
 
-class GraphUnavailableError(GraphError, TransientError):
+class GraphUnavailableError(GraphError, UnreachableError):
     """Neo4j cannot be reached or dropped the connection: worth retrying later."""
 
 

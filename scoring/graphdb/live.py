@@ -26,10 +26,11 @@ import time
 import polars as pl
 
 from scoring.config import Settings
-from scoring.graphdb.connection import GraphUnavailableError, Neo4jTarget
+from scoring.graphdb.connection import GraphError, GraphUnavailableError, Neo4jTarget
 from scoring.graphdb.session import graph_error, graph_session, read_rows
 from scoring.npi import npi_to_int, npi_to_str
 from scoring.ownership import OWNERSHIP_COLUMNS
+from scoring.retry_policy import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ def _query_with_retries(target: Neo4jTarget, cfg: Settings, batch: list[str]) ->
     for attempt in range(1, cfg.neo4j_live_attempts + 1):
         try:
             return _query_once(target, cfg, batch)
-        except GraphUnavailableError as exc:
+        except GraphError as exc:
+            if not is_transient(exc):
+                raise
             if attempt == cfg.neo4j_live_attempts:
                 msg = f"{exc} (gave up after {attempt} attempts)"
                 raise GraphUnavailableError(msg) from None

@@ -16,17 +16,7 @@ from scoring.graphdb.connection import (
     Neo4jTarget,
     driver_options,
 )
-
-UNAVAILABLE = (  # worth retrying a batch later; DatabaseError: the server failed, not our query
-    # (ArcadeDB answers a query that reaches a database shutting down with one)
-    neo4j_errors.DatabaseError,
-    neo4j_errors.ServiceUnavailable,
-    neo4j_errors.SessionExpired,
-    neo4j_errors.TransientError,
-    neo4j_errors.IncompleteCommit,
-    OSError,
-)
-
+from scoring.retry_policy import Verdict, graph_verdict
 
 NEO4J_FAILURES = (neo4j_errors.Neo4jError, neo4j_errors.DriverError, OSError)
 
@@ -40,7 +30,7 @@ def graph_error(exc: BaseException, target: Neo4jTarget, doing: str) -> GraphErr
     else:
         reason = target.scrub(str(exc)) or type(exc).__name__
     msg = f"{doing} failed at Neo4j {target.describe()}: {reason}"
-    if isinstance(exc, UNAVAILABLE):
+    if graph_verdict(exc) is not Verdict.FINAL:  # worth retrying the batch (step) later
         return GraphUnavailableError(msg)
     return GraphError(msg)
 

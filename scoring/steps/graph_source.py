@@ -16,16 +16,11 @@ T = TypeVar("T")
 
 def _ride_out(cfg: Settings, ledger: RunLedger, action: Callable[[], T]) -> T:
     """Neo4j restarting: wait, visibly, up to the outage window."""
-
-    def graph_down(exc: BaseException) -> bool | None:
-        return True if isinstance(exc, GraphUnavailableError) else None
-
     return through_outage(
         action,
         ledger=ledger,
         step="prepare",
         window=cfg.neo4j_outage_window,
-        judge=graph_down,
         what="Neo4j",
         gave_up=GraphUnavailableError,  # still transient: a task retry may find it back
     )

@@ -7,45 +7,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-import psycopg
-
-from scoring.db.connection import DatabaseError, DatabaseUnavailableError
+from scoring.db.connection import DatabaseError
 from scoring.ledger import RunLedger
+from scoring.retry_policy import is_outage
 
 T = TypeVar("T")
 BACKOFF_MAX = 15.0  # s between attempts, at most
 
 
-# A server that answers and refuses (credentials, pg_hba, a missing database) is no outage:
-# waiting would not change its answer (libpq's messages, as psycopg passes them on).
-REFUSALS = ("password authentication failed", "no pg_hba.conf entry", "does not exist")
-
-
 class OutageError(DatabaseError):
     """The database stayed unreachable for the whole window: final, not retried again."""
-
-
-# SQLSTATEs of a server going away: connection exceptions (class 08), shutdowns, restarts.
-OUTAGE_STATES = ("57P01", "57P02", "57P03")
-
-
-def is_outage(exc: BaseException) -> bool:
-    """A lost or refused connection, not a query that failed (DiskFull, a deadlock)."""
-    if isinstance(exc, DatabaseUnavailableError):
-        return True
-    state = getattr(exc, "sqlstate", None)
-    return state is None or state.startswith("08") or state in OUTAGE_STATES
-
-
-def refused_us(exc: BaseException) -> bool:
-    return any(text in str(exc) for text in REFUSALS)
-
-
-def db_outage(exc: BaseException) -> bool | None:
-    """True: an outage to ride out; False: fail now; None: not a database error at all."""
-    if not isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError):
-        return None
-    return not refused_us(exc) and is_outage(exc)
 
 
 def through_outage(
@@ -54,12 +25,11 @@ def through_outage(
     ledger: RunLedger,
     step: str,
     window: float,
-    judge: Callable[[BaseException], bool | None] = db_outage,
     what: str = "database",
     gave_up: Callable[[str], Exception] = OutageError,
 ) -> T:
-    """Run `action`, retrying while the database (or, with `judge`, another server) is
-    unreachable, for up to `window` s.
+    """Run `action`, retrying while the database (or Neo4j) is unreachable -- what the retry
+    policy calls an OUTAGE -- for up to `window` s.
 
     Each wait is recorded in the ledger (`retrying`), so `status` and followers see a
     publish that waits for Postgres, not a failed run; only the end of the window fails.
@@ -71,12 +41,9 @@ def through_outage(
         try:
             result = action()
         except Exception as exc:
-            verdict = judge(exc)
-            if verdict is None:
-                raise
-            waited = time.monotonic() - started
-            if window <= 0 or not verdict:
+            if window <= 0 or not is_outage(exc):
                 raise  # no window, a server that says no, or a query error (disk, deadlock)
+            waited = time.monotonic() - started
             if waited + delay > window:
                 msg = f"{what} unreachable for {waited:.0f} s (window {window:.0f} s): {exc}"
                 raise gave_up(msg) from None

@@ -6,14 +6,14 @@ import contextlib
 
 import psycopg
 
-from scoring.db.connection import DatabaseError, DatabaseUnavailableError, connect, scrub
+from scoring.db.connection import DatabaseError, connect, error_class, scrub
 from scoring.db.publish import PublishResult, StalePublishError, publish_scores, record_failure
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger, StepTimer
 from scoring.manifest import RunManifest
 from scoring.rundir import RunPaths, read_parquet_named
 from scoring.steps.merge import restamp_report
-from scoring.steps.outage import refused_us, through_outage
+from scoring.steps.outage import through_outage
 
 
 def publish(
@@ -66,10 +66,7 @@ def publish(
             f"publish of run {manifest.run_id} failed: {reason}; "
             f"the scores stay in {paths.scores}{retry}"
         )
-        unavailable = isinstance(exc, DatabaseUnavailableError | psycopg.OperationalError)
-        final = (
-            DatabaseUnavailableError if unavailable and not refused_us(exc) else DatabaseError
-        )(msg)
+        final = error_class(exc)(msg)  # transient or not, as the retry policy judges `exc`
         ledger.fail("publish", final)  # 'retrying', not 'failed', when a task retry is coming
         with contextlib.suppress(psycopg.Error, DatabaseError), connect(database_url) as conn:
             record_failure(conn, run_id=manifest.run_id, kind=manifest.kind, error=msg)

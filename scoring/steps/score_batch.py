@@ -15,6 +15,7 @@ from scoring.ledger import RunLedger
 from scoring.manifest import RunManifest
 from scoring.peer_stats import eligible_expr
 from scoring.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
+from scoring.retry_policy import out_of_attempts
 from scoring.rundir import RunPaths, read_parquet_named, write_parquet_atomic
 from scoring.steps.combine import CHAIN_COLUMNS
 from scoring.steps.peer_groups import batch_member_counts
@@ -101,7 +102,7 @@ def score_batch(
     try:
         manifest = RunManifest.load(paths)
         limit = manifest.cfg.batch_max_attempts
-        if attempt > limit:
+        if out_of_attempts(attempt, limit):
             msg = (
                 f"batch {batch_index}: its worker died {attempt - 1} times running it "
                 f"(limit {limit}); failing it instead of retrying forever"
