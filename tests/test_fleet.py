@@ -514,7 +514,7 @@ def test_weekly_run_handed_to_modal_falls_back_to_the_fleet_without_credentials(
         [
             sys.executable,
             "-c",
-            "import json; from workers.tasks import scheduled_full_run as t; "
+            "import json; from workers.scheduled import scheduled_full_run as t; "
             "print(json.dumps(t.apply_async(queue='runs').get(timeout=120)))",
         ],
         env=env,

@@ -60,7 +60,12 @@ def create_app(cfg: Settings | None = None) -> Celery:
     if not broker.startswith(("redis://", "rediss://")):
         msg = "CELERY_BROKER_URL/REDIS_URL must be a redis:// or rediss:// URL"
         raise ValueError(msg)
-    celery = Celery("claidex", broker=broker, backend=backend_url(), include=["workers.tasks"])
+    celery = Celery(
+        "claidex",
+        broker=broker,
+        backend=backend_url(),
+        include=["workers.tasks", "workers.scheduled"],
+    )
     celery.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -153,7 +153,7 @@ def _claim_run_id(
 
 def diagnosis(run_id: str) -> dict[str, Any]:
     """The watchdog's view of one run: what it waits for and what brings it back."""
-    from workers.tasks import check_fleet_run
+    from workers.scheduled import check_fleet_run
 
     try:
         verdict = check_fleet_run(run_id)
@@ -207,7 +207,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _enqueue(args: argparse.Namespace) -> int:
     from scoring.steps.incremental import checked_npis
-    from workers.tasks import score_incremental
+    from workers.scheduled import score_incremental
 
     npis = list(args.npis)
     if args.file:

@@ -3,7 +3,7 @@
 A run is stuck when a step it waits for has nobody working on it: no live heartbeat,
 no lease held, no message queued or delivered in the broker, and no progress for
 `stall_seconds`. The checks only read (ledger, heartbeats, broker, leases); the beat
-task in workers.tasks acts on the verdict.
+task in workers.scheduled acts on the verdict.
 """
 
 from __future__ import annotations
