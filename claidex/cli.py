@@ -19,7 +19,7 @@ from scoring.ledger import RunLedger
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from claidex.sample_data import PART_NPIS, generate
+    from claidex.dev.sample import PART_NPIS, generate
 
     summary = generate(
         Path(args.dir),
@@ -244,7 +244,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from claidex.sample_data import generate
+    from claidex.dev.sample import generate
 
     data = Path(args.dir)
     if not (data / "payments_combined.parquet").exists():
