@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from pathlib import Path
-from typing import get_args
 
 import polars as pl
 import psycopg
 
-from scoring.config import SHARDS_HELP, GraphMode, load_settings
+from claidex.command_line import add_graph_flag, run_command
+from scoring.config import SHARDS_HELP, load_settings
+from scoring.db.connection import required_database_url
 from scoring.errors import ClaidexError, InputError
 from scoring.ledger import RunLedger
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from claidex.sample_data import PART_NPIS, generate
+    from claidex.dev.sample import PART_NPIS, generate
 
     summary = generate(
         Path(args.dir),
@@ -30,16 +30,6 @@ def _generate(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def _required_database() -> str:
-    from scoring.db.connection import DatabaseError, database_url
-
-    url = database_url()
-    if url is None:
-        msg = "no database configured: set DATABASE_URL (or the PGHOST/PGDATABASE/... variables)"
-        raise DatabaseError(msg)
-    return url
 
 
 def _publish_target(args: argparse.Namespace) -> str | None:
@@ -64,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.source == "postgres":
         paths = run_local_from_postgres(
-            _required_database(),
+            required_database_url(),
             cfg,
             run_dir=run_dir,
             show_progress=not args.quiet,
@@ -95,7 +85,7 @@ def _db(args: argparse.Namespace) -> int:
     from scoring.db.load import load_dataset
     from scoring.db.schema import init_schema
 
-    url = _required_database()
+    url = required_database_url()
     with connect(url) as conn:
         created = init_schema(conn, lock_timeout_s=load_settings().db_lock_timeout)
         if args.db_command == "init":
@@ -105,16 +95,6 @@ def _db(args: argparse.Namespace) -> int:
         counts = load_dataset(conn, Path(args.dir), replace=args.replace)
     print(json.dumps(counts, indent=2))
     return 0
-
-
-def add_graph_flag(parser: argparse.ArgumentParser) -> None:
-    """`--graph MODE` on every run command (default CLAIDEX_GRAPH_MODE, else embedded)."""
-    parser.add_argument(
-        "--graph",
-        choices=list(get_args(GraphMode)),
-        default=None,
-        help="ownership graph mode (default: CLAIDEX_GRAPH_MODE or embedded)",
-    )
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -127,7 +107,7 @@ def _export(args: argparse.Namespace) -> int:
     from scoring.db.connection import connect
     from scoring.db.export import export_dataset
 
-    with connect(_required_database()) as conn:
+    with connect(required_database_url()) as conn:
         counts = export_dataset(conn, Path(args.to), with_graph=True)
     print(json.dumps(counts, indent=2))
     return 0
@@ -138,7 +118,7 @@ def _publish(args: argparse.Namespace) -> int:
     from scoring.steps.publish import publish
 
     paths = resolve_run(args.run, load_settings())
-    result = publish(paths, _required_database(), force=args.force, outage_window=0)
+    result = publish(paths, required_database_url(), force=args.force, outage_window=0)
     print(
         f"published run {paths.run_id}: {result.rows_published:,} rows written, "
         f"{result.rows_removed:,} removed"
@@ -264,7 +244,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from claidex.sample_data import generate
+    from claidex.dev.sample import generate
 
     data = Path(args.dir)
     if not (data / "payments_combined.parquet").exists():
@@ -399,34 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-publish", action="store_true")
     resume.set_defaults(func=_resume)
     return parser
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; known failures become one `error: ...` line and exit code 2."""
-    try:
-        return int(args.func(args))
-    except ClaidexError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # storage: a full disk, a vanished mount, a permission
-        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except pl.exceptions.PolarsError as exc:  # a file of the wrong shape given to compare, say
-        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except psycopg.Error as exc:  # e.g. a schema that `claidex db init` has not created yet
-        from scoring.db.connection import database_error, database_url
-
-        print(f"error: {database_error(exc, database_url() or '', args.command)}", file=sys.stderr)
-        return 2
-
-
-# The neo4j driver logs each dropped connection at ERROR before raising; with no handler,
-# Python's last-resort handler printed it beside the CLI's one-line error (we retry and
-# report every failure ourselves). Module level: the spawned pool children import this too.
-# Workers and Modal containers keep the driver's log (their root handler records it).
-logging.getLogger("neo4j").addHandler(logging.NullHandler())
 
 
 def main(argv: list[str] | None = None) -> int:

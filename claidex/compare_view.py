@@ -38,14 +38,13 @@ def scores_file(source: str, cfg: Settings) -> Path:
 def load_side(source: str, cfg: Settings, schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
     if source != PUBLISHED:
         return read_parquet_named(scores_file(source, cfg))
-    from claidex.cli import _required_database
-    from scoring.db.connection import connect
+    from scoring.db.connection import connect, required_database_url
     from scoring.db.published import read_published
 
     if schema is None:
         msg = "compare the published table with a run or a scores file, not with itself"
         raise RunStateError(msg)
-    with connect(_required_database()) as conn:
+    with connect(required_database_url()) as conn:
         return read_published(conn, schema)
 
 

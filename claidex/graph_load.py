@@ -46,12 +46,11 @@ def graph_command(args: argparse.Namespace) -> int:
         print(json.dumps(graph_counts(neo4j_target(), load_settings()), indent=2))
         return 0
     if args.source == "postgres":
-        from claidex.cli import _required_database
-        from scoring.db.connection import connect
+        from scoring.db.connection import connect, required_database_url
         from scoring.db.export import export_dataset
 
         with tempfile.TemporaryDirectory(prefix="claidex-graph-") as scratch:
-            with connect(_required_database()) as conn:
+            with connect(required_database_url()) as conn:
                 export_dataset(conn, Path(scratch), with_graph=True, tables=GRAPH_EXPORT)
             counts = _load(Path(scratch), args.quiet)
     else:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from claidex.cli import add_graph_flag
+from claidex.command_line import add_graph_flag, run_command
 from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
 from modal_burst.driver import (
     BurstOutcome,
@@ -289,8 +289,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Credentials first: without them every command stops here, before any network call
     (and before `modal` is imported anywhere else, so a broken ~/.modal.toml is one line)."""
-    from claidex.cli import run_command
-
     args = build_parser().parse_args(argv)
     try:
         require_credentials()

@@ -1,4 +1,8 @@
-"""Hand a full recompute to the deployed Modal app (Celery beat with CLAIDEX_FULL_ENGINE=modal)."""
+"""Hand a full recompute to the deployed Modal app (Celery beat with CLAIDEX_FULL_ENGINE=modal).
+
+The one module of modal_burst another engine imports: workers.tasks, lazily, for
+`spawn_full_run` and the `ModalNotConfiguredError` it falls back to the fleet on
+(tests/test_import_rules.py holds both engines to that)."""
 
 from __future__ import annotations
 

@@ -35,14 +35,14 @@ import polars as pl  # noqa: E402
 import psycopg  # noqa: E402
 from bench_local import machine  # noqa: E402
 
-from claidex.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
+from claidex.dev.sample import generate  # noqa: E402
 from claidex.local_engine import run_local  # noqa: E402
-from claidex.sample_data import generate  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.ledger import RunLedger  # noqa: E402
 from scoring.rundir import RunPaths  # noqa: E402
 from scoring.steps import prepare  # noqa: E402
 from tests.bolt_server import BoltServer  # noqa: E402
+from tests.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.fleet import CeleryProcess, beat, fleet_env, wait_for, worker  # noqa: E402
 
 CHAOS_ENV = {  # production-like limits, recovery clocks shortened so the matrix runs in minutes

@@ -4,7 +4,7 @@ previous published run to compare against (README links it).
     .venv/bin/python ops/report_screenshot.py [--providers 20000] [--out docs/report-screenshot.png]
 
 Generates a sample dataset, runs it (run "last-week"), publishes it to a private Postgres,
-runs the next week's copy of the data (claidex.sample_data.next_week), and screenshots that
+runs the next week's copy of the data (claidex.dev.sample.next_week), and screenshots that
 run's report. Needs Debian's chromium (ops/services.sh installs it) and the dev extras.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from claidex.devservices import PrivatePostgres  # noqa: E402
+from claidex.dev.sample import generate, next_week  # noqa: E402
 from claidex.local_engine import run_local  # noqa: E402
-from claidex.sample_data import generate, next_week  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.db.connection import connect  # noqa: E402
 from scoring.db.schema import init_schema  # noqa: E402
 from scoring.steps.publish import publish  # noqa: E402
 from tests.browser import capture  # noqa: E402
+from tests.devservices import PrivatePostgres  # noqa: E402
 
 
 def main() -> int:

@@ -9,12 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from claidex.devservices import PrivatePostgres, PrivateRedis
-from claidex.sample_data import generate
+from claidex.dev.sample import generate
 from scoring.db.connection import connect
 from scoring.db.schema import init_schema
 from scoring.graphdb.connection import Neo4jTarget, neo4j_target
 from tests.bolt_server import BoltServer
+from tests.devservices import PrivatePostgres, PrivateRedis
 from tests.fleet import CeleryProcess, fleet_env, worker
 from tests.graphs import clear_graph
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from claidex.dev.sample import generate
 from claidex.local_engine import run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 from scoring.errors import InputError
 from scoring.inputs import table_files

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from claidex.devservices import PrivateRedis
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
 from tests.builders import claidex_cli
+from tests.devservices import PrivateRedis
 from tests.fleet import CeleryProcess, beat, workers_cli
 
 
@@ -338,7 +338,7 @@ def test_flower_lists_workers_and_tasks_and_requires_auth(
     import urllib.error
     import urllib.request
 
-    from claidex.devservices import free_port
+    from tests.devservices import free_port
 
     refused = CeleryProcess(fleet.env, tmp_path / "open-flower.log", "flower")
     refused.process.wait(timeout=60)
@@ -570,7 +570,7 @@ def test_fleet_and_enqueue_on_the_production_schema_equal_the_local_engine(
     import polars as pl
     from polars.testing import assert_frame_equal
 
-    from claidex.sample_data import generate
+    from claidex.dev.sample import generate
     from tests.builders import claidex_cli
 
     data = tmp_path / "data"

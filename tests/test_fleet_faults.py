@@ -12,11 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from claidex.devservices import PrivatePostgres, PrivateRedis
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.ledger import RunLedger
 from scoring.rundir import RunPaths
+from tests.devservices import PrivatePostgres, PrivateRedis
 from tests.fleet import CeleryProcess, beat, wait_for, workers_cli, workers_cli_background
 
 

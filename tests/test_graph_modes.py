@@ -15,8 +15,8 @@ import polars as pl
 import psycopg
 import pytest
 
+from claidex.dev.sample import generate
 from claidex.local_engine import resume_local, run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 from scoring.graphdb.connection import (
     GraphError,

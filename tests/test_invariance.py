@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from claidex.dev.sample import generate
 from claidex.local_engine import run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 
 

@@ -199,7 +199,7 @@ def test_no_publish_needs_no_postgres_secret_and_publish_names_the_missing_one(
 def test_source_postgres_attaches_the_secret_to_prepare_and_the_export_shards_only(
     volume: DirectoryVolume, database_url: str, tmp_path: Path
 ) -> None:
-    from claidex.sample_data import generate
+    from claidex.dev.sample import generate
     from scoring.db.connection import connect
     from scoring.db.load import load_dataset
 

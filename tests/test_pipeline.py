@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from claidex.sample_data import generate
+from claidex.dev.sample import generate
 from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger

@@ -21,8 +21,8 @@ import json
 
 import pytest
 
+from claidex.dev.sample import generate
 from claidex.local_engine import run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 
 FLOORS = {

@@ -16,9 +16,8 @@ import psycopg
 import pytest
 from polars.testing import assert_frame_equal
 
-from claidex.devservices import free_port
+from claidex.dev.sample import generate
 from claidex.local_engine import run_local, run_local_from_postgres
-from claidex.sample_data import generate
 from scoring.config import Settings
 from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
@@ -30,6 +29,7 @@ from scoring.retry_policy import is_transient
 from scoring.rundir import RunPaths
 from scoring.steps.publish import publish
 from tests.builders import claidex_cli
+from tests.devservices import free_port
 
 CLI = [sys.executable, "-m", "claidex.cli"]
 

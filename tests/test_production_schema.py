@@ -11,8 +11,8 @@ import polars as pl
 import psycopg
 import pytest
 
+from claidex.dev.sample import generate
 from claidex.local_engine import run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset

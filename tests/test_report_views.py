@@ -10,8 +10,8 @@ from typing import Any
 import polars as pl
 import pytest
 
+from claidex.dev.sample import next_week
 from claidex.local_engine import run_local
-from claidex.sample_data import next_week
 from scoring.config import LABELS, Settings
 from scoring.inputs import SCHEMAS
 from scoring.report_html import SECTION_IDS

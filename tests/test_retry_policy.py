@@ -23,7 +23,6 @@ import redis.backoff
 import redis.exceptions
 import redis.retry
 
-from claidex.devservices import PrivatePostgres, free_port
 from scoring.db.connection import (
     DatabaseBusyError,
     DatabaseError,
@@ -51,6 +50,7 @@ from scoring.retry_policy import (
 from scoring.rundir import RunPaths
 from scoring.steps.outage import OutageError, through_outage
 from tests.conftest import fresh_database
+from tests.devservices import PrivatePostgres, free_port
 
 FINAL, EXHAUSTED, TRANSIENT, OUTAGE = (
     Verdict.FINAL,

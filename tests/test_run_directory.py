@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from claidex.dev.sample import generate
 from claidex.local_engine import resume_local, run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.rundir import RunPaths

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from claidex.dev.sample import generate
 from claidex.local_engine import run_local
-from claidex.sample_data import generate
 from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.ledger import RunLedger

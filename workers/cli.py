@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from claidex.cli import add_graph_flag
+from claidex.command_line import add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.errors import InputError
 from scoring.ledger import RunLedger
@@ -101,13 +101,12 @@ def _finish(summary: dict[str, Any]) -> int:
 
 
 def _full(args: argparse.Namespace) -> int:
-    from claidex.local_engine import new_run_id
     from workers.tasks import start_full_run
 
     if args.source == "dataset" and not args.data:
         msg = "give --data DIR or --source postgres"
         raise InputError(msg)
-    from scoring.rundir import checked_run_id
+    from scoring.rundir import checked_run_id, new_run_id
 
     run_id = checked_run_id(args.run_id) if args.run_id else new_run_id()
     _refuse_existing(run_id)
@@ -282,8 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     import gc
-
-    from claidex.cli import run_command
 
     try:
         return run_command(build_parser().parse_args(argv))

@@ -173,8 +173,7 @@ def scheduled_full_run(self: Any) -> dict[str, Any]:
     cfg = Settings()
     modal_error = None
     if cfg.full_engine == "modal":
-        from modal_burst.credentials import ModalNotConfiguredError
-        from modal_burst.handoff import spawn_full_run
+        from modal_burst.handoff import ModalNotConfiguredError, spawn_full_run
 
         run_id = new_run_id("-weekly-burst")
         try:

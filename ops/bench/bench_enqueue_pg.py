@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 import polars as pl  # noqa: E402
 from bench_local import append_section, command_seconds, machine  # noqa: E402
 
-from claidex.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
+from tests.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.fleet import fleet_env, worker  # noqa: E402
 
 

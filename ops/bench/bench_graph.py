@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 import polars as pl  # noqa: E402
 from bench_local import append_section, machine  # noqa: E402
 
-from claidex.sample_data import generate  # noqa: E402
+from claidex.dev.sample import generate  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.graphdb.connection import neo4j_target  # noqa: E402
 from scoring.graphdb.live import live_ownership  # noqa: E402

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 import polars as pl  # noqa: E402
 from bench_local import append_section, machine, measured  # noqa: E402
 
-from claidex.sample_data import generate  # noqa: E402
+from claidex.dev.sample import generate  # noqa: E402
 
 
 def lengthen(data: Path, length: int) -> None:

@@ -25,11 +25,11 @@ import polars as pl
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
 from bench_local import append_section, machine  # noqa: E402
 
-from claidex.devservices import PrivatePostgres  # noqa: E402
 from claidex.local_engine import run_local  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.db.connection import connect  # noqa: E402
@@ -38,6 +38,7 @@ from scoring.db.load import load_dataset  # noqa: E402
 from scoring.db.publish import publish_scores, published_columns, published_frame  # noqa: E402
 from scoring.db.schema import init_schema  # noqa: E402
 from scoring.npi import make_npi, npi_to_str  # noqa: E402
+from tests.devservices import PrivatePostgres  # noqa: E402
 
 TARGET_ROWS = 1_788_105
 LEGACY_PAGE = 500

@@ -85,7 +85,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> float:
 
 
 def run_fleet(args: argparse.Namespace, runs: Path) -> dict[str, float]:
-    from claidex.devservices import PrivateRedis
+    from tests.devservices import PrivateRedis
     from tests.fleet import fleet_env
 
     redis = PrivateRedis().start()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
 from bench_local import append_section, machine, measured  # noqa: E402
 
-from claidex.devservices import PrivatePostgres  # noqa: E402
+from tests.devservices import PrivatePostgres  # noqa: E402
 
 CLAIDEX = [sys.executable, "-m", "claidex.cli"]
 

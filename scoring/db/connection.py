@@ -43,6 +43,15 @@ def database_url() -> str | None:
     return None
 
 
+def required_database_url() -> str:
+    """database_url(), or a DatabaseError saying how to configure one (commands that need it)."""
+    url = database_url()
+    if url is None:
+        msg = "no database configured: set DATABASE_URL (or the PGHOST/PGDATABASE/... variables)"
+        raise DatabaseError(msg)
+    return url
+
+
 def _params(url: str) -> dict[str, object]:
     """Parsed connection parameters; a malformed string is an error that never quotes it."""
     if not url:
