@@ -15,7 +15,7 @@ from claidex.command_line import add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.db.connection import required_database_url
 from scoring.errors import ClaidexError, InputError
-from scoring.ledger import RunLedger
+from scoring.runs.ledger import RunLedger
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def _publish_target(args: argparse.Namespace) -> str | None:
 def _run(args: argparse.Namespace) -> int:
     from claidex.local_engine import run_local, run_local_from_postgres
     from claidex.summary import print_report
-    from scoring.rundir import read_json
+    from scoring.runs.store import read_json
 
     cfg = load_settings(
         batch_size=args.batch_size,
@@ -115,7 +115,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from claidex.local_engine import resolve_run
-    from scoring.steps.publish import publish
+    from scoring.stages.publish import publish
 
     paths = resolve_run(args.run, load_settings())
     result = publish(paths, required_database_url(), force=args.force, outage_window=0)
@@ -129,7 +129,7 @@ def _publish(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from claidex.local_engine import resolve_run
     from claidex.summary import print_status
-    from scoring.ledger import RunLedger
+    from scoring.runs.ledger import RunLedger
 
     summary = RunLedger(resolve_run(args.run, load_settings())).summary()
     if args.json:
@@ -142,7 +142,7 @@ def _status(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from claidex.local_engine import resolve_run, resume_local
     from claidex.summary import print_report
-    from scoring.rundir import read_json
+    from scoring.runs.store import read_json
 
     cfg = load_settings(workers=args.workers)
     paths = resume_local(
@@ -159,8 +159,8 @@ def _report(args: argparse.Namespace) -> int:
     import webbrowser
 
     from claidex.local_engine import resolve_run
-    from scoring.rundir import read_json, read_parquet_named
-    from scoring.steps.merge import write_run_report
+    from scoring.runs.store import read_json, read_parquet_named
+    from scoring.stages.merge import write_run_report
 
     paths = resolve_run(args.run, load_settings())
     if not paths.scores.exists():
@@ -206,7 +206,7 @@ def _compare_sides(args: argparse.Namespace) -> int:
         print_comparison,
         write_comparison_html,
     )
-    from scoring.compare import compare_scores
+    from scoring.reports.compare import compare_scores
 
     sides = [*args.sides, *([PUBLISHED] if args.published else [])]
     if len(sides) != 2:

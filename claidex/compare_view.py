@@ -13,7 +13,7 @@ from rich.table import Table
 
 from scoring.config import LABELS, Settings
 from scoring.errors import RunStateError
-from scoring.rundir import RunPaths, read_parquet_named, write_text_atomic
+from scoring.runs.store import RunPaths, read_parquet_named, write_text_atomic
 
 PUBLISHED = "published"
 

@@ -1,5 +1,5 @@
 """`claidex explain NPI [--run RUN]`: the provider's files out of the run directory, and the
-rich view of scoring.explain's answer."""
+rich view of scoring.reports.explain's answer."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from scoring.errors import InputError, RunStateError
-from scoring.explain import ExplainInputs, explain_provider
 from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.live import with_live_ownership
-from scoring.ledger import RunLedger
-from scoring.manifest import RunManifest
-from scoring.npi import npi_problem
-from scoring.rundir import RunPaths, read_parquet_named
-from scoring.steps.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
-from scoring.steps.peer_groups import batch_member_counts
-from scoring.steps.score_batch import load_stats, with_chain_totals
+from scoring.inputs.npi import npi_problem
+from scoring.reports.explain import ExplainInputs, explain_provider
+from scoring.runs.ledger import RunLedger
+from scoring.runs.manifest import RunManifest
+from scoring.runs.store import RunPaths, read_parquet_named
+from scoring.stages.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
+from scoring.stages.peer_groups import batch_member_counts
+from scoring.stages.score_batch import load_stats, with_chain_totals
 
 
 def _checked_npi(npi: str) -> int:
@@ -198,7 +198,7 @@ def _growth_table(e: dict[str, Any], console: Console) -> None:
     console.print(growth)
 
 
-# Tables shown before a component's lines (its section's lines come from scoring.registry).
+# Tables shown before a component's lines (its lines come from scoring.methodology.registry).
 TABLES = {"billing": _billing_tables, "ownership": _chain_table, "trajectory": _growth_table}
 
 

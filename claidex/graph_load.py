@@ -13,8 +13,8 @@ from scoring.config import load_settings
 from scoring.errors import InputError
 from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.loader import graph_counts, load_graph
-from scoring.inputs import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
-from scoring.validation import validate_reference
+from scoring.inputs.contract import CORE_FILES, GRAPH_FILES, dataset_file, read_dataset
+from scoring.inputs.validation import validate_reference
 
 # From Postgres the loader needs every table but the payments (the largest by far).
 GRAPH_EXPORT = tuple(name for name in CORE_FILES + GRAPH_FILES if name != "payments_combined")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.ledger import RunLedger
-from scoring.manifest import RunManifest
-from scoring.progress import progress_bar
-from scoring.rundir import RunPaths, new_run_id
-from scoring.steps.drive import drive, prepare, resume_prepare
-from scoring.steps.pipeline import Finish, Kind, Work, run_task
-from scoring.steps.plan import has_plan
+from scoring.reports.progress import progress_bar
+from scoring.runs.ledger import RunLedger
+from scoring.runs.manifest import RunManifest
+from scoring.runs.plan import has_plan
+from scoring.runs.store import RunPaths, new_run_id
+from scoring.stages.drive import drive, prepare, resume_prepare
+from scoring.stages.pipeline import Finish, Kind, Work, run_task
 
 ProgressHook = Callable[[int, int], None]
 
@@ -38,7 +38,7 @@ def resolve_run(run: str, cfg: Settings) -> RunPaths:
 
 def latest_run(cfg: Settings) -> RunPaths:
     """The most recently created merged or published run under the run root."""
-    from scoring.steps.incremental import latest_full_run
+    from scoring.stages.incremental import latest_full_run
 
     return latest_full_run(cfg.run_root, published_only=False)
 

@@ -85,7 +85,7 @@ def retries(cfg: Settings) -> modal.Retries:
     _MapItemContext.handle_get_outputs_response`), after which the driver gets InternalFailure.
     Where Modal retries a dead container without counting (server-side retries, `.remote`),
     the run's batch_max_attempts bounds it. Modal cannot tell failures apart, so the bodies
-    return what scoring.retry_policy calls exhausted instead of raising it."""
+    return what scoring.runs.retry_policy calls exhausted instead of raising it."""
     return modal.Retries(max_retries=cfg.modal_retries, backoff_coefficient=2.0, initial_delay=5.0)
 
 

@@ -14,19 +14,19 @@ from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
 from scoring.db.connection import database_url
 from scoring.errors import InputError, RunFileError
-from scoring.ledger import RunLedger, read_record
-from scoring.retry_policy import exhausted
-from scoring.steps import score_batch
-from scoring.steps.finish import merge_and_publish
-from scoring.steps.pipeline import (
+from scoring.runs.ledger import RunLedger, read_record
+from scoring.runs.plan import has_plan, plan_path, read_plan
+from scoring.runs.retry_policy import exhausted
+from scoring.stages import score_batch
+from scoring.stages.finish import merge_and_publish
+from scoring.stages.pipeline import (
     next_work,
     record_progress,
     run_single,
     run_task,
     stage_progress,
 )
-from scoring.steps.plan import has_plan, plan_path, read_plan
-from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres
+from scoring.stages.prepare import begin_prepare, begin_prepare_from_postgres
 
 NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres secret)"
 

@@ -30,7 +30,7 @@ from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, named_volume
 from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
 from scoring.errors import RunStateError
-from scoring.rundir import checked_run_id, new_run_id
+from scoring.runs.store import checked_run_id, new_run_id
 
 FUNCTION_NAMES = (*STEPS, "run_status", "record_status")  # the App's, by name
 

@@ -24,7 +24,7 @@ from modal_burst.run_secrets import (
 )
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.progress import progress_bar
+from scoring.reports.progress import progress_bar
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scoring.rundir import RunPaths, checked_run_id
+from scoring.runs.store import RunPaths, checked_run_id
 
 DATASETS = "datasets"
 RUNS = "runs"

@@ -27,7 +27,7 @@ from modal.volume import FileEntryType
 from modal_burst.layout import PRUNED, RUNS, run_key
 from modal_burst.transfer import VolumeLike, entries, volume_json
 from scoring.errors import RunFileError
-from scoring.ledger import utc_now
+from scoring.runs.ledger import utc_now
 
 # the prepare stages' intermediates (a copy of the input), chunks, input slices, batch records
 BATCH_FILES = ("stages", "chunks", "batches", "ledger")

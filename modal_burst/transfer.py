@@ -9,9 +9,9 @@ from modal.exception import NotFoundError
 
 from modal_burst.layout import dataset_key, run_key
 from scoring.errors import InputError, RunStateError
-from scoring.inputs import CORE_FILES, GRAPH_FILES, table_files
-from scoring.ledger import parse_record
-from scoring.rundir import RunPaths
+from scoring.inputs.contract import CORE_FILES, GRAPH_FILES, table_files
+from scoring.runs.ledger import parse_record
+from scoring.runs.store import RunPaths
 
 _RUN = RunPaths(Path("run"))  # only for the file names of the shared run-directory layout
 RESULT_FILES = tuple(

@@ -38,9 +38,9 @@ from bench_local import machine  # noqa: E402
 from claidex.dev.sample import generate  # noqa: E402
 from claidex.local_engine import run_local  # noqa: E402
 from scoring.config import Settings  # noqa: E402
-from scoring.ledger import RunLedger  # noqa: E402
-from scoring.rundir import RunPaths  # noqa: E402
-from scoring.steps import prepare  # noqa: E402
+from scoring.runs.ledger import RunLedger  # noqa: E402
+from scoring.runs.store import RunPaths  # noqa: E402
+from scoring.stages import prepare  # noqa: E402
 from tests.bolt_server import BoltServer  # noqa: E402
 from tests.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.fleet import CeleryProcess, beat, fleet_env, wait_for, worker  # noqa: E402

@@ -23,7 +23,7 @@ from claidex.local_engine import run_local  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.db.connection import connect  # noqa: E402
 from scoring.db.schema import init_schema  # noqa: E402
-from scoring.steps.publish import publish  # noqa: E402
+from scoring.stages.publish import publish  # noqa: E402
 from tests.browser import capture  # noqa: E402
 from tests.devservices import PrivatePostgres  # noqa: E402
 

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     weight_exclusion: float = 0.15
     weight_concentration: float = 0.10
     # weights of components registered beyond SPEC's five without a field of their own
-    # (scoring.registry), by weight name: CLAIDEX_COMPONENT_WEIGHTS='{"toy": 0.0}'
+    # (scoring.methodology.registry), by weight name: CLAIDEX_COMPONENT_WEIGHTS='{"toy": 0.0}'
     component_weights: dict[str, float] = Field(default_factory=dict)
 
     # --- peer statistics ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""Exception types. Which failures are worth a retry is decided in scoring.retry_policy."""
+"""Exception types. Which failures are worth a retry is decided in scoring.runs.retry_policy."""
 
 from __future__ import annotations
 

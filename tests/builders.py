@@ -12,8 +12,8 @@ import polars as pl
 
 from claidex.local_engine import run_local
 from scoring.config import Settings
-from scoring.inputs import SCHEMAS
-from scoring.npi import make_npi
+from scoring.inputs.contract import SCHEMAS
+from scoring.inputs.npi import make_npi
 
 POLARS_TYPES = {
     "text": pl.String,

@@ -8,8 +8,8 @@ from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
 from scoring.graphdb.loader import load_graph
 from scoring.graphdb.session import graph_session, read_rows, write
-from scoring.inputs import read_dataset
-from scoring.validation import validate_reference
+from scoring.inputs.contract import read_dataset
+from scoring.inputs.validation import validate_reference
 
 WIPE_LIMIT = 12_000  # test graphs stay below ~6,000 nodes: a bigger one is somebody's data
 

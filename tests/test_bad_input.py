@@ -11,8 +11,8 @@ from polars.testing import assert_frame_equal
 
 from claidex.cli import main
 from scoring.errors import InputError
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
 from tests.builders import npi, score, write_dataset
 
 
@@ -247,7 +247,7 @@ def test_run_ids_never_name_paths(tmp_path: Path, run_id: str) -> None:
     import sys
 
     from scoring.errors import RunStateError
-    from scoring.rundir import checked_run_id
+    from scoring.runs.store import checked_run_id
     from workers.tasks import run_paths
 
     with pytest.raises(RunStateError, match="is not a plain name"):

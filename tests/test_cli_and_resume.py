@@ -11,9 +11,9 @@ import pytest
 from claidex.local_engine import resume_local
 from scoring.config import Settings
 from scoring.errors import RunFileError, RunStateError
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
-from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
+from scoring.stages import merge_and_calibrate, prepare, score_batch
 from tests.builders import claidex_cli
 
 

@@ -19,8 +19,8 @@ from scoring.db.connection import DatabaseError, connect
 from scoring.db.publish import published_columns
 from scoring.db.published import read_published
 from scoring.db.schema import init_schema
-from scoring.flags import Flag, flags_expr
-from scoring.registry import (
+from scoring.methodology.flags import Flag, flags_expr
+from scoring.methodology.registry import (
     SPEC_COMPONENTS,
     Column,
     Component,
@@ -32,8 +32,8 @@ from scoring.registry import (
     value_columns,
     weights,
 )
-from scoring.rundir import RunPaths
-from scoring.steps.publish import publish
+from scoring.runs.store import RunPaths
+from scoring.stages.publish import publish
 
 TOY_FLAG = "Toy: billing score of 75 or more."
 TOY_COLUMNS = ["toy_score", "toy_peers"]

@@ -13,8 +13,8 @@ from claidex.dev.sample import generate
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import InputError
-from scoring.inputs import table_files
-from scoring.rundir import read_json
+from scoring.inputs.contract import table_files
+from scoring.runs.store import read_json
 
 PARTS = "payments_combined"
 

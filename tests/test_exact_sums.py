@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from scoring.concentration import program_amounts, program_totals
 from scoring.config import Settings
-from scoring.population import provider_years
+from scoring.methodology.components.concentration import program_amounts, program_totals
+from scoring.methodology.population import provider_years
 
 CFG = Settings()
 

@@ -13,7 +13,7 @@ import pytest
 
 from claidex.explain_view import explain
 from scoring.config import Settings
-from scoring.rundir import RunPaths
+from scoring.runs.store import RunPaths
 from tests.builders import by_npi, claidex_cli, npi, score, write_dataset
 
 CFG = Settings()
@@ -249,9 +249,9 @@ def test_explain_finds_the_latest_run_without_run(run, tmp_path: Path) -> None:
 
 
 def test_explain_of_an_incremental_run_uses_its_reference(run, tmp_path: Path) -> None:
-    from scoring.steps.incremental import prepare_incremental
-    from scoring.steps.merge import merge_and_calibrate
-    from scoring.steps.score_batch import score_batch
+    from scoring.stages.incremental import prepare_incremental
+    from scoring.stages.merge import merge_and_calibrate
+    from scoring.stages.score_batch import score_batch
 
     paths, rows = run
     data = Path(json.loads(paths.manifest.read_text())["source"])

@@ -9,8 +9,8 @@ import pytest
 
 from claidex.local_engine import run_local
 from scoring.config import Settings
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
 from tests.builders import claidex_cli
 from tests.devservices import PrivateRedis
 from tests.fleet import CeleryProcess, beat, workers_cli
@@ -161,7 +161,7 @@ def test_failing_batch_fails_the_run_then_resume_completes_it(
     import json
     import shutil
 
-    from scoring.steps import prepare
+    from scoring.stages import prepare
 
     env = {**fleet.env, "DATABASE_URL": database_url}
     fleet("w0", DATABASE_URL=database_url)
@@ -442,7 +442,7 @@ def test_a_batch_that_keeps_killing_its_worker_fails_the_run(
     """Simulate an out-of-memory batch: each attempt dies with the pool child."""
     import json
 
-    from scoring.steps import prepare
+    from scoring.stages import prepare
 
     fleet("w0", CLAIDEX_BATCH_MAX_ATTEMPTS="2")
     paths = RunPaths(tmp_path / "runs" / "oom")
@@ -470,7 +470,7 @@ def test_concurrent_resumes_publish_once(
 ) -> None:
     import threading
 
-    from scoring.steps import prepare
+    from scoring.stages import prepare
 
     env = {**fleet.env, "DATABASE_URL": database_url}
     fleet("w0", DATABASE_URL=database_url)
@@ -540,7 +540,7 @@ def test_chord_run_in_neo4j_live_mode_matches_the_embedded_local_engine(
     """Workers ask the Bolt server for each batch's ownership (SPEC §5 inside the fleet)."""
     import os
 
-    from scoring.manifest import RunManifest
+    from scoring.runs.manifest import RunManifest
     from tests.graphs import load_dataset_graph
 
     load_dataset_graph(graph_target, sample_dataset)

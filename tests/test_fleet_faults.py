@@ -14,8 +14,8 @@ import pytest
 
 from claidex.local_engine import run_local
 from scoring.config import Settings
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
 from tests.devservices import PrivatePostgres, PrivateRedis
 from tests.fleet import CeleryProcess, beat, wait_for, workers_cli, workers_cli_background
 
@@ -200,7 +200,7 @@ def test_full_refuses_a_run_id_that_exists(sample_dataset: Path, fleet, tmp_path
 
 def _orphaned_run(sample_dataset: Path, tmp_path: Path, run_id: str) -> RunPaths:
     """A run prepared whose chord never reached the broker (lost with a Redis without AOF)."""
-    from scoring.steps import prepare
+    from scoring.stages import prepare
 
     paths = RunPaths(tmp_path / "runs" / run_id)
     prepare(paths, sample_dataset, Settings(batch_size=500))

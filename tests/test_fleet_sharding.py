@@ -15,9 +15,9 @@ import pytest
 
 from claidex.local_engine import run_local
 from scoring.config import Settings
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths, read_json
-from scoring.steps.stage_files import missing_shards
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths, read_json
+from scoring.stages.stage_files import missing_shards
 from tests.fleet import beat, wait_for, workers_cli
 
 STAGES = ("ingest", "count", "aggregate", "peer_stats")

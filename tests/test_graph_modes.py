@@ -25,9 +25,9 @@ from scoring.graphdb.connection import (
     clean_uri,
     neo4j_target,
 )
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
-from scoring.steps import prepare
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
+from scoring.stages import prepare
 from tests.bolt_server import BoltServer, free_port
 from tests.builders import claidex_cli
 

@@ -173,7 +173,7 @@ def test_the_graph_sees_lazy_relative_and_submodule_imports() -> None:
     assert "workers.schedule" in graph["workers.app"]  # inside a function
     assert "workers.app" in graph["workers"]  # an __init__
     assert "modal_burst.bodies" in graph["modal_burst.app"]  # `from modal_burst import bodies`
-    assert "scoring.steps.drive" in graph["claidex.local_engine"]  # `from scoring.steps.drive`
+    assert "scoring.stages.drive" in graph["claidex.local_engine"]  # `from scoring.stages.drive`
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset({"a", "b", "c"})]
 
 

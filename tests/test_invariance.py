@@ -132,7 +132,7 @@ def test_a_stray_future_row_never_moves_the_window(small_dataset: Path, tmp_path
 
 def test_the_window_end_share_is_exact() -> None:
     """0.55 * 100 is 55.00000000000001 in floats: 55 of 100 NPIs must still qualify."""
-    from scoring.population import window_end
+    from scoring.methodology.population import window_end
 
     per_year = pl.DataFrame({"year": [2022, 2023], "npis": [100, 55]})
     end = window_end(per_year, Settings(window_end_min_share=0.55))
@@ -147,7 +147,7 @@ def test_the_window_end_share_is_exact() -> None:
 def test_the_refresh_digest_sees_payment_row_attributes() -> None:
     """The peer-attribute fallback reads payment rows' taxonomy/state: a change there is a
     change of the NPI's inputs."""
-    from scoring.digest import npi_digests
+    from scoring.inputs.digest import npi_digests
 
     rows = {
         "npi": [1, 1], "year": [2023, 2023], "program": ["Medicare", "Medicaid"],

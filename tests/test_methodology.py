@@ -16,8 +16,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from scoring.composite import label_expr
 from scoring.config import Settings
+from scoring.methodology.composite import label_expr
 from tests.builders import by_npi, npi, score, write_dataset
 
 TAX = "207Q00000X"

@@ -32,7 +32,7 @@ from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_
 from modal_burst.transfer import download_run, upload_dataset
 from scoring.config import Settings
 from scoring.errors import InputError, RunStateError
-from scoring.ledger import RunLedger
+from scoring.runs.ledger import RunLedger
 from tests.modal_standin import CrashRule, DirectoryVolume, StandIn
 from tests.modal_standin_container import Mount
 

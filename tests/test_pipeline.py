@@ -9,11 +9,11 @@ import pytest
 from claidex.dev.sample import generate
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
-from scoring.steps.drive import drive, run_serially
-from scoring.steps.pipeline import STEPS, Kind, Work, next_work, run_single
-from scoring.steps.prepare import begin_prepare
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
+from scoring.stages.drive import drive, run_serially
+from scoring.stages.pipeline import STEPS, Kind, Work, next_work, run_single
+from scoring.stages.prepare import begin_prepare
 
 
 @pytest.fixture(scope="module")

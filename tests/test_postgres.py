@@ -23,11 +23,11 @@ from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import load_dataset
 from scoring.db.publish import publish_scores
-from scoring.inputs import CANONICAL, SCHEMAS
-from scoring.ledger import RunLedger
-from scoring.retry_policy import is_transient
-from scoring.rundir import RunPaths
-from scoring.steps.publish import publish
+from scoring.inputs.contract import CANONICAL, SCHEMAS
+from scoring.runs.ledger import RunLedger
+from scoring.runs.retry_policy import is_transient
+from scoring.runs.store import RunPaths
+from scoring.stages.publish import publish
 from tests.builders import claidex_cli
 from tests.devservices import free_port
 
@@ -423,7 +423,7 @@ def test_an_older_full_run_never_rolls_the_table_back(
 ) -> None:
     """Issue 11.4: a stale full run is refused unless --force; incremental runs then use the
     run actually on the table (publish order), not the newest run directory."""
-    from scoring.steps.incremental import latest_full_run
+    from scoring.stages.incremental import latest_full_run
 
     old = run_local(datasets[0], Settings(), run_dir=tmp_path / "old", show_progress=False)
     new = run_local(datasets[1], Settings(), run_dir=tmp_path / "new", database_url=database_url,
@@ -451,8 +451,8 @@ def test_an_incremental_run_publishes_only_over_its_own_reference(
 ) -> None:
     """Review of issue 11.4: incremental rows scored against full run A must not land on a
     table that holds full run B (they would mix two references)."""
-    from scoring.steps import merge_and_calibrate, score_batch
-    from scoring.steps.incremental import checked_npis, prepare_incremental
+    from scoring.stages import merge_and_calibrate, score_batch
+    from scoring.stages.incremental import checked_npis, prepare_incremental
 
     a = run_local(datasets[0], Settings(), run_dir=tmp_path / "a", database_url=database_url,
                   show_progress=False)  # fmt: skip

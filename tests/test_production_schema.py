@@ -17,7 +17,7 @@ from scoring.config import Settings
 from scoring.db.connection import DatabaseError, connect
 from scoring.db.export import export_dataset
 from scoring.db.load import SOURCE_TABLES
-from scoring.ledger import RunLedger
+from scoring.runs.ledger import RunLedger
 from tests.builders import claidex_cli
 
 SOURCE_OBJECTS = (*SOURCE_TABLES, "payments_combined_v")
@@ -472,7 +472,7 @@ def test_the_export_stage_reads_npi_ranges_and_any_shard_count_gives_the_same_by
     scores, quarantine and counts, and the dataset-file run's scores."""
     from claidex.local_engine import run_local_from_postgres
     from scoring.db.export import npi_range
-    from scoring.rundir import read_json
+    from scoring.runs.store import read_json
 
     assert _cli(production_url, "db", "init").returncode == 0
     assert _cli(production_url, "db", "load", str(production_dataset)).returncode == 0

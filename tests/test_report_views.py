@@ -13,10 +13,10 @@ import pytest
 from claidex.dev.sample import next_week
 from claidex.local_engine import run_local
 from scoring.config import LABELS, Settings
-from scoring.inputs import SCHEMAS
-from scoring.report_html import SECTION_IDS
-from scoring.rundir import RunPaths
-from scoring.steps.publish import publish
+from scoring.inputs.contract import SCHEMAS
+from scoring.reports.html import SECTION_IDS
+from scoring.runs.store import RunPaths
+from scoring.stages.publish import publish
 from tests.browser import capture, chromium_available
 from tests.builders import claidex_cli
 from tests.conftest import fresh_database
@@ -310,8 +310,8 @@ def test_publish_restamps_the_report_and_a_failed_report_does_not_fail_the_merge
     published = json.loads(runs["a"].report.read_text())
     assert published["header"]["status"] == "published"  # written at merge, restamped
     assert "<td>status</td><td>published</td>" in runs["a"].report_html.read_text()
-    from scoring.ledger import RunLedger
-    from scoring.steps.merge import merge_and_calibrate
+    from scoring.runs.ledger import RunLedger
+    from scoring.stages.merge import merge_and_calibrate
 
     run = RunPaths(tmp_path / "copy")
     shutil.copytree(runs["a2"].root, run.root)
@@ -327,7 +327,7 @@ def test_publish_restamps_the_report_and_a_failed_report_does_not_fail_the_merge
 
 def test_labels_are_text_not_math(runs) -> None:
     """Program names are free text: '$...$' in a flag would be TeX to matplotlib (and raise)."""
-    from scoring.report_html import render_report
+    from scoring.reports.html import render_report
 
     report = json.loads(runs["a"].report.read_text())
     report["top_flags"] = {"Highly concentrated in a single payer program (Medi$\\caid$).": 3}

@@ -1,4 +1,4 @@
-"""scoring.retry_policy on real exception objects: raised by the libraries against a closed
+"""scoring.runs.retry_policy on real exception objects: raised by the libraries against a closed
 port, a private Postgres or /dev/full where that is cheap, else built as the library builds
 them (psycopg's class for a SQLSTATE, the driver's own classes)."""
 
@@ -33,8 +33,9 @@ from scoring.db.connection import (
 from scoring.errors import BatchGaveUpError, InputError, RunFileError, TransientError
 from scoring.graphdb.connection import GraphError, GraphUnavailableError, Neo4jTarget
 from scoring.graphdb.session import graph_error
-from scoring.ledger import RunLedger
-from scoring.retry_policy import (
+from scoring.runs.ledger import RunLedger
+from scoring.runs.outage import OutageError, through_outage
+from scoring.runs.retry_policy import (
     PG_BUSY,
     PG_GONE,
     Verdict,
@@ -47,8 +48,7 @@ from scoring.retry_policy import (
     transient_types,
     verdict,
 )
-from scoring.rundir import RunPaths
-from scoring.steps.outage import OutageError, through_outage
+from scoring.runs.store import RunPaths
 from tests.conftest import fresh_database
 from tests.devservices import PrivatePostgres, free_port
 
@@ -321,7 +321,7 @@ def test_outage_rider_waits_out_an_outage_and_passes_anything_else(tmp_path: Pat
 
 def test_importing_the_policy_and_the_ledger_imports_no_client_library() -> None:
     code = (
-        "import sys, scoring.retry_policy, scoring.ledger; "
+        "import sys, scoring.runs.retry_policy, scoring.runs.ledger; "
         "print(sorted({'psycopg', 'neo4j', 'redis', 'kombu', 'modal'} & set(sys.modules)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

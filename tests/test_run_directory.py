@@ -14,8 +14,8 @@ from claidex.dev.sample import generate
 from claidex.local_engine import resume_local, run_local
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.rundir import RunPaths
-from scoring.steps import merge_and_calibrate, prepare, score_batch
+from scoring.runs.store import RunPaths
+from scoring.stages import merge_and_calibrate, prepare, score_batch
 
 
 def _run(data: Path, run_dir: Path, batch_size: int) -> pl.DataFrame:
@@ -63,7 +63,7 @@ def test_a_torn_or_foreign_stage_file_is_named_and_glob_characters_are_plain(
     """Reading one bucket of many shard files: a torn file, or one of other columns, is
     named by its path; a run root holding '*' or '[' reads only its own files."""
     from scoring.errors import RunFileError
-    from scoring.rundir import read_buckets, write_bucketed_atomic
+    from scoring.runs.store import read_buckets, write_bucketed_atomic
 
     root = tmp_path / "runs[1]*"
     frame = pl.DataFrame({"npi": [1, 2, 3, 4], "v": ["a", "b", "c", "d"]})

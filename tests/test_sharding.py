@@ -12,14 +12,14 @@ from claidex.dev.sample import generate
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths, read_json
-from scoring.steps.drive import resume_prepare, run_serially
-from scoring.steps.incremental import checked_npis, prepare_incremental
-from scoring.steps.merge import merge_and_calibrate
-from scoring.steps.pipeline import Work, stage_progress
-from scoring.steps.score_batch import score_batch
-from scoring.steps.stage_files import missing_shards
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths, read_json
+from scoring.stages.drive import resume_prepare, run_serially
+from scoring.stages.incremental import checked_npis, prepare_incremental
+from scoring.stages.merge import merge_and_calibrate
+from scoring.stages.pipeline import Work, stage_progress
+from scoring.stages.score_batch import score_batch
+from scoring.stages.stage_files import missing_shards
 
 SHARDS = (1, 3, 16, 64)
 STAT_FILES = ("billing_primary", "billing_fallback", "m1_rank_primary", "growth", "npi_digest")
@@ -141,7 +141,7 @@ def test_resume_reruns_only_the_missing_shards(
             raise KilledError
         run_serially(p, work)
 
-    from scoring.steps.drive import prepare
+    from scoring.stages.drive import prepare
 
     with pytest.raises(KilledError):
         prepare(paths, hostile_dataset, cfg, dies_in_aggregate)
@@ -287,7 +287,7 @@ def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inpu
     a resume that would ingest inputs replaced since the plan is refused."""
     from claidex.local_engine import resume_local
     from scoring.errors import InputError
-    from scoring.steps.drive import prepare
+    from scoring.stages.drive import prepare
 
     data = tmp_path / "data"
     shutil.copytree(hostile_dataset, data)
@@ -340,12 +340,12 @@ def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(
     reads its own rows instead of the population's rank tables: the same chunk as the
     rank-table lookup; a counts file missing a member's row fails the batch, never
     scoring that provider-year at the 50th percentile."""
-    from scoring.manifest import RunManifest
-    from scoring.provider_scores import score_providers
-    from scoring.rundir import read_parquet_named, write_bucketed_atomic
-    from scoring.steps.peer_groups import batch_member_counts
-    from scoring.steps.score_batch import compute_batch, load_stats, with_chain_totals
-    from scoring.steps.stage_files import BUCKET
+    from scoring.methodology.provider_scores import score_providers
+    from scoring.runs.manifest import RunManifest
+    from scoring.runs.store import read_parquet_named, write_bucketed_atomic
+    from scoring.stages.peer_groups import batch_member_counts
+    from scoring.stages.score_batch import compute_batch, load_stats, with_chain_totals
+    from scoring.stages.stage_files import BUCKET
 
     paths = run_local(
         hostile_dataset,

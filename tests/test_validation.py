@@ -1,4 +1,4 @@
-"""scoring/validation.py: the one validation path of full and incremental runs (SPEC §7)."""
+"""scoring/inputs/validation.py: the one validation path of full and incremental runs (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from polars.testing import assert_frame_equal
 
 from claidex.local_engine import run_local
 from scoring.config import Settings
-from scoring.inputs import read_dataset
-from scoring.quarantine import QUARANTINE_SCHEMA, ROW, ROW_HASH, row_hash
-from scoring.validation import (
+from scoring.inputs.contract import read_dataset
+from scoring.inputs.quarantine import QUARANTINE_SCHEMA, ROW, ROW_HASH, row_hash
+from scoring.inputs.validation import (
     CHECKED_PAYMENT_SCHEMA,
     PAYMENT_COLUMNS,
     check_rows,

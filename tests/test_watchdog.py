@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scoring.config import Settings
-from scoring.rundir import RunPaths
+from scoring.runs.store import RunPaths
 from workers.broker import PendingMessage
 from workers.watchdog import check_run
 

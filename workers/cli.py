@@ -12,8 +12,8 @@ from typing import Any
 from claidex.command_line import add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.errors import InputError
-from scoring.ledger import RunLedger
-from scoring.progress import progress_bar
+from scoring.reports.progress import progress_bar
+from scoring.runs.ledger import RunLedger
 
 FINISHED = ("published", "merged")
 
@@ -106,7 +106,7 @@ def _full(args: argparse.Namespace) -> int:
     if args.source == "dataset" and not args.data:
         msg = "give --data DIR or --source postgres"
         raise InputError(msg)
-    from scoring.rundir import checked_run_id, new_run_id
+    from scoring.runs.store import checked_run_id, new_run_id
 
     run_id = checked_run_id(args.run_id) if args.run_id else new_run_id()
     _refuse_existing(run_id)
@@ -169,7 +169,7 @@ def diagnosis(run_id: str) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from scoring.rundir import RunPaths
+    from scoring.runs.store import RunPaths
     from workers.tasks import run_paths
 
     if args.run:
@@ -205,7 +205,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    from scoring.steps.incremental import checked_npis
+    from scoring.stages.incremental import checked_npis
     from workers.scheduled import score_incremental
 
     npis = list(args.npis)

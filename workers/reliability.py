@@ -10,9 +10,9 @@ from typing import Any
 import redis
 
 from scoring.config import Settings
-from scoring.ledger import RETRY_PENDING
-from scoring.retry_policy import final_types, transient_types
-from scoring.rundir import (
+from scoring.runs.ledger import RETRY_PENDING
+from scoring.runs.retry_policy import final_types, transient_types
+from scoring.runs.store import (
     RunPaths,
     checked_run_id,
 )
@@ -25,7 +25,7 @@ _CFG = Settings()
 RELIABLE: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "autoretry_for": transient_types(),  # scoring.retry_policy decides what is transient
+    "autoretry_for": transient_types(),  # scoring.runs.retry_policy decides what is transient
     "dont_autoretry_for": final_types(),
     "retry_backoff": True,
     "retry_backoff_max": _CFG.retry_backoff_max,

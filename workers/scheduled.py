@@ -14,21 +14,21 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
-from scoring.ledger import RunLedger, read_record, utc_now
-from scoring.manifest import RunManifest
-from scoring.rundir import (
+from scoring.runs.ledger import RunLedger, read_record, utc_now
+from scoring.runs.manifest import RunManifest
+from scoring.runs.store import (
     RunPaths,
     new_run_id,
     write_json_atomic,
 )
-from scoring.steps import merge_and_calibrate, score_batch
-from scoring.steps.incremental import (
+from scoring.stages import merge_and_calibrate, score_batch
+from scoring.stages.incremental import (
     changed_npis,
     checked_npis,
     latest_full_run,
     prepare_incremental,
 )
-from scoring.steps.publish import publish
+from scoring.stages.publish import publish
 from workers.app import RUN_QUEUE, app
 from workers.broker import pending_messages, run_messages
 from workers.reliability import (

@@ -15,22 +15,22 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings, load_settings
 from scoring.db.connection import database_url
 from scoring.errors import RunStateError
-from scoring.ledger import RunLedger, read_record, utc_now
-from scoring.manifest import RunManifest
-from scoring.rundir import (
+from scoring.runs.ledger import RunLedger, read_record, utc_now
+from scoring.runs.manifest import RunManifest
+from scoring.runs.plan import has_plan
+from scoring.runs.store import (
     RunPaths,
     writable_run_dir,
     write_json_atomic,
 )
-from scoring.steps import score_batch
-from scoring.steps.finish import (
+from scoring.stages import score_batch
+from scoring.stages.finish import (
     already_published,
     merge_and_publish,
     published_outcome,
 )
-from scoring.steps.pipeline import Kind, next_work, record_progress, run_single, run_task
-from scoring.steps.plan import has_plan
-from scoring.steps.prepare import begin_prepare, begin_prepare_from_postgres
+from scoring.stages.pipeline import Kind, next_work, record_progress, run_single, run_task
+from scoring.stages.prepare import begin_prepare, begin_prepare_from_postgres
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app
 from workers.reliability import (
     RELIABLE,

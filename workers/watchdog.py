@@ -16,9 +16,9 @@ from pathlib import Path
 
 from scoring.config import Settings
 from scoring.errors import RunFileError
-from scoring.ledger import RunLedger
-from scoring.rundir import RunPaths
-from scoring.steps.pipeline import STEPS, Kind
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
+from scoring.stages.pipeline import STEPS, Kind
 from workers.broker import PendingMessage
 
 LOW_DISK_BYTES = 64 * 2**20

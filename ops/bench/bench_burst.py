@@ -34,7 +34,7 @@ BODY = (
 STEP = {
     "prepare": BODY + "bodies.prepare_run(layout, run, source='volume', data_name='claidex', "
     "overrides={'batch_size': int(sys.argv[3])}, publish=False)",
-    "score_all": BODY + "from scoring.manifest import RunManifest; "
+    "score_all": BODY + "from scoring.runs.manifest import RunManifest; "
     "[bodies.score_one_batch(layout, run, i, 'bench') for i in "
     "range(RunManifest.load(layout.run(run)).batches_total)]",
     "score_one": BODY + "bodies.score_one_batch(layout, run, int(sys.argv[3]), 'cold')",
@@ -68,8 +68,8 @@ def main() -> None:
 
     prep_s, prep_gb = step("prepare", root, run_id, str(args.batch_size), threads=2)
     score_s, score_gb = step("score_all", root, run_id, threads=1)
-    from scoring.ledger import RunLedger
-    from scoring.rundir import RunPaths
+    from scoring.runs.ledger import RunLedger
+    from scoring.runs.store import RunPaths
 
     paths = RunPaths(root / "runs" / run_id)
     batch_s = sorted(b["seconds"] for b in RunLedger(paths).batch_states().values())

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 from bench_local import append_section, command_seconds, machine  # noqa: E402
 
 from claidex.dev.sample import generate  # noqa: E402
-from scoring.ledger import RunLedger  # noqa: E402
-from scoring.rundir import RunPaths  # noqa: E402
+from scoring.runs.ledger import RunLedger  # noqa: E402
+from scoring.runs.store import RunPaths  # noqa: E402
 from tests.devservices import PrivateRedis  # noqa: E402
 from tests.fleet import fleet_env, worker  # noqa: E402
 

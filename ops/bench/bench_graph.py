@@ -32,10 +32,10 @@ from scoring.graphdb.connection import neo4j_target  # noqa: E402
 from scoring.graphdb.live import live_ownership  # noqa: E402
 from scoring.graphdb.loader import load_graph  # noqa: E402
 from scoring.graphdb.snapshot import read_snapshot  # noqa: E402
-from scoring.inputs import read_dataset  # noqa: E402
-from scoring.rundir import RunPaths  # noqa: E402
-from scoring.steps.prepare import prepare  # noqa: E402
-from scoring.validation import validate_reference  # noqa: E402
+from scoring.inputs.contract import read_dataset  # noqa: E402
+from scoring.inputs.validation import validate_reference  # noqa: E402
+from scoring.runs.store import RunPaths  # noqa: E402
+from scoring.stages.prepare import prepare  # noqa: E402
 from tests.bolt_server import BoltServer  # noqa: E402
 
 

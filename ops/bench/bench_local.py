@@ -25,9 +25,9 @@ PY = sys.executable
 
 _IMPORTS = (
     "import sys; from pathlib import Path; from scoring.config import Settings; "
-    "from scoring.rundir import RunPaths; from scoring.manifest import RunManifest; "
-    "from scoring.steps import prepare, merge_and_calibrate; "
-    "from claidex.local_engine import LocalPool; from scoring.steps.drive import drive; "
+    "from scoring.runs.store import RunPaths; from scoring.runs.manifest import RunManifest; "
+    "from scoring.stages import prepare, merge_and_calibrate; "
+    "from claidex.local_engine import LocalPool; from scoring.stages.drive import drive; "
     "run, data, batch, workers = RunPaths(Path(sys.argv[1])), Path(sys.argv[2]), "
     "int(sys.argv[3]), int(sys.argv[4]); "
 )

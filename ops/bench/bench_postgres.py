@@ -37,7 +37,7 @@ from scoring.db.export import export_dataset  # noqa: E402
 from scoring.db.load import load_dataset  # noqa: E402
 from scoring.db.publish import publish_scores, published_columns, published_frame  # noqa: E402
 from scoring.db.schema import init_schema  # noqa: E402
-from scoring.npi import make_npi, npi_to_str  # noqa: E402
+from scoring.inputs.npi import make_npi, npi_to_str  # noqa: E402
 from tests.devservices import PrivatePostgres  # noqa: E402
 
 TARGET_ROWS = 1_788_105

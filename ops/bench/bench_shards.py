@@ -48,34 +48,35 @@ def measured(
 
 
 TASK = (
-    "import sys, time; from pathlib import Path; from scoring.rundir import RunPaths; "
-    "from scoring.steps.stage_tasks import run_stage_task; p = RunPaths(Path(sys.argv[1])); "
+    "import sys, time; from pathlib import Path; from scoring.runs.store import RunPaths; "
+    "from scoring.stages.stage_tasks import run_stage_task; p = RunPaths(Path(sys.argv[1])); "
     "t = time.perf_counter(); run_stage_task(p, sys.argv[2], int(sys.argv[3])); "
     "print(time.perf_counter() - t)"
 )
 SINGLE = {
     "plan": (
-        "from scoring.ledger import RunLedger; "
-        "from scoring.steps.plan import run_fingerprint, write_plan; "
+        "from scoring.runs.ledger import RunLedger; "
+        "from scoring.runs.plan import run_fingerprint, write_plan; "
         "p.clear(); RunLedger(p).start(kind='full', source=str(d), "
         "fingerprint=run_fingerprint(d, cfg)); "
         "write_plan(p, d, cfg, RunLedger(p).read()['input_fingerprint'])"
     ),
-    "reduce": "from scoring.ledger import RunLedger; from scoring.steps.reduce import reduce; "
+    "reduce": "from scoring.runs.ledger import RunLedger; "
+    "from scoring.stages.reduce import reduce; "
     "reduce(p, RunLedger(p))",
-    "combine": "from scoring.steps.combine import combine; combine(p).save(p); "
-    "from scoring.ledger import RunLedger; RunLedger(p).set_status('scoring')",
-    "merge": "from scoring.steps.merge import merge_and_calibrate; merge_and_calibrate(p)",
+    "combine": "from scoring.stages.combine import combine; combine(p).save(p); "
+    "from scoring.runs.ledger import RunLedger; RunLedger(p).set_status('scoring')",
+    "merge": "from scoring.stages.merge import merge_and_calibrate; merge_and_calibrate(p)",
 }
 SINGLE_HEAD = (
-    "import sys, time; from pathlib import Path; from scoring.rundir import RunPaths; "
+    "import sys, time; from pathlib import Path; from scoring.runs.store import RunPaths; "
     "from scoring.config import Settings; p = RunPaths(Path(sys.argv[1])); d = Path(sys.argv[2]); "
     "cfg = Settings(shards=int(sys.argv[3]), batch_size=int(sys.argv[4])); "
     "t = time.perf_counter(); "
 )
 BATCH = (
-    "import sys, time; from pathlib import Path; from scoring.rundir import RunPaths; "
-    "from scoring.steps.score_batch import score_batch; p = RunPaths(Path(sys.argv[1])); "
+    "import sys, time; from pathlib import Path; from scoring.runs.store import RunPaths; "
+    "from scoring.stages.score_batch import score_batch; p = RunPaths(Path(sys.argv[1])); "
     "t = time.perf_counter(); score_batch(p, int(sys.argv[2])); print(time.perf_counter() - t)"
 )
 

@@ -9,7 +9,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from scoring.errors import ClaidexError, TransientError, UnreachableError
-from scoring.retry_policy import Verdict, verdict
+from scoring.runs.retry_policy import Verdict, verdict
 
 
 class DatabaseError(ClaidexError):

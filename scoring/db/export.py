@@ -22,7 +22,7 @@ from scoring.db.connection import error_class
 from scoring.db.copy import copy_out_csv
 from scoring.db.load import ENTITY_EXCLUSIONS_TABLE
 from scoring.errors import ClaidexError, InputError
-from scoring.inputs import canonical_schema, dataset_file, first_line
+from scoring.inputs.contract import canonical_schema, dataset_file, first_line
 
 EXPORT_QUERIES = {
     "providers": "SELECT npi, entity_type_code, display_name, taxonomy_1, state, "

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from scoring.db.copy import chunks, copy_in
 from scoring.errors import InputError
-from scoring.inputs import dataset_file, scan_table
+from scoring.inputs.contract import dataset_file, scan_table
 
 UNKNOWN = "Unknown"  # what payments_combined_v shows when no source has a value
 SNF = "SNF"

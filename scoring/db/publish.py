@@ -16,7 +16,7 @@ from psycopg import sql
 
 from scoring.db.connection import DatabaseError
 from scoring.db.copy import chunks, copy_in
-from scoring.steps.merge import score_columns
+from scoring.stages.merge import score_columns
 
 STAGE = "claidex_stage"
 TABLE = "provider_risk_scores"

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from scoring.db.copy import copy_out_csv
-from scoring.steps.merge import score_columns
+from scoring.stages.merge import score_columns
 
 TABLE = "provider_risk_scores"
 

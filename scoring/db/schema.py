@@ -20,7 +20,7 @@ from psycopg import sql
 
 from scoring.db.connection import DatabaseError
 from scoring.errors import ClaidexError
-from scoring.registry import sql_columns
+from scoring.methodology.registry import sql_columns
 
 SQL_DIRS = (
     Path(__file__).resolve().parents[2] / "ops" / "sql",  # source checkout
@@ -155,7 +155,7 @@ def _complete_scores_table(conn: psycopg.Connection, lock_timeout_s: float) -> l
     """Add the missing additive columns (one short lock each) and indexes (CONCURRENTLY).
 
     The registered components' columns are additive too: a component registered after the
-    table was made (scoring.registry) gets its columns here, its migration."""
+    table was made (scoring.methodology.registry) gets its columns here, its migration."""
     columns = {**ADDITIVE_COLUMNS, **sql_columns()}
     added = _add_columns(conn, SCORES_TABLE, columns, lock_timeout_s)
     table = resolved(conn, SCORES_TABLE)

@@ -28,9 +28,9 @@ import polars as pl
 from scoring.config import Settings
 from scoring.graphdb.connection import GraphError, GraphUnavailableError, Neo4jTarget
 from scoring.graphdb.session import graph_error, graph_session, read_rows
-from scoring.npi import npi_to_int, npi_to_str
-from scoring.ownership import OWNERSHIP_COLUMNS
-from scoring.retry_policy import is_transient
+from scoring.inputs.npi import npi_to_int, npi_to_str
+from scoring.methodology.components.ownership import OWNERSHIP_COLUMNS
+from scoring.runs.retry_policy import is_transient
 
 log = logging.getLogger(__name__)
 

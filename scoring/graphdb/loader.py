@@ -15,7 +15,7 @@ from scoring.config import Settings
 from scoring.graphdb.connection import Neo4jTarget
 from scoring.graphdb.model import COUNTS, LOADS, SCHEMA, STALE, graph_tables
 from scoring.graphdb.session import graph_session, read_rows, write
-from scoring.validation import CleanReference
+from scoring.inputs.validation import CleanReference
 
 Progress = Callable[[str, int, int], None]  # (table, rows written, rows total)
 

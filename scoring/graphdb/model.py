@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from scoring.npi import npi_to_str
-from scoring.validation import CleanReference
+from scoring.inputs.npi import npi_to_str
+from scoring.inputs.validation import CleanReference
 
 ENTITY_EXCLUSION_PREFIX = "entity:"
 

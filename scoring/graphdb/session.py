@@ -16,7 +16,7 @@ from scoring.graphdb.connection import (
     Neo4jTarget,
     driver_options,
 )
-from scoring.retry_policy import Verdict, graph_verdict
+from scoring.runs.retry_policy import Verdict, graph_verdict
 
 NEO4J_FAILURES = (neo4j_errors.Neo4jError, neo4j_errors.DriverError, OSError)
 

@@ -10,8 +10,8 @@ from scoring.config import Settings
 from scoring.errors import InputError
 from scoring.graphdb.connection import Neo4jTarget
 from scoring.graphdb.session import graph_session, ping, read_rows
-from scoring.npi import npi_to_int
-from scoring.ownership import OwnershipGraph
+from scoring.inputs.npi import npi_to_int
+from scoring.methodology.components.ownership import OwnershipGraph
 
 QUERIES = {
     "entities": (

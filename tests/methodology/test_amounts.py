@@ -1,4 +1,4 @@
-"""scoring/amounts.py: amounts summed exactly as integer micro-units (1e-6), then divided
+"""amounts.py: amounts summed exactly as integer micro-units (1e-6), then divided
 back once, so totals never depend on the order of the rows."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from scoring.amounts import from_micros, micros
 from scoring.config import Settings
+from scoring.methodology.amounts import from_micros, micros
 
 CFG = Settings()
 

@@ -1,4 +1,4 @@
-"""scoring/billing.py: component 1, billing outlier S_b, and its percentile (SPEC §4).
+"""billing.py: component 1, billing outlier S_b, and its percentile (SPEC §4).
 
 z_k = clip((x_k - median) / (1.4826 * max(MAD, 1e-9)), -5, 5) against the primary group
 (taxonomy_10, state, year) when it has >= 50 eligible members, else the fallback
@@ -13,10 +13,10 @@ import math
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from scoring.billing import billing_provider_exprs, billing_year_scores
 from scoring.config import Settings
-from scoring.decay import slot_aggs
-from scoring.peer_stats import (
+from scoring.methodology.components.billing import billing_provider_exprs, billing_year_scores
+from scoring.methodology.decay import slot_aggs
+from scoring.methodology.peer_stats import (
     FALLBACK_KEYS,
     PRIMARY_KEYS,
     billing_group_stats,

@@ -1,12 +1,17 @@
-"""scoring/composite.py: r_raw, PERCENT_RANK calibration and labels (SPEC §4)."""
+"""composite.py: r_raw, PERCENT_RANK calibration and labels (SPEC §4)."""
 
 from __future__ import annotations
 
 import polars as pl
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from scoring.composite import calibrated_score, label_expr, r_raw_expr, reference_risk_score
 from scoring.config import Settings
+from scoring.methodology.composite import (
+    calibrated_score,
+    label_expr,
+    r_raw_expr,
+    reference_risk_score,
+)
 
 CFG = Settings()
 COMPONENTS = [

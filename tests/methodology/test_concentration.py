@@ -1,4 +1,4 @@
-"""scoring/concentration.py: component 5, program concentration S_p (SPEC §4).
+"""concentration.py: component 5, program concentration S_p (SPEC §4).
 
 Over years T-2..T: share = largest program total / max(total, 1); S_p = 0 if share <= 0.5,
 else min(100, 200 * (share - 0.5)), rounded 2; top_program ties alphabetical; no payments:
@@ -10,13 +10,13 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from scoring.concentration import (
+from scoring.config import Settings
+from scoring.methodology.components.concentration import (
     concentration_exprs,
     program_amounts,
     program_shares,
     program_totals,
 )
-from scoring.config import Settings
 
 CFG = Settings()
 T = 2023

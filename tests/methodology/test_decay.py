@@ -1,4 +1,4 @@
-"""scoring/decay.py: year slots (slot k = year T - k), decay weights ALPHA^(T - year), the
+"""decay.py: year slots (slot k = year T - k), decay weights ALPHA^(T - year), the
 logistic score and the robust z (SPEC §4)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.decay import (
+from scoring.methodology.decay import (
     decay_weighted_mean,
     logistic_score,
     plain_mean,

@@ -1,4 +1,4 @@
-"""scoring/exclusion.py: active LEIE exclusions and component 4, exclusion proximity S_e
+"""exclusion.py: active LEIE exclusions and component 4, exclusion proximity S_e
 (SPEC §4): 100 own active exclusion (reinstated false or null); else 80 owner_excluded;
 else 50 chain_excluded_count > 0; else 0."""
 
@@ -8,7 +8,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.exclusion import active_exclusions, exclusion_proximity_expr
+from scoring.methodology.components.exclusion import active_exclusions, exclusion_proximity_expr
 
 CFG = Settings()
 

@@ -1,4 +1,4 @@
-"""scoring/flags.py: the SPEC §4 flags, in order, with their exact texts."""
+"""flags.py: the SPEC §4 flags, in order, with their exact texts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.flags import flags_expr
+from scoring.methodology.flags import flags_expr
+from scoring.methodology.registry import flag_rules
 
 CFG = Settings()
 
@@ -40,7 +41,7 @@ def test_flags_thresholds_order_and_plurals() -> None:
         schema=COLUMNS,
         orient="row",
     )
-    out = frame.select(flags_expr(CFG))
+    out = frame.select(flags_expr(flag_rules(), CFG))
     expected = pl.DataFrame(
         {
             "flags": [

@@ -1,4 +1,4 @@
-"""scoring/npi.py: the CMS NPI rule, ten digits whose last is the Luhn check digit of
+"""scoring/inputs/npi.py: the CMS NPI rule, ten digits whose last is the Luhn check digit of
 "80840" + the first nine (the prefix contributes a constant 24 to the Luhn sum).
 
 Hand-worked check digits (double every other digit of the nine-digit base, starting with
@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from scoring.npi import (
+from scoring.inputs.npi import (
     luhn_check_digit,
     make_npi,
     npi_problem,

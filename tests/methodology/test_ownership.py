@@ -1,4 +1,4 @@
-"""scoring/ownership.py: component 2, ownership chain risk S_o, embedded graph (SPEC §4):
+"""ownership.py: component 2, ownership chain risk S_o, embedded graph (SPEC §4):
 step 1 the SNF by name containment, steps 2-3 the chain (1..5 up) and its group (0..5
 down), step 4 the chain providers by name containment, step 5 the score.
 
@@ -12,7 +12,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.ownership import (
+from scoring.methodology.components.ownership import (
     OwnershipGraph,
     chain_providers,
     match_snf,

@@ -1,4 +1,4 @@
-"""scoring/peer_stats.py: billing metrics, eligibility, group medians/MADs, growth groups and
+"""peer_stats.py: billing metrics, eligibility, group medians/MADs, growth groups and
 the m1 rank counts behind the percentile (SPEC §4 component 1 and 3)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.peer_stats import (
+from scoring.methodology.peer_stats import (
     FALLBACK_KEYS,
     PRIMARY_KEYS,
     billing_group_stats,

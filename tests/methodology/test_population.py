@@ -1,4 +1,4 @@
-"""scoring/population.py: the window end T, the window, provider-year sums, growth and peer
+"""population.py: the window end T, the window, provider-year sums, growth and peer
 attributes (SPEC §4 'Population and window', 'Provider-year aggregate')."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
 from scoring.errors import InputError
-from scoring.population import (
+from scoring.methodology.population import (
     in_window,
     npis_per_year,
     peer_attributes,

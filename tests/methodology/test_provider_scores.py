@@ -1,4 +1,4 @@
-"""scoring/provider_scores.py: one batch's providers scored against hand-made global
+"""provider_scores.py: one batch's providers scored against hand-made global
 statistics: every component, r_raw and the flags, worked out by hand from SPEC §4.
 
 A (npi 42, T/CA) has 2022 and 2023; its 2022 primary group has 50 eligible members (used),
@@ -14,7 +14,11 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.provider_scores import CHUNK_COLUMNS, COMPONENTS, PeerStats, score_providers
+from scoring.methodology.provider_scores import (
+    PeerStats,
+    chunk_columns,
+    score_providers,
+)
 
 CFG = Settings()
 T = 2023
@@ -25,6 +29,17 @@ EXCLUSION_FLAG = "Direct or owner-level exclusion on record."
 KEYS = {"peer_taxonomy": pl.String, "peer_state": pl.String, "year": pl.Int32}
 MED_MAD = dict.fromkeys(["med_x1", "mad_x1", "med_x2", "mad_x2", "med_x3", "mad_x3"], pl.Float64)
 RANK = {"group_id": pl.UInt32, "m1": pl.Float64, "n_eq": pl.Int64, "n_le": pl.Int64}
+
+# SPEC §3: the seven component values of the `components` JSONB, in order
+COMPONENTS = [
+    "billing_outlier_score",
+    "billing_outlier_percentile",
+    "ownership_chain_risk",
+    "payment_trajectory_score",
+    "payment_trajectory_zscore",
+    "exclusion_proximity_score",
+    "program_concentration_score",
+]
 
 
 def frame(rows: list[tuple], schema: dict) -> pl.LazyFrame:
@@ -195,8 +210,8 @@ def expected_rows() -> pl.DataFrame:
 def test_score_providers_against_hand_worked_components() -> None:
     provider_years, providers = inputs()
     out = score_providers(provider_years, providers, peer_stats(), t=T, cfg=CFG).collect()
-    assert out.columns == CHUNK_COLUMNS
-    assert_frame_equal(out, expected_rows().select(CHUNK_COLUMNS))
+    assert out.columns == chunk_columns()
+    assert_frame_equal(out, expected_rows().select(chunk_columns()))
 
 
 def test_the_batch_does_not_change_a_provider_score() -> None:
@@ -208,4 +223,4 @@ def test_the_batch_does_not_change_a_provider_score() -> None:
         t=T,
         cfg=CFG,
     ).collect()
-    assert_frame_equal(alone, expected_rows().select(CHUNK_COLUMNS).slice(1))
+    assert_frame_equal(alone, expected_rows().select(chunk_columns()).slice(1))

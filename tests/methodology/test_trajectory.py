@@ -1,4 +1,4 @@
-"""scoring/trajectory.py: component 3, payment trajectory S_t (SPEC §4).
+"""trajectory.py: component 3, payment trajectory S_t (SPEC §4).
 
 Growth g against the provider's previous year with data; z against (taxonomy_10, state,
 year) groups of any size; max(z, 0); decay-weighted mean over years with a g -> zscore
@@ -14,10 +14,13 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from scoring.config import Settings
-from scoring.decay import slot_aggs
-from scoring.peer_stats import growth_group_stats
-from scoring.population import with_growth
-from scoring.trajectory import trajectory_provider_exprs, trajectory_year_scores
+from scoring.methodology.components.trajectory import (
+    trajectory_provider_exprs,
+    trajectory_year_scores,
+)
+from scoring.methodology.decay import slot_aggs
+from scoring.methodology.peer_stats import growth_group_stats
+from scoring.methodology.population import with_growth
 
 CFG = Settings()
 T = 2023

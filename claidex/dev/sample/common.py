@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from claidex.dev.sample import vocabulary as vocab
-from scoring.npi import make_npi
+from scoring.inputs.npi import make_npi
 
 FIRST_YEAR, LAST_YEAR = 2013, 2023
 YEARS = np.arange(FIRST_YEAR, LAST_YEAR + 1)

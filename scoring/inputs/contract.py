@@ -1,0 +1,266 @@
+"""Dataset-directory contract (SPEC §3): file names, required columns and their types.
+
+Column checks fail fast with the file and column named; row-level problems are
+left to :mod:`scoring.inputs.quarantine`, which never drops a row silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from scoring.errors import InputError
+
+STR, INT, FLOAT, BOOL, DATE = "text", "integer", "number", "boolean", "date"
+
+CANONICAL: dict[str, pl.DataType] = {
+    STR: pl.String(),
+    INT: pl.Int64(),
+    FLOAT: pl.Float64(),
+    BOOL: pl.Boolean(),
+    DATE: pl.Date(),
+}
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "providers": {
+        "npi": STR,
+        "entity_type_code": INT,
+        "display_name": STR,
+        "taxonomy_1": STR,
+        "state": STR,
+        "is_excluded": BOOL,
+    },
+    "payments_combined": {
+        "npi": STR,
+        "year": INT,
+        "program": STR,
+        "payments": FLOAT,
+        "claims": FLOAT,
+        "beneficiaries": FLOAT,
+        "taxonomy": STR,
+        "state": STR,
+    },
+    "exclusions": {"exclusion_id": STR, "npi": STR, "excldate": DATE, "reinstated": BOOL},
+    "entities": {"entity_id": STR, "name": STR, "entity_type": STR},
+    "ownership": {"owner_id": STR, "owned_id": STR},
+    "entity_exclusions": {"entity_id": STR},
+}
+
+INT64_MAX = 2**63 - 1
+CORE_FILES = ("providers", "payments_combined", "exclusions")
+GRAPH_FILES = ("entities", "ownership", "entity_exclusions")
+
+
+def _accepts(kind: str, dtype: pl.DataType) -> bool:
+    if dtype == pl.Null:  # an all-null column: valid for every nullable field
+        return True
+    if kind == STR:
+        return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+    if kind == INT:
+        return dtype.is_integer()
+    if kind == FLOAT:
+        return dtype.is_numeric()
+    if kind == BOOL:
+        return dtype == pl.Boolean
+    if kind == DATE:
+        return dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime)
+    msg = f"unknown column kind {kind!r}"
+    raise ValueError(msg)
+
+
+def dataset_file(data_dir: Path, name: str) -> Path:
+    """Where one input table lies in a dataset directory: `<name>.parquet`, or a directory
+    `<name>/` of Parquet parts when only that exists (what error messages name)."""
+    single = Path(data_dir) / f"{name}.parquet"
+    parts = Path(data_dir) / name
+    return parts if parts.is_dir() and not single.exists() else single
+
+
+def table_files(data_dir: Path, name: str) -> list[Path]:
+    """The Parquet file(s) of one input table, in row order: the one file, or the parts of
+    `<name>/` sorted by file name. Both forms at once, or a directory without parts, is an
+    InputError: which rows count would be a guess."""
+    single = Path(data_dir) / f"{name}.parquet"
+    folder = Path(data_dir) / name
+    if folder.is_dir() and single.exists():
+        msg = f"{single} and {folder}/ both exist: keep one form of the {name} table"
+        raise InputError(msg)
+    if not folder.is_dir():
+        return [single] if single.is_file() else []
+    entries = sorted(folder.iterdir())
+    # what writers leave beside their parts; a dotfile is one still being written
+    ignored = [p for p in entries if p.name.startswith((".", "_")) or p.suffix == ".crc"]
+    stray = [
+        p for p in entries if p not in ignored and not (p.is_file() and p.suffix == ".parquet")
+    ]
+    if stray:
+        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in stray[:5])
+        msg = (
+            f"{folder}/: holds {shown}, which is not a .parquet part: a part directory is "
+            "flat, every file a part (nothing would be read from it silently)"
+        )
+        raise InputError(msg)
+    parts = [p for p in entries if p not in ignored]
+    if not parts:
+        msg = f"{folder}/: holds no .parquet parts"
+        raise InputError(msg)
+    return parts
+
+
+def input_files(data_dir: Path, *, with_graph: bool) -> list[Path]:
+    """Every file a run reads from a dataset directory (what its fingerprint covers)."""
+    names = CORE_FILES + (GRAPH_FILES if with_graph else ())
+    return [path for name in names for path in table_files(data_dir, name)]
+
+
+def check_columns(name: str, schema: pl.Schema, *, where: str) -> None:
+    """Raise InputError naming the file and column when a column is missing or ill-typed."""
+    for column, kind in SCHEMAS[name].items():
+        if column not in schema:
+            msg = f"{where}: required column '{column}' is missing (expected {kind})"
+            raise InputError(msg)
+        if not _accepts(kind, schema[column]):
+            msg = f"{where}: column '{column}' has type {schema[column]}, expected {kind}"
+            raise InputError(msg)
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_integer_range(lf: pl.LazyFrame, name: str, schema: pl.Schema, path: Path) -> None:
+    """An unsigned 64-bit column must fit the signed Int64 the pipeline computes in."""
+    for column, kind in SCHEMAS[name].items():
+        if kind == INT and schema[column] == pl.UInt64:
+            with reading(path):
+                largest = lf.select(pl.col(column).max()).collect().item()
+            if largest is not None and largest > INT64_MAX:
+                msg = f"{path}: column '{column}' holds {largest}, beyond the Int64 range"
+                raise InputError(msg)
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Reading errors deep in a file (corrupt pages behind an intact footer) name the file."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        msg = f"{path}: cannot be read ({first_line(exc)})"
+        raise InputError(msg) from None
+
+
+def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
+    """Lazily read one input table (one file or a directory of parts), check its columns
+    (each part's, so a stray part is named) and cast them to canonical types."""
+    frames = [frame for _, frame in _checked_parts(data_dir, name)]
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """A checked table's parts with their row counts: a row range reads only the parts
+    that hold it (a slice of a concatenated scan would read every part before it)."""
+
+    path: Path  # the file or parts directory, for messages
+    parts: tuple[tuple[pl.LazyFrame, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(rows for _, rows in self.parts)
+
+    def rows(self, lo: int, hi: int) -> pl.LazyFrame:
+        """Rows [lo, hi) of the table, in table order."""
+        frames, start = [], 0
+        for frame, rows in self.parts:
+            first, last = max(lo, start), min(hi, start + rows)
+            if first < last:
+                frames.append(frame.slice(first - start, last - first))
+            start += rows
+        return pl.concat(frames, how="vertical") if frames else self.parts[0][0].head(0)
+
+
+def table_rows(data_dir: Path, name: str) -> TableRows:
+    parts = []
+    for path, frame in _checked_parts(data_dir, name):
+        with reading(path):
+            parts.append((frame, pl.scan_parquet(path).select(pl.len()).collect().item()))
+    return TableRows(dataset_file(data_dir, name), tuple(parts))
+
+
+def _checked_parts(data_dir: Path, name: str) -> list[tuple[Path, pl.LazyFrame]]:
+    path = dataset_file(data_dir, name)
+    if path.is_dir() and path.suffix == ".parquet":
+        msg = f"{path}: is a directory, not a Parquet file"
+        raise InputError(msg)
+    files = table_files(data_dir, name)
+    if not files:
+        msg = f"{path}: input file is missing"
+        raise InputError(msg)
+    return [(part, _scan_part(part, name)) for part in files]
+
+
+def _scan_part(path: Path, name: str) -> pl.LazyFrame:
+    try:
+        lf = pl.scan_parquet(path)
+        schema = lf.collect_schema()  # repeated column names fail here (DuplicateError)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        msg = f"{path}: not a readable Parquet file ({first_line(exc)})"
+        raise InputError(msg) from None
+    check_columns(name, schema, where=str(path))
+    _check_integer_range(lf, name, schema, path)
+    return lf.select(canonical(name))
+
+
+def canonical(name: str) -> list[pl.Expr]:
+    """Casts of one table's columns to their canonical types."""
+    return [pl.col(column).cast(CANONICAL[kind]) for column, kind in SCHEMAS[name].items()]
+
+
+@dataclass(frozen=True)
+class RawInputs:
+    """Column-checked, lazily read input tables (rows not yet validated)."""
+
+    data_dir: Path
+    providers: pl.LazyFrame
+    payments: pl.LazyFrame
+    exclusions: pl.LazyFrame
+    entities: pl.LazyFrame | None
+    ownership: pl.LazyFrame | None
+    entity_exclusions: pl.LazyFrame | None
+
+
+def canonical_schema(name: str) -> dict[str, pl.DataType]:
+    """One table's columns with their canonical types."""
+    return {column: CANONICAL[kind] for column, kind in SCHEMAS[name].items()}
+
+
+def empty_table(name: str) -> pl.LazyFrame:
+    """A table with its canonical columns and no rows."""
+    return pl.LazyFrame(schema=canonical_schema(name))
+
+
+def read_dataset(
+    data_dir: Path, *, with_graph: bool = True, with_payments: bool = True
+) -> RawInputs:
+    """Open a dataset directory; graph tables are needed only in the embedded graph mode,
+    payments not at all by the graph loader."""
+    core = {
+        name: scan_table(data_dir, name)
+        if with_payments or name != "payments_combined"
+        else empty_table(name)
+        for name in CORE_FILES
+    }
+    graph = {name: scan_table(data_dir, name) if with_graph else None for name in GRAPH_FILES}
+    return RawInputs(
+        data_dir=Path(data_dir),
+        providers=core["providers"],
+        payments=core["payments_combined"],
+        exclusions=core["exclusions"],
+        entities=graph["entities"],
+        ownership=graph["ownership"],
+        entity_exclusions=graph["entity_exclusions"],
+    )

@@ -1,0 +1,1 @@
+"""The five components, one module each (the registry lists them)."""

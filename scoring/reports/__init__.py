@@ -1,0 +1,1 @@
+"""Views of a run: report.json/html, the timeline, compare, explain, progress."""

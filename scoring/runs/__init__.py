@@ -1,0 +1,1 @@
+"""Run machinery: the run store (all run-directory I/O), plan, ledger, manifest, retries."""

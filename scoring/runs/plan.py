@@ -1,0 +1,131 @@
+"""The run's plan (plan.json, window.json): what every stage task reads first."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from scoring.config import Settings, frozen_settings
+from scoring.errors import InputError, RunStateError
+from scoring.inputs.contract import input_files, table_rows
+from scoring.inputs.validation import (
+    PAYMENTS,
+)
+from scoring.runs.ledger import input_fingerprint
+from scoring.runs.store import (
+    RunPaths,
+    read_json,
+    write_json_atomic,
+)
+
+
+def plan_path(paths: RunPaths) -> Path:
+    return paths.stages_dir / "plan.json"
+
+
+def window_path(paths: RunPaths) -> Path:
+    return paths.stages_dir / "window.json"
+
+
+def auto_shards(payment_rows: int, cfg: Settings) -> int:
+    """Shards for `payment_rows` when the run asks for none (`shards` 0)."""
+    return max(1, min(4096, -(-payment_rows // cfg.shard_rows)))
+
+
+def write_plan(
+    paths: RunPaths,
+    data_dir: Path,
+    cfg: Settings,
+    fingerprint: str,
+    *,
+    source_kind: str = "dataset",
+    payment_rows: int | None = None,
+) -> None:
+    """What every stage task reads: the source, the frozen settings and the shard count
+    (`shards` 0: from the payment rows, counted here or, for Postgres, estimated).
+    `source_kind` 'postgres': an export stage fills data_dir first (fingerprint '' until
+    combine takes it from the exported parts)."""
+    source = Path(data_dir).resolve()
+    if payment_rows is None and not cfg.shards:
+        payment_rows = table_rows(source, PAYMENTS).total
+    shards = cfg.shards or auto_shards(payment_rows or 0, cfg)
+    cfg = cfg.model_copy(update={"shards": shards})
+    plan = {
+        "source": source_kind,
+        "data_dir": str(source),
+        # where the data lies seen from the run directory: a Modal container mounts the
+        # volume at its own path, so the absolute one may not exist there
+        "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
+        "shards": cfg.shards,
+        "polars": pl.__version__,  # peer buckets and row hashes: one polars for all of a run
+        "runtime": runtime_probe(),
+        "fingerprint": fingerprint,
+        "settings": cfg.model_dump(mode="json"),
+    }
+    write_json_atomic(plan, plan_path(paths))
+
+
+def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
+    """The fingerprint of every file a run of `cfg` reads from `data_dir`."""
+    return input_fingerprint(input_files(data_dir, with_graph=cfg.graph_mode == "embedded"))
+
+
+def check_inputs_unchanged(paths: RunPaths) -> None:
+    """A dataset run's inputs still have the fingerprint of its plan: a shard run later (a
+    retry, a resume) over files replaced meanwhile would mix two datasets in one run."""
+    plan = read_json(plan_path(paths))
+    if not plan["fingerprint"]:  # Postgres: the export stage writes the snapshot
+        return
+    data_dir, cfg, _ = read_plan(paths)
+    if run_fingerprint(data_dir, cfg) != plan["fingerprint"]:
+        msg = (
+            f"run {paths.run_id}: the inputs in {data_dir} changed since the run was planned "
+            f"(fingerprint {plan['fingerprint']}): start a new run on them"
+        )
+        raise InputError(msg)
+
+
+@functools.cache
+def runtime_probe() -> dict[str, Any]:
+    """What shard files depend on beyond the polars version: its index type (group ids)
+    and the hashes of fixed values (peer buckets, exact-copy detection). Polars builds of
+    one version (rt32 / rt64 / rtcompat) may differ in both."""
+    probe = pl.DataFrame({"t": ["207Q00000X", ""], "n": [1, -7], "x": [0.07, 1e300]})
+    hashes = probe.select(pl.all().hash(seed=3)).rows()
+    return {"index_type": str(pl.get_index_type()), "hashes": [list(map(str, r)) for r in hashes]}
+
+
+def has_plan(paths: RunPaths) -> bool:
+    return plan_path(paths).exists()
+
+
+def has_window(paths: RunPaths) -> bool:
+    return window_path(paths).exists()
+
+
+def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
+    plan = read_json(plan_path(paths))
+    if (
+        plan.get("polars") != pl.__version__
+        or plan.get("runtime", runtime_probe()) != runtime_probe()
+    ):
+        msg = (
+            f"run {paths.run_id} was planned with polars {plan.get('polars')} "
+            f"({plan.get('runtime')}), this process has {pl.__version__} ({runtime_probe()}): "
+            "its shards would hash peer groups and rows differently"
+        )
+        raise RunStateError(msg)
+    return _plan_data_dir(paths, plan), frozen_settings(plan["settings"]), int(plan["shards"])
+
+
+def _plan_data_dir(paths: RunPaths, plan: dict[str, Any]) -> Path:
+    """The planned dataset as this process sees it: beside the run when it is there (the
+    same volume mounted elsewhere), else the absolute path the plan recorded."""
+    beside = paths.root / str(plan.get("data_dir_from_run", ""))
+    if "data_dir_from_run" in plan and beside.is_dir():
+        return beside.resolve()
+    return Path(plan["data_dir"])

@@ -1,7 +1,0 @@
-"""The engine-agnostic run steps (SPEC §2): prepare, score_batch, merge_and_calibrate."""
-
-from scoring.steps.drive import prepare
-from scoring.steps.merge import merge_and_calibrate
-from scoring.steps.score_batch import score_batch
-
-__all__ = ["merge_and_calibrate", "prepare", "score_batch"]
