@@ -31,7 +31,7 @@ from scoring.stages import prepare
 from tests.bolt_server import BoltServer, free_port
 from tests.builders import claidex_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 MODES = ("embedded", "neo4j-snapshot", "neo4j-live")
 
 

@@ -36,7 +36,7 @@ from scoring.runs.ledger import RunLedger
 from tests.modal_standin import CrashRule, DirectoryVolume, StandIn
 from tests.modal_standin_container import Mount
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BATCH = 500
 BIG_BATCH = 1_000  # three batches: fewer container starts where a test needs few batches
 NEO4J_VARIABLES = ("NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD", "NEO4J_DATABASE")
