@@ -101,7 +101,7 @@ def _finish(summary: dict[str, Any]) -> int:
 
 
 def _full(args: argparse.Namespace) -> int:
-    from workers.tasks import start_full_run
+    from workers.tasks import forget_locally, start_full_run
 
     if args.source == "dataset" and not args.data:
         msg = "give --data DIR or --source postgres"
@@ -116,11 +116,16 @@ def _full(args: argparse.Namespace) -> int:
     _claim_run_id(run_id, data, overrides, not args.no_publish)
     started = start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
     print(f"run {run_id} queued")
-    if args.no_wait:
-        return 0
-    return _finish(
-        follow(run_id, timeout=args.timeout, show_progress=not args.quiet, start=started)
-    )
+    try:
+        if args.no_wait:
+            return 0
+        return _finish(
+            follow(run_id, timeout=args.timeout, show_progress=not args.quiet, start=started)
+        )
+    finally:
+        # unregistered now: a handle the backend still holds is collected at interpreter
+        # shutdown, where its __del__ fails on a connection a Redis restart dropped
+        forget_locally(started)
 
 
 def _refuse_existing(run_id: str) -> None:
