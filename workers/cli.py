@@ -25,7 +25,7 @@ def finished(summary: dict[str, Any]) -> bool:
 
 
 def follow(
-    run_id: str, *, timeout: float | None, show_progress: bool, start: Any = None
+    run_id: str, *, timeout: float | None, show_progress: bool, start: str | None = None
 ) -> dict[str, Any]:
     """Poll the shared ledger until the run finishes or fails; returns its final summary.
 
@@ -73,15 +73,21 @@ def _waiting_note(summary: dict[str, Any]) -> str:
     return ""
 
 
-def _start_error(start: Any) -> str | None:
-    """The start task's failure, if Redis can tell us now; an unreachable Redis is no
-    failure of the run (the ledger, on the shared run root, is what the follower reads)."""
+def _start_error(start: str | None) -> str | None:
+    """The start task's failure (`start`: its task id), if Redis can tell us now; an
+    unreachable Redis is no failure of the run (the ledger, on the shared run root, is what
+    the follower reads). Read from the result backend by id: no result handle is kept, so
+    none is left subscribed when the process exits (after a Redis restart, a handle's
+    unsubscribe at interpreter shutdown printed a traceback)."""
     if start is None:
         return None
+    from workers.app import app
+
     try:
-        return str(start.result) if start.failed() else None
+        meta = app.backend.get_task_meta(start)
     except Exception:  # redis down or restarting: ask again on the next poll
         return None
+    return str(meta.get("result")) if meta.get("status") == "FAILURE" else None
 
 
 def _finish(summary: dict[str, Any]) -> int:
@@ -115,17 +121,15 @@ def _full(args: argparse.Namespace) -> int:
     data = str(Path(args.data).resolve()) if args.source == "dataset" else None
     _claim_run_id(run_id, data, overrides, not args.no_publish)
     started = start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
+    start_id = str(started.id)
+    forget_locally(started)  # followed by id (see _start_error)
+    del started
     print(f"run {run_id} queued")
-    try:
-        if args.no_wait:
-            return 0
-        return _finish(
-            follow(run_id, timeout=args.timeout, show_progress=not args.quiet, start=started)
-        )
-    finally:
-        # unregistered now: a handle the backend still holds is collected at interpreter
-        # shutdown, where its __del__ fails on a connection a Redis restart dropped
-        forget_locally(started)
+    if args.no_wait:
+        return 0
+    return _finish(
+        follow(run_id, timeout=args.timeout, show_progress=not args.quiet, start=start_id)
+    )
 
 
 def _refuse_existing(run_id: str) -> None:
