@@ -16,6 +16,7 @@ from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.live import with_live_ownership
 from scoring.inputs.npi import npi_problem
 from scoring.reports.explain import ExplainInputs, explain_provider
+from scoring.reports.explain_sections import show
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import RunPaths, read_parquet_named
@@ -128,13 +129,7 @@ def explain(paths: RunPaths, npi: str) -> dict[str, Any]:
 
 
 def _f(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return escape(str(value))  # names are data: '[bold]' in one is text, not markup
+    return escape(show(value, digits))  # names are data: '[bold]' in one is text, not markup
 
 
 def _billing_tables(e: dict[str, Any], console: Console) -> None:
