@@ -17,7 +17,6 @@ from scoring.errors import InputError, RunFileError
 from scoring.runs.ledger import RunLedger, read_record
 from scoring.runs.plan import has_plan, plan_path, read_plan
 from scoring.runs.retry_policy import exhausted
-from scoring.stages import score_batch
 from scoring.stages.finish import merge_and_publish
 from scoring.stages.pipeline import (
     next_work,
@@ -27,6 +26,7 @@ from scoring.stages.pipeline import (
     stage_progress,
 )
 from scoring.stages.prepare import begin_prepare, begin_prepare_from_postgres
+from scoring.stages.score_batch import score_batch
 
 NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres secret)"
 

@@ -40,7 +40,7 @@ from claidex.local_engine import run_local  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.runs.ledger import RunLedger  # noqa: E402
 from scoring.runs.store import RunPaths  # noqa: E402
-from scoring.stages import prepare  # noqa: E402
+from scoring.stages.drive import prepare  # noqa: E402
 from tests.bolt_server import BoltServer  # noqa: E402
 from tests.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.fleet import CeleryProcess, beat, fleet_env, wait_for, worker  # noqa: E402

@@ -21,14 +21,15 @@ from scoring.runs.store import (
     new_run_id,
     write_json_atomic,
 )
-from scoring.stages import merge_and_calibrate, score_batch
 from scoring.stages.incremental import (
     changed_npis,
     checked_npis,
     latest_full_run,
     prepare_incremental,
 )
+from scoring.stages.merge import merge_and_calibrate
 from scoring.stages.publish import publish
+from scoring.stages.score_batch import score_batch
 from workers.app import RUN_QUEUE, app
 from workers.broker import pending_messages, run_messages
 from workers.reliability import (

@@ -23,7 +23,6 @@ from scoring.runs.store import (
     writable_run_dir,
     write_json_atomic,
 )
-from scoring.stages import score_batch
 from scoring.stages.finish import (
     already_published,
     merge_and_publish,
@@ -31,6 +30,7 @@ from scoring.stages.finish import (
 )
 from scoring.stages.pipeline import Kind, next_work, record_progress, run_single, run_task
 from scoring.stages.prepare import begin_prepare, begin_prepare_from_postgres
+from scoring.stages.score_batch import score_batch
 from workers.app import BATCH_QUEUE, RUN_QUEUE, app
 from workers.reliability import (
     RELIABLE,

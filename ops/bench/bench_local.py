@@ -26,8 +26,9 @@ PY = sys.executable
 _IMPORTS = (
     "import sys; from pathlib import Path; from scoring.config import Settings; "
     "from scoring.runs.store import RunPaths; from scoring.runs.manifest import RunManifest; "
-    "from scoring.stages import prepare, merge_and_calibrate; "
-    "from claidex.local_engine import LocalPool; from scoring.stages.drive import drive; "
+    "from scoring.stages.drive import drive, prepare; "
+    "from scoring.stages.merge import merge_and_calibrate; "
+    "from claidex.local_engine import LocalPool; "
     "run, data, batch, workers = RunPaths(Path(sys.argv[1])), Path(sys.argv[2]), "
     "int(sys.argv[3]), int(sys.argv[4]); "
 )

@@ -13,7 +13,9 @@ from scoring.config import Settings
 from scoring.errors import RunFileError, RunStateError
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths
-from scoring.stages import merge_and_calibrate, prepare, score_batch
+from scoring.stages.drive import prepare
+from scoring.stages.merge import merge_and_calibrate
+from scoring.stages.score_batch import score_batch
 from tests.builders import claidex_cli
 
 

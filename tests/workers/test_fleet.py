@@ -161,7 +161,7 @@ def test_failing_batch_fails_the_run_then_resume_completes_it(
     import json
     import shutil
 
-    from scoring.stages import prepare
+    from scoring.stages.drive import prepare
 
     env = {**fleet.env, "DATABASE_URL": database_url}
     fleet("w0", DATABASE_URL=database_url)
@@ -442,7 +442,7 @@ def test_a_batch_that_keeps_killing_its_worker_fails_the_run(
     """Simulate an out-of-memory batch: each attempt dies with the pool child."""
     import json
 
-    from scoring.stages import prepare
+    from scoring.stages.drive import prepare
 
     fleet("w0", CLAIDEX_BATCH_MAX_ATTEMPTS="2")
     paths = RunPaths(tmp_path / "runs" / "oom")
@@ -470,7 +470,7 @@ def test_concurrent_resumes_publish_once(
 ) -> None:
     import threading
 
-    from scoring.stages import prepare
+    from scoring.stages.drive import prepare
 
     env = {**fleet.env, "DATABASE_URL": database_url}
     fleet("w0", DATABASE_URL=database_url)

@@ -200,7 +200,7 @@ def test_full_refuses_a_run_id_that_exists(sample_dataset: Path, fleet, tmp_path
 
 def _orphaned_run(sample_dataset: Path, tmp_path: Path, run_id: str) -> RunPaths:
     """A run prepared whose chord never reached the broker (lost with a Redis without AOF)."""
-    from scoring.stages import prepare
+    from scoring.stages.drive import prepare
 
     paths = RunPaths(tmp_path / "runs" / run_id)
     prepare(paths, sample_dataset, Settings(batch_size=500))

@@ -27,7 +27,7 @@ from scoring.graphdb.connection import (
 )
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths
-from scoring.stages import prepare
+from scoring.stages.drive import prepare
 from tests.bolt_server import BoltServer, free_port
 from tests.builders import claidex_cli
 

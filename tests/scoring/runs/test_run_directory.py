@@ -15,7 +15,9 @@ from claidex.local_engine import resume_local, run_local
 from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.runs.store import RunPaths
-from scoring.stages import merge_and_calibrate, prepare, score_batch
+from scoring.stages.drive import prepare
+from scoring.stages.merge import merge_and_calibrate
+from scoring.stages.score_batch import score_batch
 
 
 def _run(data: Path, run_dir: Path, batch_size: int) -> pl.DataFrame:

@@ -12,12 +12,13 @@ from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import InputError
 from scoring.runs.store import RunPaths
-from scoring.stages import merge_and_calibrate, score_batch
 from scoring.stages.incremental import (
     checked_npis,
     latest_full_run,
     prepare_incremental,
 )
+from scoring.stages.merge import merge_and_calibrate
+from scoring.stages.score_batch import score_batch
 
 
 def _incremental(full: RunPaths, data: Path, run_dir: Path, npis: list[str]) -> pl.DataFrame:
