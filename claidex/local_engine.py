@@ -20,7 +20,7 @@ from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan
 from scoring.runs.store import RunPaths, new_run_id
 from scoring.stages.drive import drive, prepare, resume_prepare
-from scoring.stages.pipeline import Finish, Kind, Work, run_task
+from scoring.stages.pipeline import Finish, Kind, Work, is_prepared, next_work, run_task
 
 ProgressHook = Callable[[int, int], None]
 
@@ -127,9 +127,13 @@ def score_and_merge(
 ) -> None:
     """Run the missing batches (all of them on a fresh run), then merge, and publish when a
     database is given (at once: an interactive command does not wait out an outage)."""
+    work = next_work(paths)
+    if work is None:  # published already: nothing to do, and its status stays
+        return
     manifest = RunManifest.load(paths)
     ledger = RunLedger(paths)
-    ledger.set_status("scoring", engine="local")
+    if work.kind is Kind.BATCHES:
+        ledger.set_status("scoring", engine="local")
     with ledger.step("score"), progress_bar(show_progress) as bar:
         total = manifest.batches_total
         missing = len(ledger.missing_batches(total))
@@ -194,8 +198,14 @@ def resume_local(
     """Finish an interrupted run: a prepare stopped part-way carries on with the missing
     shards of its stages; only batches without a chunk are scored, then merge (and publish
     when a database is given)."""
+    if RunLedger(paths).read().get("kind") == "incremental":
+        msg = (
+            f"run {paths.run_id} is an incremental run: it is not resumed (enqueue its NPIs "
+            "again; they are scored against the latest full run)"
+        )
+        raise RunStateError(msg)
     with LocalPool(workers) as pool:
-        if not paths.manifest.exists() and has_plan(paths):
+        if has_plan(paths) and not is_prepared(paths):
             RunLedger(paths).set_status("preparing", error=None, failed_step=None)
             resume_prepare(paths, pool.fan_out)
         score_and_merge(paths, pool, show_progress=show_progress, database_url=database_url)

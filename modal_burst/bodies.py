@@ -19,6 +19,7 @@ from scoring.runs.plan import has_plan, plan_path, read_plan
 from scoring.runs.retry_policy import exhausted
 from scoring.stages.finish import merge_and_publish
 from scoring.stages.pipeline import (
+    is_prepared,
     next_work,
     record_progress,
     run_single,
@@ -138,13 +139,14 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     planned = has_plan(paths)
     settings: dict[str, Any] = manifest.get("settings", {}) if manifest else {}
     work = None
-    if planned and manifest is None:  # part-way through the stages: what a resume runs
+    prepared = manifest is not None and is_prepared(paths)
+    if planned and not prepared:  # part-way through the stages: what a resume runs
         settings = read_plan(paths)[1].model_dump(mode="json")
         work = next_work(paths)
     state = {
         **summary,
         "exists": True,
-        "prepared": manifest is not None,
+        "prepared": prepared,
         "planned": planned,
         # the next prepare step and its missing shards (None once prepared)
         "next": {

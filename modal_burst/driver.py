@@ -179,7 +179,12 @@ def prepare_stages(
     a single step once, a fan-out as one `.map` over its missing shards. Returns the failed
     shards of the first stage with failures (the steps after it are not started)."""
     run_id = state["run_id"]
+    ran: set[str] = set()
     while (work := state.get("next")) is not None and work["phase"] == "prepare":
+        if work["step"] in ran:  # ran and still missing: a stale app or volume, never a loop
+            msg = f"run {run_id}: prepare step {work['step']} ran but is still not done"
+            raise RunStateError(msg)
+        ran.add(work["step"])
         if work["kind"] == "single":
             steps["stage_single"].remote(run_id, work["step"])
             state = status(run_id)

@@ -160,15 +160,21 @@ def advance_stages(run_id: str, worker: str, after: str | None = None) -> dict[s
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
     every = Settings().heartbeat_seconds
+    ran: set[str] = set()
     while (work := next_work(paths)) is not None and work.kind is Kind.SINGLE:
         if work.step.phase != "prepare":
             break
+        if work.name in ran:  # a step that ran and is still missing would loop forever
+            msg = f"run {run_id}: step {work.name} ran but is still not done"
+            raise RunStateError(msg)
+        ran.add(work.name)
         with ledger.step("prepare"), ledger.heartbeat(work.name, worker=worker, every=every):
             run_single(paths, work.name)
     record_progress(paths)
     if work is None or work.kind is not Kind.SHARDS:  # prepared: the batches, then merge
         total = RunManifest.load(paths).batches_total
-        chord_id = dispatch_batches(run_id, work.indices if work is not None else [])
+        batches = work.indices if work is not None and work.kind is Kind.BATCHES else []
+        chord_id = dispatch_batches(run_id, batches)
         ledger.update(dispatched=chord_id)
         return {"batches": total, "chord": chord_id}
     sent = ledger.read().get("stages_dispatched") or []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scoring.errors import RunFileError
-from scoring.runs.retry_policy import is_transient
+from scoring.runs.retry_policy import retried_by_type
 from scoring.runs.store import RunPaths, write_json_atomic
 
 # Set by a task runner while its task still has retries left: a retryable failure is then
@@ -141,7 +141,9 @@ class RunLedger:
     def fail(self, step: str, error: BaseException | str, *, where: str = "") -> None:
         """The run failed at `step` -- unless the error is transient and a retry is coming.
         `where` (a shard, say) prefixes the recorded message."""
-        if RETRY_PENDING.get() and isinstance(error, BaseException) and is_transient(error):
+        # RETRY_PENDING is set by a Celery task with retries left: say 'retrying' only when
+        # Celery's autoretry will retry this error
+        if RETRY_PENDING.get() and isinstance(error, BaseException) and retried_by_type(error):
             self.update(retrying={"step": step, "error": where + str(error), "at": utc_now()})
             return
         shown = (

@@ -208,3 +208,11 @@ def final_types() -> tuple[type[BaseException], ...]:
     import redis.exceptions
 
     return _classes(redis.exceptions, REDIS_FINAL)
+
+
+def retried_by_type(exc: BaseException) -> bool:
+    """What a Celery task does with `exc` (autoretry matches types only): retry it exactly
+    when this holds. The ledger says 'retrying' by this rule, so it never waits for a retry
+    that Celery will not make (a SQLSTATE-less OperationalError is transient by `verdict`
+    but no type can say so)."""
+    return isinstance(exc, transient_types()) and not isinstance(exc, final_types())

@@ -18,7 +18,7 @@ from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan, has_window, plan_path, read_plan
 from scoring.runs.store import RunPaths, read_json
 from scoring.stages.finish import already_published, merge_and_publish
-from scoring.stages.prepare import combine_and_finish
+from scoring.stages.prepare import combine_and_finish, is_combined
 from scoring.stages.reduce import reduce
 from scoring.stages.score_batch import score_batch
 from scoring.stages.stage_files import missing_shards, shards_done
@@ -83,7 +83,7 @@ def _once(done: Callable[[RunPaths], bool]) -> Callable[[RunPaths], list[int]]:
 
 
 def _from_postgres(paths: RunPaths) -> bool:
-    return read_json(plan_path(paths)).get("source") == "postgres"
+    return has_plan(paths) and read_json(plan_path(paths)).get("source") == "postgres"
 
 
 def _missing_batches(paths: RunPaths) -> list[int]:
@@ -116,7 +116,7 @@ STEPS: tuple[Step, ...] = (
     Step("aggregate", Kind.SHARDS, _shards("aggregate")),
     Step("peer_stats", Kind.SHARDS, _shards("peer_stats")),
     # the run-wide tables and run.json, which every batch reads
-    Step("combine", Kind.SINGLE, _once(lambda p: p.manifest.exists()), single=_combine),
+    Step("combine", Kind.SINGLE, _once(is_combined), single=_combine),
     Step("score", Kind.BATCHES, _missing_batches, phase="score"),
     # merge, calibrate and publish once; an engine runs it at the end of every drive (it
     # refuses a run with a missing batch and leaves a published run alone)
@@ -146,7 +146,8 @@ def run_task(paths: RunPaths, step: str, index: int) -> Any:
     if step == "score":
         return score_batch(paths, index)
     if step not in STAGE_BODIES:
-        msg = f"unknown fan-out step {step!r} (steps: {', '.join(s.name for s in STEPS)})"
+        fan_outs = ", ".join(s.name for s in STEPS if s.kind is not Kind.SINGLE)
+        msg = f"unknown fan-out step {step!r} (fan-out steps: {fan_outs})"
         raise ValueError(msg)
     return run_stage_task(paths, step, index)
 
@@ -182,3 +183,11 @@ def record_progress(paths: RunPaths) -> None:
 def missing_stage_shards(paths: RunPaths) -> dict[str, list[int]]:
     """Each fan-out stage of the plan and its shards without a done marker, in order."""
     return {step.name: step.missing(paths) for step in steps_of(paths) if step.kind is Kind.SHARDS}
+
+
+def is_prepared(paths: RunPaths) -> bool:
+    """No prepare step has work left (a run without a plan, e.g. incremental: run.json)."""
+    if not has_plan(paths):
+        return paths.manifest.exists()
+    work = next_work(paths)
+    return work is None or work.step.phase != "prepare"

@@ -66,10 +66,16 @@ def begin_prepare_from_postgres(
 
 
 def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
-    """The manifest is what batches and merge read: written last, once every stage is done."""
+    """The manifest is what batches and merge read: written last, once every stage is done;
+    then the ledger says so, naming this prepare (what makes combine done)."""
     manifest.save(paths)
+    record_prepared(paths, manifest)
+
+
+def record_prepared(paths: RunPaths, manifest: RunManifest) -> None:
     RunLedger(paths).set_status(
         "scoring",
+        prepared=manifest.prepare_id,
         batches_total=manifest.batches_total,
         window_end_year=manifest.window_end_year,
         providers_scored=manifest.providers_scored,
@@ -77,8 +83,21 @@ def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:
     )
 
 
+def is_combined(paths: RunPaths) -> bool:
+    """run.json is written and the ledger records this prepare as finished."""
+    if not paths.manifest.exists():
+        return False
+    return RunLedger(paths).read().get("prepared") == RunManifest.load(paths).prepare_id
+
+
 def combine_and_finish(paths: RunPaths) -> RunManifest:
-    """The last stage's gather, then the manifest batches read (every engine's end of step 1)."""
+    """The last stage's gather, then the manifest batches read (every engine's end of step 1).
+    A run.json already written (a process killed before the ledger recorded it) is kept: only
+    the ledger is brought up to date, so the run keeps its prepare id and its chunks."""
+    if paths.manifest.exists():
+        manifest = RunManifest.load(paths)
+        record_prepared(paths, manifest)
+        return manifest
     manifest = combine(paths)
     finish_prepare(paths, manifest)
     return manifest

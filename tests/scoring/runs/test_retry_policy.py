@@ -33,7 +33,7 @@ from scoring.db.connection import (
 from scoring.errors import BatchGaveUpError, InputError, RunFileError, TransientError
 from scoring.graphdb.connection import GraphError, GraphUnavailableError, Neo4jTarget
 from scoring.graphdb.session import graph_error
-from scoring.runs.ledger import RunLedger
+from scoring.runs.ledger import RETRY_PENDING, RunLedger
 from scoring.runs.outage import OutageError, through_outage
 from scoring.runs.retry_policy import (
     PG_BUSY,
@@ -45,6 +45,7 @@ from scoring.runs.retry_policy import (
     is_outage,
     is_transient,
     out_of_attempts,
+    retried_by_type,
     transient_types,
     verdict,
 )
@@ -295,6 +296,27 @@ def test_celery_types_agree_with_the_policy() -> None:
     assert all(issubclass(kind, retried) for kind in excluded)
     assert {psycopg.errors.lookup(code) for code in PG_GONE | PG_BUSY} <= set(retried)
     assert not any(issubclass(kind, modal.exception.Error) for kind in retried)
+
+
+def test_the_ledger_says_retrying_only_when_celery_will_retry(tmp_path: Path) -> None:
+    """A SQLSTATE-less OperationalError is transient to the policy, but no type can tell
+    Celery so: the ledger must record the run failed, not wait for a retry that never comes."""
+    raw = raised(lambda: psycopg.connect(closed_url(), connect_timeout=2))
+    assert isinstance(raw, psycopg.OperationalError) and raw.sqlstate is None
+    assert is_transient(raw) and not retried_by_type(raw)
+    wrapped = DatabaseUnavailableError("gone")
+    assert is_transient(wrapped) and retried_by_type(wrapped)
+    for error, expected in ((wrapped, "preparing"), (raw, "failed")):
+        ledger = RunLedger(RunPaths(tmp_path / expected))
+        ledger.start(kind="full", source="test", fingerprint="")
+        token = RETRY_PENDING.set(True)
+        try:
+            ledger.fail("prepare", error)
+        finally:
+            RETRY_PENDING.reset(token)
+        state = ledger.read()
+        assert state["status"] == expected, state
+        assert ("retrying" in state) is (expected == "preparing")
 
 
 def test_outage_rider_waits_out_an_outage_and_passes_anything_else(tmp_path: Path) -> None:

@@ -100,3 +100,51 @@ def test_a_fan_out_that_leaves_tasks_undone_is_an_error(
 
     with pytest.raises(RunStateError, match=r"step ingest ran but left \[1\] undone"):
         drive(paths, "prepare", loses_the_last_task)
+
+
+def test_a_kill_between_run_json_and_the_ledger_is_finished_by_the_next_drive(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    """combine wrote run.json, its process died before the ledger said 'scoring': the table
+    still answers combine, and running it again only records the prepare (same prepare id)."""
+    from scoring.runs.manifest import RunManifest
+    from scoring.stages.combine import combine
+
+    paths = RunPaths(tmp_path / "run")
+    begin_prepare(paths, small_dataset, Settings(shards=2, batch_size=150))
+    while (work := next_work(paths)) is not None and work.name != "combine":
+        if work.kind is Kind.SINGLE:
+            run_single(paths, work.name)
+        else:
+            run_serially(paths, work)
+    combine(paths).save(paths)  # ... and killed here
+    written = RunManifest.load(paths)
+    work = next_work(paths)
+    assert work is not None and work.name == "combine"
+    assert RunLedger(paths).read()["status"] == "preparing"
+    drive(paths, "prepare")
+    state = RunLedger(paths).read()
+    assert state["status"] == "scoring" and state["prepared"] == written.prepare_id
+    assert state["batches_total"] == written.batches_total
+    assert RunManifest.load(paths) == written
+    work = next_work(paths)
+    assert work is not None and work.name == "score"
+
+
+def test_resume_leaves_a_published_run_alone_and_refuses_an_incremental_one(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    from claidex.local_engine import resume_local, run_local
+    from scoring.runs.manifest import RunManifest
+
+    cfg = Settings(shards=2, batch_size=150, workers=1)
+    paths = run_local(small_dataset, cfg, run_dir=tmp_path / "run", show_progress=False)
+    ledger = RunLedger(paths)
+    ledger.update(status="published", published_prepare=RunManifest.load(paths).prepare_id)
+    written = paths.scores.stat().st_mtime_ns
+    resume_local(paths, workers=1, show_progress=False)
+    assert ledger.read()["status"] == "published"
+    assert paths.scores.stat().st_mtime_ns == written
+    ledger.update(kind="incremental")
+    with pytest.raises(RunStateError, match="is an incremental run"):
+        resume_local(paths, workers=1, show_progress=False)
