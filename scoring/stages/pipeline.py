@@ -15,8 +15,8 @@ from typing import Any
 
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.plan import has_plan, has_window, plan_path, read_plan
-from scoring.runs.store import RunPaths, read_json
+from scoring.runs.plan import has_plan, has_window, plan_source, read_plan
+from scoring.runs.store import RunPaths
 from scoring.stages.finish import already_published, merge_and_publish
 from scoring.stages.prepare import combine_and_finish
 from scoring.stages.reduce import reduce
@@ -83,7 +83,7 @@ def _once(done: Callable[[RunPaths], bool]) -> Callable[[RunPaths], list[int]]:
 
 
 def _from_postgres(paths: RunPaths) -> bool:
-    return read_json(plan_path(paths)).get("source") == "postgres"
+    return plan_source(paths) == "postgres"
 
 
 def _missing_batches(paths: RunPaths) -> list[int]:
@@ -116,7 +116,7 @@ STEPS: tuple[Step, ...] = (
     Step("aggregate", Kind.SHARDS, _shards("aggregate")),
     Step("peer_stats", Kind.SHARDS, _shards("peer_stats")),
     # the run-wide tables and run.json, which every batch reads
-    Step("combine", Kind.SINGLE, _once(lambda p: p.manifest.exists()), single=_combine),
+    Step("combine", Kind.SINGLE, _once(RunManifest.exists), single=_combine),
     Step("score", Kind.BATCHES, _missing_batches, phase="score"),
     # merge, calibrate and publish once; an engine runs it at the end of every drive (it
     # refuses a run with a missing batch and leaves a published run alone)
