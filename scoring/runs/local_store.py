@@ -174,7 +174,7 @@ class LocalRunStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def list(self, prefix: str, name: str) -> list[str]:
+    def list_keys(self, prefix: str, name: str) -> list[str]:
         """Every key below `prefix` whose last part is `name`, sorted. A walk, not a glob:
         a root holding '*' or '[' lists only its own files."""
         found = []

@@ -100,7 +100,7 @@ class RunStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, prefix: str, name: str) -> list[str]:
+    def list_keys(self, prefix: str, name: str) -> list[str]:
         """Every key below `prefix` whose last part is `name`, sorted (no pattern syntax)."""
         ...
 

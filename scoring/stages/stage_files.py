@@ -36,7 +36,7 @@ def graph_key(name: str) -> str:
 
 def part_keys(store: RunStore, stage: str, name: str) -> list[str]:
     """One stage's files of one name, in task order (slice order = source row order)."""
-    return store.list(f"{STAGES}/{stage}", name)
+    return store.list_keys(f"{STAGES}/{stage}", name)
 
 
 def read_parts(store: RunStore, keys: list[str], schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -142,7 +142,7 @@ def task_records(paths: RunPaths) -> list[dict[str, Any]]:
     """Every finished stage task of this prepare: stage, shard, start, end, host, pid."""
     store = run_store(paths)
     records = []
-    for key in store.list(STAGES, TASK):
+    for key in store.list_keys(STAGES, TASK):
         with contextlib.suppress(OSError, ValueError, TypeError):  # torn or foreign: not drawn
             stage, shard = key.split("/")[-3], int(key.split("/")[-2])
             records.append({"stage": stage, "shard": shard, **store.read_json(key)})

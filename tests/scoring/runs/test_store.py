@@ -63,8 +63,8 @@ def test_a_write_is_whole_or_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert store.read_json("stages/s/00000/done.json") == {"rows": 4}
     left = sorted(p.name for p in (tmp_path / "stages/s/00000").iterdir())
     assert len(left) == 4 and all(n.endswith(".tmp") for n in left if n.startswith("."))
-    assert store.list("stages", "rows.parquet") == ["stages/s/00000/rows.parquet"]
-    assert store.list("stages", "done.json") == ["stages/s/00000/done.json"]
+    assert store.list_keys("stages", "rows.parquet") == ["stages/s/00000/rows.parquet"]
+    assert store.list_keys("stages", "done.json") == ["stages/s/00000/done.json"]
 
 
 def test_listings_are_sorted_and_take_no_pattern_syntax(tmp_path: Path) -> None:
@@ -77,12 +77,12 @@ def test_listings_are_sorted_and_take_no_pattern_syntax(tmp_path: Path) -> None:
     store.write_json("stages/count/00003/task.json", {})  # another name: not listed
     store.write_json("stages/ingest/00000/done.json", {})  # another stage: not listed
     decoy.write_json("stages/count/00007/done.json", {})
-    assert store.list("stages/count", "done.json") == [
+    assert store.list_keys("stages/count", "done.json") == [
         f"stages/count/{t:05d}/done.json" for t in (0, 1, 2, 11)
     ]
-    assert store.list("stages", "done.json")[-1] == "stages/ingest/00000/done.json"
-    assert store.list("stages/peer_stats", "done.json") == []  # nothing there: empty
-    assert store.list("stages/count", "*.json") == []  # a name, not a pattern
+    assert store.list_keys("stages", "done.json")[-1] == "stages/ingest/00000/done.json"
+    assert store.list_keys("stages/peer_stats", "done.json") == []  # nothing there: empty
+    assert store.list_keys("stages/count", "*.json") == []  # a name, not a pattern
     assert store.exists("stages/count/00011/done.json")
     assert not store.exists("stages/count/00011")  # a prefix is not a key
     assert not store.exists("stages/count/00012/done.json")
@@ -108,7 +108,7 @@ def test_delete_removes_a_prefix_or_a_key_and_nothing_else(tmp_path: Path) -> No
     store.delete("stages/a")
     store.delete("run.json")
     store.delete("chunks")  # missing: no error
-    assert store.list("", "x.json") == ["stages/b/00000/x.json"]
+    assert store.list_keys("", "x.json") == ["stages/b/00000/x.json"]
     assert not store.exists("run.json")
     with pytest.raises(RunStateError, match="whole run store"):
         store.delete("")
