@@ -8,7 +8,7 @@ from typing import Any
 
 from scoring.config import Settings, frozen_settings
 from scoring.errors import RunStateError
-from scoring.runs.store import RunPaths, read_json, write_json_atomic
+from scoring.runs.store import MANIFEST, RunPaths, run_store
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,17 @@ class RunManifest:
         return frozen_settings(self.settings)
 
     def save(self, paths: RunPaths) -> None:
-        write_json_atomic(asdict(self), paths.manifest)
+        run_store(paths).write_json(MANIFEST, asdict(self))
 
     @classmethod
     def load(cls, paths: RunPaths) -> RunManifest:
-        if not paths.manifest.exists():
+        store = run_store(paths)
+        if not store.exists(MANIFEST):
             msg = f"{paths.root}: no run.json; prepare has not finished for this run"
             raise RunStateError(msg)
-        return cls(**read_json(paths.manifest))
+        return cls(**store.read_json(MANIFEST))
+
+    @staticmethod
+    def exists(paths: RunPaths) -> bool:
+        """Prepare has finished: run.json is written last."""
+        return run_store(paths).exists(MANIFEST)

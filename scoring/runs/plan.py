@@ -16,19 +16,15 @@ from scoring.inputs.validation import (
     PAYMENTS,
 )
 from scoring.runs.ledger import input_fingerprint
-from scoring.runs.store import (
-    RunPaths,
-    read_json,
-    write_json_atomic,
-)
+from scoring.runs.store import STAGES, RunPaths, run_store
+
+PLAN = f"{STAGES}/plan.json"  # what every stage task reads first
+WINDOW = f"{STAGES}/window.json"  # reduce's answer: T, each bucket's population and batches
 
 
 def plan_path(paths: RunPaths) -> Path:
-    return paths.stages_dir / "plan.json"
-
-
-def window_path(paths: RunPaths) -> Path:
-    return paths.stages_dir / "window.json"
+    """plan.json's path, for the Modal side that reads the volume's files directly."""
+    return paths.root / PLAN
 
 
 def auto_shards(payment_rows: int, cfg: Settings) -> int:
@@ -66,7 +62,7 @@ def write_plan(
         "fingerprint": fingerprint,
         "settings": cfg.model_dump(mode="json"),
     }
-    write_json_atomic(plan, plan_path(paths))
+    run_store(paths).write_json(PLAN, plan)
 
 
 def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
@@ -77,7 +73,7 @@ def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
 def check_inputs_unchanged(paths: RunPaths) -> None:
     """A dataset run's inputs still have the fingerprint of its plan: a shard run later (a
     retry, a resume) over files replaced meanwhile would mix two datasets in one run."""
-    plan = read_json(plan_path(paths))
+    plan = plan_record(paths)
     if not plan["fingerprint"]:  # Postgres: the export stage writes the snapshot
         return
     data_dir, cfg, _ = read_plan(paths)
@@ -100,15 +96,35 @@ def runtime_probe() -> dict[str, Any]:
 
 
 def has_plan(paths: RunPaths) -> bool:
-    return plan_path(paths).exists()
+    return run_store(paths).exists(PLAN)
 
 
 def has_window(paths: RunPaths) -> bool:
-    return window_path(paths).exists()
+    return run_store(paths).exists(WINDOW)
+
+
+def plan_record(paths: RunPaths) -> dict[str, Any]:
+    """plan.json as written (read_plan checks it and gives what a stage needs)."""
+    plan: dict[str, Any] = run_store(paths).read_json(PLAN)
+    return plan
+
+
+def plan_source(paths: RunPaths) -> str:
+    """'dataset' or 'postgres' (an export stage fills the snapshot first)."""
+    return str(plan_record(paths).get("source", "dataset"))
+
+
+def read_window(paths: RunPaths) -> dict[str, Any]:
+    window: dict[str, Any] = run_store(paths).read_json(WINDOW)
+    return window
+
+
+def write_window(paths: RunPaths, window: dict[str, Any]) -> None:
+    run_store(paths).write_json(WINDOW, window)
 
 
 def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
-    plan = read_json(plan_path(paths))
+    plan = plan_record(paths)
     if (
         plan.get("polars") != pl.__version__
         or plan.get("runtime", runtime_probe()) != runtime_probe()

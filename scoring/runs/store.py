@@ -1,20 +1,162 @@
-"""Run-directory layout shared by every engine (local path, compose volume, Modal volume)."""
+"""The run store: every file of a run directory by its key, behind one interface.
+
+A key is a '/'-separated name relative to the run's root ("stages/ingest/00003/
+payments.parquet"); the stages, the plan, the manifest, combine and the batch cutter read
+and write through a `RunStore` and never build a path. `run_store(paths)` picks the
+backend: today always `LocalRunStore` (scoring.runs.local_store: a local path, a compose
+volume, the Modal volume). An object-store backend is one new module implementing
+`RunStore` and one line in `run_store`.
+
+Still path-based, and why (what issue 25 has to move as well):
+- the ledger (ledger.json, ledger/, heartbeats/, events/, watchdog.json): a flock
+  serialises its read-modify-write and the batch event logs are appended to; object storage
+  has neither, so it needs per-task write-once records or Redis/Postgres, not a store call;
+- score_batch, merge and the incremental run read batch slices, chunks and the statistics
+  with `RunPaths` (lazy scans of stats/, chunk removal) and write chunks, scores.parquet and
+  the reports with the path functions below;
+- the Postgres export writes its snapshot as a dataset (source/) that the input contract
+  reads by path, as it reads any dataset;
+- Modal's volume sync (modal_burst) and the views (report, compare, explain) open paths.
+
+`RunPaths` gives each artefact's path from the same keys, so both views name one layout.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
 from scoring.errors import RunFileError, RunStateError
+from scoring.runs.local_store import (
+    LocalRunStore,
+    read_buckets,
+    read_json,
+    read_parquet_named,
+    write_bucketed_atomic,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+
+__all__ = [
+    "RunPaths",
+    "RunStore",
+    "checked_run_id",
+    "new_run_id",
+    "read_buckets",
+    "read_json",
+    "read_parquet_named",
+    "run_store",
+    "writable_run_dir",
+    "write_bucketed_atomic",
+    "write_json_atomic",
+    "write_parquet_atomic",
+    "write_text_atomic",
+]
+
+
+class RunStore(Protocol):
+    """One run's files by key. Writes are whole or absent (a reader never sees half a
+    file); reads of a missing, torn or foreign file raise RunFileError naming it (JSON:
+    the decoder's or the filesystem's own error, as `json.loads` gives it)."""
+
+    def location(self, key: str) -> str:
+        """Where `key` lives, for messages (a path, or a URL)."""
+        ...
+
+    def write_frame(self, key: str, frame: pl.DataFrame) -> None: ...
+
+    def read_frame(self, key: str) -> pl.DataFrame: ...
+
+    def write_bucketed(
+        self,
+        key: str,
+        frame: pl.DataFrame,
+        bucket: str,
+        plain: tuple[str, ...] = (),
+        compression: str = "none",
+    ) -> None:
+        """A row group per value of `bucket` (ascending), so one bucket reads alone."""
+        ...
+
+    def read_bucket(
+        self, keys: list[str], bucket: str, value: int, columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        """Bucket `value` of every file of `keys`, in key order, without the bucket column."""
+        ...
+
+    def write_json(self, key: str, data: Any) -> None: ...
+
+    def read_json(self, key: str) -> Any: ...
+
+    def write_text(self, key: str, text: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list_keys(self, prefix: str, name: str) -> list[str]:
+        """Every key below `prefix` whose last part is `name`, sorted (no pattern syntax)."""
+        ...
+
+    def claim(self, key: str, data: Any) -> bool:
+        """Create `key` holding JSON `data` only if it does not exist: True for the one
+        caller that created it, False for every other."""
+        ...
+
+    def delete(self, prefix: str) -> None:
+        """Remove the key `prefix`, or every key below it; a missing one is no error."""
+        ...
+
+
+# --- the layout: the run-level keys (the stages' own are in scoring.stages.stage_files) ---
+MANIFEST = "run.json"
+LEDGER = "ledger.json"
+BATCH_LEDGER = "ledger"
+QUARANTINE = "quarantine.parquet"
+STATS = "stats"
+STAGES = "stages"
+BATCHES = "batches"
+CHUNKS = "chunks"
+SCORES = "scores.parquet"
+REPORT = "report.json"
+REPORT_HTML = "report.html"
+INPUT_COUNTS = "input_counts.json"
+
+# what a new prepare removes (heartbeats, events, watchdog.json and request.json stay)
+PREPARE_ARTEFACTS = (
+    BATCHES,
+    STAGES,
+    CHUNKS,
+    BATCH_LEDGER,
+    STATS,
+    MANIFEST,
+    LEDGER,
+    QUARANTINE,
+    SCORES,
+    REPORT,
+    REPORT_HTML,
+    INPUT_COUNTS,
+)
+
+
+def stat_key(name: str) -> str:
+    return f"{STATS}/{name}.parquet"
+
+
+def batch_key(index: int, name: str) -> str:
+    """A batch's input slice: providers, provider_years or programs."""
+    return f"{BATCHES}/{index:05d}/{name}.parquet"
+
+
+def chunk_key(index: int) -> str:
+    return f"{CHUNKS}/{index:05d}.parquet"
+
 
 # A run id is a plain name: task messages, volumes and the CLI all resolve it under a run
 # root, so '../x' or '/abs' must never reach a path (prepare clears directories there).
@@ -46,7 +188,8 @@ def writable_run_dir(root: Path) -> None:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where each artefact of one run lives."""
+    """One run: its root, and the path of each artefact (the store's keys under the root)
+    for the I/O that is still path-based."""
 
     root: Path
 
@@ -56,46 +199,46 @@ class RunPaths:
 
     @property
     def manifest(self) -> Path:
-        return self.root / "run.json"
+        return self.root / MANIFEST
 
     @property
     def ledger(self) -> Path:
-        return self.root / "ledger.json"
+        return self.root / LEDGER
 
     @property
     def batch_ledger_dir(self) -> Path:
-        return self.root / "ledger"
+        return self.root / BATCH_LEDGER
 
     @property
     def quarantine(self) -> Path:
-        return self.root / "quarantine.parquet"
+        return self.root / QUARANTINE
 
     @property
     def stats_dir(self) -> Path:
-        return self.root / "stats"
+        return self.root / STATS
 
     @property
     def stages_dir(self) -> Path:
         """The prepare stages' files: the plan, the window, each task's directory."""
-        return self.root / "stages"
+        return self.root / STAGES
 
     def stat(self, name: str) -> Path:
-        return self.stats_dir / f"{name}.parquet"
+        return self.root / stat_key(name)
 
     def batch_dir(self, index: int) -> Path:
-        return self.root / "batches" / f"{index:05d}"
+        return self.root / BATCHES / f"{index:05d}"
 
     def batch_provider_years(self, index: int) -> Path:
-        return self.batch_dir(index) / "provider_years.parquet"
+        return self.root / batch_key(index, "provider_years")
 
     def batch_providers(self, index: int) -> Path:
-        return self.batch_dir(index) / "providers.parquet"
+        return self.root / batch_key(index, "providers")
 
     def batch_programs(self, index: int) -> Path:
-        return self.batch_dir(index) / "programs.parquet"
+        return self.root / batch_key(index, "programs")
 
     def chunk(self, index: int) -> Path:
-        return self.root / "chunks" / f"{index:05d}.parquet"
+        return self.root / chunk_key(index)
 
     def batch_status(self, index: int) -> Path:
         return self.batch_ledger_dir / f"batch-{index:05d}.json"
@@ -121,142 +264,32 @@ class RunPaths:
 
     @property
     def scores(self) -> Path:
-        return self.root / "scores.parquet"
+        return self.root / SCORES
 
     @property
     def report(self) -> Path:
-        return self.root / "report.json"
+        return self.root / REPORT
 
     @property
     def report_html(self) -> Path:
-        return self.root / "report.html"
+        return self.root / REPORT_HTML
 
     @property
     def input_counts(self) -> Path:
-        return self.root / "input_counts.json"
+        return self.root / INPUT_COUNTS
 
     def clear(self) -> None:
         """Remove every artefact of an earlier prepare, so a reused directory starts clean."""
-        for folder in (
-            self.root / "batches",
-            self.stages_dir,
-            self.root / "chunks",
-            self.batch_ledger_dir,
-            self.stats_dir,
-        ):
-            shutil.rmtree(folder, ignore_errors=True)
-        for path in (
-            self.manifest,
-            self.ledger,
-            self.quarantine,
-            self.scores,
-            self.report,
-            self.report_html,
-            self.input_counts,
-        ):
-            path.unlink(missing_ok=True)
+        store = run_store(self)
+        for key in PREPARE_ARTEFACTS:
+            store.delete(key)
+
+
+def run_store(paths: RunPaths) -> RunStore:
+    """The store of one run: the one place a backend is chosen."""
+    return LocalRunStore(paths.root)
 
 
 def new_run_id(suffix: str = "") -> str:
     """Sortable, unique run id: UTC time plus a random part (and an optional suffix)."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}{suffix}"
-
-
-def _temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write then rename: readers see the old file or the whole new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    df.write_parquet(tmp, compression="zstd", statistics=True)
-    os.replace(tmp, path)
-
-
-def write_bucketed_atomic(
-    df: pl.DataFrame,
-    path: Path,
-    bucket: str,
-    plain: tuple[str, ...] = (),
-    compression: str = "none",
-) -> None:
-    """One row group per value of the `bucket` column, in ascending order, source order kept
-    within each: one file per writer for all buckets, and a reader of one bucket decodes
-    only its row group (`read_buckets`). `plain`: columns whose values hardly repeat (row
-    numbers, hashes, amounts), written without a dictionary."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    parts = df.partition_by(bucket, maintain_order=True, as_dict=True)  # source order kept
-    schema = df.head(0).to_arrow().schema
-    # a stage file lives one run: dictionaries on the columns that repeat (a seed run's
-    # stages/ 3.2 -> 1.8 GB uncompressed, at the same speed within noise), statistics only
-    # where reads prune (the bucket)
-    options = {
-        "compression": compression,
-        "use_dictionary": [c for c in df.columns if c not in plain],
-        "write_statistics": [bucket],
-    }
-    with pq.ParquetWriter(tmp, schema, **options) as writer:
-        for key in sorted(parts):
-            table = pa.Table.from_batches(parts[key].to_arrow().to_batches(), schema)
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
-    os.replace(tmp, path)
-
-
-def read_buckets(
-    files: list[Path], bucket: str, value: int, columns: list[str] | None = None
-) -> pl.DataFrame:
-    """The rows of one bucket of several `write_bucketed_atomic` files, in file order, without
-    the bucket column; any failure names the files. One polars scan reads every footer and
-    decodes only the row groups whose statistics hold `value` (64 files a task: 3x faster
-    than a pyarrow open per file)."""
-    try:
-        frame = pl.scan_parquet(files, glob=False).filter(pl.col(bucket) == value).drop(bucket)
-        return (frame.select(columns) if columns else frame).collect()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise RunFileError(_unreadable(files, exc)) from exc
-
-
-def _unreadable(files: list[Path], exc: Exception) -> str:
-    """The first of `files` that is not readable Parquet of the first one's schema; else the
-    scan's own error (the failure path only: a footer read per file)."""
-    schema = None
-    for path in files:
-        try:
-            found = pl.scan_parquet(path, glob=False).collect_schema()
-        except (OSError, pl.exceptions.PolarsError) as err:
-            return f"{path}: cannot read ({type(err).__name__}: {err})"
-        if schema is not None and found != schema:
-            return f"{path}: its columns {dict(found)} differ from {files[0]}'s {dict(schema)}"
-        schema = found
-    return f"{files[0].parent.parent}/*/{files[0].name}: cannot read ({type(exc).__name__}: {exc})"
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    """Text twin of write_parquet_atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """JSON twin of write_parquet_atomic."""
-    write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", path)  # keeps ranked order
-
-
-def read_parquet_named(path: Path) -> pl.DataFrame:
-    """Read a run-directory file; any failure names the file."""
-    try:
-        return pl.read_parquet(path, glob=False)  # a run root may hold '*' or '['
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        msg = f"{path}: cannot read ({type(exc).__name__}: {exc})"
-        raise RunFileError(msg) from exc
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())

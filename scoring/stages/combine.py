@@ -4,6 +4,7 @@ counts, and the manifest batches read."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -15,17 +16,11 @@ from scoring.methodology.peer_stats import (
     PRIMARY_KEYS,
 )
 from scoring.runs.manifest import RunManifest
-from scoring.runs.plan import plan_path, read_plan, run_fingerprint, window_path
-from scoring.runs.store import (
-    RunPaths,
-    read_json,
-    read_parquet_named,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from scoring.runs.plan import plan_record, read_plan, read_window, run_fingerprint
+from scoring.runs.store import INPUT_COUNTS, QUARANTINE, RunPaths, RunStore, run_store, stat_key
 from scoring.stages.aggregate import EXCLUDED_MEMBER_SCHEMA, EXCLUSION_SCHEMA
-from scoring.stages.peer_groups import member_count_files
-from scoring.stages.stage_files import done_marker, graph_file, scan_parts, stage_parts
+from scoring.stages.peer_groups import member_count_keys
+from scoring.stages.stage_files import done_summaries, graph_key, part_keys, read_parts
 
 CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded"]
 
@@ -33,23 +28,21 @@ CHAIN_COLUMNS = ["chain_provider_count", "chain_excluded_count", "owner_excluded
 EXCLUSIONS_STAT = "exclusions"  # every valid LEIE row with an NPI: what `explain` lists
 
 
+MATCHED_SCHEMA: dict[str, Any] = {"npi": pl.Int64(), "snf_entity_id": pl.String()}
+MEMBERS_SCHEMA: dict[str, Any] = {"snf": pl.String(), "members": pl.Int64(), "excluded": pl.Int64()}
+
 EXPLAIN_CHAIN_STATS = ("ownership_entities", "chain_excluded")  # per matched SNF, for `explain`
 
 
-def _global_groups(
-    paths: RunPaths, keys: list[str], stats: str, ranks: str
+def global_groups(
+    stats_parts: list[pl.DataFrame], rank_parts: list[pl.DataFrame], keys: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The peer buckets' groups numbered as one table (sorted by key), ranks renumbered."""
-    parts = stage_parts(paths, "peer_stats", f"{stats}.parquet")
-    frames = [
-        read_parquet_named(p).with_columns(pl.lit(i).alias("__part")) for i, p in enumerate(parts)
-    ]
+    """The peer buckets' groups numbered as one table (sorted by key), ranks renumbered
+    (`stats_parts` and `rank_parts`: one frame per peer bucket, in bucket order)."""
+    frames = [p.with_columns(pl.lit(i).alias("__part")) for i, p in enumerate(stats_parts)]
     groups = pl.concat(frames).sort(keys).with_row_index("__global")
     ids = groups.select("__part", "group_id", "__global")
-    rank_frames = [
-        read_parquet_named(p).with_columns(pl.lit(i).alias("__part"))
-        for i, p in enumerate(stage_parts(paths, "peer_stats", f"{ranks}.parquet"))
-    ]
+    rank_frames = [p.with_columns(pl.lit(i).alias("__part")) for i, p in enumerate(rank_parts)]
     rank = (
         pl.concat(rank_frames)
         .join(ids, on=["__part", "group_id"])
@@ -60,38 +53,46 @@ def _global_groups(
     return stats_table, rank
 
 
-def quarantine_rows(paths: RunPaths, *, partial: bool = False) -> pl.DataFrame:
-    """Every quarantined row, in the order one whole-table pass lists them (`partial`: only
-    the ingest stage's, for a run that ends at reduce)."""
-    empty = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+def quarantine_table(
+    ingest: dict[str, pl.DataFrame],
+    aggregate: dict[str, pl.DataFrame] | None = None,
+    graph: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Every quarantined row, in the order one whole-table pass lists them: each table's
+    row-rule failures (ingest, in slice order), then its exact copies (aggregate, by row);
+    the graph's last. `aggregate` None: a run that ended at reduce (the row rules only)."""
+    frames = [pl.DataFrame(schema=QUARANTINE_SCHEMA)]
+    for name in ("q-payments", "q-providers", "q-exclusions"):
+        frames.append(ingest[name])
+        if aggregate is not None and name in aggregate:
+            frames.append(aggregate[name].sort(ROW))
+    if graph is not None:
+        frames.append(graph)
+    return pl.concat(frames)
 
-    def parts(stage: str, name: str, *, by_row: bool) -> pl.DataFrame:
-        frame = scan_parts(stage_parts(paths, stage, name), dict(QUARANTINE_SCHEMA))
-        return frame.sort(ROW) if by_row else frame
 
+def quarantine_rows(store: RunStore, *, partial: bool = False) -> pl.DataFrame:
+    """`quarantine_table` of the stages' files (`partial`: only the ingest stage's)."""
+
+    def parts(stage: str, names: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+        schema = dict(QUARANTINE_SCHEMA)
+        return {
+            n: read_parts(store, part_keys(store, stage, f"{n}.parquet"), schema) for n in names
+        }
+
+    ingest = parts("ingest", ("q-payments", "q-providers", "q-exclusions"))
     if partial:
-        names = ("q-payments.parquet", "q-providers.parquet", "q-exclusions.parquet")
-        return pl.concat([empty, *(parts("ingest", name, by_row=False) for name in names)])
-    return pl.concat(
-        [
-            empty,
-            parts("ingest", "q-payments.parquet", by_row=False),
-            parts("aggregate", "q-payments.parquet", by_row=True),
-            parts("ingest", "q-providers.parquet", by_row=False),
-            parts("aggregate", "q-providers.parquet", by_row=True),
-            parts("ingest", "q-exclusions.parquet", by_row=False),
-            read_parquet_named(graph_file(paths, "quarantine")),
-        ]
-    )
+        return quarantine_table(ingest)
+    aggregate = parts("aggregate", ("q-payments", "q-providers"))
+    return quarantine_table(ingest, aggregate, store.read_frame(graph_key("quarantine")))
 
 
-def _ownership_stats(paths: RunPaths, cfg: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per matched SNF the chain totals (partial counts summed); per provider its SNF's."""
-    matched = scan_parts(
-        stage_parts(paths, "aggregate", "ownership.parquet"),
-        {"npi": pl.Int64(), "snf_entity_id": pl.String()},
-    )
-    if cfg.graph_mode == "neo4j-live":
+def ownership_stats(
+    matched: pl.DataFrame, members: pl.DataFrame | None, owner_excluded: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per matched SNF the chain totals (the buckets' partial counts summed); per provider
+    its SNF's. `members`/`owner_excluded` None (neo4j-live): no chain in the run."""
+    if members is None or owner_excluded is None:
         return matched, pl.DataFrame(
             schema={
                 "snf_entity_id": pl.String,
@@ -99,19 +100,14 @@ def _ownership_stats(paths: RunPaths, cfg: Settings) -> tuple[pl.DataFrame, pl.D
                 "owner_excluded": pl.Boolean,
             }
         )
-    members = scan_parts(
-        stage_parts(paths, "aggregate", "snf_members.parquet"),
-        {"snf": pl.String(), "members": pl.Int64(), "excluded": pl.Int64()},
-    )
     totals = members.group_by("snf").agg(pl.col("members").sum(), pl.col("excluded").sum())
-    owner_excluded = read_parquet_named(graph_file(paths, "owner_excluded")).with_columns(
-        pl.lit(True).alias("owner_excluded")
-    )
     per_snf = (
         matched.select(pl.col("snf_entity_id").alias("snf"))
         .unique()
         .join(totals, on="snf", how="left")
-        .join(owner_excluded, on="snf", how="left")
+        .join(
+            owner_excluded.with_columns(pl.lit(True).alias("owner_excluded")), on="snf", how="left"
+        )
         .select(
             pl.col("snf").alias("snf_entity_id"),
             pl.col("members").fill_null(0).alias("chain_provider_count"),
@@ -124,31 +120,26 @@ def _ownership_stats(paths: RunPaths, cfg: Settings) -> tuple[pl.DataFrame, pl.D
     return per_provider, per_snf
 
 
-def _chain_detail(paths: RunPaths, per_snf: pl.DataFrame, cfg: Settings) -> dict[str, pl.DataFrame]:
+def chain_detail(
+    per_snf: pl.DataFrame, excluded: pl.DataFrame, graph: dict[str, pl.DataFrame] | None
+) -> dict[str, pl.DataFrame]:
     """For `explain`, per matched SNF: its chain and group entities with their hop distances
-    and EXCLUDED_BY links, and its excluded chain providers."""
+    and EXCLUDED_BY links, and its excluded chain providers (`graph` None: neo4j-live)."""
     snfs = per_snf.select(pl.col("snf_entity_id").alias("snf"))
-    excluded = scan_parts(
-        stage_parts(paths, "aggregate", "snf_excluded.parquet"), EXCLUDED_MEMBER_SCHEMA
-    )
-    if cfg.graph_mode == "neo4j-live":  # each batch asked Neo4j: no graph in the run
+    if graph is None:  # each batch asked Neo4j: no graph in the run
         entities = pl.DataFrame(
             schema={"snf_entity_id": pl.String, "entity_id": pl.String, "name": pl.String,
                     "entity_type": pl.String, "up_hops": pl.Int32, "down_hops": pl.Int32,
                     "excluded_by": pl.Boolean}
         )  # fmt: skip
     else:
-        flagged = read_parquet_named(graph_file(paths, "flagged"))
         entities = (
-            read_parquet_named(graph_file(paths, "groups"))
+            graph["groups"]
             .join(snfs, on="snf", how="semi")
-            .join(
-                read_parquet_named(graph_file(paths, "entities")),
-                left_on="node",
-                right_on="entity_id",
-                how="left",
+            .join(graph["entities"], left_on="node", right_on="entity_id", how="left")
+            .with_columns(
+                pl.col("node").is_in(graph["flagged"]["node"].implode()).alias("excluded_by")
             )
-            .with_columns(pl.col("node").is_in(flagged["node"].implode()).alias("excluded_by"))
             .select(
                 pl.col("snf").alias("snf_entity_id"),
                 pl.col("node").alias("entity_id"),
@@ -164,49 +155,80 @@ def _chain_detail(paths: RunPaths, per_snf: pl.DataFrame, cfg: Settings) -> dict
     return {"ownership_entities": entities, "chain_excluded": members.sort("snf_entity_id", "npi")}
 
 
-def combine(paths: RunPaths) -> RunManifest:
-    """Gather the shards into the run's statistics, quarantine, counts and manifest."""
-    data_dir, cfg, shards = read_plan(paths)
-    window = read_json(window_path(paths))
+def input_counts(
+    summaries: list[dict[str, Any]], quarantined: int, window: dict[str, Any]
+) -> dict[str, Any]:
+    """input_counts.json: the aggregate tasks' counts summed, the whole quarantine's rows
+    (copies and graph rows included) and the window end."""
+    sums: dict[str, int] = {}
+    for summary in summaries:
+        for key, value in summary.items():
+            if key != "quarantined_rows":
+                sums[key] = sums.get(key, 0) + int(value)
+    return {
+        **sums,
+        "quarantined_rows": quarantined,
+        "window_end_year": window["window_end_year"],
+        "window_end_reason": window["window_end_reason"],
+    }
+
+
+def _stage_parts(store: RunStore, stage: str, name: str) -> list[pl.DataFrame]:
+    return [store.read_frame(k) for k in part_keys(store, stage, f"{name}.parquet")]
+
+
+def _aggregate_parts(store: RunStore, name: str, schema: dict[str, Any]) -> pl.DataFrame:
+    return read_parts(store, part_keys(store, "aggregate", f"{name}.parquet"), schema)
+
+
+def _run_graph(store: RunStore, cfg: Settings) -> dict[str, pl.DataFrame] | None:
+    """The graph tables reduce kept (None in neo4j-live mode: each batch asked Neo4j)."""
+    if cfg.graph_mode == "neo4j-live":
+        return None
+    names = ("entities", "groups", "owner_excluded", "flagged")
+    return {name: store.read_frame(graph_key(name)) for name in names}
+
+
+def _write_stats(store: RunStore, cfg: Settings) -> None:
+    """The run-wide statistics every batch reads (stats/), from the stages' files."""
     for keys, stats, ranks in (
         (PRIMARY_KEYS, "billing_primary", "m1_rank_primary"),
         (FALLBACK_KEYS, "billing_fallback", "m1_rank_fallback"),
     ):
-        table, rank = _global_groups(paths, keys, stats, ranks)
-        write_parquet_atomic(table, paths.stat(stats))
-        write_parquet_atomic(rank, paths.stat(ranks))
-    growth = pl.concat(
-        [read_parquet_named(p) for p in stage_parts(paths, "peer_stats", "growth.parquet")]
-    )
-    write_parquet_atomic(growth.sort(GROWTH_KEYS), paths.stat("growth"))
-    ownership, per_snf = _ownership_stats(paths, cfg)
-    write_parquet_atomic(ownership, paths.stat("ownership"))
-    write_parquet_atomic(per_snf, paths.stat("ownership_snf"))
-    for name, frame in _chain_detail(paths, per_snf, cfg).items():
-        write_parquet_atomic(frame, paths.stat(name))
-    leie = scan_parts(stage_parts(paths, "aggregate", "exclusions.parquet"), EXCLUSION_SCHEMA)
+        stats_parts = _stage_parts(store, "peer_stats", stats)
+        table, rank = global_groups(stats_parts, _stage_parts(store, "peer_stats", ranks), keys)
+        store.write_frame(stat_key(stats), table)
+        store.write_frame(stat_key(ranks), rank)
+    growth = pl.concat(_stage_parts(store, "peer_stats", "growth"))
+    store.write_frame(stat_key("growth"), growth.sort(GROWTH_KEYS))
+    matched = _aggregate_parts(store, "ownership", MATCHED_SCHEMA)
+    graph = _run_graph(store, cfg)
+    members = None if graph is None else _aggregate_parts(store, "snf_members", MEMBERS_SCHEMA)
+    owner_excluded = None if graph is None else graph["owner_excluded"]
+    ownership, per_snf = ownership_stats(matched, members, owner_excluded)
+    store.write_frame(stat_key("ownership"), ownership)
+    store.write_frame(stat_key("ownership_snf"), per_snf)
+    excluded = _aggregate_parts(store, "snf_excluded", EXCLUDED_MEMBER_SCHEMA)
+    for name, frame in chain_detail(per_snf, excluded, graph).items():
+        store.write_frame(stat_key(name), frame)
+    leie = _aggregate_parts(store, "exclusions", EXCLUSION_SCHEMA)
     leie = leie.filter(pl.col("npi").is_not_null()).sort("npi", "exclusion_id")
-    write_parquet_atomic(leie, paths.stat(EXCLUSIONS_STAT))
-    digests = scan_parts(
-        stage_parts(paths, "aggregate", "npi_digest.parquet"),
-        {"npi": pl.Int64(), "digest": pl.Int64()},
-    )
-    write_parquet_atomic(digests.sort("npi"), paths.stat("npi_digest"))
-    quarantine = quarantine_rows(paths)
-    write_parquet_atomic(quarantine, paths.quarantine)
-    sums: dict[str, int] = {}
-    for b in range(shards):
-        for key, value in read_json(done_marker(paths, "aggregate", b)).items():
-            if key != "quarantined_rows":
-                sums[key] = sums.get(key, 0) + int(value)
-    counts = {
-        **sums,
-        "quarantined_rows": quarantine.height,
-        "window_end_year": window["window_end_year"],
-        "window_end_reason": window["window_end_reason"],
-    }
-    write_json_atomic(counts, paths.input_counts)
-    plan = read_json(plan_path(paths))
+    store.write_frame(stat_key(EXCLUSIONS_STAT), leie)
+    digests = _aggregate_parts(store, "npi_digest", {"npi": pl.Int64(), "digest": pl.Int64()})
+    store.write_frame(stat_key("npi_digest"), digests.sort("npi"))
+
+
+def combine(paths: RunPaths) -> RunManifest:
+    """Gather the shards into the run's statistics, quarantine, counts and manifest."""
+    data_dir, cfg, shards = read_plan(paths)
+    window = read_window(paths)
+    store = run_store(paths)
+    _write_stats(store, cfg)
+    quarantine = quarantine_rows(store)
+    store.write_frame(QUARANTINE, quarantine)
+    counts = input_counts(done_summaries(store, "aggregate", shards), quarantine.height, window)
+    store.write_json(INPUT_COUNTS, counts)
+    plan = plan_record(paths)
     fingerprint = plan["fingerprint"] or run_fingerprint(data_dir, cfg)
     return RunManifest(
         run_id=paths.run_id,
@@ -215,8 +237,8 @@ def combine(paths: RunPaths) -> RunManifest:
         window_end_year=int(window["window_end_year"]),
         batches_total=sum(window["batches"]),
         batch_size=cfg.batch_size,
-        providers_scored=sums["providers_scored"],
+        providers_scored=counts["providers_scored"],
         input_fingerprint=fingerprint,
         settings=plan["settings"],
-        member_counts=len(member_count_files(paths)) == shards,
+        member_counts=len(member_count_keys(store)) == shards,
     )

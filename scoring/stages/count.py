@@ -12,10 +12,8 @@ from scoring.inputs.validation import (
 )
 from scoring.methodology.population import in_window
 from scoring.runs.plan import read_plan
-from scoring.runs.store import (
-    RunPaths,
-)
-from scoring.stages.stage_files import bucket_rows, finish_task
+from scoring.runs.store import RunPaths, run_store
+from scoring.stages.stage_files import StageTask
 
 NPI_LIMIT = 10**10  # a valid NPI has ten digits
 
@@ -44,16 +42,13 @@ def _distinct_npi_years(rows: pl.DataFrame, cfg: Settings) -> pl.DataFrame:
     )
 
 
-def count(paths: RunPaths, index: int) -> dict[str, Any]:
-    """Distinct NPIs per year, and per candidate T the NPIs with a year in T's window.
+def count_bucket(rows: pl.DataFrame, cfg: Settings) -> dict[str, Any]:
+    """Distinct NPIs per year, and per candidate T the NPIs with a year in T's window, of
+    one NPI bucket's valid (npi, year) rows.
 
     Counted where NPIs are whole (one bucket), so the counts add up across buckets. An
     exact copy of a valid row has the same (npi, year), so duplicates change nothing here.
     """
-    _, cfg, _ = read_plan(paths)
-    rows = bucket_rows(
-        paths, "ingest", "payments", index, CHECKED_PAYMENT_SCHEMA, columns=["npi", "year"]
-    )
     pairs = _distinct_npi_years(rows, cfg)
     per_year = pairs.group_by("year").agg(pl.len().alias("npis")).sort("year")
     candidates: set[int] = set()
@@ -63,5 +58,12 @@ def count(paths: RunPaths, index: int) -> dict[str, Any]:
     if cfg.as_of_year is not None:
         candidates.add(cfg.as_of_year)
     window = {str(t): pairs.filter(in_window(t, cfg))["npi"].n_unique() for t in sorted(candidates)}
-    summary = {"per_year": per_year.rows(), "window_population": window}
-    return finish_task(paths, "count", index, summary)
+    return {"per_year": per_year.rows(), "window_population": window}
+
+
+def count(paths: RunPaths, index: int) -> dict[str, Any]:
+    """NPI bucket `index` of every ingest task's valid payment rows, counted."""
+    _, cfg, _ = read_plan(paths)
+    task = StageTask(run_store(paths), "count", index)
+    rows = task.bucket("ingest", "payments", CHECKED_PAYMENT_SCHEMA, columns=["npi", "year"])
+    return task.finish(count_bucket(rows, cfg))

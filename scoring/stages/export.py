@@ -10,10 +10,8 @@ from scoring.errors import InputError
 from scoring.runs.ledger import RunLedger
 from scoring.runs.outage import through_outage
 from scoring.runs.plan import read_plan
-from scoring.runs.store import (
-    RunPaths,
-)
-from scoring.stages.stage_files import finish_task
+from scoring.runs.store import RunPaths, run_store
+from scoring.stages.stage_files import StageTask
 
 EXPORT = "export"  # for --source postgres: each task COPYs its own NPI range
 
@@ -38,4 +36,4 @@ def export(paths: RunPaths, index: int) -> dict[str, Any]:
     counts = through_outage(
         export_once, ledger=RunLedger(paths), step="export", window=cfg.db_outage_window
     )
-    return finish_task(paths, EXPORT, index, {"rows": counts})
+    return StageTask(run_store(paths), EXPORT, index).finish({"rows": counts})

@@ -29,7 +29,13 @@ from scoring.methodology.components.exclusion import active_exclusions
 from scoring.methodology.provider_scores import STAT_NAMES
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.store import RunPaths, read_json, writable_run_dir, write_parquet_atomic
+from scoring.runs.store import (
+    RunPaths,
+    read_json,
+    run_store,
+    writable_run_dir,
+    write_parquet_atomic,
+)
 from scoring.stages.aggregate import SLICE_COLUMNS
 from scoring.stages.batches import write_batches
 from scoring.stages.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
@@ -175,7 +181,7 @@ def prepare_incremental(
         _link_reference_stats(paths, reference)
         _own_exclusions(paths, reference, clean.exclusions, npis)
         write_batches(
-            paths,
+            run_store(paths),
             py.select(SLICE_COLUMNS),
             providers,
             INCREMENTAL_BATCH,

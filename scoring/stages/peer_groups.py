@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -17,45 +16,31 @@ from scoring.methodology.peer_stats import (
     member_rank_counts,
 )
 from scoring.runs.plan import read_plan
-from scoring.runs.store import (
-    RunPaths,
-    read_buckets,
-    write_parquet_atomic,
-)
-from scoring.stages.stage_files import (
-    BUCKET,
-    bucket_rows,
-    finish_task,
-    npi_bucket,
-    stage_dir,
-    stage_parts,
-    write_buckets,
-)
+from scoring.runs.store import RunPaths, RunStore, run_store
+from scoring.stages.stage_files import BUCKET, StageTask, npi_bucket, part_keys
 
 MEMBER_COUNTS = "member_counts"  # peer_stats: each member provider-year's m1 rank counts
 
 
-def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
-    """One peer bucket's groups: medians, MADs, counts, m1 rank tables, growth statistics."""
-    out = stage_dir(paths, "peer_stats", index)
-    key_schema = {"peer_taxonomy": pl.String(), "peer_state": pl.String(), "year": pl.Int32()}
-    eligible = bucket_rows(
-        paths,
-        "aggregate",
-        "eligible",
-        index,
-        {
-            "npi": pl.Int64(),
-            **key_schema,
-            "m1": pl.Float64(),
-            "x1": pl.Float64(),
-            "x2": pl.Float64(),
-            "x3": pl.Float64(),
-        },
-    ).lazy()
-    growth = bucket_rows(
-        paths, "aggregate", "growth", index, {**key_schema, "g": pl.Float64()}
-    ).lazy()
+KEY_SCHEMA: dict[str, pl.DataType] = {
+    "peer_taxonomy": pl.String(),
+    "peer_state": pl.String(),
+    "year": pl.Int32(),
+}
+ELIGIBLE_SCHEMA: dict[str, pl.DataType] = {
+    "npi": pl.Int64(),
+    **KEY_SCHEMA,
+    **{c: pl.Float64() for c in ("m1", "x1", "x2", "x3")},
+}
+GROWTH_SCHEMA: dict[str, pl.DataType] = {**KEY_SCHEMA, "g": pl.Float64()}
+
+
+def peer_group_stats(
+    eligible: pl.LazyFrame, growth: pl.LazyFrame
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """One peer bucket's groups (every group is whole in one bucket): each member
+    provider-year's m1 rank counts, and the group tables (medians, MADs, counts, m1 rank
+    tables, growth statistics) by name."""
     primary, fallback = pl.collect_all(
         [billing_group_stats(eligible, PRIMARY_KEYS), billing_group_stats(eligible, FALLBACK_KEYS)]
     )
@@ -66,30 +51,39 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
             growth_group_stats(growth),
         ]
     )
-    _, cfg, shards = read_plan(paths)
     counts = member_rank_counts(eligible, primary.lazy(), rank_p.lazy(), PRIMARY_KEYS, "p").join(
         member_rank_counts(eligible, fallback.lazy(), rank_f.lazy(), FALLBACK_KEYS, "f"),
         on=["npi", "year"],
     )
-    write_buckets(counts.collect(), out, MEMBER_COUNTS, npi_bucket(pl.col("npi"), shards), cfg)
-    for name, frame in {
+    return counts.collect(), {
         "billing_primary": primary,
         "billing_fallback": fallback,
         "m1_rank_primary": rank_p,
         "m1_rank_fallback": rank_f,
         "growth": growth_stats,
-    }.items():
-        write_parquet_atomic(frame, out / f"{name}.parquet")
-    return finish_task(paths, "peer_stats", index, {"groups": primary.height})
+    }
+
+
+def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
+    """Peer bucket `index` of every aggregate task's provider-years, through its groups."""
+    _, cfg, shards = read_plan(paths)
+    task = StageTask(run_store(paths), "peer_stats", index)
+    eligible = task.bucket("aggregate", "eligible", ELIGIBLE_SCHEMA).lazy()
+    growth = task.bucket("aggregate", "growth", GROWTH_SCHEMA).lazy()
+    counts, tables = peer_group_stats(eligible, growth)
+    task.write_buckets({MEMBER_COUNTS: counts}, npi_bucket(pl.col("npi"), shards), cfg)
+    task.write(tables)
+    return task.finish({"groups": tables["billing_primary"].height})
 
 
 def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.DataFrame:
     """The m1 rank counts of a batch's member provider-years, from every peer bucket's
     file (one NPI bucket's row group each: a batch holds one bucket's NPIs). `shards`:
     the run's (from run.json), so a batch never depends on plan.json."""
-    files = member_count_files(paths)
-    if len(files) != shards:
-        msg = f"run {paths.run_id}: {len(files)} of {shards} peer_stats shards hold rank counts"
+    store = run_store(paths)
+    keys = member_count_keys(store)
+    if len(keys) != shards:
+        msg = f"run {paths.run_id}: {len(keys)} of {shards} peer_stats shards hold rank counts"
         raise RunStateError(msg)
     if npis.is_empty():
         msg = f"run {paths.run_id}: a batch holds no NPIs"
@@ -98,9 +92,9 @@ def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.Dat
     if not (npis % shards == bucket).all():
         msg = f"run {paths.run_id}: a batch holds NPIs of more than one NPI bucket"
         raise RunStateError(msg)
-    rows = read_buckets(files, BUCKET, bucket)
+    rows = store.read_bucket(keys, BUCKET, bucket)
     return rows.join(npis.to_frame("npi"), on="npi", how="semi")
 
 
-def member_count_files(paths: RunPaths) -> list[Path]:
-    return stage_parts(paths, "peer_stats", f"{MEMBER_COUNTS}.parquet")
+def member_count_keys(store: RunStore) -> list[str]:
+    return part_keys(store, "peer_stats", f"{MEMBER_COUNTS}.parquet")

@@ -15,8 +15,8 @@ from typing import Any
 
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.plan import has_plan, has_window, plan_path, read_plan
-from scoring.runs.store import RunPaths, read_json
+from scoring.runs.plan import has_plan, has_window, plan_source, read_plan
+from scoring.runs.store import RunPaths
 from scoring.stages.finish import already_published, merge_and_publish
 from scoring.stages.prepare import combine_and_finish, is_combined
 from scoring.stages.reduce import reduce
@@ -83,7 +83,7 @@ def _once(done: Callable[[RunPaths], bool]) -> Callable[[RunPaths], list[int]]:
 
 
 def _from_postgres(paths: RunPaths) -> bool:
-    return has_plan(paths) and read_json(plan_path(paths)).get("source") == "postgres"
+    return has_plan(paths) and plan_source(paths) == "postgres"
 
 
 def _missing_batches(paths: RunPaths) -> list[int]:

@@ -85,7 +85,7 @@ def record_prepared(paths: RunPaths, manifest: RunManifest) -> None:
 
 def is_combined(paths: RunPaths) -> bool:
     """run.json is written and the ledger records this prepare as finished."""
-    if not paths.manifest.exists():
+    if not RunManifest.exists(paths):
         return False
     return RunLedger(paths).read().get("prepared") == RunManifest.load(paths).prepare_id
 
@@ -94,7 +94,7 @@ def combine_and_finish(paths: RunPaths) -> RunManifest:
     """The last stage's gather, then the manifest batches read (every engine's end of step 1).
     A run.json already written (a process killed before the ledger recorded it) is kept: only
     the ledger is brought up to date, so the run keeps its prepare id and its chunks."""
-    if paths.manifest.exists():
+    if RunManifest.exists(paths):
         manifest = RunManifest.load(paths)
         record_prepared(paths, manifest)
         return manifest

@@ -1,76 +1,63 @@
-"""Where the stages keep their files, and how a stage reads another's buckets.
+"""The stages' keys in the run store, and how a stage task reads and writes through it.
 
-A task writes only its own directory (write-then-rename); a bucketed file has a row group
-per bucket, so a task reads its bucket from every task's file with one scan."""
+A task writes only its own keys (stages/<stage>/<task>/...); a bucketed file has a row
+group per bucket, so a task reads its bucket from every task's file with one scan. The
+names and bytes of these files are what a resume across versions reads: keep them."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from scoring.config import Settings
 from scoring.inputs.quarantine import ROW, ROW_HASH
-from scoring.runs.store import (
-    RunPaths,
-    read_buckets,
-    read_json,
-    read_parquet_named,
-    write_bucketed_atomic,
-    write_json_atomic,
-)
+from scoring.runs.store import STAGES, RunPaths, RunStore, run_store
 
 BUCKET = "__bucket"  # the column of bucketed stage files (a row group per value)
 
 
 PLAIN = (ROW, ROW_HASH, "payments", "m1", "x1", "x2", "x3", "g")  # stage columns seldom repeating
 
-
-def stage_root(paths: RunPaths) -> Path:
-    return paths.stages_dir
-
-
-def stage_dir(paths: RunPaths, stage: str, index: int) -> Path:
-    return stage_root(paths) / stage / f"{index:05d}"
+DONE = "done.json"  # a task's summary, written last: the task is done
+TASK = "task.json"  # when and where a task ran, for the report's timeline
 
 
-def done_marker(paths: RunPaths, stage: str, index: int) -> Path:
-    return stage_dir(paths, stage, index) / "done.json"
+def stage_key(stage: str, index: int, name: str) -> str:
+    return f"{STAGES}/{stage}/{index:05d}/{name}"
 
 
-def task_record(paths: RunPaths, stage: str, index: int) -> Path:
-    return stage_dir(paths, stage, index) / "task.json"
+def graph_key(name: str) -> str:
+    """The ownership graph reduce keeps for the run (entities, groups, ...)."""
+    return f"{STAGES}/graph/{name}.parquet"
 
 
-def graph_file(paths: RunPaths, name: str) -> Path:
-    return stage_root(paths) / "graph" / f"{name}.parquet"
+def part_keys(store: RunStore, stage: str, name: str) -> list[str]:
+    """One stage's files of one name, in task order (slice order = source row order)."""
+    return store.list_keys(f"{STAGES}/{stage}", name)
 
 
-def stage_parts(paths: RunPaths, stage: str, name: str) -> list[Path]:
-    """One stage's part files of one name, in shard order (slice order = source row order)."""
-    return sorted((stage_root(paths) / stage).glob(f"*/{name}"))
-
-
-def scan_parts(files: list[Path], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    if not files:
+def read_parts(store: RunStore, keys: list[str], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The frames of `keys` one under the other (`schema` when there are none)."""
+    if not keys:
         return pl.DataFrame(schema=schema)
-    return pl.concat([read_parquet_named(f) for f in files], how="vertical_relaxed")
+    return pl.concat([store.read_frame(k) for k in keys], how="vertical_relaxed")
+
+
+def done_summaries(store: RunStore, stage: str, total: int) -> list[dict[str, Any]]:
+    """Each task's summary of `stage`, in task order."""
+    return [store.read_json(stage_key(stage, i, DONE)) for i in range(total)]
 
 
 def shards_done(paths: RunPaths, stage: str) -> list[int]:
-    return sorted(int(p.parent.name) for p in (stage_root(paths) / stage).glob("*/done.json"))
+    return sorted(int(k.split("/")[-2]) for k in part_keys(run_store(paths), stage, DONE))
 
 
 def missing_shards(paths: RunPaths, stage: str, total: int) -> list[int]:
     done = set(shards_done(paths, stage))
     return [i for i in range(total) if i not in done]
-
-
-def finish_task(paths: RunPaths, stage: str, index: int, summary: dict[str, Any]) -> dict[str, Any]:
-    write_json_atomic(summary, done_marker(paths, stage, index))
-    return summary
 
 
 def share(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -89,16 +76,8 @@ def peer_bucket(buckets: int) -> pl.Expr:
     return (key % buckets).cast(pl.Int64).alias(BUCKET)
 
 
-def write_buckets(
-    frame: pl.DataFrame, out: Path, name: str, bucket: pl.Expr, cfg: Settings
-) -> None:
-    """One file per task and name, a row group per bucket: S files for a stage, not S x B."""
-    target = out / f"{name}.parquet"
-    write_bucketed_atomic(frame.with_columns(bucket), target, BUCKET, PLAIN, cfg.stage_compression)
-
-
 def bucket_rows(
-    paths: RunPaths,
+    store: RunStore,
     stage: str,
     name: str,
     index: int,
@@ -107,17 +86,64 @@ def bucket_rows(
 ) -> pl.DataFrame:
     """Bucket `index` of every task's `name` file of `stage`, in task order (slice order is
     source row order); only `columns`, when given."""
-    files = stage_parts(paths, stage, f"{name}.parquet")
-    if not files:
+    keys = part_keys(store, stage, f"{name}.parquet")
+    if not keys:
         return pl.DataFrame(schema={c: schema[c] for c in columns} if columns else schema)
-    return read_buckets(files, BUCKET, index, columns)
+    return store.read_bucket(keys, BUCKET, index, columns)
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """Task `index` of `stage` as its adapter sees the store: it reads bucket `index` of
+    the earlier stages' files and writes its own keys, the done marker last."""
+
+    store: RunStore
+    stage: str
+    index: int
+
+    def key(self, name: str) -> str:
+        return stage_key(self.stage, self.index, name)
+
+    def bucket(
+        self,
+        stage: str,
+        name: str,
+        schema: dict[str, pl.DataType],
+        columns: list[str] | None = None,
+    ) -> pl.DataFrame:
+        return bucket_rows(self.store, stage, name, self.index, schema, columns)
+
+    def write(self, frames: dict[str, pl.DataFrame]) -> None:
+        """Each frame to <name>.parquet of this task."""
+        for name, frame in frames.items():
+            self.store.write_frame(self.key(f"{name}.parquet"), frame)
+
+    def write_buckets(
+        self, frames: dict[str, pl.DataFrame], bucket: pl.Expr, cfg: Settings
+    ) -> None:
+        """One file per task and name, a row group per bucket: S files for a stage, not
+        S x B."""
+        for name, frame in frames.items():
+            self.store.write_bucketed(
+                self.key(f"{name}.parquet"),
+                frame.with_columns(bucket),
+                BUCKET,
+                PLAIN,
+                cfg.stage_compression,
+            )
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """The done marker: written last, so a task with one has all its files."""
+        self.store.write_json(self.key(DONE), summary)
+        return summary
 
 
 def task_records(paths: RunPaths) -> list[dict[str, Any]]:
     """Every finished stage task of this prepare: stage, shard, start, end, host, pid."""
+    store = run_store(paths)
     records = []
-    for path in sorted(stage_root(paths).glob("*/*/task.json")):
+    for key in store.list_keys(STAGES, TASK):
         with contextlib.suppress(OSError, ValueError, TypeError):  # torn or foreign: not drawn
-            stage, shard = path.parent.parent.name, int(path.parent.name)
-            records.append({"stage": stage, "shard": shard, **read_json(path)})
+            stage, shard = key.split("/")[-3], int(key.split("/")[-2])
+            records.append({"stage": stage, "shard": shard, **store.read_json(key)})
     return records

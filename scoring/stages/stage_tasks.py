@@ -8,16 +8,13 @@ from typing import Any
 from scoring.errors import RunStateError
 from scoring.runs.ledger import task_host, utc_now
 from scoring.runs.plan import read_plan
-from scoring.runs.store import (
-    RunPaths,
-    write_json_atomic,
-)
+from scoring.runs.store import RunPaths, run_store
 from scoring.stages.aggregate import aggregate
 from scoring.stages.count import count
 from scoring.stages.export import EXPORT, export
 from scoring.stages.ingest import ingest
 from scoring.stages.peer_groups import peer_stats
-from scoring.stages.stage_files import task_record
+from scoring.stages.stage_files import TASK, stage_key
 
 STAGE_BODIES: dict[str, Callable[[RunPaths, int], dict[str, Any]]] = {
     EXPORT: export,
@@ -40,5 +37,5 @@ def run_stage_task(paths: RunPaths, stage: str, index: int) -> dict[str, Any]:
     started = utc_now("milliseconds")
     summary = STAGE_BODIES[stage](paths, index)
     task = {"started_at": started, "finished_at": utc_now("milliseconds"), **task_host()}
-    write_json_atomic(task, task_record(paths, stage, index))  # the report's timeline
+    run_store(paths).write_json(stage_key(stage, index, TASK), task)  # the report's timeline
     return summary

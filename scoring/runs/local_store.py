@@ -1,0 +1,211 @@
+"""The run store on a local filesystem (a local path, a compose volume, the Modal volume).
+
+Every write is write-then-rename, so a reader sees the old file or the whole new one and a
+killed writer leaves only a hidden temporary; a claim is a hard link of a finished file, so
+it is created once, whole. Errors name the file by its path, as every message did before
+the store existed. The free functions are the same operations on paths, for what is still
+path-based (see scoring.runs.store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from scoring.errors import RunFileError, RunStateError
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    """Write then rename: readers see the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    df.write_parquet(tmp, compression="zstd", statistics=True)
+    os.replace(tmp, path)
+
+
+def write_bucketed_atomic(
+    df: pl.DataFrame,
+    path: Path,
+    bucket: str,
+    plain: tuple[str, ...] = (),
+    compression: str = "none",
+) -> None:
+    """One row group per value of the `bucket` column, in ascending order, source order kept
+    within each: one file per writer for all buckets, and a reader of one bucket decodes
+    only its row group (`read_buckets`). `plain`: columns whose values hardly repeat (row
+    numbers, hashes, amounts), written without a dictionary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    parts = df.partition_by(bucket, maintain_order=True, as_dict=True)  # source order kept
+    schema = df.head(0).to_arrow().schema
+    # a stage file lives one run: dictionaries on the columns that repeat (a seed run's
+    # stages/ 3.2 -> 1.8 GB uncompressed, at the same speed within noise), statistics only
+    # where reads prune (the bucket)
+    options = {
+        "compression": compression,
+        "use_dictionary": [c for c in df.columns if c not in plain],
+        "write_statistics": [bucket],
+    }
+    with pq.ParquetWriter(tmp, schema, **options) as writer:
+        for key in sorted(parts):
+            table = pa.Table.from_batches(parts[key].to_arrow().to_batches(), schema)
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
+    os.replace(tmp, path)
+
+
+def read_buckets(
+    files: list[Path], bucket: str, value: int, columns: list[str] | None = None
+) -> pl.DataFrame:
+    """The rows of one bucket of several `write_bucketed_atomic` files, in file order, without
+    the bucket column; any failure names the files. One polars scan reads every footer and
+    decodes only the row groups whose statistics hold `value` (64 files a task: 3x faster
+    than a pyarrow open per file)."""
+    try:
+        frame = pl.scan_parquet(files, glob=False).filter(pl.col(bucket) == value).drop(bucket)
+        return (frame.select(columns) if columns else frame).collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise RunFileError(_unreadable(files, exc)) from exc
+
+
+def _unreadable(files: list[Path], exc: Exception) -> str:
+    """The first of `files` that is not readable Parquet of the first one's schema; else the
+    scan's own error (the failure path only: a footer read per file)."""
+    schema = None
+    for path in files:
+        try:
+            found = pl.scan_parquet(path, glob=False).collect_schema()
+        except (OSError, pl.exceptions.PolarsError) as err:
+            return f"{path}: cannot read ({type(err).__name__}: {err})"
+        if schema is not None and found != schema:
+            return f"{path}: its columns {dict(found)} differ from {files[0]}'s {dict(schema)}"
+        schema = found
+    return f"{files[0].parent.parent}/*/{files[0].name}: cannot read ({type(exc).__name__}: {exc})"
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """Text twin of write_parquet_atomic."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str) + "\n"  # keeps ranked order
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """JSON twin of write_parquet_atomic."""
+    write_text_atomic(json_text(data), path)
+
+
+def read_parquet_named(path: Path) -> pl.DataFrame:
+    """Read a run-directory file; any failure names the file."""
+    try:
+        return pl.read_parquet(path, glob=False)  # a run root may hold '*' or '['
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"{path}: cannot read ({type(exc).__name__}: {exc})"
+        raise RunFileError(msg) from exc
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+class LocalRunStore:
+    """A run store whose keys are relative paths under one directory (`root`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        """The file of `key` (for messages, and for the I/O that is still path-based)."""
+        parts = key.split("/")
+        if key.startswith("/") or ".." in parts or "" in parts[:-1]:
+            msg = f"{key!r} is not a run-store key (relative, '/'-separated, no '..')"
+            raise RunStateError(msg)
+        return self.root / key if key else self.root
+
+    def location(self, key: str) -> str:
+        return str(self.path(key))
+
+    def write_frame(self, key: str, frame: pl.DataFrame) -> None:
+        write_parquet_atomic(frame, self.path(key))
+
+    def read_frame(self, key: str) -> pl.DataFrame:
+        return read_parquet_named(self.path(key))
+
+    def write_bucketed(
+        self,
+        key: str,
+        frame: pl.DataFrame,
+        bucket: str,
+        plain: tuple[str, ...] = (),
+        compression: str = "none",
+    ) -> None:
+        write_bucketed_atomic(frame, self.path(key), bucket, plain, compression)
+
+    def read_bucket(
+        self, keys: list[str], bucket: str, value: int, columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        return read_buckets([self.path(k) for k in keys], bucket, value, columns)
+
+    def write_json(self, key: str, data: Any) -> None:
+        write_json_atomic(data, self.path(key))
+
+    def read_json(self, key: str) -> Any:
+        return read_json(self.path(key))
+
+    def write_text(self, key: str, text: str) -> None:
+        write_text_atomic(text, self.path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list_keys(self, prefix: str, name: str) -> list[str]:
+        """Every key below `prefix` whose last part is `name`, sorted. A walk, not a glob:
+        a root holding '*' or '[' lists only its own files."""
+        found = []
+        for folder, _dirs, files in os.walk(self.path(prefix)):
+            if name in files:
+                relative = Path(folder, name).relative_to(self.root)
+                found.append(relative.as_posix())
+        return sorted(found)
+
+    def claim(self, key: str, data: Any) -> bool:
+        """Create `key` holding `data` unless it exists: True for the one caller that made
+        it. The finished file is hard-linked into place, so no reader sees it half-written."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_sibling(path)
+        tmp.write_text(json_text(data))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        return True
+
+    def delete(self, prefix: str) -> None:
+        """Remove `prefix`: one key, or every key below it; nothing there is no error."""
+        if not prefix:
+            msg = f"{self.root}: refusing to delete the whole run store"
+            raise RunStateError(msg)
+        path = self.path(prefix)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
