@@ -41,6 +41,7 @@ class BoltServer:
         self.bolt_port = free_port()
         self.http_port = free_port()
         self.process: subprocess.Popen[str] | None = None
+        self.started = False
         self.log = root / "server.log"
 
     @property
@@ -59,6 +60,21 @@ class BoltServer:
         }
 
     def start(self, timeout: float = 120) -> BoltServer:
+        """Start; a first start whose ports another process took (free_port() releases them:
+        a second xdist worker may bind them first) tries new ones, a restart keeps its ports."""
+        for _ in range(4):
+            seen = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                taken = "Unable to listen" in self.log.read_text(errors="replace")[seen:]
+                if self.started or not taken:
+                    raise
+            self.bolt_port, self.http_port = free_port(), free_port()
+        msg = "the Bolt server found no free ports"
+        raise RuntimeError(msg)
+
+    def _start(self, timeout: float) -> BoltServer:
         self.root.mkdir(parents=True, exist_ok=True)
         args = [str(self.root / "data"), str(self.bolt_port), str(self.http_port), self.database]
         env = {**os.environ, "CLAIDEX_BOLT_PASSWORD": self.password}
@@ -76,6 +92,7 @@ class BoltServer:
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if line.startswith("READY"):
+                self.started = True
                 return self
             if not line and self.process.poll() is not None:
                 break

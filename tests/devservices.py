@@ -17,9 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+PORT_ATTEMPTS = 5
+
 
 def free_port() -> int:
-    """A TCP port on the loopback interface nobody listens on right now."""
+    """A TCP port on the loopback interface nobody listens on right now. Another process
+    (a second pytest-xdist worker) may take it before our server binds it, so every first
+    start below checks that *its* server bound the port and otherwise tries a new one."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -82,28 +86,34 @@ class PrivatePostgres:
             f"--pwfile={pwfile}",
             *([] if self.durable else ["--no-sync"]),
         )
-        self._pg_ctl_start()
-        return self
+        for _ in range(PORT_ATTEMPTS):
+            if self._pg_ctl_start():
+                return self
+            self.port = free_port()
+        self.stop()
+        msg = f"PostgreSQL found no free port in {PORT_ATTEMPTS} attempts"
+        raise RuntimeError(msg)
 
-    def _pg_ctl_start(self) -> None:
-        """pg_ctl start on the cluster's port and socket (first start and every resume)."""
+    def _pg_ctl_start(self) -> bool:
+        """pg_ctl start on the cluster's port and socket (first start and every resume);
+        False when another process holds the port."""
         data, sock = self.root / "data", self.root / "sock"
+        log = self.root / "postgres.log"
+        seen = log.stat().st_size if log.exists() else 0
         options = f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(
-            _postgres_bin("pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "postgres.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
+        args = [_postgres_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log)]
+        done = subprocess.run(
+            [*self._as_postgres, *args, "-w", "-t", "60", "start"], capture_output=True, timeout=120
         )
+        if done.returncode == 0:
+            return True
+        if b"Address already in use" in log.read_bytes()[seen:]:
+            return False
+        self.stop()
+        msg = f"pg_ctl failed: {done.stderr.decode(errors='replace')[-2000:]}"
+        raise RuntimeError(msg)
 
     def pause(self) -> None:
         """Stop the server, keeping its data (an outage); `resume()` starts it again."""
@@ -113,7 +123,9 @@ class PrivatePostgres:
 
     def resume(self) -> None:
         """Start a paused server again on the same port, with its data."""
-        self._pg_ctl_start()
+        if not self._pg_ctl_start():
+            msg = f"port {self.port} was taken while PostgreSQL was paused"
+            raise RuntimeError(msg)
 
     def stop(self) -> None:
         data = self.root / "data"
@@ -157,6 +169,7 @@ class PrivateRedis:
         self.root = Path(tempfile.mkdtemp(prefix="claidex-redis-"))
         self.port = free_port()
         self.persistent = persistent
+        self.started = False
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -164,6 +177,22 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
+        """Start, on a new port if another process took ours first (never on a restart)."""
+        for _ in range(PORT_ATTEMPTS):
+            if self._launch():
+                self.started = True
+                return self
+            if self.started:
+                break
+            self.port = free_port()
+        msg = f"redis-server could not bind port {self.port}"
+        raise RuntimeError(msg)
+
+    def _launch(self) -> bool:
+        """True once this server is ready (its own log says so: a probe could reach another
+        process on the port); False when the port was taken."""
+        log = self.root / "redis.log"
+        seen = log.stat().st_size if log.exists() else 0
         self.process = subprocess.Popen(
             [
                 _redis_server(),
@@ -178,16 +207,21 @@ class PrivateRedis:
                 "--dir",
                 str(self.root),
                 "--logfile",
-                str(self.root / "redis.log"),
+                str(log),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(200):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
+        for _ in range(400):
+            text = log.read_bytes()[seen:] if log.exists() else b""
+            if b"Ready to accept connections" in text:
+                return True
+            if self.process.poll() is not None:  # it exited: a port taken, or a real fault
+                if b"Address already in use" in text:
+                    return False
+                break
+            time.sleep(0.025)
+        self.kill()
         msg = f"redis-server did not start on port {self.port}"
         raise RuntimeError(msg)
 

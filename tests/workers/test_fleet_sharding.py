@@ -29,7 +29,9 @@ def _stage_beat(paths: RunPaths, stage: str) -> bool:
     )
 
 
-@pytest.mark.parametrize(("shards", "batch_size"), [(3, 700), (16, 400), (64, 250)])
+# 64 shards is tests/test_sharding.py's (any_shard_count[64-97-1], the same stage bodies);
+# here 16 shards over two workers already takes every chord path the fleet has.
+@pytest.mark.parametrize(("shards", "batch_size"), [(3, 700), (16, 400)])
 def test_sharded_fleet_run_matches_the_local_engine(
     sample_dataset: Path, fleet, tmp_path: Path, shards: int, batch_size: int
 ) -> None:

@@ -197,7 +197,9 @@ def _volume_with(dataset: Path, root: Path):
     return volume
 
 
-@pytest.mark.parametrize(("shards", "batch_size"), [(3, 450), (16, 10**9), (64, 170)])
+# 64 shards is test_any_shard_count_gives_the_same_bytes[64-97-1]'s (the same stage bodies,
+# locally); on the stand-in it took 80-180 s and added no path that 3 and 16 do not take.
+@pytest.mark.parametrize(("shards", "batch_size"), [(3, 450), (16, 10**9)])
 def test_the_modal_standin_maps_each_stage_and_gives_the_same_bytes(
     hostile_dataset: Path,
     reference: RunPaths,
