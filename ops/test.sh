@@ -7,7 +7,7 @@
 # both cores busy (~2x faster than serial). Three were faster still on two cores but lost
 # timing races (a kill meant for the merge landed after it), so two. Each worker starts its
 # own private servers (session fixtures are per worker; a port another worker took first is
-# retried, see claidex/devservices.py). Work stealing, not --dist loadfile:
+# retried, see tests/devservices.py). Work stealing, not --dist loadfile:
 # test_modal_burst.py alone is a third of the suite. CLAIDEX_TEST_WORKERS=0: serial.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
