@@ -27,5 +27,10 @@ class TransientError(ClaidexError):
     """A failure that may succeed when retried (database, graph, storage hiccups)."""
 
 
+class StorageFullError(TransientError):
+    """The run directory's disk is full: the step stalls the run (never fails it) and runs
+    again once space is freed (the watchdog resumes a stalled fleet run)."""
+
+
 class UnreachableError(TransientError):
     """A server is down, restarting or unreachable: an outage to ride out for a while."""

@@ -17,11 +17,11 @@ from pathlib import Path
 from scoring.config import Settings
 from scoring.errors import RunFileError
 from scoring.runs.ledger import RunLedger
+from scoring.runs.retry_policy import LOW_DISK_BYTES
 from scoring.runs.store import RunPaths
 from scoring.stages.pipeline import STEPS, Kind
 from workers.broker import PendingMessage
 
-LOW_DISK_BYTES = 64 * 2**20
 UNFINISHED = ("queued", "preparing", "scoring", "merging", "publishing", "merged")
 START, BATCH, MERGE = "claidex.start_full_run", "claidex.score_batch", "claidex.merge_and_calibrate"
 STAGE_SHARD, ADVANCE = "claidex.stage_shard", "claidex.advance_stages"

@@ -30,8 +30,10 @@ this process never imported cannot exist, and importing `scoring` stays light.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from scoring.errors import BatchGaveUpError, ClaidexError, TransientError, UnreachableError
@@ -216,3 +218,15 @@ def retried_by_type(exc: BaseException) -> bool:
     that Celery will not make (a SQLSTATE-less OperationalError is transient by `verdict`
     but no type can say so)."""
     return isinstance(exc, transient_types()) and not isinstance(exc, final_types())
+
+
+LOW_DISK_BYTES = 64 * 2**20  # less free space than this under a run: steps cannot write
+
+
+def storage_full(root: Path) -> bool:
+    """The run directory's filesystem has (almost) no space left. Judged by the disk itself:
+    polars reports a full disk as a ComputeError whose only trace of ENOSPC is its text."""
+    try:
+        return shutil.disk_usage(root).free < LOW_DISK_BYTES
+    except OSError:
+        return False

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
 
-from scoring.errors import BatchGaveUpError, RunStateError
+from scoring.errors import BatchGaveUpError, RunStateError, StorageFullError
 from scoring.graphdb.connection import neo4j_target
 from scoring.graphdb.live import with_live_ownership
 from scoring.methodology.peer_stats import eligible_expr
 from scoring.methodology.provider_scores import PREPARE_ID, STAT_NAMES, PeerStats, score_providers
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.retry_policy import out_of_attempts
+from scoring.runs.retry_policy import out_of_attempts, storage_full
 from scoring.runs.store import RunPaths, read_parquet_named, write_parquet_atomic
 from scoring.stages.combine import CHAIN_COLUMNS
 from scoring.stages.peer_groups import batch_member_counts
@@ -113,6 +114,16 @@ def score_batch(
             chunk = compute_batch(paths, manifest, batch_index)
             write_parquet_atomic(chunk, paths.chunk(batch_index))
     except Exception as exc:
+        if not isinstance(exc, BatchGaveUpError) and storage_full(paths.root):
+            # not this batch's failure: it is interrupted, the run stalls (never fails) and
+            # the batch runs again once space is freed (a retry, a resume, the watchdog)
+            with contextlib.suppress(OSError):
+                ledger.batch_interrupted(batch_index, f"disk full: {type(exc).__name__}: {exc}")
+            msg = (
+                f"run {paths.run_id} batch {batch_index}: the run directory's disk is full "
+                f"({type(exc).__name__}); the batch runs again once space is freed"
+            )
+            raise StorageFullError(msg) from exc
         ledger.batch_failed(batch_index, f"{type(exc).__name__}: {exc}")
         raise
     seconds = time.perf_counter() - started
