@@ -180,11 +180,6 @@ def record_progress(paths: RunPaths) -> None:
     RunLedger(paths).update(stages=stage_progress(paths))
 
 
-def missing_stage_shards(paths: RunPaths) -> dict[str, list[int]]:
-    """Each fan-out stage of the plan and its shards without a done marker, in order."""
-    return {step.name: step.missing(paths) for step in steps_of(paths) if step.kind is Kind.SHARDS}
-
-
 def is_prepared(paths: RunPaths) -> bool:
     """No prepare step has work left (a run without a plan, e.g. incremental: run.json)."""
     if not has_plan(paths):
