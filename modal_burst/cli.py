@@ -19,6 +19,7 @@ from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, req
 from modal_burst.driver import (
     BurstOutcome,
     BurstRequest,
+    BurstTracker,
     ModalRemote,
     Remote,
     merge_only,
@@ -70,10 +71,38 @@ def report(outcome: BurstOutcome) -> int:
     return 0
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def interrupted(run_id: str, where: str, resume: str) -> int:
+    """Ctrl-C: one line with the run's state and the command that carries it on."""
+    print(f"run {run_id}: interrupted {where}; resume with: {resume}", file=sys.stderr)
+    return INTERRUPTED
+
+
+def resume_command(args: argparse.Namespace, tracker: BurstTracker) -> str:
+    """`resume RUN` once the run has a plan; before that, this same `full` with --run-id."""
+    deployed = " --deployed" if args.deployed else ""
+    if tracker.planned or args.command == "resume":
+        return f"python -m modal_burst resume {tracker.run_id}{deployed}"
+    argv = [a for a in (args.argv or []) if a not in ("full",)]
+    if "--run-id" not in argv:
+        argv = [*argv, "--run-id", tracker.run_id]
+    return " ".join(["python -m modal_burst full", *argv])
+
+
 def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
-    with remote_app(args.deployed, quiet=args.quiet) as remote:
-        outcome = run_burst(remote, request, show_progress=not args.quiet)
-    return report(outcome)
+    """Modal's `app.run()` swallows Ctrl-C (`modal/runner.py::_run_app` catches
+    KeyboardInterrupt, disconnects and returns), so the block below can end without a
+    result; a deployed app's functions let the interrupt through instead."""
+    tracker = BurstTracker(request.run_id)
+    try:
+        with remote_app(args.deployed, quiet=args.quiet) as remote:
+            outcome = run_burst(remote, request, show_progress=not args.quiet, tracker=tracker)
+            return report(outcome)
+    except KeyboardInterrupt:
+        pass
+    return interrupted(request.run_id, tracker.where(), resume_command(args, tracker))
 
 
 def publish_choice(args: argparse.Namespace) -> bool | None:
@@ -109,20 +138,36 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    with remote_app(args.deployed, quiet=args.quiet) as remote:
-        merged = merge_only(remote, args.run, publish=publish_choice(args))
-    print(
-        f"run {args.run}: {merged['status']}" + (f" ({merged['note']})" if "note" in merged else "")
+    try:
+        with remote_app(args.deployed, quiet=args.quiet) as remote:
+            merged = merge_only(remote, args.run, publish=publish_choice(args))
+            note = f" ({merged['note']})" if "note" in merged else ""
+            print(f"run {args.run}: {merged['status']}{note}")
+            return 0
+    except KeyboardInterrupt:
+        pass
+    deployed = " --deployed" if args.deployed else ""
+    return interrupted(
+        args.run, "while merging", f"python -m modal_burst merge {args.run}{deployed}"
     )
-    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     if args.volume is not None:  # another volume (an old v1 one): its ledger, client side
         state = ledger_on(_volume(args), args.run)
     else:
-        with remote_app(args.deployed, quiet=True) as remote:
-            state = remote.functions["run_status"].remote(args.run)
+        try:
+            with remote_app(args.deployed, quiet=True) as remote:
+                state = remote.functions["run_status"].remote(args.run)
+                return show_state(state)
+        except KeyboardInterrupt:
+            pass
+        print(f"run {args.run}: status interrupted; nothing changed", file=sys.stderr)
+        return INTERRUPTED
+    return show_state(state)
+
+
+def show_state(state: dict[str, Any]) -> int:
     print(json.dumps(state, indent=2, default=str))
     return 1 if state.get("status") == "failed" or not state["exists"] else 0
 
@@ -290,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     """Credentials first: without them every command stops here, before any network call
     (and before `modal` is imported anywhere else, so a broken ~/.modal.toml is one line)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         require_credentials()
     except ModalNotConfiguredError as exc:

@@ -8,12 +8,11 @@ settings (`run_secrets`), attached per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from rich.progress import Progress
-
+from modal_burst.progress import ProgressView, burst_progress
 from modal_burst.run_secrets import (
     PREPARE_STEPS,
     STEPS,
@@ -24,7 +23,6 @@ from modal_burst.run_secrets import (
 )
 from scoring.config import Settings
 from scoring.errors import RunStateError
-from scoring.reports.progress import progress_bar
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
@@ -91,6 +89,23 @@ class BurstOutcome:
         return asdict(self)
 
 
+@dataclass
+class BurstTracker:
+    """Where a burst is: what the one line after Ctrl-C says (Modal's `app.run()` swallows
+    the KeyboardInterrupt, so the caller learns of it only from a result never set)."""
+
+    run_id: str
+    phase: str = "starting"
+    planned: bool = False  # a resume carries on from the plan
+    batches_total: int = 0
+    batches_done: int = 0
+
+    def where(self) -> str:
+        if self.phase == "scoring":
+            return f"while scoring ({self.batches_done}/{self.batches_total} batches done)"
+        return f"while {self.phase}"
+
+
 def run_overrides(cfg: Settings, **flags: Any) -> dict[str, Any]:
     """Settings set in this environment (CLAIDEX_*) plus CLI flags, frozen into the run at
     prepare: containers score with the caller's methodology, not their own environment, and
@@ -136,17 +151,29 @@ def with_secrets(
     }
 
 
+def mapped(
+    function: FunctionLike, todo: list[int], kwargs: dict[str, Any], window: int
+) -> Iterator[tuple[int, Any]]:
+    """(index, result or exception) for each of `todo`, in order, one `.map` per `window`
+    inputs: Modal runs at most 1,000 inputs of one map at once and holds at most 2,000
+    pending inputs per function (`modal_burst.limits`), so no call queues more than that."""
+    for start in range(0, len(todo), window):
+        part = todo[start : start + window]
+        results = function.map(part, kwargs=kwargs, order_outputs=True, return_exceptions=True)
+        yield from zip(part, results, strict=True)
+
+
 def score_missing(
     score: FunctionLike,
     run_id: str,
     todo: list[int],
     on_result: Callable[[int, Any], None],
+    window: int,
 ) -> dict[int, str]:
     """One score_batch call per batch in `todo`; returns the failures by batch index (a batch
     that gave up after killing its container too often returns that instead of raising)."""
     failed: dict[int, str] = {}
-    results = score.map(todo, kwargs={"run_id": run_id}, order_outputs=True, return_exceptions=True)
-    for index, result in zip(todo, results, strict=True):
+    for index, result in mapped(score, todo, {"run_id": run_id}, window):
         if isinstance(result, BaseException):
             failed[index] = one_line(result)
         elif "gave_up" in result:
@@ -172,8 +199,10 @@ def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
 def prepare_stages(
     steps: Mapping[str, FunctionLike],
     state: dict[str, Any],
-    bar: Progress,
+    bar: ProgressView,
     status: Callable[[str], dict[str, Any]],
+    window: int,
+    tracker: BurstTracker,
 ) -> dict[int, str]:
     """The step table's prepare steps, as the run's state names them one after the other:
     a single step once, a fan-out as one `.map` over its missing shards. Returns the failed
@@ -185,20 +214,16 @@ def prepare_stages(
             msg = f"run {run_id}: prepare step {work['step']} ran but is still not done"
             raise RunStateError(msg)
         ran.add(work["step"])
+        tracker.phase = f"preparing (step {work['step']})"
         if work["kind"] == "single":
             steps["stage_single"].remote(run_id, work["step"])
             state = status(run_id)
             continue
         todo: list[int] = list(work["indices"])
         task = bar.add_task(work["step"], total=len(todo))
-        results = steps["stage_shard"].map(
-            todo,
-            kwargs={"run_id": run_id, "stage": work["step"]},
-            order_outputs=True,
-            return_exceptions=True,
-        )
+        kwargs = {"run_id": run_id, "stage": work["step"]}
         failed: dict[int, str] = {}
-        for index, result in zip(todo, results, strict=True):
+        for index, result in mapped(steps["stage_shard"], todo, kwargs, window):
             if isinstance(result, BaseException):
                 failed[index] = one_line(result)
             bar.advance(task)
@@ -209,7 +234,12 @@ def prepare_stages(
 
 
 def _prepare(
-    remote: Remote, request: BurstRequest, state: dict[str, Any], cfg: Settings, show: bool
+    remote: Remote,
+    request: BurstRequest,
+    state: dict[str, Any],
+    cfg: Settings,
+    show: bool,
+    tracker: BurstTracker,
 ) -> tuple[dict[str, Any], RunNeeds, dict[str, FunctionLike]] | BurstOutcome:
     """Plan a new run (or carry on with a planned one's missing shards) and run its stages;
     the run's state afterwards, or the failed outcome."""
@@ -227,10 +257,13 @@ def _prepare(
         overrides = {**secret_names(cfg), **request.overrides}  # frozen into the plan
         needs = RunNeeds.of_request(overrides, request.source, bool(publish))
         steps = with_secrets(remote, needs, STEPS)
+        tracker.phase = "planning"
         steps["prepare"].remote(run_id, request.source, request.data_name, overrides, publish)
         state = functions["run_status"].remote(run_id)
-    with progress_bar(show) as bar:
-        failed = prepare_stages(steps, state, bar, functions["run_status"].remote)
+    tracker.planned = True
+    with burst_progress(show) as bar:
+        status = functions["run_status"].remote
+        failed = prepare_stages(steps, state, bar, status, cfg.modal_map_window, tracker)
     if failed:
         shown = "; ".join(f"shard {i}: {err}" for i, err in sorted(failed.items())[:10])
         detail = f"{len(failed)} prepare shard(s) failed: {shown}"
@@ -245,6 +278,7 @@ def run_burst(
     *,
     cfg: Settings | None = None,
     show_progress: bool = True,
+    tracker: BurstTracker | None = None,
 ) -> BurstOutcome:
     """Prepare (unless the run already is: a planned run carries on with its missing
     shards), score only missing batches, merge only a complete run; a run with failed or
@@ -252,10 +286,12 @@ def run_burst(
     ledger, whatever this caller's environment says."""
     cfg = cfg or Settings()
     run_id = request.run_id
+    tracker = tracker or BurstTracker(run_id)
     functions = remote.functions
     state = functions["run_status"].remote(run_id)
+    tracker.planned = bool(state.get("planned"))
     if not state["prepared"]:
-        prepared = _prepare(remote, request, state, cfg, show_progress)
+        prepared = _prepare(remote, request, state, cfg, show_progress, tracker)
         if isinstance(prepared, BurstOutcome):
             return prepared
         state, needs, steps = prepared
@@ -270,9 +306,18 @@ def run_burst(
     todo = missing if request.max_batches is None else missing[: request.max_batches]
     # a record still 'running' from an earlier dispatch is no container death of this one
     functions["record_status"].remote(run_id, "scoring", None, None)
-    with progress_bar(show_progress) as bar:
+    tracker.phase, tracker.batches_total = "scoring", total
+    tracker.batches_done = total - len(missing)
+
+    with burst_progress(show_progress) as bar:
         task = bar.add_task(f"run {run_id}", total=total, completed=total - len(missing))
-        failed = score_missing(steps["score_batch"], run_id, todo, lambda _i, _r: bar.advance(task))
+
+        def scored(_index: int, result: Any) -> None:
+            bar.advance(task)
+            if not isinstance(result, BaseException) and "gave_up" not in result:
+                tracker.batches_done += 1
+
+        failed = score_missing(steps["score_batch"], run_id, todo, scored, cfg.modal_map_window)
     done = total - len(missing) + len(todo) - len(failed)
     outcome = BurstOutcome(run_id, "partial", total, done, dispatched=todo, failed=failed)
     if failed:
@@ -286,6 +331,7 @@ def run_burst(
     if done < total:
         outcome.detail = f"{total - done} batch(es) not dispatched (--max-batches)"
         return outcome
+    tracker.phase = "merging"
     merged = steps["merge_and_calibrate"].remote(run_id, needs.publishes)
     outcome.status = merged["status"]
     outcome.detail = merged.get("note", "")

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     modal_source: Literal["volume", "postgres"] = "volume"  # scheduled runs read from
     modal_batch_size: int = Field(default=6_000, ge=1)  # ~300 batches at seed scale
     modal_max_containers: int = Field(default=300, ge=1)
+    # inputs per `.map` call: Modal runs at most 1,000 of one map at once and keeps at most
+    # 2,000 pending per function (modal_burst/limits.py)
+    modal_map_window: int = Field(default=1_000, ge=1, le=1_000)
     # a burst's shards (unless --shards): smaller than a machine's, the critical path is
     # the slowest shard of each stage (~64 shards at seed scale)
     modal_shard_rows: int = Field(default=750_000, ge=1)

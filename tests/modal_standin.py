@@ -532,6 +532,8 @@ class StandIn:
         self.pools: dict[tuple[str, tuple[str, ...]], Pool] = {}
         self.lock = threading.Lock()
         self.workdir = volume_root.parent / f".standin-{volume_root.name}"
+        for stale in self.workdir.glob("crash-*.left"):  # an earlier StandIn's rule budgets
+            stale.unlink()
         self.code_dir = self.workdir / "code"
         depth = len(app_module.__name__.split("."))  # the folder holding the top package
         self.source_root = Path(str(app_module.__file__)).resolve().parents[depth - 1]
@@ -581,7 +583,10 @@ class StandIn:
 
     @contextmanager
     def run(self) -> Iterator[StandInRemote]:
-        """`app.run()`: every secret a function declares is looked up now."""
+        """`app.run()`: every secret a function declares is looked up now. A KeyboardInterrupt
+        in the block (Ctrl-C, or a 'stop' rule) stops the App and is swallowed, as
+        `runner.py::_run_app` does ("except KeyboardInterrupt": disconnect, then `return`):
+        the caller's `with` ends normally and code after it runs without a result."""
         self.stopped = False
         remote = StandInRemote(self)
         for function in remote.functions.values():
@@ -592,6 +597,8 @@ class StandIn:
             shutil.copytree(self.source_root / package, self.code_dir / package, ignore=_non_py)
         try:
             yield remote
+        except KeyboardInterrupt:
+            self.stop_app()
         finally:
             for pool in self.pools.values():
                 pool.stop()

@@ -25,7 +25,14 @@ from rich.progress import Progress
 
 from claidex.local_engine import run_local
 from modal_burst import app as burst_app
-from modal_burst.driver import BurstRequest, merge_only, prepare_stages, run_burst, run_overrides
+from modal_burst.driver import (
+    BurstRequest,
+    BurstTracker,
+    merge_only,
+    prepare_stages,
+    run_burst,
+    run_overrides,
+)
 from modal_burst.layout import PRUNED, VolumeLayout
 from modal_burst.prune import prune_runs
 from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_uses
@@ -79,7 +86,9 @@ def _prepared(functions, run_id: str, overrides: dict, publish: bool) -> dict:
     functions["prepare"].remote(run_id, "volume", "claidex", overrides, publish)
     with Progress(disable=True) as bar:
         state = functions["run_status"].remote(run_id)
-        assert prepare_stages(functions, state, bar, functions["run_status"].remote) == {}
+        status = functions["run_status"].remote
+        tracker = BurstTracker(run_id)
+        assert prepare_stages(functions, state, bar, status, 1_000, tracker) == {}
     return functions["run_status"].remote(run_id)
 
 
@@ -391,8 +400,10 @@ def test_a_run_whose_ledger_lacks_the_publish_choice_is_refused_until_one_is_giv
     stop = CrashRule(f"runs/{run}/ledger.json", after=plan, times=1, effect="stop")
     standin = modal_for(volume, crash=[stop], background_commits=True)
     request = replace(_request(run), overrides={"batch_size": BIG_BATCH})  # --no-publish
-    with pytest.raises(KeyboardInterrupt), standin.run() as remote:
-        run_burst(remote, request, show_progress=False)
+    outcome = None
+    with standin.run() as remote:  # swallows the interrupt, as app.run() does
+        outcome = run_burst(remote, request, show_progress=False)
+    assert outcome is None
     paths = _committed(volume, run)
     assert (volume.root / plan).exists() and "publish" not in RunLedger(paths).read()
 
@@ -459,11 +470,10 @@ def test_a_handed_off_run_whose_driver_stopped_resumes_with_its_secrets_and_no_f
     workspace = {"pg-beat": {"DATABASE_URL": database_url}}
     stop = CrashRule(f"runs/{run_id}/chunks/00000.parquet", times=1, effect="stop")
     request = BurstRequest(run_id, source, data_name, overrides, publish=publish)
-    with (
-        pytest.raises(KeyboardInterrupt),
-        modal_for(volume, secrets=workspace, crash=[stop]).run() as remote,
-    ):
-        run_burst(remote, request, show_progress=False)  # what run_full does
+    outcome = None
+    with modal_for(volume, secrets=workspace, crash=[stop]).run() as remote:
+        outcome = run_burst(remote, request, show_progress=False)  # what run_full does
+    assert outcome is None  # the App stopped: app.run() swallowed the interrupt
     paths = _committed(volume, run_id)
     assert json.loads(paths.manifest.read_text())["settings"]["modal_postgres_secret"] == "pg-beat"
     assert RunLedger(paths).batch_states()[0]["status"] == "running"  # nothing ended it
@@ -474,6 +484,50 @@ def test_a_handed_off_run_whose_driver_stopped_resumes_with_its_secrets_and_no_f
     assert resumed.status == "published" and resumed.dispatched[0] == 0, resumed.failed
     assert resumer.records["merge_and_calibrate"].secrets_seen == [("pg-beat",)]
     assert paths.scores.read_bytes() == local_scores
+
+
+def test_ctrl_c_is_one_line_with_the_runs_state_and_the_command_that_resumes_it(
+    volume: DirectoryVolume,
+    local_scores: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Ctrl-C stops the App; Modal's app.run() swallows the KeyboardInterrupt (the stand-in
+    too), so the CLI must notice that no result came back: one line, exit 130, and the
+    command it names carries the run on to the local engine's bytes."""
+    from modal_burst import cli
+
+    monkeypatch.setattr(cli, "require_credentials", lambda: None)
+    run = "burst-ctrl-c"
+    rules = {
+        "planning": CrashRule(f"runs/{run}/stages/plan.json", times=1, effect="stop"),
+        "scoring": CrashRule(f"runs/{run}/chunks/00001.parquet", times=1, effect="stop"),
+    }
+    argv = ["full", "--no-publish", "--batch-size", str(BATCH), "--quiet"]
+    lines = {}
+    for phase, rule in rules.items():
+        standin = modal_for(volume, crash=[rule])
+        monkeypatch.setattr(cli, "remote_app", lambda deployed, quiet, s=standin: s.run())
+        args = [*argv, "--run-id", run] if phase == "scoring" else argv
+        if phase == "planning":
+            monkeypatch.setattr(cli, "new_run_id", lambda suffix: run)
+        assert cli.main(args) == 130
+        out = capsys.readouterr()
+        (lines[phase],) = out.err.strip().splitlines()
+        assert "Traceback" not in out.err + out.out
+    assert lines["planning"] == (
+        f"run {run}: interrupted while planning; resume with: python -m modal_burst full "
+        f"--no-publish --batch-size {BATCH} --quiet --run-id {run}"
+    )
+    assert lines["scoring"].startswith(f"run {run}: interrupted while scoring (")
+    assert lines["scoring"].endswith(f"resume with: python -m modal_burst resume {run}")
+
+    standin = modal_for(volume)
+    monkeypatch.setattr(cli, "remote_app", lambda deployed, quiet: standin.run())
+    resume = lines["scoring"].split("resume with: python -m modal_burst ")[1].split()
+    assert cli.main([*resume, "--quiet"]) == 0
+    assert f"run {run}: merged" in capsys.readouterr().out
+    assert _committed(volume, run).scores.read_bytes() == local_scores
 
 
 def test_the_cli_reports_a_damaged_missing_or_unprepared_run_in_one_line(
