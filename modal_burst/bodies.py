@@ -12,7 +12,7 @@ from typing import Any
 
 from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
-from scoring.db.connection import database_url
+from scoring.db.connection import DatabaseError, database_url
 from scoring.errors import InputError, RunFileError
 from scoring.runs.ledger import RunLedger, read_record
 from scoring.runs.plan import has_plan, plan_path, read_plan
@@ -29,7 +29,10 @@ from scoring.stages.pipeline import (
 from scoring.stages.prepare import begin_prepare, begin_prepare_from_postgres
 from scoring.stages.score_batch import score_batch
 
-NO_DATABASE = "not published: the function has no DATABASE_URL (see the Postgres secret)"
+NO_DATABASE = (
+    "asked to publish, but the merge function has no DATABASE_URL (nor PGHOST/PGDATABASE/"
+    "PGSERVICE): add it to the run's Postgres secret, then `python -m modal_burst merge RUN`"
+)
 
 
 def prepare_run(
@@ -106,12 +109,13 @@ def score_one_batch(
 
 
 def merge_run(layout: VolumeLayout, run_id: str, *, publish: bool) -> dict[str, Any]:
-    """Step 3 (refuses missing batches), then publish once when asked and a database is set."""
+    """Step 3 (refuses missing batches), then publish once when asked. Asked to publish with
+    no database in reach is an error before any work, never a merged run nobody published
+    (beat's spawned run_full has no one to read a note)."""
     url = database_url() if publish else None
-    outcome = merge_and_publish(layout.run(run_id), url)
     if publish and url is None:
-        outcome["note"] = NO_DATABASE
-    return outcome
+        raise DatabaseError(f"run {run_id}: {NO_DATABASE}")
+    return merge_and_publish(layout.run(run_id), url)
 
 
 def run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
@@ -162,6 +166,7 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
         "graph_mode": settings.get("graph_mode"),
         "postgres_secret": settings.get("modal_postgres_secret"),
         "neo4j_secret": settings.get("modal_neo4j_secret"),
+        "postgres_keys": settings.get("modal_postgres_keys"),
         "missing": [],
         "batch_errors": {i: states[i].get("error", "") for i in summary["batches_failed"]},
         "pruned": pruned,

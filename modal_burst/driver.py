@@ -44,8 +44,9 @@ class Remote(Protocol):
     @property
     def functions(self) -> Mapping[str, FunctionLike]: ...
 
-    def secret(self, name: str) -> Any:
-        """The named secret, looked up now (modal.exception.NotFoundError when it is missing)."""
+    def secret(self, name: str, required_keys: tuple[str, ...] = ()) -> Any:
+        """The named secret, looked up now; modal.exception.NotFoundError when it is missing,
+        a modal.exception.Error when it lacks one of `required_keys`."""
         ...
 
 
@@ -55,10 +56,12 @@ class ModalRemote:
 
     functions: Mapping[str, FunctionLike]
 
-    def secret(self, name: str) -> Any:
+    def secret(self, name: str, required_keys: tuple[str, ...] = ()) -> Any:
+        """`required_keys`: "the server asserts these keys exist on the Secret"
+        (`modal/secret.py::_Secret.from_name`)."""
         import modal
 
-        secret = modal.Secret.from_name(name)
+        secret = modal.Secret.from_name(name, required_keys=list(required_keys))
         secret.hydrate()  # the lookup happens here, not in the middle of the run
         return secret
 
@@ -126,15 +129,18 @@ def one_line(exc: BaseException) -> str:
 def find_secrets(remote: Remote, needs: RunNeeds, steps: Collection[str]) -> dict[str, list[Any]]:
     """Each step's secrets, every one looked up before any step runs: a missing secret is
     one MissingSecretError naming it and the `modal secret create` command."""
-    from modal.exception import NotFoundError
+    from modal.exception import ConflictError, InvalidError, NotFoundError
 
     uses = secret_uses(needs)
     found: dict[str, Any] = {}
     for use in (use for step in steps for use in uses[step]):
         if use.name not in found:
+            # the gRPC status the server sends for a secret without a required key is not in
+            # the client's source: NOT_FOUND, INVALID_ARGUMENT or FAILED_PRECONDITION
+            # (`_grpc_client.py` maps them to these three) are the same one line here
             try:
-                found[use.name] = remote.secret(use.name)
-            except NotFoundError:
+                found[use.name] = remote.secret(use.name, use.required)
+            except (NotFoundError, InvalidError, ConflictError):
                 raise MissingSecretError(use.missing()) from None
     return {step: [found[use.name] for use in uses[step]] for step in steps}
 

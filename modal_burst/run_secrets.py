@@ -33,6 +33,10 @@ NEO4J_STEPS = {"neo4j-snapshot": ("stage_single",), "neo4j-live": ("stage_single
 POSTGRES_KEYS = "DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME"
 NEO4J_KEYS = "NEO4J_URI=neo4j+s://HOST NEO4J_USER=neo4j NEO4J_PASSWORD=PASSWORD"
 POSTGRES_NAME, NEO4J_NAME = "modal_postgres_secret", "modal_neo4j_secret"  # Settings fields
+POSTGRES_KEYS_NAME = "modal_postgres_keys"
+NEO4J_REQUIRED = ("NEO4J_URI",)  # user and password have defaults or aliases
+# what scoring.db.connection.database_url accepts: a URL, or libpq finding the server itself
+DATABASE_KEYS = ("DATABASE_URL", "PGHOST", "PGDATABASE", "PGSERVICE")
 
 
 class MissingSecretError(ClaidexError):
@@ -40,8 +44,26 @@ class MissingSecretError(ClaidexError):
 
 
 def secret_names(cfg: Settings) -> dict[str, str]:
-    """The secret names of `cfg` as run settings: a new run freezes them into its run.json."""
-    return {POSTGRES_NAME: cfg.modal_postgres_secret, NEO4J_NAME: cfg.modal_neo4j_secret}
+    """The secret names (and the keys the Postgres one holds) of `cfg` as run settings: a
+    new run freezes them into its run.json, so run_full in a container asks for the same."""
+    return {
+        POSTGRES_NAME: cfg.modal_postgres_secret,
+        NEO4J_NAME: cfg.modal_neo4j_secret,
+        POSTGRES_KEYS_NAME: cfg.modal_postgres_keys,
+    }
+
+
+def postgres_keys(text: str) -> tuple[str, ...]:
+    """`DATABASE_URL` or `PGHOST,PGUSER,...`: the keys a Postgres secret must hold; a list
+    that gives the functions no database at all is refused (a publish would find none)."""
+    keys = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    if not any(key in DATABASE_KEYS for key in keys):
+        msg = (
+            f"CLAIDEX_MODAL_POSTGRES_KEYS={text!r} names no key that reaches a database: "
+            f"include one of {', '.join(DATABASE_KEYS)}"
+        )
+        raise RunStateError(msg)
+    return keys
 
 
 def _default(name: str) -> str:
@@ -58,6 +80,7 @@ class RunNeeds:
     publishes: bool = True
     postgres_secret: str = _default(POSTGRES_NAME)
     neo4j_secret: str = _default(NEO4J_NAME)
+    postgres_keys: str = _default(POSTGRES_KEYS_NAME)
 
     @classmethod
     def of_request(cls, overrides: dict[str, Any], source: str, publish: bool) -> RunNeeds:
@@ -68,6 +91,7 @@ class RunNeeds:
             publishes=publish,
             postgres_secret=str(overrides.get(POSTGRES_NAME) or _default(POSTGRES_NAME)),
             neo4j_secret=str(overrides.get(NEO4J_NAME) or _default(NEO4J_NAME)),
+            postgres_keys=str(overrides.get(POSTGRES_KEYS_NAME) or _default(POSTGRES_KEYS_NAME)),
         )
 
     @classmethod
@@ -92,6 +116,7 @@ class RunNeeds:
             publishes=bool(chosen),
             postgres_secret=str(state.get("postgres_secret") or _default(POSTGRES_NAME)),
             neo4j_secret=str(state.get("neo4j_secret") or _default(NEO4J_NAME)),
+            postgres_keys=str(state.get("postgres_keys") or _default(POSTGRES_KEYS_NAME)),
         )
 
 
@@ -102,11 +127,13 @@ class SecretUse:
     name: str
     why: str
     keys: str
+    required: tuple[str, ...] = ()  # Modal checks the secret holds these when it is looked up
 
     def missing(self) -> str:
+        holds = f" or lacks {', '.join(self.required)}" if self.required else ""
         return (
-            f"Modal secret {self.name!r} not found ({self.why}): create it with "
-            f"`modal secret create {self.name} {self.keys}`"
+            f"Modal secret {self.name!r} not found{holds} ({self.why}): create it with "
+            f"`modal secret create {self.name} {self.keys}` (add --force to replace it)"
         )
 
 
@@ -115,14 +142,15 @@ def secret_uses(needs: RunNeeds) -> dict[str, list[SecretUse]]:
     the graph mode reads it (snapshot: reduce; live: reduce and every batch)."""
     uses: dict[str, list[SecretUse]] = {step: [] for step in STEPS}
     postgres = needs.postgres_secret
+    required = postgres_keys(needs.postgres_keys)
     if needs.reads_postgres:  # the graph tables at prepare, an NPI range per export shard
         why = "--source postgres reads Postgres"
-        uses["prepare"].append(SecretUse(postgres, why, POSTGRES_KEYS))
-        uses["stage_shard"].append(SecretUse(postgres, why, POSTGRES_KEYS))
+        uses["prepare"].append(SecretUse(postgres, why, POSTGRES_KEYS, required))
+        uses["stage_shard"].append(SecretUse(postgres, why, POSTGRES_KEYS, required))
     if needs.publishes:
         why = "the run publishes to Postgres; --no-publish needs no database"
-        uses["merge_and_calibrate"].append(SecretUse(postgres, why, POSTGRES_KEYS))
+        uses["merge_and_calibrate"].append(SecretUse(postgres, why, POSTGRES_KEYS, required))
     why = f"graph mode {needs.graph_mode} reads Neo4j"
     for step in NEO4J_STEPS.get(needs.graph_mode, ()):
-        uses[step].append(SecretUse(needs.neo4j_secret, why, NEO4J_KEYS))
+        uses[step].append(SecretUse(needs.neo4j_secret, why, NEO4J_KEYS, NEO4J_REQUIRED))
     return uses

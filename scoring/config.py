@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     modal_merge_memory: int = Field(default=16_384, ge=512)  # every chunk plus the publish
     modal_driver_timeout: int = Field(default=4 * 3_600, ge=60)  # a deployed run_full end to end
     modal_postgres_secret: str = "claidex-postgres"  # holds DATABASE_URL
+    # the keys that secret must hold (checked by Modal when it is looked up): DATABASE_URL, or
+    # libpq's variables, e.g. "PGHOST,PGDATABASE,PGUSER,PGPASSWORD"
+    modal_postgres_keys: str = "DATABASE_URL"
     modal_neo4j_secret: str = "claidex-neo4j"  # NEO4J_URI/USER/PASSWORD (Neo4j graph modes)
 
     def __hash__(self) -> int:

@@ -498,8 +498,8 @@ class StandInRemote:
             name: StandInFunction(standin, name, None) for name in standin.app_module.FUNCTIONS
         }
 
-    def secret(self, name: str) -> StandInSecret:
-        return self.standin.lookup(name)
+    def secret(self, name: str, required_keys: tuple[str, ...] = ()) -> StandInSecret:
+        return self.standin.lookup(name, required_keys)
 
 
 class StandIn:
@@ -539,9 +539,17 @@ class StandIn:
         self.source_root = Path(str(app_module.__file__)).resolve().parents[depth - 1]
         self.site = image_site(getattr(app_module, "CONTAINER_REQUIREMENTS", ()))
 
-    def lookup(self, name: str) -> StandInSecret:
+    def lookup(self, name: str, required_keys: Iterable[str] = ()) -> StandInSecret:
+        """`Secret.from_name(name, required_keys=...)`: "the server asserts these keys exist on
+        the Secret" (`secret.py::_Secret.from_name`). The status it answers a missing key with
+        is not in the client's source; the stand-in sends NOT_FOUND (NotFoundError), one of
+        the three the driver takes for a missing or incomplete secret."""
         if name not in self.workspace:
             msg = f"Secret '{name}' not found in environment 'main'"
+            raise NotFoundError(msg)
+        lacking = [key for key in required_keys if key not in self.workspace[name]]
+        if lacking:
+            msg = f"Secret '{name}' is missing required keys: {', '.join(lacking)}"
             raise NotFoundError(msg)
         return StandInSecret(name, dict(self.workspace[name]))
 

@@ -207,6 +207,43 @@ def test_no_publish_needs_no_postgres_secret_and_publish_names_the_missing_one(
     assert "--source postgres reads Postgres" in str(exporting.value)
 
 
+def test_a_postgres_secret_without_its_keys_fails_a_publishing_run_at_start(
+    volume: DirectoryVolume, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A secret that exists but holds no DATABASE_URL used to end `merged`, exit 0, with a
+    note nobody reads: now the lookup asks Modal for the keys, and the run fails in one line
+    before any container starts. CLAIDEX_MODAL_POSTGRES_KEYS names libpq's variables instead;
+    a list that reaches no database is refused; a merge container without one raises."""
+    from modal_burst import bodies, cli
+
+    monkeypatch.setattr(cli, "require_credentials", lambda: None)
+    workspace = {"claidex-postgres": {"PGPASSWORD": "secret", "PGUSER": "claidex"}}
+    standin = modal_for(volume, secrets=workspace)
+    monkeypatch.setattr(cli, "remote_app", lambda deployed, quiet: standin.run())
+    assert cli.main(["full", "--run-id", "no-url", "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: Modal secret 'claidex-postgres' not found or lacks DATABASE_URL")
+    assert "the run publishes to Postgres" in line
+    ran = {name for name, record in standin.records.items() if record.attempts}
+    assert ran == {"run_status"}  # it read the volume; no step started
+
+    monkeypatch.setenv("CLAIDEX_MODAL_POSTGRES_KEYS", "PGHOST,PGDATABASE")
+    assert cli.main(["full", "--run-id", "no-host", "--quiet"]) == 2
+    assert "lacks PGHOST, PGDATABASE" in capsys.readouterr().err
+    monkeypatch.setenv("CLAIDEX_MODAL_POSTGRES_KEYS", "PGPASSWORD")
+    assert cli.main(["full", "--run-id", "no-db", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: CLAIDEX_MODAL_POSTGRES_KEYS='PGPASSWORD' names no key that reaches a "
+        "database: include one of DATABASE_URL, PGHOST, PGDATABASE, PGSERVICE"
+    )
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    for name in ("PGHOST", "PGDATABASE", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(bodies.DatabaseError, match="asked to publish, but the merge function"):
+        bodies.merge_run(VolumeLayout(volume.root), "no-url", publish=True)
+
+
 def test_source_postgres_attaches_the_secret_to_prepare_and_the_export_shards_only(
     volume: DirectoryVolume, database_url: str, tmp_path: Path
 ) -> None:
