@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
-from scoring.db.connection import DatabaseError, database_url
+from scoring.db.connection import DatabaseError, connect, database_url
+from scoring.db.publish import table_full_run
 from scoring.errors import InputError, RunFileError
 from scoring.runs.ledger import RunLedger, read_record
 from scoring.runs.plan import has_plan, plan_path, read_plan
 from scoring.runs.retry_policy import exhausted
+from scoring.runs.store import RunPaths
 from scoring.stages.finish import merge_and_publish
 from scoring.stages.pipeline import (
     is_prepared,
@@ -65,6 +68,9 @@ def prepare_run(
             )
             raise InputError(msg)
         begin_prepare(paths, data, cfg)
+        as_of = layout.upload_record(data_name)
+        uploaded = read_record(as_of).get("uploaded_at") if as_of.exists() else None
+        RunLedger(paths).update(source_dataset=data_name, source_uploaded_at=uploaded)
     RunLedger(paths).update(engine="modal", publish=publish)
     return {"run_id": run_id, "shards": read_plan(paths)[2]}
 
@@ -115,7 +121,49 @@ def merge_run(layout: VolumeLayout, run_id: str, *, publish: bool) -> dict[str, 
     url = database_url() if publish else None
     if publish and url is None:
         raise DatabaseError(f"run {run_id}: {NO_DATABASE}")
-    return merge_and_publish(layout.run(run_id), url)
+    paths = layout.run(run_id)
+    if url is not None:
+        note_stale_source(paths, url)
+    return merge_and_publish(paths, url)
+
+
+def note_stale_source(paths: RunPaths, url: str) -> None:
+    """A volume dataset uploaded before the full run on the table read its input replaces
+    newer scores with older data: said in the ledger (`status`) and the report's header,
+    before merge draws it. Not refused: the run was asked for with that dataset."""
+    ledger = RunLedger(paths)
+    state = ledger.read()
+    dataset = state.get("source_dataset")
+    if dataset is None:  # read Postgres: as fresh as the database
+        return
+    with connect(url) as conn:
+        on_table = table_full_run(conn, paths.run_id)
+    uploaded = state.get("source_uploaded_at")
+    warning = stale_source(dataset, uploaded, on_table)
+    ledger.update(source_warning=warning)
+
+
+def stale_source(
+    dataset: str, uploaded: str | None, on_table: tuple[str, Any] | None
+) -> str | None:
+    """The warning for a dataset uploaded at `uploaded` over the table's full run (id, time it
+    read its input); None when the dataset is the newer one or the table holds no full run."""
+    if on_table is None or on_table[1] is None:
+        return None
+    run_id, read_at = on_table
+    read_at = read_at if isinstance(read_at, datetime) else datetime.fromisoformat(str(read_at))
+    if uploaded is None:
+        return (
+            f"volume dataset {dataset!r} has no upload time (uploaded before it was recorded): "
+            f"it may be older than run {run_id} on the table (input read {read_at.isoformat()})"
+        )
+    if datetime.fromisoformat(uploaded) >= read_at:
+        return None
+    return (
+        f"volume dataset {dataset!r} (uploaded {uploaded}) is older than the scores it "
+        f"replaces: run {run_id} read its input {read_at.isoformat()}; upload fresh data or "
+        "score Postgres (CLAIDEX_MODAL_SOURCE=postgres)"
+    )
 
 
 def run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:

@@ -10,6 +10,30 @@ from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, req
 from modal_burst.driver import ModalRemote, find_secrets, one_line, run_overrides
 from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds
 from scoring.config import Settings
+from scoring.db.connection import database_url
+
+
+def scheduled_source(cfg: Settings) -> str:
+    """What beat's weekly run reads on Modal: what it reads on the fleet. Postgres when a
+    database is configured; the volume's last uploaded dataset only when chosen
+    (CLAIDEX_MODAL_SOURCE=volume); a CLAIDEX_SCHEDULED_DATA path, which no container can
+    read, keeps the run on the fleet."""
+    if cfg.modal_source is not None:
+        return cfg.modal_source
+    if cfg.scheduled_data is not None:
+        msg = (
+            f"CLAIDEX_SCHEDULED_DATA ({cfg.scheduled_data}) is a path on the fleet that Modal "
+            "containers cannot read (CLAIDEX_MODAL_SOURCE=volume scores the volume's last "
+            "uploaded dataset instead)"
+        )
+        raise ModalNotConfiguredError(msg)
+    if database_url() is None:
+        msg = (
+            "scheduled runs read Postgres (DATABASE_URL) or CLAIDEX_SCHEDULED_DATA, and neither "
+            "is set (CLAIDEX_MODAL_SOURCE=volume scores the volume's last uploaded dataset)"
+        )
+        raise ModalNotConfiguredError(msg)
+    return "postgres"
 
 
 def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
@@ -24,12 +48,13 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
     from modal.exception import AuthError, NotFoundError
     from modal.exception import Error as ModalError
 
+    source = scheduled_source(cfg)
     overrides = run_overrides(cfg)
-    needs = RunNeeds.of_request(overrides, cfg.modal_source, publish)
+    needs = RunNeeds.of_request(overrides, source, publish)
     try:
         find_secrets(ModalRemote({}), needs, STEPS)
         function = modal.Function.from_name(cfg.modal_app_name, "run_full")
-        call = function.spawn(run_id, cfg.modal_source, cfg.modal_data_name, overrides, publish)
+        call = function.spawn(run_id, source, cfg.modal_data_name, overrides, publish)
     except MissingSecretError as exc:
         raise ModalNotConfiguredError(str(exc)) from None
     except NotFoundError as exc:

@@ -26,6 +26,9 @@ class VolumeLayout:
     def dataset(self, name: str) -> Path:
         return self.root / DATASETS / name
 
+    def upload_record(self, name: str) -> Path:
+        return self.root / upload_record_key(name)
+
     def run(self, run_id: str) -> RunPaths:
         return RunPaths(self.root / RUNS / checked_run_id(run_id))
 
@@ -33,6 +36,11 @@ class VolumeLayout:
 def dataset_key(name: str) -> str:
     """A dataset's path inside the volume, as the client-side Volume API names it."""
     return str(PurePosixPath(DATASETS) / name)
+
+
+def upload_record_key(name: str) -> str:
+    """When a dataset was uploaded: beside it, never inside the dataset's own tables."""
+    return f"{dataset_key(name)}.uploaded.json"
 
 
 def run_key(run_id: str) -> str:

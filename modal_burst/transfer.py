@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from modal.exception import NotFoundError
 
-from modal_burst.layout import dataset_key, run_key
+from modal_burst.layout import dataset_key, run_key, upload_record_key
 from scoring.errors import InputError, RunStateError
 from scoring.inputs.contract import CORE_FILES, GRAPH_FILES, table_files
 from scoring.runs.ledger import parse_record
@@ -57,9 +60,13 @@ def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
     target = dataset_key(name)
     if entries(volume, target):
         volume.remove_file(target, recursive=True)  # no stale table from an older upload
+    uploaded = {"dataset": name, "uploaded_at": datetime.now(UTC).isoformat()}
     with volume.batch_upload(force=True) as batch:
         for path in files:
             batch.put_file(path, str(PurePosixPath(target) / path.relative_to(directory)))
+        # last: a run compares it with the scores on the table (bodies.stale_source)
+        record = io.BytesIO(json.dumps(uploaded).encode())
+        batch.put_file(record, upload_record_key(name))
     return [path.relative_to(directory).as_posix() for path in files]
 
 

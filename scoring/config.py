@@ -141,7 +141,9 @@ class Settings(BaseSettings):
     modal_volume: str = "claidex-data"
     modal_mount: Path = Path("/data")  # where functions see the volume
     modal_data_name: str = "claidex"  # dataset under <volume>/datasets/ for scheduled runs
-    modal_source: Literal["volume", "postgres"] = "volume"  # scheduled runs read from
+    # what a scheduled burst reads; unset: what the fleet's scheduled run reads (Postgres when
+    # a database is configured); "volume" (last uploaded dataset) only when chosen
+    modal_source: Literal["volume", "postgres"] | None = None
     modal_batch_size: int = Field(default=6_000, ge=1)  # ~300 batches at seed scale
     modal_max_containers: int = Field(default=300, ge=1)
     # inputs per `.map` call: Modal runs at most 1,000 of one map at once and keeps at most

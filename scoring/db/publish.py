@@ -137,7 +137,7 @@ def _only_ours(conn: psycopg.Connection, published: list[str]) -> bool:
     return references == 0 and triggers == 0 and set(columns) <= {*published, "updated_at"}
 
 
-def _table_full_run(conn: psycopg.Connection, run_id: str) -> tuple[str, Any] | None:
+def table_full_run(conn: psycopg.Connection, run_id: str) -> tuple[str, Any] | None:
     """(run id, prepared at) of the full run on the table: the last full publish."""
     return conn.execute(
         "SELECT run_id, run_created_at FROM claidex_runs WHERE kind = 'full' "
@@ -148,7 +148,7 @@ def _table_full_run(conn: psycopg.Connection, run_id: str) -> tuple[str, Any] | 
 
 def _refuse_foreign_reference(conn: psycopg.Connection, run_id: str, reference: str) -> None:
     """Under the table lock: an incremental run publishes only over its own reference."""
-    current = _table_full_run(conn, run_id)
+    current = table_full_run(conn, run_id)
     if current is not None and current[0] != reference:
         msg = (
             f"incremental run {run_id} was scored against full run {reference}, but the table "
@@ -160,7 +160,7 @@ def _refuse_foreign_reference(conn: psycopg.Connection, run_id: str, reference: 
 
 def _refuse_stale(conn: psycopg.Connection, run_id: str, created_at: str | None) -> None:
     """Under the table lock: the full run on the table must not be newer than this one."""
-    current = _table_full_run(conn, run_id)
+    current = table_full_run(conn, run_id)
     if current is None or current[1] is None or created_at is None:
         return
     newer = conn.execute("SELECT %s::timestamptz < %s", (created_at, current[1])).fetchone()

@@ -220,6 +220,7 @@ def build_report(
             "status": status or ledger.get("status"),
             "created_at": created_at,
             "reference_run": ledger.get("reference_run"),
+            "source_warning": ledger.get("source_warning"),  # an older dataset than the table's
         },
         "window": window,
         "rows_scored": scores.height,

@@ -273,6 +273,74 @@ def test_source_postgres_attaches_the_secret_to_prepare_and_the_export_shards_on
     assert standin.records["merge_and_calibrate"].secrets_seen == [()]  # --no-publish
 
 
+def test_a_scheduled_burst_reads_postgres_and_an_older_volume_dataset_is_said_stale(
+    volume: DirectoryVolume, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beat's weekly run on Modal reads what the fleet's reads: Postgres, when a database is
+    configured, not the volume's last upload (here a different, older dataset). Scoring the
+    volume must be chosen (CLAIDEX_MODAL_SOURCE=volume); a fleet path keeps the run on the
+    fleet. A volume dataset older than the scores on the table publishes with a warning in
+    the ledger (`status`) and the report's header."""
+    import modal
+
+    from claidex.dev.sample import generate
+    from modal_burst import handoff
+    from scoring.db.connection import connect
+    from scoring.db.load import load_dataset
+
+    data = tmp_path / "production"
+    generate(data, providers=1000, seed=21, layout="production")
+    with connect(database_url) as conn:
+        load_dataset(conn, data)
+    expected = run_local(data, Settings(), run_dir=tmp_path / "files", show_progress=False)
+
+    spawned: list[tuple] = []
+    monkeypatch.setattr(handoff, "require_credentials", lambda: None)
+    monkeypatch.setattr(handoff, "find_secrets", lambda *args: {})  # the workspace: below
+    monkeypatch.setattr(
+        modal.Function,
+        "from_name",
+        lambda app, name, **_: SimpleNamespace(
+            spawn=lambda *args: spawned.append(args) or SimpleNamespace(object_id="fc")
+        ),
+    )
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CLAIDEX_MODAL_BATCH_SIZE", str(BIG_BATCH))
+    handoff.spawn_full_run("weekly-db", Settings())
+    monkeypatch.setenv("CLAIDEX_SCHEDULED_DATA", str(data))
+    with pytest.raises(handoff.ModalNotConfiguredError, match="path on the fleet"):
+        handoff.spawn_full_run("weekly-path", Settings())
+    monkeypatch.setenv("CLAIDEX_MODAL_SOURCE", "volume")
+    handoff.spawn_full_run("weekly-volume", Settings())
+    for name in ("DATABASE_URL", "CLAIDEX_SCHEDULED_DATA", "CLAIDEX_MODAL_SOURCE"):
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("CLAIDEX_MODAL_BATCH_SIZE")
+    assert [(args[0], args[1]) for args in spawned] == [
+        ("weekly-db", "postgres"),
+        ("weekly-volume", "volume"),
+    ]
+
+    standin = modal_for(volume, secrets=postgres(database_url))
+    states = {}
+    with standin.run() as remote:
+        for run_id, source, data_name, overrides, publish in spawned:  # what run_full does
+            request = BurstRequest(run_id, source, data_name, overrides, publish=publish)
+            outcome = run_burst(remote, request, show_progress=False)
+            assert outcome.status == "published", outcome.detail
+            states[run_id] = remote.functions["run_status"].remote(run_id)
+    db_run = _committed(volume, "weekly-db")
+    assert db_run.scores.read_bytes() == expected.scores.read_bytes()
+    assert states["weekly-db"].get("source_warning") is None
+    warning = states["weekly-volume"]["source_warning"]
+    assert warning.startswith("volume dataset 'claidex' (uploaded ")
+    assert "is older than the scores it replaces: run weekly-db read its input" in warning
+    report = json.loads(_committed(volume, "weekly-volume").report.read_text())
+    assert report["header"]["source_warning"] == warning
+    from scoring.reports.html import render_report
+
+    assert "is older than the scores it replaces" in render_report(report)  # report.html
+
+
 def test_an_app_declaring_a_missing_secret_fails_when_it_runs(
     volume: DirectoryVolume, tmp_path: Path
 ) -> None:
