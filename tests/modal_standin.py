@@ -93,6 +93,7 @@ from typing import Any, BinaryIO
 
 import modal
 from modal.exception import FunctionTimeoutError, InternalFailure, NotFoundError, RemoteError
+from modal.output import OutputManager
 from modal.retries import RetryManager
 from modal.volume import FileEntryType
 
@@ -474,11 +475,16 @@ class StandInFunction:
         items = list(inputs)
         self.record.mapped.extend(items)
         pool, _ = self._pool()
+        # each map draws its own bar in Modal's display (`_functions.py::_Function._map`:
+        # OutputManager.get().function_progress_callback(name, total=None), then
+        # (outputs completed, inputs created) per output, `parallel_map.py::_map_invocation`)
+        counts = OutputManager.get().function_progress_callback(self.name, total=None)
         with ThreadPoolExecutor(max_workers=pool.max_containers) as workers:
             futures = [
                 workers.submit(self._call, (item,), kwargs or {}, mapped=True) for item in items
             ]
-            for future in futures:
+            for done, future in enumerate(futures, start=1):
+                counts(done, len(items))
                 try:
                     yield future.result()
                 except StandInCrashLoopError:

@@ -635,6 +635,75 @@ def test_ctrl_c_is_one_line_with_the_runs_state_and_the_command_that_resumes_it(
     assert _committed(volume, run).scores.read_bytes() == local_scores
 
 
+def test_one_progress_display_modal_s_own_when_its_output_is_on(
+    volume: DirectoryVolume, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Modal's output on, app.run() shows a Live ("Running app...", `runner.py::_run_app`
+    -> `RichOutputManager.show_status_spinner`) and each .map a bar in it: the driver's rows
+    go there too, and it starts no Live of its own. Without it, ours is the only one."""
+    import modal
+    import rich.live
+    from modal.output import OutputManager
+
+    started: list[rich.live.Live] = []
+    start = rich.live.Live.start
+
+    def counted(live: rich.live.Live, refresh: bool = False) -> None:
+        started.append(live)
+        start(live, refresh)
+
+    monkeypatch.setattr(rich.live.Live, "start", counted)
+    standin = modal_for(volume)
+    with modal.enable_output():
+        manager = OutputManager.get()
+        with manager.show_status_spinner(), standin.run() as remote:
+            outcome = run_burst(remote, _request("one-view"), show_progress=True)
+        assert outcome.status == "merged"
+        assert len(started) == 1  # Modal's own
+        tasks = {t.description: t for t in manager._function_progress.tasks}
+        ours = tasks["run one-view"]
+        assert ours.total == ours.completed == outcome.batches_total
+        assert "score_batch" in tasks and "stage_shard" in tasks  # the maps' own bars
+    started.clear()
+    with modal_for(volume).run() as remote:
+        run_burst(remote, _request("own-view"), show_progress=True)
+    assert len(started) == 2  # our bar: prepare's stages, then the batches, one at a time
+
+
+def test_maps_stay_within_modals_limits_at_five_times_seed() -> None:
+    """5x seed: ~8.9 M providers, ~228 M payment rows. Every .map the driver makes holds at
+    most modal_map_window inputs (<= 1,000 run at once, <= 2,000 pending per function), and
+    each function's inputs stay under 25,000."""
+    from modal_burst import limits
+    from modal_burst.driver import mapped
+
+    cfg = Settings()
+    size = limits.burst_size(cfg, 5 * limits.SEED_PROVIDERS, 5 * limits.SEED_PAYMENT_ROWS)
+    assert size.problems() == []
+    assert size.batches > limits.MAP_CONCURRENT_INPUTS  # the window matters at this size
+    assert size.shards <= size.largest_map <= limits.MAP_CONCURRENT_INPUTS
+
+    class Counted:
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def map(self, inputs, **options):
+            items = list(inputs)
+            self.calls.append(len(items))
+            return [{"batch": i} for i in items]
+
+    function = Counted()
+    todo = list(range(size.batches))
+    got = [index for index, _ in mapped(function, todo, {}, cfg.modal_map_window)]
+    assert got == todo
+    assert max(function.calls) <= min(limits.MAP_CONCURRENT_INPUTS, limits.FUNCTION_PENDING_INPUTS)
+    assert sum(function.calls) == size.batches < limits.FUNCTION_TOTAL_INPUTS
+    with pytest.raises(ValueError):
+        Settings(modal_map_window=1_001)
+    huge = limits.burst_size(Settings(modal_batch_size=10), 5 * limits.SEED_PROVIDERS, 1)
+    assert huge.problems() == ["score_batch: 894054 inputs > 25000 per function"]
+
+
 def test_the_cli_reports_a_damaged_missing_or_unprepared_run_in_one_line(
     volume: DirectoryVolume, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
