@@ -1,4 +1,4 @@
-"""`python -m modal_burst full|resume|merge|status|upload|download|prune`: burst runs on Modal.
+"""`python -m modal_burst full|resume|merge|status|upload|download|prune|check`: bursts on Modal.
 
 Nothing here imports `modal` at module level: Modal reads ~/.modal.toml when it is first
 imported, and `main` checks the credentials (a broken file included) before that.
@@ -328,7 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     prune.set_defaults(func=_prune)
+
+    check = sub.add_parser(
+        "check",
+        help="what a burst would use (image, names, secrets' keys, source, limits) and, with "
+        "credentials, whether the account has it; works without credentials",
+    )
+    check.set_defaults(func=_check)
     return parser
+
+
+def _check(_: argparse.Namespace) -> int:
+    from modal_burst.check import check_command
+
+    return check_command()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     (and before `modal` is imported anywhere else, so a broken ~/.modal.toml is one line)."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command == "check":  # with or without credentials: it says which
+        return run_command(args)
     try:
         require_credentials()
     except ModalNotConfiguredError as exc:

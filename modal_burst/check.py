@@ -1,0 +1,269 @@
+"""`python -m modal_burst check`: what a burst would use, and whether it holds (like `dbt debug`).
+
+Without credentials it checks what this machine can: the image's locked package closure,
+the names of the app, volume and secrets (with the keys each secret must hold), the source
+a scheduled run reads, and the limits in force. With credentials it also asks the account:
+the volume exists and is v2, each secret holds its keys, and the app is deployed with this
+package version and lock. Exit 0 when everything checked holds, else 1 with the problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import sys
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modal_burst import limits
+from modal_burst.credentials import ModalNotConfiguredError, require_credentials
+from modal_burst.handoff import scheduled_source
+from modal_burst.layout import VOLUME_VERSION
+from modal_burst.run_secrets import NEO4J_REQUIRED, NEO4J_STEPS, postgres_keys
+from scoring.config import Settings
+from scoring.errors import ClaidexError
+
+NEO4J_MODES = tuple(NEO4J_STEPS)
+
+
+class Account(Protocol):
+    """What `check` asks of a Modal workspace (ModalAccount; a stand-in in tests)."""
+
+    def volume_version(self, name: str) -> int | None:
+        """The named volume's version; None when there is none."""
+        ...
+
+    def secret_problem(self, name: str, keys: tuple[str, ...]) -> str | None:
+        """Why the named secret cannot serve (missing, or lacking a key); None when it can."""
+        ...
+
+    def deployed_build(self, app: str) -> dict[str, str] | None:
+        """The deployed app's `build_info` (package version, lock digest); None: not deployed."""
+        ...
+
+
+@dataclass
+class Findings:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+    def problem(self, line: str) -> None:
+        self.problems.append(line)
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("claidex")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def lock_digest(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()[:12]
+
+
+def build_info() -> dict[str, str]:
+    """This client's package version and container lock digest, as `build_info` reports the
+    deployed app's (baked into the image's environment at deploy)."""
+    from modal_burst.image import container_lock
+
+    return {"version": package_version(), "lock": lock_digest(container_lock().read_bytes())}
+
+
+def _image(found: Findings) -> None:
+    from modal_burst.image import PYTHON_VERSION, container_lock, locked_packages, uv_version
+
+    try:
+        lock = container_lock()
+        packages = locked_packages(lock)
+        uv = uv_version()
+    except ClaidexError as exc:
+        found.problem(f"image: {exc}")
+        return
+    found.say(
+        f"image: debian_slim, Python {PYTHON_VERSION}, uv {uv}; {len(packages)} locked "
+        f"packages from {lock} (sha256 {lock_digest(lock.read_bytes())})"
+    )
+    found.say("  " + " ".join(f"{name}=={version}" for name, version in sorted(packages.items())))
+
+
+def _names(cfg: Settings, found: Findings) -> tuple[tuple[str, ...], bool]:
+    found.say(
+        f"app: {cfg.modal_app_name}; volume: {cfg.modal_volume} (v{VOLUME_VERSION}, mounted "
+        f"at {cfg.modal_mount}); dataset for volume runs: {cfg.modal_data_name}"
+    )
+    try:
+        keys = postgres_keys(cfg.modal_postgres_keys)
+    except ClaidexError as exc:
+        found.problem(str(exc))
+        keys = ()
+    found.say(
+        f"secret {cfg.modal_postgres_secret}: must hold {', '.join(keys) or '?'} (publishing "
+        "runs' merge; prepare and export shards of --source postgres runs)"
+    )
+    needs_neo4j = cfg.graph_mode in NEO4J_MODES
+    used = "used" if needs_neo4j else f"not used by graph mode {cfg.graph_mode}"
+    found.say(
+        f"secret {cfg.modal_neo4j_secret}: must hold {', '.join(NEO4J_REQUIRED)} "
+        f"(graph modes {', '.join(NEO4J_MODES)}; {used})"
+    )
+    return keys, needs_neo4j
+
+
+def _scheduled(cfg: Settings, found: Findings) -> None:
+    try:
+        source = scheduled_source(cfg)
+    except ModalNotConfiguredError as exc:
+        found.say(f"scheduled run (CLAIDEX_FULL_ENGINE=modal): stays on the fleet: {exc}")
+        return
+    chosen = "CLAIDEX_MODAL_SOURCE" if cfg.modal_source else "a database is configured"
+    found.say(f"scheduled run (CLAIDEX_FULL_ENGINE=modal) reads: {source} ({chosen})")
+
+
+def _limits(cfg: Settings, found: Findings) -> None:
+    found.say(
+        f"limits: max_containers {cfg.modal_max_containers} per function (a Starter workspace "
+        f"is reported at {limits.STARTER_WORKSPACE_CONTAINERS}, unverified); .map window "
+        f"{cfg.modal_map_window} inputs; Modal: {limits.MAP_CONCURRENT_INPUTS:,} inputs "
+        f"running per map, {limits.FUNCTION_PENDING_INPUTS:,} pending and "
+        f"{limits.FUNCTION_TOTAL_INPUTS:,} in all per function, "
+        f"{limits.SPAWN_PENDING_INPUTS:,} pending .spawn"
+    )
+    for scale in (1, 5):
+        size = limits.burst_size(
+            cfg, scale * limits.SEED_PROVIDERS, scale * limits.SEED_PAYMENT_ROWS
+        )
+        found.say(
+            f"  {scale}x seed: {size.shards} shards per stage, <= {size.batches} batches, "
+            f"largest .map {size.largest_map}"
+        )
+        for problem in size.problems():
+            found.problem(f"{scale}x seed: {problem}")
+
+
+def _account(
+    cfg: Settings, account: Account, keys: tuple[str, ...], neo4j: bool, found: Findings
+) -> None:
+    version = account.volume_version(cfg.modal_volume)
+    if version == VOLUME_VERSION:
+        found.say(f"account: volume {cfg.modal_volume} exists, v{version}")
+    elif version is None:
+        found.problem(
+            f"volume {cfg.modal_volume} does not exist: `python -m modal_burst upload DIR` "
+            "creates it (or use --source postgres)"
+        )
+    else:
+        found.problem(
+            f"volume {cfg.modal_volume} is v{version}; burst mode needs v{VOLUME_VERSION} "
+            "(see `python -m modal_burst status --help` on migrating)"
+        )
+    secrets = [
+        (cfg.modal_postgres_secret, keys, True),
+        (cfg.modal_neo4j_secret, NEO4J_REQUIRED, neo4j),
+    ]
+    for name, wanted, needed in secrets:
+        problem = account.secret_problem(name, wanted)
+        if problem is None:
+            found.say(f"account: secret {name} holds {', '.join(wanted)}")
+        elif needed:
+            found.problem(f"secret {name}: {problem}")
+        else:
+            found.say(f"account: secret {name}: {problem} (not needed now)")
+    deployed = account.deployed_build(cfg.modal_app_name)
+    here = build_info()
+    if deployed is None:
+        found.problem(
+            f"app {cfg.modal_app_name} is not deployed (`modal deploy -m modal_burst.app`; "
+            "needed for --deployed and beat's runs)"
+        )
+    elif deployed != here:
+        found.problem(
+            f"app {cfg.modal_app_name} is deployed with claidex {deployed.get('version')} (lock "
+            f"{deployed.get('lock')}), this client is {here['version']} (lock {here['lock']}): "
+            "redeploy with `modal deploy -m modal_burst.app`"
+        )
+    else:
+        found.say(
+            f"account: app {cfg.modal_app_name} deployed with claidex {here['version']} "
+            f"(lock {here['lock']}), as this client"
+        )
+
+
+def run_check(cfg: Settings, account: Account | None) -> Findings:
+    found = Findings()
+    found.say(f"claidex {package_version()}, modal {importlib.metadata.version('modal')}")
+    _image(found)
+    keys, neo4j = _names(cfg, found)
+    _scheduled(cfg, found)
+    _limits(cfg, found)
+    if account is not None:
+        _account(cfg, account, keys, neo4j, found)
+    return found
+
+
+@dataclass(frozen=True)
+class ModalAccount:
+    """The real workspace, through the Modal client."""
+
+    def volume_version(self, name: str) -> int | None:
+        import modal
+        from modal.exception import InvalidError, NotFoundError
+
+        try:
+            modal.Volume.from_name(name, version=VOLUME_VERSION, create_if_missing=False).hydrate()
+        except NotFoundError:
+            return None
+        except InvalidError as exc:  # "exists but has version v1"
+            if "has version v1" in str(exc):
+                return 1
+            raise
+        return VOLUME_VERSION
+
+    def secret_problem(self, name: str, keys: tuple[str, ...]) -> str | None:
+        import modal
+        from modal.exception import ConflictError, InvalidError, NotFoundError
+
+        try:
+            modal.Secret.from_name(name, required_keys=list(keys)).hydrate()
+        except (NotFoundError, InvalidError, ConflictError) as exc:
+            return f"missing or lacks {', '.join(keys)} ({str(exc).splitlines()[0]})"
+        return None
+
+    def deployed_build(self, app: str) -> dict[str, str] | None:
+        import modal
+        from modal.exception import NotFoundError
+
+        try:
+            function = modal.Function.from_name(app, "build_info")
+            function.hydrate()
+        except NotFoundError:
+            return None
+        return dict(function.remote())
+
+
+def check_command(account: Account | None = None) -> int:
+    """Print the findings; `account` None: the real one when credentials are configured."""
+    cfg = Settings()
+    if account is None:
+        try:
+            require_credentials()
+            account = ModalAccount()
+        except ModalNotConfiguredError as exc:
+            account = None
+            reason = str(exc)
+        else:
+            reason = ""
+    else:
+        reason = ""
+    found = run_check(cfg, account)
+    for line in found.lines:
+        print(line)
+    if account is None:
+        print(f"account: not checked ({reason})")
+    for problem in found.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print("ok" if not found.problems else f"{len(found.problems)} problem(s)")
+    return 0 if not found.problems else 1
