@@ -10,73 +10,35 @@ user without a Postgres secret can still run `--no-publish` bursts from a volume
 from __future__ import annotations
 
 import os
-import re
 import socket
-import tomllib
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import modal
 
 from modal_burst import bodies
+from modal_burst.image import LOCAL_SOURCES as LOCAL_SOURCES  # the stand-in copies them
+from modal_burst.image import LockError, container_image
 from modal_burst.layout import VolumeLayout, named_volume
 from scoring.config import Settings
 
 CFG = Settings()
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-LOCAL_SOURCES = ("scoring", "modal_burst")  # all the code containers import
-# What `scoring` and `modal_burst` import in a container (the Modal client itself is
-# mounted by Modal); never celery, redis or flower.
-CONTAINER_PACKAGES = (
-    "polars",
-    "pyarrow",  # the prepare stages' bucketed files (a row group per bucket)
-    "numpy",
-    "pydantic",
-    "pydantic-settings",
-    "psycopg",
-    "neo4j",
-    "rich",
-    "matplotlib",  # report.html, drawn by merge
-)
-
-
-def requirement_name(spec: str) -> str:
-    """`psycopg[binary]==3.3.9` -> `psycopg` (normalised as pip compares names)."""
-    match = re.match(r"[A-Za-z0-9._-]+", spec.strip())
-    return re.sub(r"[-_.]+", "-", match.group(0)).lower() if match else ""
-
-
-def pinned_requirements(pyproject: Path, names: Iterable[str]) -> list[str]:
-    """The project's own pinned requirement for each package, as pyproject.toml states it.
-
-    pyproject.toml exists only where the App is deployed from; inside a container the image
-    is built already and this returns nothing."""
-    if not pyproject.is_file():
-        return []
-    declared = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    by_name = {requirement_name(spec): spec for spec in declared}
-    missing = [name for name in names if name not in by_name]
-    if missing:
-        msg = f"{pyproject}: no pinned dependency for {', '.join(missing)}"
-        raise ValueError(msg)
-    return [by_name[name] for name in names]
-
-
-CONTAINER_REQUIREMENTS = pinned_requirements(PYPROJECT, CONTAINER_PACKAGES)
 # Containers see the deployer's mount. Secret names are not here: a run carries its own
 # (frozen into run.json at prepare; run_full gets them from the hand-off).
 IMAGE_ENV = {"CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount)}
 
 app = modal.App(CFG.modal_app_name)
 volume = named_volume(CFG.modal_volume)
-image = (
-    modal.Image.debian_slim(python_version="3.11")
-    .uv_pip_install(*CONTAINER_REQUIREMENTS)
-    .env(IMAGE_ENV)
-    .add_local_python_source(*LOCAL_SOURCES)
-)
+try:
+    image = container_image(IMAGE_ENV)
+except LockError as exc:
+    # One line from `python -m modal_burst` and `modal deploy -m modal_burst.app` alike: modal's
+    # CLI turns an exception raised on import into a traceback (cli/import_refs.py::
+    # import_file_or_module, modal/__main__.py::main) but lets SystemExit through.
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def retries(cfg: Settings) -> modal.Retries:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create the project virtualenv (.venv) with the pinned dependencies. Idempotent:
-# re-installs only when pyproject.toml changed. Works on a fresh Debian with Python 3.11.
+# Create the project virtualenv (.venv) from the dev lock, claidex/locks/dev.txt (every
+# transitive version exact, with hashes; `bash ops/lock.sh` regenerates it), then the project
+# itself, editable and without dependencies. Idempotent: re-installs only when the lock (or
+# pyproject.toml) changed. Works on a fresh Debian with Python 3.11.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${CLAIDEX_VENV:-$ROOT/.venv}
@@ -22,13 +24,16 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
 fi
-stamp="$VENV/.installed-$(sha1sum "$ROOT/pyproject.toml" | cut -c1-12)"
+LOCK=$ROOT/claidex/locks/dev.txt
+stamp="$VENV/.installed-$(cat "$LOCK" "$ROOT/pyproject.toml" | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing pinned dependencies into $VENV" >&2
+  echo "setup: installing claidex/locks/dev.txt into $VENV" >&2
   log="$VENV/pip-install.log"
-  if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip \
-         && "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$ROOT[dev]"; } \
-       >"$log" 2>&1; then
+  pip=("$VENV/bin/python" -m pip install --disable-pip-version-check)
+  # The build backend (setuptools) comes from the lock too: no build isolation, no download.
+  if ! { "${pip[@]}" --upgrade pip \
+         && "${pip[@]}" --require-hashes -r "$LOCK" \
+         && "${pip[@]}" --no-deps --no-build-isolation -e "$ROOT"; } >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "setup: pip install failed (full log: $log)" >&2
     exit 1

@@ -32,12 +32,25 @@ Containers and the volume (details in tests/modal_standin_container.py)
   a rule has all it wrote committed just before it dies.
 - Warm containers serve inputs one after another (up to `max_containers` per pool, at most
   the function's own `max_containers`); containers stop when the App stops.
-- The image holds only what `app_module.CONTAINER_REQUIREMENTS` installs plus the Modal
-  client, which Modal mounts itself (`mount.py::_get_client_mount`); the code is a copy of
-  the `.py` files of the packages of `LOCAL_SOURCES` (`Image.add_local_python_source`,
-  whose default `ignore=NON_PYTHON_FILES` drops everything else), with no pyproject.toml
-  beside it. Any other distribution the project declares (celery, redis, flower, pyarrow,
-  psutil, the dev tools) is absent.
+- A container's packages are exactly the image's (`image_site`), nothing else of the dev
+  venv (a stray import fails here as it would on Modal):
+  - what the image's build installs: each layer's Dockerfile commands as modal sends them
+    (tests/modal_image.py), i.e. the container lock that `uv_pip_install(requirements=...)`
+    copies in (`_image.py::_Image.uv_pip_install`), each locked version checked against
+    the dev venv's (which provides the files), and the package tools the `debian_slim`
+    base installs (`_image.py::_Image.debian_slim`: `pip install --upgrade` of
+    `_base_image_config("package_tools", version)`, `builder/base-images.json`); the image
+    builder version is the local config's, else modal's latest
+    (`_image.py::_get_image_builder_version`). What the python:3.11-slim image ships
+    besides (setuptools, say) is outside modal's source and left out: the strict side;
+  - the client's dependencies, which Modal mounts at /__modal/deps for builder versions
+    after 2024.10 (`_functions.py::_Function._from_local`: mount_client_dependencies;
+    `mount.py::_create_single_client_dependency_mount` installs `builder/{version}.txt`);
+  - the client itself: the folders of `mount.py::MODAL_PACKAGES` and synchronicity, without
+    their dist-info (`mount.py::_create_client_mount`).
+  The code is a copy of the `.py` files of the packages of `LOCAL_SOURCES`
+  (`Image.add_local_python_source`, whose default `ignore=NON_PYTHON_FILES` drops
+  everything else), with no pyproject.toml or lock beside it.
 
 Failures (`_functions.py::_Invocation.run_function`, `parallel_map.py::_MapItemContext.
 handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and retries")
@@ -70,10 +83,12 @@ handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and re
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib.metadata
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -82,7 +97,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -93,13 +107,15 @@ from typing import Any, BinaryIO
 
 import modal
 from modal.exception import FunctionTimeoutError, InternalFailure, NotFoundError, RemoteError
+from modal.mount import MODAL_PACKAGES
 from modal.output import OutputManager
 from modal.retries import RetryManager
 from modal.volume import FileEntryType
 
+from modal_burst.image import PIN, locked_packages, normalised
+from tests.modal_image import builder_version, dockerfile_layers
 from tests.modal_standin_container import receive, send, volume_lock
 
-ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_SCRIPT = Path(__file__).with_name("modal_standin_container.py")
 CRASH_LOOP_LIMIT = 12
 STARTUP_TIMEOUT = 60.0
@@ -144,42 +160,128 @@ class CallRecord:
     secrets_seen: list[tuple[str, ...]] = field(default_factory=list)  # per attempt
 
 
-def _requirement_name(spec: str) -> str:
-    from modal_burst.app import requirement_name
+CLIENT_MOUNT = (*MODAL_PACKAGES, "synchronicity")  # mount.py::_create_client_mount
+INSTALL_OPTIONS_WITH_VALUE = ("--requirements", "-r")
 
-    return requirement_name(spec)
+
+def _site() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def _installs(command: str, copied: dict[str, str]) -> dict[str, str | None]:
+    """What one `RUN ... pip install ...` of an image layer installs: name -> exact version
+    (None: whatever pip picks). Requirement files are read from the context files that the
+    layer's COPY commands put where the command reads them."""
+    words = command.replace("--python $(command -v python)", "").split()
+    words = words[words.index("install") + 1 :]
+    installs: dict[str, str | None] = {}
+    while words:
+        word = words.pop(0)
+        if word in INSTALL_OPTIONS_WITH_VALUE:
+            installs.update(locked_packages(Path(copied[words.pop(0)])))
+        elif not word.startswith("-"):
+            match = PIN.fullmatch(word) or re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)()", word)
+            assert match, f"the stand-in cannot read this image's install of {word!r}: {command}"
+            installs[normalised(match[1])] = match[2] or None
+    return installs
+
+
+def image_packages(image: Any, version: str | None = None) -> dict[str, str | None]:
+    """The distributions an image's build installs (name -> exact version, None: any): each
+    layer's `pip install`/`uv pip install`, as the Dockerfile commands modal sends say
+    (tests/modal_image.py), requirement files included (`_image.py::_Image.uv_pip_install`
+    copies each into the build context)."""
+    version = version or builder_version()
+    assert version > "2024.10", f"image builder {version}: the stand-in models 2025.06 and later"
+    packages: dict[str, str | None] = {}
+    for layer in dockerfile_layers(image, version):
+        copied: dict[str, str] = {}
+        for command in layer["commands"]:
+            words = command.split()
+            if words[0] == "COPY" and not words[1].startswith("--from="):
+                copied[words[2]] = layer["context_files"][words[1]]
+            elif words[0] == "RUN" and "pip install" in command:
+                packages.update(_installs(command, copied))
+    return packages
+
+
+def client_packages(version: str | None = None) -> set[str]:
+    """What Modal adds to every container of a builder version after 2024.10: the client's
+    own dependencies, mounted at /__modal/deps (`_functions.py::_Function._from_local`:
+    mount_client_dependencies; `mount.py::_create_single_client_dependency_mount` installs
+    `builder/{version}.txt`). The client itself is mounted too (CLIENT_MOUNT)."""
+    from packaging.requirements import Requirement
+
+    version = version or builder_version()
+    pins = Path(modal.__file__).with_name("builder") / f"{version}.txt"
+    requirements = [Requirement(line) for line in pins.read_text().splitlines() if line.strip()]
+    return {normalised(r.name) for r in requirements if r.marker is None or r.marker.evaluate()}
+
+
+@functools.cache
+def _client_mount() -> frozenset[str]:
+    """`dist:package` for each package of the client mount: Modal mounts the package folders
+    alone, without their dist-info (mount.py::_create_client_mount)."""
+    dists = importlib.metadata.packages_distributions()
+    return frozenset(
+        f"{normalised(d)}:{package}" for package in CLIENT_MOUNT for d in dists[package]
+    )
+
+
+@functools.cache
+def _owners() -> dict[tuple[str, ...], frozenset[str]]:
+    """Every path of the project's site-packages (and each folder above it) -> who installed
+    it: a distribution's name, or `dist:package` for a distribution of the client mount."""
+    mounted = {token.split(":")[0] for token in _client_mount()}
+    owners: dict[tuple[str, ...], set[str]] = {}
+    for dist in importlib.metadata.distributions(path=[str(_site())]):
+        name = normalised(dist.metadata["Name"])
+        for file in dist.files or ():
+            parts = file.parts
+            if parts[0] == "..":  # scripts, outside site-packages
+                continue
+            token = f"{name}:{parts[0]}" if name in mounted else name
+            for depth in range(1, len(parts) + 1):
+                owners.setdefault(parts[:depth], set()).add(token)
+    return {path: frozenset(tokens) for path, tokens in owners.items()}
 
 
 _IMAGE_SITES: dict[frozenset[str], Path] = {}
 
 
-def image_site(installed: Iterable[str]) -> Path:
-    """site-packages as the image has it: the project's interpreter's site-packages without
-    the distributions the project declares but the image does not install."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = list(project["dependencies"])
-    declared += [
-        spec for extra in project.get("optional-dependencies", {}).values() for spec in extra
-    ]
-    absent = {_requirement_name(s) for s in declared} - {_requirement_name(s) for s in installed}
-    absent.discard("modal")  # mounted by Modal into every container
-    key = frozenset(absent)
+def image_site(packages: dict[str, str | None], version: str | None = None) -> Path:
+    """site-packages as a container has it: the image's packages (at the versions it pins,
+    checked against the project's interpreter, which provides them), the client's
+    dependencies and the client itself (CLIENT_MOUNT), nothing else of the dev venv."""
+    site = _site()
+    for name, pinned in sorted(packages.items()):
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if pinned is not None and installed != pinned:
+            msg = f"the image pins {name}=={pinned}, .venv has {installed}: bash ops/setup.sh"
+            raise AssertionError(msg)
+    key = frozenset({*packages, *client_packages(version), *_client_mount()})
     if key in _IMAGE_SITES:
         return _IMAGE_SITES[key]
-    skip: set[str] = set()
-    for name in absent:
-        dist = importlib.metadata.distribution(name)
-        for file in dist.files or ():
-            top = file.parts[0]
-            if top != "..":
-                skip.add(top)
-    site = Path(sysconfig.get_paths()["purelib"])
+    owners = _owners()
     target = Path(tempfile.mkdtemp(prefix="standin-image-"))
     atexit.register(shutil.rmtree, target, ignore_errors=True)
-    for entry in site.iterdir():
-        if entry.name in skip or entry.suffix == ".pth" or entry.name.startswith("__editable__"):
-            continue
-        (target / entry.name).symlink_to(entry)
+
+    def place(path: tuple[str, ...]) -> None:
+        """The whole entry when only allowed distributions own it, else its allowed part."""
+        if owners[path] <= key:
+            (target / Path(*path)).symlink_to(site / Path(*path))
+        elif owners[path] & key:
+            (target / Path(*path)).mkdir()
+            for child in sorted((site / Path(*path)).iterdir()):
+                if (*path, child.name) in owners:
+                    place((*path, child.name))
+
+    for entry in sorted(site.iterdir()):
+        if (entry.name,) in owners:
+            place((entry.name,))
     _IMAGE_SITES[key] = target
     return target
 
@@ -226,7 +328,7 @@ class Container:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.home),
             "LANG": "C.UTF-8",
-            "PYTHONPATH": os.pathsep.join([str(standin.code_dir), str(standin.site)]),
+            "PYTHONPATH": os.pathsep.join([str(standin.code_dir), str(pool.site)]),
             "PYTHONDONTWRITEBYTECODE": "1",
             "MODAL_IS_REMOTE": "1",
             "MODAL_TASK_ID": f"ta-standin-{pool.label}-{number}",
@@ -317,6 +419,7 @@ class Pool:
         info = function.info()
         self.timeout = float(info.timeout)
         self.mounts = {path: mount.name for path, mount in info.volumes.items()}
+        self.site = standin.site_of(name)
         options = getattr(standin.app_module, "OPTIONS", {}).get(name, {})
         own_limit = options.get("max_containers") or standin.max_containers
         self.max_containers = min(standin.max_containers, own_limit)
@@ -543,7 +646,14 @@ class StandIn:
         self.code_dir = self.workdir / "code"
         depth = len(app_module.__name__.split("."))  # the folder holding the top package
         self.source_root = Path(str(app_module.__file__)).resolve().parents[depth - 1]
-        self.site = image_site(getattr(app_module, "CONTAINER_REQUIREMENTS", ()))
+
+    def site_of(self, name: str) -> Path:
+        """The function's image as its containers see it: the function's own image, else the
+        App's default, `Image.debian_slim()` (`app.py::_App._get_default_image`)."""
+        from modal._utils.async_utils import synchronizer
+
+        image = synchronizer._translate_in(getattr(self.app_module, name))._spec.image
+        return image_site(image_packages(image or modal.Image.debian_slim()))
 
     def lookup(self, name: str, required_keys: Iterable[str] = ()) -> StandInSecret:
         """`Secret.from_name(name, required_keys=...)`: "the server asserts these keys exist on

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from modal_burst.driver import (
     run_burst,
     run_overrides,
 )
+from modal_burst.image import locked_packages
 from modal_burst.layout import PRUNED, VolumeLayout
 from modal_burst.prune import prune_runs
 from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds, secret_uses
@@ -1160,7 +1160,7 @@ def volume_from_name(name, **options):
 modal.Volume.from_name = volume_from_name
 uv_pip_install = modal.Image.uv_pip_install
 def record_install(self, *packages, **options):
-    calls["installs"].append(list(packages))
+    calls["installs"].append({"packages": list(packages), **options})
     return uv_pip_install(self, *packages, **options)
 modal.Image.uv_pip_install = record_install
 def refuse(*args, **options):
@@ -1225,12 +1225,13 @@ def test_app_configuration() -> None:
         ]
         * 2
     )
-    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (installed,) = config["installs"]
-    assert installed == list(burst_app.CONTAINER_REQUIREMENTS) and set(installed) <= set(pins)
-    names = {burst_app.requirement_name(spec) for spec in installed}
-    assert {"polars", "psycopg", "neo4j", "pydantic-settings"} <= names
-    assert not names & {"celery", "flower", "redis", "modal"}
+    (installed,) = config["installs"]  # the lock alone, by the dev lock's uv (tests/test_locks.py)
+    assert installed == {
+        "packages": [],
+        "requirements": [str(ROOT / "claidex" / "locks" / "container.txt")],
+        "uv_version": locked_packages(ROOT / "claidex" / "locks" / "dev.txt")["uv"],
+        "extra_options": "--require-hashes",
+    }
 
 
 def test_app_configuration_follows_settings_but_never_declares_secrets() -> None:
