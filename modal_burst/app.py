@@ -20,7 +20,7 @@ import modal
 
 from modal_burst import bodies
 from modal_burst.image import LOCAL_SOURCES as LOCAL_SOURCES  # the stand-in copies them
-from modal_burst.image import LockError, container_image
+from modal_burst.image import LockError, build_stamp, container_image
 from modal_burst.layout import VolumeLayout, named_volume
 from scoring.config import Settings
 
@@ -32,6 +32,12 @@ IMAGE_ENV = {"CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount)}
 app = modal.App(CFG.modal_app_name)
 volume = named_volume(CFG.modal_volume)
 try:
+    if modal.is_local():  # in a container the image is built already, stamp included
+        stamp = build_stamp()
+        IMAGE_ENV |= {
+            "CLAIDEX_BUILD_VERSION": stamp["version"],
+            "CLAIDEX_BUILD_LOCK": stamp["lock"],
+        }
     image = container_image(IMAGE_ENV)
 except LockError as exc:
     # One line from `python -m modal_burst` and `modal deploy -m modal_burst.app` alike: modal's
@@ -180,6 +186,15 @@ def run_full(
 
     request = BurstRequest(run_id, source, data_name, overrides, publish=publish)
     return run_burst(ModalRemote(FUNCTIONS), request, show_progress=False).as_dict()
+
+
+@app.function(image=image, timeout=60)
+def build_info() -> dict[str, str]:
+    """The claidex version and container lock this deployment was built from (`check`)."""
+    return {
+        "version": os.environ.get("CLAIDEX_BUILD_VERSION", "unknown"),
+        "lock": os.environ.get("CLAIDEX_BUILD_LOCK", "unknown"),
+    }
 
 
 FUNCTIONS: dict[str, Any] = {

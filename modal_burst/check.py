@@ -9,7 +9,6 @@ package version and lock. Exit 0 when everything checked holds, else 1 with the 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Protocol
 from modal_burst import limits
 from modal_burst.credentials import ModalNotConfiguredError, require_credentials
 from modal_burst.handoff import scheduled_source
-from modal_burst.layout import VOLUME_VERSION
+from modal_burst.image import build_stamp
+from modal_burst.layout import VOLUME_VERSION, migration_steps
 from modal_burst.run_secrets import NEO4J_REQUIRED, NEO4J_STEPS, postgres_keys
 from scoring.config import Settings
 from scoring.errors import ClaidexError
@@ -61,18 +61,6 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
-def lock_digest(text: bytes) -> str:
-    return hashlib.sha256(text).hexdigest()[:12]
-
-
-def build_info() -> dict[str, str]:
-    """This client's package version and container lock digest, as `build_info` reports the
-    deployed app's (baked into the image's environment at deploy)."""
-    from modal_burst.image import container_lock
-
-    return {"version": package_version(), "lock": lock_digest(container_lock().read_bytes())}
-
-
 def _image(found: Findings) -> None:
     from modal_burst.image import PYTHON_VERSION, container_lock, locked_packages, uv_version
 
@@ -85,7 +73,7 @@ def _image(found: Findings) -> None:
         return
     found.say(
         f"image: debian_slim, Python {PYTHON_VERSION}, uv {uv}; {len(packages)} locked "
-        f"packages from {lock} (sha256 {lock_digest(lock.read_bytes())})"
+        f"packages from {lock} (build {build_stamp()['lock']})"
     )
     found.say("  " + " ".join(f"{name}=={version}" for name, version in sorted(packages.items())))
 
@@ -157,8 +145,7 @@ def _account(
         )
     else:
         found.problem(
-            f"volume {cfg.modal_volume} is v{version}; burst mode needs v{VOLUME_VERSION} "
-            "(see `python -m modal_burst status --help` on migrating)"
+            f"volume {cfg.modal_volume} is v{version}; {migration_steps(cfg.modal_volume)}"
         )
     secrets = [
         (cfg.modal_postgres_secret, keys, True),
@@ -173,7 +160,7 @@ def _account(
         else:
             found.say(f"account: secret {name}: {problem} (not needed now)")
     deployed = account.deployed_build(cfg.modal_app_name)
-    here = build_info()
+    here = build_stamp()
     if deployed is None:
         found.problem(
             f"app {cfg.modal_app_name} is not deployed (`modal deploy -m modal_burst.app`; "

@@ -27,7 +27,7 @@ from modal_burst.driver import (
     run_burst,
     run_overrides,
 )
-from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, named_volume
+from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, migration_steps, named_volume
 from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
 from scoring.errors import RunStateError
@@ -375,11 +375,4 @@ def volume_hint(exc: BaseException) -> str:
     and that the deployed app must follow (its functions mount the volume by id)."""
     if "has version v1" not in str(exc):
         return ""
-    name = Settings().modal_volume
-    return (
-        f"; burst mode needs a v{VOLUME_VERSION} volume: `modal volume rename {name} {name}-v1` "
-        f"(old results stay there: `download RUN DIR --volume {name}-v1 --volume-version 1`), "
-        "then `python -m modal_burst upload DIR` creates a new one; then redeploy "
-        "(`modal deploy -m modal_burst.app`): deployed functions and beat's run_full keep "
-        "the volume they were deployed with until then"
-    )
+    return f"; {migration_steps(Settings().modal_volume)}"

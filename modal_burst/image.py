@@ -105,3 +105,17 @@ def container_image(env: Mapping[str, str]) -> modal.Image:
             extra_options="--require-hashes",  # a package missing from the lock fails the build
         )
     return image.env(dict(env)).add_local_python_source(*LOCAL_SOURCES)
+
+
+def build_stamp() -> dict[str, str]:
+    """This client's claidex version and container lock digest: baked into the image's
+    environment at deploy, so `check` can tell whether the deployed app is this build."""
+    import hashlib
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("claidex")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    digest = hashlib.sha256(container_lock().read_bytes()).hexdigest()[:12]
+    return {"version": version, "lock": digest}

@@ -55,3 +55,14 @@ def named_volume(name: str, *, version: int = VOLUME_VERSION, create: bool = Tru
     import modal
 
     return modal.Volume.from_name(name, create_if_missing=create, version=version)
+
+
+def migration_steps(name: str) -> str:
+    """How to move from an older v1 volume of this name to a new v2 one, in one line."""
+    return (
+        f"burst mode needs a v{VOLUME_VERSION} volume: `modal volume rename {name} {name}-v1` "
+        f"(old results stay there: `download RUN DIR --volume {name}-v1 --volume-version 1`), "
+        "then `python -m modal_burst upload DIR` creates a new one; then redeploy "
+        "(`modal deploy -m modal_burst.app`): deployed functions and beat's run_full keep "
+        "the volume they were deployed with until then"
+    )

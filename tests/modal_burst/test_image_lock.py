@@ -47,17 +47,20 @@ def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def outside_checkout(site: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def outside_checkout(
+    site: Path, tmp_path: Path, *args: str, token: bool = True
+) -> subprocess.CompletedProcess:
     """`python -S ARGS` with the installed wheel first on the path, in an empty directory,
-    with no Modal credentials file and none of the caller's CLAIDEX_ settings."""
+    with no Modal credentials file (a made-up token unless `token` is False) and none of the
+    caller's CLAIDEX_ settings."""
     venv_site = sysconfig.get_paths()["purelib"]
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
         "PYTHONPATH": f"{site}:{venv_site}",
-        "MODAL_TOKEN_ID": "ak-not-a-token",
-        "MODAL_TOKEN_SECRET": "as-not-a-token",
     }
+    if token:
+        env |= {"MODAL_TOKEN_ID": "ak-not-a-token", "MODAL_TOKEN_SECRET": "as-not-a-token"}
     return subprocess.run(
         [sys.executable, "-S", *args],
         cwd=tmp_path,
@@ -89,6 +92,23 @@ def test_a_wheel_install_deploys_an_image_with_the_whole_closure(
     assert not [c for c in commands if "uv:latest" in c]
     (install,) = [c for c in commands if "uv pip install" in c]
     assert install.endswith("--require-hashes --requirements /.uv/0/container.txt")
+
+
+def test_check_runs_from_a_wheel_without_credentials(wheel_install: Path, tmp_path: Path) -> None:
+    """`check` from a non-editable install, outside any checkout, with no credentials: it
+    prints the wheel's whole locked closure, names and limits, says the account was not
+    checked, and exits 0."""
+    result = outside_checkout(wheel_install, tmp_path, "-m", "modal_burst", "check", token=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    lock = wheel_install / "claidex" / "locks" / "container.txt"
+    locked = locked_packages(lock)
+    assert lines[1].startswith("image: debian_slim, Python 3.11, uv ")
+    assert f"{len(locked)} locked packages from {lock} (build " in lines[1]
+    assert lines[2].split() == [f"{name}=={version}" for name, version in sorted(locked.items())]
+    assert "secret claidex-postgres: must hold DATABASE_URL (" in result.stdout
+    assert "account: not checked (no Modal credentials: run `modal token new`" in result.stdout
+    assert lines[-1] == "ok"
 
 
 @pytest.mark.parametrize(
