@@ -339,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(_: argparse.Namespace) -> int:
+    """Modal reads ~/.modal.toml when first imported: a broken one is one line, not a trace."""
+    from modal_burst.credentials import modal_config
+
+    modal_config()
     from modal_burst.check import check_command
 
     return check_command()

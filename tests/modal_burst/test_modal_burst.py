@@ -1309,7 +1309,7 @@ def test_a_broken_modal_config_is_one_line(case: str, tmp_path: Path) -> None:
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )
-    runs = [["-m", "modal_burst", "status", "r1"], ["-c", handoff]]
+    runs = [["-m", "modal_burst", "status", "r1"], ["-m", "modal_burst", "check"], ["-c", handoff]]
     for args in runs if case == "malformed" else runs[:1]:
         result = subprocess.run(
             [sys.executable, *args],
