@@ -64,7 +64,9 @@ def layout() -> VolumeLayout:
 
 def commit_volume() -> None:
     """Make this container's writes visible to other containers now; whatever a container
-    has not committed when it is killed is lost."""
+    has not committed when it is killed is lost. Modal reloads the view after a commit
+    (`volume.py::_Volume.commit`), so, like reload, it raises RuntimeError while any file
+    of the volume is open in the container: call it (and `synced_volume`) with none open."""
     if not modal.is_local():
         volume.commit()
 

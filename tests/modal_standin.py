@@ -25,11 +25,18 @@ Secrets
 Containers and the volume (details in tests/modal_standin_container.py)
 - Every container is its own process (`python -S` on the project's interpreter) with its
   own copy of the volume: writes are visible to other containers only after `commit()`,
-  others' commits only after `reload()` (a commit does not reload: the server may answer
-  `skip_reload`, `volume.py::_Volume.commit`); last write wins per file (`volume.py::
-  _Volume`). `background_commits=True` models `allow_background_commits=True` (the mount
-  option Modal sets) at its worst: every reload commits first, and a container killed by
-  a rule has all it wrote committed just before it dies.
+  others' commits only after `reload()` or a `commit()` (which reloads,
+  `volume.py::_Volume.commit`); last write wins per file (`volume.py::_Volume`). Both
+  refuse while a file of the volume is open in the container ("there are open files
+  preventing the operation", `_Volume.reload`).
+- Background commits (`allow_background_commits=True`, the mount option Modal sets;
+  Modal's volumes guide): a container that stops normally commits what it still holds,
+  and `run()` fails with StandInForgottenCommitError when that final commit carried
+  anything (on Modal it comes a scaledown window after the container's last input, after
+  the next step read the volume) unless `allow_shutdown_commits`. `commit_interval`
+  adds periodic commits (off by default: with them a forgotten commit works by timing).
+  `background_commits=True` is the worst case: every reload commits first, and a
+  container killed by a rule has all it wrote committed just before it dies.
 - Warm containers serve inputs one after another (up to `max_containers` per pool, at most
   the function's own `max_containers`); containers stop when the App stops.
 - A container's packages are exactly the image's (`image_site`), nothing else of the dev
@@ -123,6 +130,10 @@ STARTUP_TIMEOUT = 60.0
 
 class StandInCrashLoopError(AssertionError):
     """An input kept killing its containers: a deployed Modal app would retry it forever."""
+
+
+class StandInForgottenCommitError(AssertionError):
+    """Only a container's shutdown commit made some of its writes visible."""
 
 
 @dataclass(frozen=True)
@@ -322,6 +333,7 @@ class Container:
             "mounts": mounts,
             "crash": crash,
             "background_commits": standin.background_commits,
+            "commit_interval": standin.commit_interval,
         }
         (self.home / "config.json").write_text(json.dumps(config))
         env = {
@@ -403,6 +415,11 @@ class Container:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
+        report = self.home / "shutdown.json"
+        if self.process.returncode == 0 and report.exists():  # stopped, not killed
+            for volume, carried in json.loads(report.read_text()).items():
+                if carried:
+                    self.pool.standin.shutdown_commits.append((self.pool.label, volume, carried))
         self.log.close()
         shutil.rmtree(self.home, ignore_errors=True)
 
@@ -625,6 +642,8 @@ class StandIn:
         max_containers: int = 2,
         crash_loop_limit: int = CRASH_LOOP_LIMIT,
         background_commits: bool = False,
+        commit_interval: float | None = None,
+        allow_shutdown_commits: bool = False,
     ) -> None:
         self.app_module = app_module
         self.volume_name = app_module.CFG.modal_volume
@@ -636,6 +655,9 @@ class StandIn:
         self.max_containers = max_containers
         self.crash_loop_limit = crash_loop_limit
         self.background_commits = background_commits
+        self.commit_interval = commit_interval
+        self.allow_shutdown_commits = allow_shutdown_commits
+        self.shutdown_commits: list[tuple[str, str, list[str]]] = []  # pool, volume, files
         self.stopped = False
         self.records: dict[str, CallRecord] = {}
         self.pools: dict[tuple[str, tuple[str, ...]], Pool] = {}
@@ -712,6 +734,7 @@ class StandIn:
         `runner.py::_run_app` does ("except KeyboardInterrupt": disconnect, then `return`):
         the caller's `with` ends normally and code after it runs without a result."""
         self.stopped = False
+        self.shutdown_commits.clear()
         remote = StandInRemote(self)
         for function in remote.functions.values():
             function.hydrate()
@@ -727,6 +750,24 @@ class StandIn:
             for pool in self.pools.values():
                 pool.stop()
             self.pools.clear()
+        self.refuse_forgotten_commits()
+
+    def refuse_forgotten_commits(self) -> None:
+        """Writes only the containers' shutdown commits carried: on Modal they turn up a
+        scaledown window after the container's last input, so the step after it missed
+        them (unless the test allows it, to look at the shutdown commit itself)."""
+        if self.allow_shutdown_commits or not self.shutdown_commits:
+            return
+        found = "; ".join(
+            f"{pool} ({volume}): {', '.join(sorted(files)[:5])}"
+            for pool, volume, files in self.shutdown_commits
+        )
+        msg = (
+            "stand-in: only their container's shutdown commit made these writes visible, "
+            "which Modal makes a scaledown window after the container's last input; "
+            f"commit before returning: {found}"
+        )
+        raise StandInForgottenCommitError(msg)
 
 
 def _non_py(folder: str, names: list[str]) -> list[str]:

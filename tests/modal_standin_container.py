@@ -15,19 +15,39 @@ container's environment. What it mirrors of modal 1.6.4 (site-packages/modal):
   when the container started; "you need to explicitly reload the volume to see changes
   made since it was mounted", and "explicitly commit any changes you make to the volume
   for the changes to become visible outside the current container". Concurrent changes:
-  "last write wins" per file. `commit()` reloads only when the server does not answer
-  `skip_reload` (`_Volume.commit`); the stand-in's commit never reloads, so code that needs
-  other containers' commits must `reload()` itself. `Mount` below implements that over a
-  per-container copy (`view`) of the committed directory (`root`).
+  "last write wins" per file. `Mount` below implements that over a per-container copy
+  (`view`) of the committed directory (`root`).
+- `commit()` reloads: `_Volume.commit` calls `_do_reload` after a successful VolumeCommit
+  unless the server answers `skip_reload` (`Mount(skip_reload=True)` plays that answer).
+- Open files: "Volumes can only be reloaded if there are no open files for the volume"
+  (class docstring). The server refuses with "there are open files preventing the
+  operation"; `_Volume.reload` re-raises it as RuntimeError, annotated by
+  `volume.py::_open_files_error_annotation` (": cwd is inside volume", ": path REL is
+  open"), while `_Volume.commit` re-raises its reload's refusal unannotated, after the
+  commit itself went through. The stand-in looks at this process's cwd, its
+  /proc/self/fd links and its /proc/self/maps (a memory-mapped file keeps the file open
+  too, though Modal's annotation, reading fds only, does not name it).
 - Background commits: Modal mounts volumes with `allow_background_commits=True`
-  (`volume.py::_volume_to_mount_proto`), and `reload()` "may implicitly commit" uncommitted
-  changes (`_Volume.reload` docstring); the guide adds commits every few seconds and one
-  at shutdown. By default the stand-in makes none, so code that forgets to commit fails
-  here instead of working by timing luck. With `background_commits` on, the opposite
-  worst case: every reload commits this container's changes first, and a container killed
-  by a rule has everything it wrote committed just before it dies (a background commit
-  ran at the worst moment), so code that relies on a write staying invisible until its
-  own commit fails instead.
+  (`volume.py::_volume_to_mount_proto`); the volumes guide ("Background commits"): "every
+  few seconds while your Function or Sandbox executes, the contents of attached Volumes
+  will be committed without your application code calling `.commit`. A final snapshot
+  and commit is also automatically performed on container shutdown." A background commit
+  pushes; it never reloads the view under the running code. The stand-in models:
+  - the shutdown commit, always, when a container stops normally (the App stops and its
+    idle containers end), never when it is killed (a crash rule, a timeout). The
+    container reports what that commit carried: on a running App a container shuts down
+    once idle for its `scaledown_window` ("Max time (in seconds) a container can remain
+    idle while scaling down", `app.py::_App.function`), long after the next step read the
+    volume, so a write only the shutdown commit carries is a forgotten commit; the
+    stand-in fails the run's `with` block over it unless the test allows it;
+  - periodic commits every `commit_interval` seconds (a thread), off by default: they
+    would make a forgotten commit work whenever the next step happens to start after the
+    next tick, so with them on a test passes or fails by timing, never by the code;
+  - `background_commits` on: the worst moments, deterministically. Every reload commits
+    this container's changes first (`_Volume.reload` docstring: reloading "may
+    implicitly commit"), and a container killed by a rule has everything it wrote
+    committed just before it dies (a background commit ran at the worst moment), so code
+    that relies on a write staying invisible until its own commit fails instead.
 - A container killed by the kernel (out of memory: SIGKILL, exit 137) loses everything it
   has not committed. A `crash` rule from the test reproduces that: when the function puts
   the named file in place (an `os.rename`/`os.replace`, audited via `sys.addaudithook`),
@@ -47,6 +67,7 @@ import pickle
 import shutil
 import struct
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +78,8 @@ FRAME = struct.Struct("!Q")
 OOM_EXIT = 137  # what an out-of-memory kill (SIGKILL) looks like from outside
 Signature = tuple[int, int, int]  # inode, size, mtime: a file replaced or rewritten differs
 
-_IN_STANDIN_IO = False  # the crash hook ignores the stand-in's own copies
+OPEN_FILES = "there are open files preventing the operation"  # the server's refusal
+_STANDIN_IO = threading.local()  # the crash hook ignores the stand-in's own copies
 
 
 def send(stream: BinaryIO, message: Any) -> None:
@@ -80,28 +102,34 @@ def receive(stream: BinaryIO) -> Any:
 
 @contextmanager
 def volume_lock(root: Path) -> Iterator[None]:
-    """Serialises commits, reloads and client-side operations on one volume directory."""
-    global _IN_STANDIN_IO
+    """Serialises commits, reloads and client-side operations on one volume directory
+    (across processes, and across a container's threads: each call opens its own handle)."""
     with (root.parent / f".{root.name}.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        _IN_STANDIN_IO = True
+        _STANDIN_IO.active = True
         try:
             yield
         finally:
-            _IN_STANDIN_IO = False
+            _STANDIN_IO.active = False
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def scan(directory: Path) -> dict[str, Signature]:
+    """Every file under `directory`; one removed while it is scanned (by the function, during
+    a background commit) is left out."""
     found: dict[str, Signature] = {}
     for path in directory.rglob("*"):
-        if path.is_file() and not path.is_symlink():
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
             stat = path.stat()
-            found[path.relative_to(directory).as_posix()] = (
-                stat.st_ino,
-                stat.st_size,
-                stat.st_mtime_ns,
-            )
+        except FileNotFoundError:
+            continue
+        found[path.relative_to(directory).as_posix()] = (
+            stat.st_ino,
+            stat.st_size,
+            stat.st_mtime_ns,
+        )
     return found
 
 
@@ -135,10 +163,18 @@ class Mount:
     container's own uncommitted change, a synced file missing from the view its own
     uncommitted deletion."""
 
-    def __init__(self, root: Path, view: Path, *, background_commits: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        view: Path,
+        *,
+        background_commits: bool = False,
+        skip_reload: bool = False,
+    ) -> None:
         self.root = root
         self.view = view
         self.background_commits = background_commits
+        self.skip_reload = skip_reload
         self.synced: dict[str, tuple[Signature, Signature]] = {}
 
     def start(self) -> None:
@@ -148,28 +184,80 @@ class Mount:
             self._refresh()
 
     def reload(self) -> None:
-        """Others' commits become visible; this container's uncommitted changes stay (and
-        are committed first when background commits are on)."""
+        """`_Volume.reload`: others' commits become visible; this container's uncommitted
+        changes stay (and are committed first when background commits are on). Refused
+        while a file of the volume is open, with Modal's annotation."""
         with volume_lock(self.root):
             if self.background_commits:
                 self._push()
+            self._refuse_if_open(annotate=True)
             self._refresh()
 
     def commit(self) -> None:
-        """This container's changes become the committed state (last write wins); the view
-        is not reloaded (as when Modal answers skip_reload)."""
+        """`_Volume.commit`: this container's changes become the committed state (last write
+        wins), then the view is reloaded unless the server answered skip_reload. That
+        reload is refused while a file is open, unannotated, the commit itself kept."""
         with volume_lock(self.root):
             self._push()
+            if not self.skip_reload:
+                self._refuse_if_open(annotate=False)
+                self._refresh()
 
-    def _push(self) -> None:
+    def background_commit(self) -> list[str]:
+        """A commit Modal makes on its own (periodic, at shutdown): it pushes, never
+        reloads. Returns the files (and deletions) it carried."""
+        with volume_lock(self.root):
+            return self._push()
+
+    def open_files(self) -> tuple[str | None, list[str]]:
+        """What keeps this process's view open: the annotation `_open_files_error_annotation`
+        would give (cwd inside the volume, else the first descriptor open in it), and the
+        files mapped into memory, which keep a file open though Modal's annotation, reading
+        descriptors only, never names them."""
+        view = Path(os.path.realpath(self.view))
+        annotation = None
+        if Path(os.getcwd()).is_relative_to(view):
+            annotation = "cwd is inside volume"
+        for fd in [] if annotation else os.listdir("/proc/self/fd"):
+            try:
+                target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # closed meanwhile (the listing's own descriptor)
+                continue
+            if target.is_relative_to(view):
+                annotation = f"path {target.relative_to(view)} is open"
+                break
+        mapped = []
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and Path(fields[5]).is_relative_to(view):
+                mapped.append(Path(fields[5]).relative_to(view).as_posix())
+        return annotation, mapped
+
+    def _refuse_if_open(self, *, annotate: bool) -> None:
+        """The server's refusal; `_Volume.reload` adds the annotation, `_Volume.commit` not."""
+        annotation, mapped = self.open_files()
+        if annotation is None and not mapped:
+            return
+        if annotate and annotation is not None:
+            raise RuntimeError(f"{OPEN_FILES}: {annotation}")
+        raise RuntimeError(OPEN_FILES)
+
+    def _push(self) -> list[str]:
+        carried: list[str] = []
         view = scan(self.view)
         for rel, sig in view.items():
             if rel not in self.synced or self.synced[rel][1] != sig:
-                put(self.view / rel, self.root / rel)
+                try:
+                    put(self.view / rel, self.root / rel)
+                except FileNotFoundError:  # removed by the function meanwhile
+                    continue
                 self.synced[rel] = (signature(self.root / rel), sig)
+                carried.append(rel)
         for rel in [rel for rel in self.synced if rel not in view]:
             remove(self.root / rel, self.root)
             del self.synced[rel]
+            carried.append(rel)
+        return carried
 
     def _refresh(self) -> None:
         root, view = scan(self.root), scan(self.view)
@@ -240,17 +328,27 @@ def install_crash_rules(
         return after is None or (mounts[rule["volume"]].view / after).exists()
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event != "os.rename" or _IN_STANDIN_IO or not targets:
+        if event != "os.rename" or getattr(_STANDIN_IO, "active", False) or not targets:
             return
         rule = targets.get(os.path.normpath(os.path.abspath(os.fsdecode(args[1]))))
         if rule is not None and armed(rule) and spend(rule["budget"]):
             for mount in mounts.values():
                 if mount.background_commits:
-                    mount.commit()
+                    mount.background_commit()
             send(out, ("crashing", rule["id"]))
             os._exit(OOM_EXIT)
 
     sys.addaudithook(hook)
+
+
+def commit_periodically(mounts: dict[str, Mount], every: float, stop: threading.Event) -> None:
+    """Modal's background commits while the container runs: a push every `every` seconds."""
+    while not stop.wait(every):
+        for mount in mounts.values():
+            try:
+                mount.background_commit()
+            except Exception:  # a race with the function's own writes: the next tick retries
+                traceback.print_exc()
 
 
 def main() -> None:
@@ -259,6 +357,7 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "wb")  # replies; the function's own prints go to stderr
     os.dup2(2, 1)
     requests = sys.stdin.buffer
+    home = Path(sys.argv[1]).parent
     background = bool(config.get("background_commits"))
     mounts = {
         name: Mount(Path(root), Path(view), background_commits=background)
@@ -273,11 +372,24 @@ def main() -> None:
     warnings.simplefilter("ignore")  # deprecation notes of the Modal client
     module = importlib.import_module(config["module"])
     function = getattr(module, config["function"])
+    stop = threading.Event()
+    periodic = threading.Thread(
+        target=commit_periodically,
+        args=(mounts, float(config.get("commit_interval") or 0), stop),
+        daemon=True,
+    )
+    if config.get("commit_interval"):
+        periodic.start()
     send(out, ("ready",))
     while True:
         try:
             args, kwargs = receive(requests)
-        except EOFError:
+        except EOFError:  # the container stops normally: the final snapshot and commit
+            stop.set()
+            if periodic.is_alive():
+                periodic.join()
+            carried = {name: mount.background_commit() for name, mount in mounts.items()}
+            (home / "shutdown.json").write_text(json.dumps(carried))
             return
         try:
             reply: tuple[Any, ...] = ("ok", function.local(*args, **kwargs))

@@ -4,8 +4,10 @@ crash rules; see tests/modal_standin.py), driven by the real driver (issue: Moda
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -14,12 +16,12 @@ import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import polars as pl
 import psycopg
 import pytest
-from modal.exception import NotFoundError
+from modal.exception import InternalFailure, NotFoundError
 from rich.progress import Progress
 
 from claidex.local_engine import run_local
@@ -40,8 +42,8 @@ from modal_burst.transfer import download_run, upload_dataset
 from scoring.config import Settings
 from scoring.errors import InputError, RunStateError
 from scoring.runs.ledger import RunLedger
-from tests.modal_standin import CrashRule, DirectoryVolume, StandIn
-from tests.modal_standin_container import Mount
+from tests.modal_standin import CrashRule, DirectoryVolume, StandIn, StandInForgottenCommitError
+from tests.modal_standin_container import OPEN_FILES, Mount
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 500
@@ -1062,17 +1064,185 @@ def test_a_container_sees_other_containers_writes_only_after_commit_and_reload(
 
     (second.view / "d" / "e.txt").write_text("e")
     second.commit()
+    lazy = Mount(root, tmp_path / "c4", skip_reload=True)
+    lazy.start()
+    (second.view / "d" / "e.txt").write_text("e2")
+    second.commit()
     (first.view / "d" / "f.txt").write_text("f")
-    first.commit()  # a commit does not reload (Modal's skip_reload)
-    assert not (first.view / "d" / "e.txt").exists()
-    first.reload()
-    assert (first.view / "d" / "e.txt").read_text() == "e"
+    (lazy.view / "d" / "f.txt").write_text("f")
+    first.commit()  # `_Volume.commit` reloads after committing
+    lazy.commit()  # unless the server answers skip_reload
+    assert (first.view / "d" / "e.txt").read_text() == "e2"
+    assert (lazy.view / "d" / "e.txt").read_text() == "e"
+    lazy.reload()
+    assert (lazy.view / "d" / "e.txt").read_text() == "e2"
 
     eager = Mount(root, tmp_path / "c3", background_commits=True)
     eager.start()
     (eager.view / "d" / "g.txt").write_text("g")
     eager.reload()  # Modal: reloading "may implicitly commit"
     assert (root / "d" / "g.txt").read_text() == "g"
+
+
+def test_reload_and_commit_refuse_while_a_file_of_the_volume_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`_Volume.reload` raises the server's refusal with `_open_files_error_annotation`'s
+    note; `_Volume.commit` raises it bare from the reload after its commit went through."""
+    root = tmp_path / "committed"
+    root.mkdir()
+    mount = Mount(root, tmp_path / "view")
+    mount.start()
+    data = mount.view / "d" / "a.bin"
+    data.parent.mkdir()
+    data.write_bytes(b"x" * 4096)
+    with data.open("rb"):
+        with pytest.raises(RuntimeError) as refused:
+            mount.reload()
+        assert str(refused.value) == f"{OPEN_FILES}: path d/a.bin is open"
+        with pytest.raises(RuntimeError) as refused:
+            mount.commit()
+        assert str(refused.value) == OPEN_FILES
+        assert (root / "d" / "a.bin").read_bytes() == data.read_bytes()  # committed
+    mount.reload()
+    mount.commit()
+
+    libc = ctypes.CDLL(None, use_errno=True)  # Python's mmap would keep a descriptor
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, *[ctypes.c_int] * 3, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(data, os.O_RDONLY)
+    mapped = libc.mmap(None, 4096, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    os.close(fd)  # no descriptor left: the mapping still holds the file open
+    with pytest.raises(RuntimeError) as refused:
+        mount.reload()
+    assert str(refused.value) == OPEN_FILES  # Modal's annotation reads descriptors only
+    assert libc.munmap(mapped, 4096) == 0
+    monkeypatch.chdir(data.parent)
+    with pytest.raises(RuntimeError) as refused:
+        mount.reload()
+    assert str(refused.value) == f"{OPEN_FILES}: cwd is inside volume"
+    monkeypatch.chdir(tmp_path)
+    mount.reload()
+
+
+VOLUME_PROBE_APP = """
+import mmap, os, time
+from pathlib import Path
+from types import SimpleNamespace
+import modal
+
+CFG = SimpleNamespace(modal_volume="probe-vol")
+LOCAL_SOURCES = ("volprobe",)
+IMAGE_ENV = {"PROBE_MOUNT": "/vol"}
+app = modal.App("volprobe")
+volume = modal.Volume.from_name("probe-vol", create_if_missing=True)
+HELD = []  # a warm container keeps module globals between inputs
+
+@app.function(volumes={"/vol": volume})
+def act(action: str, name: str = "") -> object:
+    path = Path(os.environ["PROBE_MOUNT"]) / name
+    if action == "write":
+        path.write_text(name)
+    elif action == "open":
+        HELD.append(path.open("rb"))
+    elif action == "close":
+        while HELD:
+            HELD.pop().close()
+    elif action == "commit":
+        volume.commit()
+    elif action == "reload":
+        volume.reload()
+    elif action == "die":  # writes, then puts the crash rule's file in place
+        path.write_text(name)
+        (path.parent / "tmp").write_text("")
+        os.replace(path.parent / "tmp", path.parent / "boom")
+    return path.exists() if name else None  # any other action: just look
+
+@app.function(volumes={"/vol": volume})
+def look(name: str) -> bool:
+    volume.reload()
+    return (Path(os.environ["PROBE_MOUNT"]) / name).exists()
+
+FUNCTIONS = {"act": act, "look": look}
+"""
+
+
+@pytest.fixture
+def volprobe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An App with one volume: `act` does one volume action per input in its one warm
+    container, `look` reloads in another container and says whether a file is there."""
+    (tmp_path / "volprobe").mkdir()
+    (tmp_path / "volprobe" / "__init__.py").write_text("")
+    (tmp_path / "volprobe" / "app.py").write_text(VOLUME_PROBE_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield importlib.import_module("volprobe.app")
+    for name in ("volprobe.app", "volprobe"):  # the next test's copy is another folder
+        sys.modules.pop(name)
+
+
+def test_standin_commit_reloads_and_a_file_held_open_refuses_it(
+    volprobe: ModuleType, tmp_path: Path
+) -> None:
+    """In a container: commit() brings other containers' commits in (`_Volume.commit`
+    reloads); a file a warm container keeps open makes commit and reload raise Modal's
+    RuntimeError, the commit itself kept."""
+    committed = DirectoryVolume(tmp_path / "volume")
+    standin = StandIn(volprobe, committed.root, max_containers=1)
+    with standin.run() as remote:
+        act, look = remote.functions["act"], remote.functions["look"]
+        assert act.remote("write", "mine.txt") is True
+        assert look.remote("theirs.txt") is False  # look's container is up
+        committed.write_committed("theirs.txt", b"committed elsewhere")
+        assert act.remote("check", "theirs.txt") is False  # not reloaded yet
+        act.remote("commit")
+        assert act.remote("open", "theirs.txt") is True and look.remote("mine.txt") is True
+
+        act.remote("write", "more.txt")
+        with pytest.raises(RuntimeError) as refused:
+            act.remote("commit")
+        assert str(refused.value) == OPEN_FILES
+        assert look.remote("more.txt") is True  # committed before its reload was refused
+        with pytest.raises(RuntimeError) as refused:
+            act.remote("reload")
+        assert str(refused.value) == f"{OPEN_FILES}: path theirs.txt is open"
+        act.remote("close")
+        act.remote("reload")
+        act.remote("commit")
+
+
+def test_standin_commits_at_shutdown_never_when_killed_and_names_the_forgotten_commit(
+    volprobe: ModuleType, tmp_path: Path
+) -> None:
+    """Modal's final commit when a container stops: it makes a forgotten commit visible only
+    after the App stopped, which the stand-in reports; a killed container commits nothing.
+    Periodic commits (`commit_interval`) make the forgotten commit pass unnoticed."""
+    root = tmp_path / "volume"
+    root.mkdir()
+    boom = CrashRule("boom", volume="probe-vol")
+    standin = StandIn(volprobe, root, max_containers=1, crash=[boom])
+    forgotten = r"commit before returning: act \(probe-vol\): late.txt$"
+    with pytest.raises(StandInForgottenCommitError, match=forgotten), standin.run() as remote:
+        act, look = remote.functions["act"], remote.functions["look"]
+        (lost,) = act.map(["die"], kwargs={"name": "lost.txt"}, return_exceptions=True)
+        assert isinstance(lost, InternalFailure)  # container act-1 died with lost.txt
+        act.remote("write", "late.txt")
+        assert look.remote("late.txt") is False  # what the next step would see
+    assert (root / "late.txt").exists() and not (root / "lost.txt").exists()
+    assert standin.crash_count == [1]
+
+    allowed = StandIn(volprobe, root, allow_shutdown_commits=True)
+    with allowed.run() as remote:
+        remote.functions["act"].remote("write", "also-late.txt")
+    assert (root / "also-late.txt").exists()
+    assert allowed.shutdown_commits == [("act", "probe-vol", ["also-late.txt"])]
+
+    ticking = StandIn(volprobe, root, commit_interval=0.05)
+    with ticking.run() as remote:
+        remote.functions["act"].remote("write", "ticked.txt")
+        time.sleep(0.5)
+        assert remote.functions["look"].remote("ticked.txt") is True
+    assert ticking.shutdown_commits == []
 
 
 def test_upload_replaces_the_dataset_and_rejects_a_non_dataset(
