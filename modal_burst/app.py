@@ -73,13 +73,20 @@ def commit_volume() -> None:
 
 @contextmanager
 def synced_volume() -> Iterator[None]:
-    """See other containers' commits first; make this call's files visible, even on failure."""
+    """See other containers' commits first; make this call's files visible, even on failure.
+    A commit that fails after the call failed (an open file, `volume.py::_Volume.commit`'s
+    reload) is a note on the call's own error, never in its place."""
     if not modal.is_local():
         volume.reload()
     try:
         yield
-    finally:
-        commit_volume()
+    except BaseException as exc:
+        try:
+            commit_volume()
+        except Exception as commit_error:
+            exc.add_note(f"the volume commit after it failed too: {commit_error}")
+        raise
+    commit_volume()
 
 
 COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volume}}
