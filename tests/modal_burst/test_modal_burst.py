@@ -563,6 +563,7 @@ def test_a_handed_off_run_whose_driver_stopped_resumes_with_its_secrets_and_no_f
     monkeypatch.setattr(modal.Function, "from_name", lambda app, name, **_: RunFull())
     host = {
         "CLAIDEX_MODAL_POSTGRES_SECRET": "pg-beat",  # the Celery host's name for it
+        "CLAIDEX_MODAL_SOURCE": "volume",  # chosen: no database on this host
         "CLAIDEX_MODAL_BATCH_SIZE": str(BIG_BATCH),
         "CLAIDEX_BATCH_MAX_ATTEMPTS": "1",
     }
@@ -897,7 +898,7 @@ def test_resume_of_a_neo4j_live_run_takes_its_secrets_from_the_run_not_the_calle
     assert finisher.records["prepare"].remote_calls == []
     assert _committed(volume, run).scores.read_bytes() == local_scores
 
-    missing = r"'claidex-neo4j' not found \(graph mode neo4j-live"
+    missing = r"'claidex-neo4j' not found or lacks NEO4J_URI \(graph mode neo4j-live"
     with modal_for(volume).run() as remote, pytest.raises(MissingSecretError, match=missing):
         run_burst(remote, replace(start, run_id=f"{run}-2"), show_progress=False)
 
