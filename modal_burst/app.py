@@ -51,10 +51,16 @@ def retries(cfg: Settings) -> modal.Retries:
     """For exceptions and timeouts, and, for `.map` inputs, lost inputs too: a container that
     dies (out of memory) counts against max_retries with no delay (`parallel_map.py::
     _MapItemContext.handle_get_outputs_response`), after which the driver gets InternalFailure.
-    Where Modal retries a dead container without counting (server-side retries, `.remote`),
-    the run's batch_max_attempts bounds it. Modal cannot tell failures apart, so the bodies
-    return what scoring.runs.retry_policy calls exhausted instead of raising it."""
+    Where Modal retries a dead container without counting (a deployed app's server
+    reschedules a crashed container's input without end), the run's batch_max_attempts and
+    step_max_attempts bound it. Modal cannot tell failures apart, so the bodies return what
+    scoring.runs.retry_policy calls exhausted instead of raising it."""
     return modal.Retries(max_retries=cfg.modal_retries, backoff_coefficient=2.0, initial_delay=5.0)
+
+
+def worker() -> str:
+    """This container, as attempt records name it."""
+    return os.environ.get("MODAL_TASK_ID") or socket.gethostname()
 
 
 def layout() -> VolumeLayout:
@@ -64,9 +70,10 @@ def layout() -> VolumeLayout:
 
 def commit_volume() -> None:
     """Make this container's writes visible to other containers now; whatever a container
-    has not committed when it is killed is lost. Modal reloads the view after a commit
-    (`volume.py::_Volume.commit`), so, like reload, it raises RuntimeError while any file
-    of the volume is open in the container: call it (and `synced_volume`) with none open."""
+    has not committed when it is killed is lost (the steps and batches commit their attempt
+    record at once, so a container killed mid-step still counts). Modal reloads the view
+    after a commit (`volume.py::_Volume.commit`), so, like reload, it raises RuntimeError
+    while any file of the volume is open in the container: call it with none open."""
     if not modal.is_local():
         volume.commit()
 
@@ -93,8 +100,9 @@ COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volu
 STEP = {"cpu": CFG.modal_step_cpu}
 OPTIONS: dict[str, dict[str, Any]] = {  # per function, besides image and volume
     # prepare (the plan), the single prepare steps and merge without Modal retries: their failures
-    # (bad input, wrong password)
-    # would only repeat; `python -m modal_burst resume|merge RUN` is the recovery
+    # (bad input, wrong password) would only repeat; `python -m modal_burst resume|merge RUN`
+    # is the recovery. A crashed container is still rescheduled by Modal's server (without
+    # end in a deployed app): step_max_attempts bounds that
     "prepare": {**STEP, "timeout": CFG.modal_prepare_timeout, "memory": CFG.modal_prepare_memory},
     "stage_shard": {
         "max_containers": CFG.modal_max_containers,
@@ -138,32 +146,39 @@ def prepare(
             data_name=data_name,
             overrides=overrides,
             publish=publish,
+            worker=worker(),
+            on_start=commit_volume,
         )
 
 
 @app.function(**COMMON, **OPTIONS["stage_shard"])
 def stage_shard(index: int, run_id: str, stage: str) -> dict[str, Any]:
     with synced_volume():
-        return bodies.stage_shard(layout(), run_id, stage, index)
+        return bodies.stage_shard(
+            layout(), run_id, stage, index, worker=worker(), on_start=commit_volume
+        )
 
 
 @app.function(**COMMON, **OPTIONS["stage_single"])
 def stage_single(run_id: str, step: str) -> dict[str, Any]:
     with synced_volume():
-        return bodies.single_step(layout(), run_id, step)
+        return bodies.single_step(layout(), run_id, step, worker=worker(), on_start=commit_volume)
 
 
 @app.function(**COMMON, **OPTIONS["score_batch"])
 def score_batch(batch_index: int, run_id: str) -> dict[str, Any]:
-    worker = os.environ.get("MODAL_TASK_ID") or socket.gethostname()
     with synced_volume():
-        return bodies.score_one_batch(layout(), run_id, batch_index, worker, on_start=commit_volume)
+        return bodies.score_one_batch(
+            layout(), run_id, batch_index, worker(), on_start=commit_volume
+        )
 
 
 @app.function(**COMMON, **OPTIONS["merge_and_calibrate"])
 def merge_and_calibrate(run_id: str, publish: bool) -> dict[str, Any]:
     with synced_volume():
-        return bodies.merge_run(layout(), run_id, publish=publish)
+        return bodies.merge_run(
+            layout(), run_id, publish=publish, worker=worker(), on_start=commit_volume
+        )
 
 
 @app.function(**COMMON, **OPTIONS["run_status"])

@@ -16,7 +16,9 @@ from scoring.config import load_settings
 from scoring.db.connection import DatabaseError, connect, database_url
 from scoring.db.publish import table_full_run
 from scoring.errors import InputError, RunFileError
+from scoring.runs.attempts import MERGE, PREPARE, StepAttempts, attempt_key, step_attempt
 from scoring.runs.ledger import RunLedger, read_record
+from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan, plan_path, read_plan
 from scoring.runs.retry_policy import exhausted
 from scoring.runs.store import RunPaths
@@ -38,6 +40,33 @@ NO_DATABASE = (
 )
 
 
+def capped(
+    paths: RunPaths,
+    key: str,
+    limit: Callable[[], int],
+    work: Callable[[], dict[str, Any]],
+    *,
+    worker: str,
+    on_start: Callable[[], None] | None,
+) -> dict[str, Any]:
+    """`work` as one recorded attempt of step `key` (scoring.runs.attempts). Modal retries
+    whatever a function raises, and its server reschedules a crashed container's input (in
+    a deployed app without end): past step_max_attempts the step returns `gave_up` instead
+    of raising it, and the driver fails the run."""
+    try:
+        with step_attempt(paths, key, limit=limit, worker=worker, on_start=on_start):
+            return work()
+    except Exception as exc:
+        if not exhausted(exc):
+            raise
+        return {"step": key, "gave_up": str(exc)}
+
+
+def plan_limit(paths: RunPaths) -> Callable[[], int]:
+    """The run's step_max_attempts, as its plan froze it (read after the start is recorded)."""
+    return lambda: read_plan(paths)[1].step_max_attempts
+
+
 def prepare_run(
     layout: VolumeLayout,
     run_id: str,
@@ -46,6 +75,8 @@ def prepare_run(
     data_name: str,
     overrides: dict[str, Any],
     publish: bool,
+    worker: str = "",
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Start step 1 for a dataset on the volume, or for a fresh Postgres snapshot: the plan
     the stage functions read. The run's publish choice is kept in the ledger so a resume
@@ -56,40 +87,74 @@ def prepare_run(
     whose ledger lacks the choice (`RunNeeds.of_run`) rather than guess."""
     paths = layout.run(run_id)
     cfg = load_settings(**overrides)
-    if source == "postgres":  # the graph here; the export stage's shards COPY NPI ranges
-        begin_prepare_from_postgres(paths, database_url(), cfg)
-    else:
-        data = layout.dataset(data_name)
-        if not data.is_dir():
-            msg = (
-                f"dataset {data_name!r} is not on the volume (no {data}); upload it with "
-                f"`python -m modal_burst upload DIR --data-name {data_name}` (a deployed app "
-                "keeps the volume it was deployed with: after a volume migration, redeploy)"
-            )
-            raise InputError(msg)
-        begin_prepare(paths, data, cfg)
-        as_of = layout.upload_record(data_name)
-        uploaded = read_record(as_of).get("uploaded_at") if as_of.exists() else None
-        RunLedger(paths).update(source_dataset=data_name, source_uploaded_at=uploaded)
-    RunLedger(paths).update(engine="modal", publish=publish)
-    return {"run_id": run_id, "shards": read_plan(paths)[2]}
+
+    def work() -> dict[str, Any]:
+        if source == "postgres":  # the graph here; the export stage's shards COPY NPI ranges
+            begin_prepare_from_postgres(paths, database_url(), cfg)
+        else:
+            data = layout.dataset(data_name)
+            if not data.is_dir():
+                msg = (
+                    f"dataset {data_name!r} is not on the volume (no {data}); upload it with "
+                    f"`python -m modal_burst upload DIR --data-name {data_name}` (a deployed "
+                    "app keeps the volume it was deployed with: after a volume migration, "
+                    "redeploy)"
+                )
+                raise InputError(msg)
+            begin_prepare(paths, data, cfg)
+            as_of = layout.upload_record(data_name)
+            uploaded = read_record(as_of).get("uploaded_at") if as_of.exists() else None
+            RunLedger(paths).update(source_dataset=data_name, source_uploaded_at=uploaded)
+        RunLedger(paths).update(engine="modal", publish=publish)
+        return {"run_id": run_id, "shards": read_plan(paths)[2]}
+
+    limit = cfg.step_max_attempts
+    return capped(paths, PREPARE, lambda: limit, work, worker=worker, on_start=on_start)
 
 
-def stage_shard(layout: VolumeLayout, run_id: str, stage: str, index: int) -> dict[str, Any]:
+def stage_shard(
+    layout: VolumeLayout,
+    run_id: str,
+    stage: str,
+    index: int,
+    *,
+    worker: str = "",
+    on_start: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """One shard of one prepare stage; idempotent, so Modal's retries rewrite the same files.
-    It writes only its own shard's files, never the ledger (many run at once)."""
-    started = time.perf_counter()
-    run_task(layout.run(run_id), stage, index)
-    return {"stage": stage, "shard": index, "seconds": round(time.perf_counter() - started, 3)}
+    It writes only its own shard's files (its attempt record too), never the ledger (many
+    run at once)."""
+    paths = layout.run(run_id)
+
+    def work() -> dict[str, Any]:
+        started = time.perf_counter()
+        run_task(paths, stage, index)
+        seconds = round(time.perf_counter() - started, 3)
+        return {"stage": stage, "shard": index, "seconds": seconds}
+
+    key = attempt_key(stage, index)
+    return capped(paths, key, plan_limit(paths), work, worker=worker, on_start=on_start)
 
 
-def single_step(layout: VolumeLayout, run_id: str, step: str) -> dict[str, Any]:
+def single_step(
+    layout: VolumeLayout,
+    run_id: str,
+    step: str,
+    *,
+    worker: str = "",
+    on_start: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """A single step of prepare (the step table's), once, in one container."""
     paths = layout.run(run_id)
-    with RunLedger(paths).step("prepare"):
-        run_single(paths, step)
-    record_progress(paths)
-    return {"run_id": run_id, "step": step}
+
+    def work() -> dict[str, Any]:
+        with RunLedger(paths).step("prepare"):
+            run_single(paths, step)
+        record_progress(paths)
+        return {"run_id": run_id, "step": step}
+
+    key = attempt_key(step)
+    return capped(paths, key, plan_limit(paths), work, worker=worker, on_start=on_start)
 
 
 def score_one_batch(
@@ -114,7 +179,14 @@ def score_one_batch(
     return {"batch": result.batch_index, "rows": result.rows, "seconds": round(result.seconds, 3)}
 
 
-def merge_run(layout: VolumeLayout, run_id: str, *, publish: bool) -> dict[str, Any]:
+def merge_run(
+    layout: VolumeLayout,
+    run_id: str,
+    *,
+    publish: bool,
+    worker: str = "",
+    on_start: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Step 3 (refuses missing batches), then publish once when asked. Asked to publish with
     no database in reach is an error before any work, never a merged run nobody published
     (beat's spawned run_full has no one to read a note)."""
@@ -122,9 +194,16 @@ def merge_run(layout: VolumeLayout, run_id: str, *, publish: bool) -> dict[str, 
     if publish and url is None:
         raise DatabaseError(f"run {run_id}: {NO_DATABASE}")
     paths = layout.run(run_id)
-    if url is not None:
-        note_stale_source(paths, url)
-    return merge_and_publish(paths, url)
+
+    def work() -> dict[str, Any]:
+        if url is not None:
+            note_stale_source(paths, url)
+        return merge_and_publish(paths, url)
+
+    def limit() -> int:
+        return RunManifest.load(paths).cfg.step_max_attempts
+
+    return capped(paths, MERGE, limit, work, worker=worker, on_start=on_start)
 
 
 def note_stale_source(paths: RunPaths, url: str) -> None:
@@ -181,8 +260,16 @@ def run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
 
 def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     paths = layout.run(run_id)
+    # steps whose last start has not ended well: a crash loop shows here while it runs
+    attempts = {k: r for k, r in StepAttempts(paths).states().items() if r["status"] != "done"}
     if not paths.ledger.exists():
-        return {"run_id": run_id, "exists": False, "prepared": False, "missing": []}
+        return {
+            "run_id": run_id,
+            "exists": False,
+            "prepared": False,
+            "missing": [],
+            "attempts": attempts,
+        }
     ledger = RunLedger(paths)
     summary = ledger.summary()
     manifest = read_record(paths.manifest) if paths.manifest.exists() else None
@@ -217,6 +304,7 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
         "postgres_keys": settings.get("modal_postgres_keys"),
         "missing": [],
         "batch_errors": {i: states[i].get("error", "") for i in summary["batches_failed"]},
+        "attempts": attempts,
         "pruned": pruned,
     }
     if manifest is not None:  # run.json decides the batches (the ledger may lag behind it)
@@ -235,22 +323,27 @@ def record_status(
     error: str | None,
     batch_errors: dict[int, str] | None = None,
 ) -> None:
-    """The driver's view of the run in the ledger.
+    """The driver's view of the run in the ledger; the driver calls it only while none of
+    the run's steps or batches runs.
 
     'scoring' (a dispatch starts): a batch record still 'running' without a chunk is from
     a start nobody is waiting for any more (the driver was interrupted, or Modal gave up on
     it): it becomes 'interrupted', so only deaths seen by this dispatch count as attempts.
     'failed': the run failed at `step`; each batch of `batch_errors` (what the driver got back
     from Modal: an exception, a timeout, a lost input) is recorded failed, so a resume scores
-    it afresh instead of counting a stale 'running' record as one more container death."""
+    it afresh instead of counting a stale 'running' record as one more container death.
+    Any status: a step's attempt record still 'running' ends the same way (failed with the
+    run's error, else interrupted), so a resume starts each step with a fresh budget."""
     paths = layout.run(run_id)
     ledger = RunLedger(paths)
     if status == "failed":
+        StepAttempts(paths).end_running("failed", error or "failed")
         for index, why in (batch_errors or {}).items():
             if not paths.chunk(index).exists():
                 ledger.batch_failed(index, why)
         ledger.fail(step or "score", error or "failed")
         return
+    StepAttempts(paths).end_running("interrupted", "an earlier dispatch never saw it end")
     if status == "scoring":
         for index, record in ledger.batch_states().items():
             if record.get("status") == "running" and not paths.chunk(index).exists():

@@ -27,6 +27,9 @@ from modal_burst.driver import (
     run_burst,
     run_overrides,
 )
+from modal_burst.driver import (
+    resume_command as driver_resume_command,
+)
 from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, migration_steps, named_volume
 from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
@@ -59,10 +62,14 @@ def report(outcome: BurstOutcome) -> int:
     """One summary line; failed batches by index on stderr."""
     head = f"run {outcome.run_id}: {outcome.status}, {outcome.batches_done}/{outcome.batches_total}"
     if outcome.status == "failed":
+        resume = outcome.resume or driver_resume_command(outcome.run_id, planned=True)
+        if not outcome.failed:  # a step gave up: the detail names it (and the resume command)
+            print(f"{head} batches; {outcome.detail}", file=sys.stderr)
+            return 1
         print(f"{head} batches; {len(outcome.failed)} failed", file=sys.stderr)
         for index, error in sorted(outcome.failed.items()):
             print(f"  batch {index}: {error}", file=sys.stderr)
-        print(f"resume with: python -m modal_burst resume {outcome.run_id}", file=sys.stderr)
+        print(f"resume with: {resume}", file=sys.stderr)
         return 1
     extra = f" ({outcome.detail})" if outcome.detail else ""
     print(f"{head} batches{extra}")
@@ -84,7 +91,7 @@ def resume_command(args: argparse.Namespace, tracker: BurstTracker) -> str:
     """`resume RUN` once the run has a plan; before that, this same `full` with --run-id."""
     deployed = " --deployed" if args.deployed else ""
     if tracker.planned or args.command == "resume":
-        return f"python -m modal_burst resume {tracker.run_id}{deployed}"
+        return driver_resume_command(tracker.run_id, planned=True) + deployed
     argv = [a for a in (args.argv or []) if a not in ("full",)]
     if "--run-id" not in argv:
         argv = [*argv, "--run-id", tracker.run_id]

@@ -23,6 +23,7 @@ from modal_burst.run_secrets import (
 )
 from scoring.config import Settings
 from scoring.errors import RunStateError
+from scoring.runs.attempts import MERGE, PREPARE, attempt_key, describe
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
@@ -87,6 +88,7 @@ class BurstOutcome:
     dispatched: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     detail: str = ""
+    resume: str = ""  # a failed run: the command that carries it on
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +190,13 @@ def score_missing(
     return failed
 
 
+def resume_command(run_id: str, *, planned: bool) -> str:
+    """What carries a run on: `resume` once it has a plan, else a new prepare of that id."""
+    if planned:
+        return f"python -m modal_burst resume {run_id}"
+    return f"python -m modal_burst full --run-id {run_id} [--no-publish]"
+
+
 def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
     """`resume`/`merge` of a run that is not on the volume, or never finished prepare."""
     run_id = state["run_id"]
@@ -197,9 +206,62 @@ def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
     why = f" ({state['error']})" if state.get("error") else ""
     msg = (
         f"run {run_id} never finished prepare{why}: nothing to {wanted}; "
-        f"`python -m modal_burst full --run-id {run_id} [--no-publish]` prepares it again"
+        f"`{resume_command(run_id, planned=False)}` prepares it again"
     )
     return RunStateError(msg)
+
+
+def call_step(function: FunctionLike, *args: Any) -> Any:
+    """`.remote` of a step; Modal giving up on the step's crash loop (an ephemeral app's
+    server fails the input once its containers crash too often: InternalFailure) is
+    returned, not raised, so the driver can fail the run saying which step."""
+    from modal.exception import InternalFailure
+
+    try:
+        return function.remote(*args)
+    except InternalFailure as exc:
+        return exc
+
+
+def step_failure(result: Any) -> str | None:
+    """Why a step's call failed, or None: an exception Modal handed back, or a body that gave
+    up after its containers died step_max_attempts times (returned: a raise is retried)."""
+    if isinstance(result, BaseException):
+        return one_line(result)
+    if isinstance(result, dict) and "gave_up" in result:
+        return f"StepGaveUpError: {result['gave_up']}"
+    return None
+
+
+def fail_steps(
+    functions: Mapping[str, FunctionLike], run_id: str, phase: str, failed: dict[str, str]
+) -> BurstOutcome:
+    """Fail the run at `phase` for its failed steps (attempt key -> why), naming each (a
+    worker that died without ending its attempt record says how often) and the command
+    that carries the run on; recorded, so each step starts the resume with a fresh budget."""
+    state = functions["run_status"].remote(run_id)
+    attempts: dict[str, dict[str, Any]] = state.get("attempts") or {}
+    shown = []
+    for key, why in sorted(failed.items())[:10]:
+        record = attempts.get(key, {})
+        died = record.get("attempt", 0) if record.get("status") == "running" else 0
+        deaths = f" (its worker died {died} time(s))" if died else ""
+        named = f"{describe(key)}: " in why  # a body's own message names its step
+        shown.append(why if named and not deaths else f"{describe(key)}{deaths}: {why}")
+    if len(failed) > len(shown):
+        shown.append(f"{len(failed)} failed in all")
+    planned = bool(state.get("planned") or state.get("prepared"))
+    resume = resume_command(run_id, planned=planned)
+    detail = f"{phase} failed: {'; '.join(shown)}; resume with: {resume}"
+    functions["record_status"].remote(run_id, "failed", phase, detail)
+    return BurstOutcome(
+        run_id,
+        "failed",
+        int(state.get("batches_total", 0)),
+        int(state.get("batches_done", 0)),
+        detail=detail,
+        resume=resume,
+    )
 
 
 def prepare_stages(
@@ -209,32 +271,35 @@ def prepare_stages(
     status: Callable[[str], dict[str, Any]],
     window: int,
     tracker: BurstTracker,
-) -> dict[int, str]:
+) -> dict[str, str]:
     """The step table's prepare steps, as the run's state names them one after the other:
-    a single step once, a fan-out as one `.map` over its missing shards. Returns the failed
-    shards of the first stage with failures (the steps after it are not started)."""
+    a single step once, a fan-out as one `.map` over its missing shards. Returns the failures
+    (attempt key -> why) of the first step with any (the steps after it are not started)."""
     run_id = state["run_id"]
     ran: set[str] = set()
     while (work := state.get("next")) is not None and work["phase"] == "prepare":
-        if work["step"] in ran:  # ran and still missing: a stale app or volume, never a loop
-            msg = f"run {run_id}: prepare step {work['step']} ran but is still not done"
+        step = work["step"]
+        if step in ran:  # ran and still missing: a stale app or volume, never a loop
+            msg = f"run {run_id}: prepare step {step} ran but is still not done"
             raise RunStateError(msg)
-        ran.add(work["step"])
-        tracker.phase = f"preparing (step {work['step']})"
+        ran.add(step)
+        tracker.phase = f"preparing (step {step})"
         if work["kind"] == "single":
-            steps["stage_single"].remote(run_id, work["step"])
+            why = step_failure(call_step(steps["stage_single"], run_id, step))
+            if why is not None:
+                return {attempt_key(step): why}
             state = status(run_id)
             continue
         todo: list[int] = list(work["indices"])
-        task = bar.add_task(work["step"], total=len(todo))
-        kwargs = {"run_id": run_id, "stage": work["step"]}
-        failed: dict[int, str] = {}
+        task = bar.add_task(step, total=len(todo))
+        kwargs = {"run_id": run_id, "stage": step}
+        failed: dict[str, str] = {}
         for index, result in mapped(steps["stage_shard"], todo, kwargs, window):
-            if isinstance(result, BaseException):
-                failed[index] = one_line(result)
+            if (why := step_failure(result)) is not None:
+                failed[attempt_key(step, index)] = why
             bar.advance(task)
         if failed:
-            return {index: f"{work['step']}: {why}" for index, why in failed.items()}
+            return failed
         state = status(run_id)
     return {}
 
@@ -263,18 +328,20 @@ def _prepare(
         overrides = {**secret_names(cfg), **request.overrides}  # frozen into the plan
         needs = RunNeeds.of_request(overrides, request.source, bool(publish))
         steps = with_secrets(remote, needs, STEPS)
+        if state.get("exists"):  # a start of an earlier prepare still 'running' is no death
+            functions["record_status"].remote(run_id, "preparing", None, None)
         tracker.phase = "planning"
-        steps["prepare"].remote(run_id, request.source, request.data_name, overrides, publish)
+        args = (run_id, request.source, request.data_name, overrides, publish)
+        why = step_failure(call_step(steps["prepare"], *args))
+        if why is not None:
+            return fail_steps(functions, run_id, "prepare", {PREPARE: why})
         state = functions["run_status"].remote(run_id)
     tracker.planned = True
     with burst_progress(show) as bar:
         status = functions["run_status"].remote
         failed = prepare_stages(steps, state, bar, status, cfg.modal_map_window, tracker)
     if failed:
-        shown = "; ".join(f"shard {i}: {err}" for i, err in sorted(failed.items())[:10])
-        detail = f"{len(failed)} prepare shard(s) failed: {shown}"
-        functions["record_status"].remote(run_id, "failed", "prepare", detail)
-        return BurstOutcome(run_id, "failed", detail=detail)
+        return fail_steps(functions, run_id, "prepare", failed)
     return functions["run_status"].remote(run_id), needs, steps
 
 
@@ -329,7 +396,8 @@ def run_burst(
     if failed:
         shown = "; ".join(f"batch {i}: {err}" for i, err in sorted(failed.items())[:10])
         outcome.status = "failed"
-        outcome.detail = f"{len(failed)} batch(es) failed: {shown}"
+        outcome.resume = resume_command(run_id, planned=True)
+        outcome.detail = f"{len(failed)} batch(es) failed: {shown}; resume with: {outcome.resume}"
         # each failed batch is recorded as failed, never left 'running' (a timeout, a lost
         # input Modal gave up on): a resume scores it afresh
         functions["record_status"].remote(run_id, "failed", "score", outcome.detail, failed)
@@ -338,7 +406,9 @@ def run_burst(
         outcome.detail = f"{total - done} batch(es) not dispatched (--max-batches)"
         return outcome
     tracker.phase = "merging"
-    merged = steps["merge_and_calibrate"].remote(run_id, needs.publishes)
+    merged = call_step(steps["merge_and_calibrate"], run_id, needs.publishes)
+    if (why := step_failure(merged)) is not None:
+        return fail_steps(functions, run_id, MERGE, {MERGE: why})
     outcome.status = merged["status"]
     outcome.detail = merged.get("note", "")
     return outcome
@@ -358,4 +428,12 @@ def merge_only(remote: Remote, run_id: str, *, publish: bool | None) -> dict[str
         raise RunStateError(msg)
     needs = RunNeeds.of_run(state, publish=publish)
     steps = with_secrets(remote, needs, ("merge_and_calibrate",))
-    return dict(steps["merge_and_calibrate"].remote(run_id, needs.publishes))
+    functions = remote.functions
+    # a start of an earlier merge still 'running' is no death of this one
+    functions["record_status"].remote(run_id, "scoring", None, None)
+    merged = call_step(steps["merge_and_calibrate"], run_id, needs.publishes)
+    if (why := step_failure(merged)) is not None:
+        failed = fail_steps(functions, run_id, MERGE, {MERGE: why})
+        msg = f"run {run_id}: {failed.detail}"
+        raise RunStateError(msg)
+    return dict(merged)

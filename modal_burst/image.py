@@ -117,5 +117,7 @@ def build_stamp() -> dict[str, str]:
         version = importlib.metadata.version("claidex")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    digest = hashlib.sha256(container_lock().read_bytes()).hexdigest()[:12]
+    lock = container_lock()
+    locked_packages(lock)  # a missing or unreadable lock: LockError, one line
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
     return {"version": version, "lock": digest}

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     worker_max_memory_mb: int = Field(default=3000, ge=0)
     task_max_retries: int = Field(default=3, ge=0)
     batch_max_attempts: int = Field(default=4, ge=1)  # worker deaths on one batch before it fails
+    # worker deaths on one step (prepare, a stage shard, reduce, combine, merge) before it fails
+    step_max_attempts: int = Field(default=3, ge=1)
     retry_backoff_max: int = Field(default=300, ge=1)
     # Leases (start, merge) last this long without renewal: a killed holder is replaced after it.
     lease_seconds: float = Field(default=30.0, ge=1)

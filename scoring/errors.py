@@ -19,8 +19,17 @@ class RunFileError(RunStateError):
     """A run-directory file is missing or unreadable (storage trouble or a damaged run)."""
 
 
-class BatchGaveUpError(RunStateError):
+class GaveUpError(RunStateError):
+    """A retry budget ran out: final, and handed back, not raised, where an engine retries any
+    raise (retry_policy's EXHAUSTED)."""
+
+
+class BatchGaveUpError(GaveUpError):
     """A batch killed its worker too often (e.g. out of memory): it fails instead of looping."""
+
+
+class StepGaveUpError(GaveUpError):
+    """A step (prepare, a stage shard, reduce, combine, merge) killed its worker too often."""
 
 
 class TransientError(ClaidexError):

@@ -67,17 +67,38 @@ handle_get_outputs_response`, `retries.py::RetryManager`, guide "Failures and re
   what `RetryManager.get_delay_ms` computes (initial_delay * backoff_coefficient ** (n - 1),
   at least 1 s). Delays are recorded, and slept multiplied by `time_scale` (0: not slept).
   A function without `retries` fails at the first exception.
-- A container that dies (on start-up or mid-input, e.g. out of memory) loses its input,
-  which Modal reports as GENERIC_STATUS_INTERNAL_FAILURE:
-  - in `.map` it counts against max_retries like any failure, retried with no delay
-    (`handle_get_outputs_response`: "lost inputs will count towards the retry policy");
-    past max_retries (at once without `retries`) the caller gets `InternalFailure`;
-  - in `.remote` it is retried without counting (`_Invocation.run_function`), and without
-    end: after `crash_loop_limit` crashes of one input the stand-in raises
-    StandInCrashLoopError into the caller, so a test fails where Modal would loop.
-  (Both are the client-side retry path, `sync_client_retries_enabled`; Modal's guide says
-  a deployed app's server retries crashed containers indefinitely, which the run's
-  batch_max_attempts bounds.)
+- A container that dies (on start-up or mid-input, e.g. out of memory) loses its input.
+  Who retries it (the server's `sync_client_retries_enabled` is taken as set, as the
+  stand-in always did: the client-side paths below are the client's own code):
+  - `.remote` of a function with a retry policy of at least one retry: the client. The
+    server reports the lost input as GENERIC_STATUS_INTERNAL_FAILURE and
+    `_Invocation.run_function` retries it at once, without counting it against the policy
+    and without end (`MAX_INTERNAL_FAILURE_COUNT` bounds only `_InputPlaneInvocation`);
+  - `.remote` of a function without one (`run_function` then only awaits the single
+    output, `not ctx.retry_policy or ctx.retry_policy.retries == 0`): Modal's server,
+    as `server` says (below); an input the server fails reaches the caller as
+    `InternalFailure` (`_process_result`);
+  - `.map`: the client. A lost input counts against max_retries like any failure, retried
+    with no delay (`handle_get_outputs_response`: "lost inputs will count towards the retry
+    policy"); past max_retries (at once without `retries`) the caller gets InternalFailure.
+- `server`, what Modal's server does with crashed containers (guide "Failures and retries",
+  https://modal.com/docs/guide/retries, Container crashes; it gives no number for the
+  failure rate):
+  - "deployed": "container crashes will be retried indefinitely": the stand-in restarts the
+    input on a new container and never returns to the caller; after `crash_loop_limit`
+    crashes of one input (high: 25 by default) it raises StandInCrashLoopError into the
+    caller, so the TEST fails where Modal would loop until the function's timeout. The
+    same limit ends the client's endless retries of a `.remote` with a retry policy.
+  - "ephemeral": "retried until a failure rate is exceeded, after which all pending inputs
+    will be failed and the exception will be propagated to the caller". The stand-in's
+    threshold, per function (a with_options variant is a function of its own) and App run:
+    at least EPHEMERAL_MIN_CRASHES (3) crashes that make up at least EPHEMERAL_CRASH_RATE
+    (half) of the inputs its containers ran. Low on purpose, at the default
+    step_max_attempts: the server may well cut a crash loop before the run's own cap does,
+    and the driver must say which step either way. From then on every pending input of the
+    function (waiting for a container, or for a client-side retry) fails with
+    INTERNAL_FAILURE without a container, recorded as "cut_off"; inputs already running in
+    a healthy container finish.
 - A `CrashRule` decides what a death is: `effect="oom"` (the container dies: a lost
   input), `"timeout"` (the container is killed at its timeout there: FunctionTimeoutError,
   counted as above, without waiting the timeout out), `"stop"` (the App stops there, as when
@@ -124,12 +145,16 @@ from tests.modal_image import builder_version, dockerfile_layers
 from tests.modal_standin_container import receive, send, volume_lock
 
 CONTAINER_SCRIPT = Path(__file__).with_name("modal_standin_container.py")
-CRASH_LOOP_LIMIT = 12
+CRASH_LOOP_LIMIT = 25  # a safety limit: far above any cap our code sets
 STARTUP_TIMEOUT = 60.0
+SERVERS = ("deployed", "ephemeral")
+EPHEMERAL_MIN_CRASHES = 3
+EPHEMERAL_CRASH_RATE = 0.5
 
 
 class StandInCrashLoopError(AssertionError):
-    """An input kept killing its containers: a deployed Modal app would retry it forever."""
+    """An input kept killing its containers, and Modal would retry it forever (a deployed
+    app's server, or the client for a `.remote` with a retry policy)."""
 
 
 class StandInForgottenCommitError(AssertionError):
@@ -299,7 +324,7 @@ def image_site(packages: dict[str, str | None], version: str | None = None) -> P
 
 @dataclass
 class Outcome:
-    kind: str  # ok, error, timeout, crash
+    kind: str  # ok, error, timeout, crash; cut_off: failed by the server, no container
     value: Any = None
     detail: str = ""
     rule: int | None = None
@@ -448,11 +473,20 @@ class Pool:
         self.started = 0
         self.live = 0
         self.changed = threading.Condition()
+        self.ran = 0  # inputs its containers ran (to an output, a timeout or a crash)
+        self.crashes = 0
+        self.cut_off = False  # ephemeral: past the failure rate, pending inputs fail
+
+    def _cut(self) -> Outcome:
+        return Outcome("cut_off", detail=f"{self.name}: a pending input failed by the server")
 
     def acquire(self) -> Container | Outcome:
+        """A container for one input, or, once the server cut the function off, its failure."""
         with self.changed:
-            while not self.idle and self.live >= self.max_containers:
+            while not self.cut_off and not self.idle and self.live >= self.max_containers:
                 self.changed.wait()
+            if self.cut_off:
+                return self._cut()
             if self.idle:
                 return self.idle.pop()
             self.live += 1
@@ -465,6 +499,20 @@ class Pool:
             self.release(container, alive=False)
             return failed
         return container
+
+    def ran_input(self, kind: str) -> bool:
+        """Count an input a container ran; True when the server now fails every pending
+        input (the ephemeral failure rate, see the module docstring)."""
+        with self.changed:
+            self.ran += 1
+            self.crashes += kind == "crash"
+            over = self.crashes >= EPHEMERAL_MIN_CRASHES and (
+                self.crashes >= EPHEMERAL_CRASH_RATE * self.ran
+            )
+            if self.standin.server == "ephemeral" and over and not self.cut_off:
+                self.cut_off = True
+                self.changed.notify_all()
+            return self.cut_off
 
     def release(self, container: Container, *, alive: bool) -> None:
         if not alive:
@@ -534,13 +582,17 @@ class StandInFunction:
         return self.standin.pool(self.name, names, env), names
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, mapped: bool) -> Any:
+        """One input until the caller gets its output or error (module docstring, Failures)."""
         pool, names = self._pool()
         manager = RetryManager(pool.retries._to_proto()) if pool.retries else None
-        crashes = 0
+        # `_Invocation.run_function` retries a `.remote` only under a policy of 1+ retries;
+        # parallel_map retries every `.map` input by its policy (none: no retry)
+        client_retries = mapped or (pool.retries is not None and pool.retries.max_retries > 0)
+        restarts = 0  # crashes of this input retried without counting
         while True:
             self.standin.check_running()
             got = pool.acquire()
-            if isinstance(got, Outcome):
+            if isinstance(got, Outcome):  # died on start-up, or cut off by the server
                 outcome = got
             else:
                 outcome = got.call(args, kwargs, pool.timeout)
@@ -557,28 +609,38 @@ class StandInFunction:
             if effect == "stop":
                 self.standin.stop_app()
                 self.standin.check_running()
+            cut_off = pool.cut_off if kind == "cut_off" else pool.ran_input(outcome.kind)
             if outcome.kind == "ok":
                 return outcome.value
-            if outcome.kind == "crash" and not mapped:
-                crashes += 1
-                if crashes >= self.standin.crash_loop_limit:
-                    msg = (
-                        f"stand-in: {self.name}{args} killed its container {crashes} times; "
-                        f"Modal would retry it forever. Last: {outcome.detail}"
-                    )
-                    raise StandInCrashLoopError(msg)
-                continue  # .remote: rescheduled on a new container, not counted as a retry
+            if outcome.kind in ("crash", "cut_off"):
+                server_retries = not client_retries and not cut_off  # deployed: never cut off
+                if server_retries or (client_retries and not mapped):
+                    restarts += 1
+                    self._crash_loop(args, restarts, outcome)
+                    continue  # rescheduled on a new container, not counted as a retry
+                if not client_retries:  # the server failed the input
+                    msg = f"input lost, the function's failure rate exceeded: {outcome.detail}"
+                    raise InternalFailure(msg)
             delay = manager.get_delay_ms() if manager else None
             if delay is None:
                 if outcome.kind == "timeout":
                     raise FunctionTimeoutError(outcome.detail)
-                if outcome.kind == "crash":
+                if outcome.kind in ("crash", "cut_off"):
                     raise InternalFailure(f"input lost: {outcome.detail}")
                 raise outcome.value
-            if outcome.kind == "crash":
+            if outcome.kind in ("crash", "cut_off"):
                 delay = 0  # .map: a lost input counts against the policy, without delay
             self.record.retry_delays_ms.append(delay)
             time.sleep(delay / 1000 * self.standin.time_scale)
+
+    def _crash_loop(self, args: tuple[Any, ...], restarts: int, last: Outcome) -> None:
+        """The safety limit on retries Modal would make without end: the test fails."""
+        if restarts >= self.standin.crash_loop_limit:
+            msg = (
+                f"stand-in: {self.name}{args} killed its container {restarts} times; "
+                f"Modal would retry it forever. Last: {last.detail}"
+            )
+            raise StandInCrashLoopError(msg)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         self.record.remote_calls.append(args)
@@ -644,7 +706,10 @@ class StandIn:
         background_commits: bool = False,
         commit_interval: float | None = None,
         allow_shutdown_commits: bool = False,
+        server: str = "deployed",
     ) -> None:
+        assert server in SERVERS, server
+        self.server = server  # what Modal's server does with crashes (module docstring)
         self.app_module = app_module
         self.volume_name = app_module.CFG.modal_volume
         self.volumes = {self.volume_name: volume_root}

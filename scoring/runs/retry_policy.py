@@ -11,7 +11,8 @@ A failure gets one `Verdict`:
 Rules by family, decided by type, SQLSTATE or errno, never by message text but in the one
 case where libpq gives nothing else (a refused connection attempt, see `_refused`):
 - ours: UnreachableError (DatabaseUnavailableError, GraphUnavailableError) is OUTAGE, any
-  other TransientError TRANSIENT, BatchGaveUpError EXHAUSTED, any other ClaidexError FINAL;
+  other TransientError TRANSIENT, GaveUpError (a batch's, a step's) EXHAUSTED, any other
+  ClaidexError FINAL;
 - Postgres (psycopg): SQLSTATE class 08 and 57P01/57P02/57P03 are OUTAGE; class 53, 40001,
   40P01 and 55P03 TRANSIENT; an OperationalError without SQLSTATE (libpq lost or could not
   make the connection) OUTAGE, unless the server answered and refused us; the rest FINAL;
@@ -36,7 +37,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import BatchGaveUpError, ClaidexError, TransientError, UnreachableError
+from scoring.errors import ClaidexError, GaveUpError, TransientError, UnreachableError
 
 
 class Verdict(Enum):
@@ -140,7 +141,7 @@ def _modal_verdict(exc: BaseException) -> Verdict | None:
 
 
 def _ours(exc: BaseException) -> Verdict | None:
-    if isinstance(exc, BatchGaveUpError):
+    if isinstance(exc, GaveUpError):
         return Verdict.EXHAUSTED
     if isinstance(exc, UnreachableError):
         return Verdict.OUTAGE
@@ -177,9 +178,9 @@ def exhausted(exc: BaseException) -> bool:
 
 
 def out_of_attempts(attempt: int, limit: int) -> bool:
-    """A batch is delivered again when its worker dies (a Celery redelivery, a Modal retry of a
-    lost input, a resume); past `limit` deliveries it is poison (say, out of memory) and
-    fails as BatchGaveUpError instead of killing workers forever."""
+    """A batch or a step is delivered again when its worker dies (a Celery redelivery, a Modal
+    retry of a lost input, a resume); past `limit` deliveries it is poison (say, out of
+    memory) and fails as a GaveUpError instead of killing workers forever."""
     return attempt > limit
 
 

@@ -462,6 +462,70 @@ def test_a_batch_that_kills_its_container_every_time_fails_the_run_visibly(
     assert _committed(volume, run).scores.read_bytes() == local_scores
 
 
+# Where an out-of-memory loop strikes, one step after the other: the step's own output,
+# put in place (each phase's command is the one the failure before it printed)
+CRASH_LOOPS = (
+    ("prepare", "prepare", "stages/plan.json"),
+    ("count-00001", "prepare", "stages/count/00001/done.json"),
+    ("reduce", "prepare", "stages/window.json"),
+    ("merge", "merge", "scores.parquet"),
+)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("server", ["deployed", "ephemeral"])
+def test_a_step_that_kills_its_container_every_time_fails_the_run_within_its_cap(
+    volume: DirectoryVolume, local_scores: bytes, server: str
+) -> None:
+    """An OOM loop in prepare, a stage shard, reduce, then merge. A deployed app's server
+    restarts a crashed input without end: the step's start records on the volume end it at
+    step_max_attempts (the body returns gave_up). An ephemeral app's server fails the input
+    once the function's crash rate passes (the stand-in: 3 crashes, as many as the cap):
+    InternalFailure. Either way the run fails naming the step, its deaths and the command
+    that carries it on; that command, the fault gone, starts the step with a fresh budget
+    and the run ends with the bytes of a clean run."""
+    from scoring.runs.attempts import StepAttempts, describe
+
+    cap = Settings().step_max_attempts
+    run = f"loop-{server}"
+    paths = _committed(volume, run)
+    start = BurstRequest(run, overrides={"batch_size": BIG_BATCH, "shards": 2}, publish=False)
+    request, before = start, None
+    for key, phase, output in CRASH_LOOPS:
+        standin = modal_for(volume, crash=[CrashRule(f"runs/{run}/{output}")], server=server)
+        with standin.run() as remote:
+            outcome = run_burst(remote, request, show_progress=False)
+        assert outcome.status == "failed", (key, outcome)
+        assert standin.crash_count == [cap]  # bounded: never more deaths than the cap
+        record = StepAttempts(paths).read(key)  # committed: it outlived its containers
+        assert record["status"] == "failed"  # the resume's budget is fresh
+        if server == "deployed":  # the start after the cap's last death gave up
+            assert record["attempt"] == cap + 1
+            deaths = f"{describe(key)}: its worker died {cap} times running it (limit {cap}"
+        else:  # the server failed the input at the cap's last death
+            assert record["attempt"] == cap
+            deaths = f"{describe(key)} (its worker died {cap} time(s)): InternalFailure"
+        assert deaths in outcome.detail, outcome.detail
+        planned = key != "prepare"
+        command = f"python -m modal_burst {'resume' if planned else 'full --run-id'} {run}"
+        assert outcome.resume.startswith(command)
+        assert outcome.detail.endswith(f"resume with: {outcome.resume}")
+        ledger = RunLedger(paths).read()
+        assert (ledger["status"], ledger["failed_step"]) == ("failed", phase)
+        assert ledger["error"] == outcome.detail
+        if before is not None:  # the step that looped before ran once, fault removed
+            done = StepAttempts(paths).read(before)
+            assert (done["status"], done["attempt"]) == ("done", 1)
+        request = BurstRequest(run, resume=True) if planned else start
+        before = key
+
+    with modal_for(volume, server=server).run() as remote:
+        resumed = run_burst(remote, request, show_progress=False)
+    assert resumed.status == "merged", resumed.detail
+    assert paths.scores.read_bytes() == local_scores
+    assert StepAttempts(paths).read("merge")["status"] == "done"
+
+
 def test_batches_modal_gives_up_on_are_recorded_failed_so_a_resume_scores_them_afresh(
     volume: DirectoryVolume, local_scores: bytes
 ) -> None:
@@ -970,7 +1034,7 @@ import modal
 CFG = SimpleNamespace(modal_volume="probe")
 LOCAL_SOURCES = ("probe",)
 RETRIES = modal.Retries(max_retries=1, initial_delay=2.0)
-OPTIONS = {"nap": {"retries": RETRIES}, "crash": {"retries": RETRIES}}
+OPTIONS = {name: {"retries": RETRIES} for name in ("nap", "crash", "die_retried")}
 app = modal.App("probe")
 
 @app.function(timeout=1, retries=RETRIES)
@@ -986,30 +1050,44 @@ def die() -> None:
 def crash(_: int) -> None:
     os._exit(9)
 
+@app.function(retries=RETRIES)
+def die_retried() -> None:
+    os._exit(9)
+
 @app.function()
 def shipped() -> list[str]:
     return sorted(os.listdir(os.path.dirname(__file__)))
 
-FUNCTIONS = {"nap": nap, "die": die, "crash": crash, "shipped": shipped}
+FUNCTIONS = {
+    "nap": nap, "die": die, "crash": crash, "die_retried": die_retried, "shipped": shipped
+}
 """
 
 
-def test_standin_timeouts_count_as_retries_and_secrets_are_the_only_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Also: `.map` counts lost inputs against max_retries, `.remote` does not; only the `.py`
-    files of LOCAL_SOURCES reach a container."""
-    from modal.exception import FunctionTimeoutError, InternalFailure
-
-    from tests.modal_standin import StandInCrashLoopError
-
+def _probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """PROBE_APP as an importable App module (removed from sys.modules again at teardown)."""
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "__init__.py").write_text("")
     (tmp_path / "probe" / "app.py").write_text(PROBE_APP)
     (tmp_path / "probe" / "notes.sql").write_text("-- not Python")
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("probe.app", "probe"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module("probe.app")
+
+
+def test_standin_timeouts_count_as_retries_and_secrets_are_the_only_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also: `.map` counts lost inputs against max_retries; a `.remote` lost input is retried
+    without counting, by the deployed server (no retry policy) or by the client (a policy);
+    only the `.py` files of LOCAL_SOURCES reach a container."""
+    from modal.exception import FunctionTimeoutError, InternalFailure
+
+    from tests.modal_standin import StandInCrashLoopError
+
     monkeypatch.setenv("PROBE", "the caller's")
-    probe = importlib.import_module("probe.app")
+    probe = _probe(tmp_path, monkeypatch)
     secrets = {"probe": {"PROBE": "from secret"}}
     standin = StandIn(probe, tmp_path / "volume", secrets=secrets, crash_loop_limit=3)
     with standin.run() as remote:
@@ -1018,18 +1096,44 @@ def test_standin_timeouts_count_as_retries_and_secrets_are_the_only_environment(
         assert nap.with_options(secrets=[remote.secret("probe")]).remote(0) == "from secret"
         with pytest.raises(FunctionTimeoutError):
             nap.remote(5)
-        with pytest.raises(StandInCrashLoopError, match="retry it forever"):
-            remote.functions["die"].remote()
+        for looping in ("die", "die_retried"):
+            with pytest.raises(StandInCrashLoopError, match="retry it forever"):
+                remote.functions[looping].remote()
         (lost,) = remote.functions["crash"].map([1], return_exceptions=True)
         assert isinstance(lost, InternalFailure)
         assert remote.functions["shipped"].remote() == ["__init__.py", "app.py"]
     assert standin.records["nap"].attempts[-2:] == [(5, "timeout"), (5, "timeout")]
     assert standin.records["nap"].retry_delays_ms == [2000]  # one retry, as Retries says
-    assert [kind for _, kind in standin.records["die"].attempts] == ["crash"] * 3
+    for looping in ("die", "die_retried"):
+        assert [kind for _, kind in standin.records[looping].attempts] == ["crash"] * 3
+        assert standin.records[looping].retry_delays_ms == []  # never counted
     assert standin.records["crash"].attempts == [(1, "crash")] * 2  # 1 + max_retries
     assert standin.records["crash"].retry_delays_ms == [0]
-    for name in ("probe.app", "probe"):
-        monkeypatch.delitem(sys.modules, name)
+
+
+def test_an_ephemeral_apps_server_fails_a_crash_loop_and_the_functions_pending_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ephemeral: a `.remote` without a retry policy is rescheduled until the function's
+    crash rate passes the stand-in's threshold (3 crashes, half of its inputs), then the
+    caller gets InternalFailure and the function's next input fails without a container.
+    A `.remote` with a retry policy is the client's to retry, without end, still."""
+    from modal.exception import InternalFailure
+
+    from tests.modal_standin import StandInCrashLoopError
+
+    probe = _probe(tmp_path, monkeypatch)
+    standin = StandIn(probe, tmp_path / "volume", server="ephemeral", crash_loop_limit=5)
+    with standin.run() as remote:
+        die = remote.functions["die"]
+        for _ in range(2):
+            with pytest.raises(InternalFailure, match="failure rate exceeded"):
+                die.remote()
+        with pytest.raises(StandInCrashLoopError):
+            remote.functions["die_retried"].remote()
+    assert [kind for _, kind in standin.records["die"].attempts] == ["crash"] * 3 + ["cut_off"]
+    retried = [kind for _, kind in standin.records["die_retried"].attempts]
+    assert retried == ["crash"] * 3 + ["cut_off"] * 2  # the client retries even a cut-off
 
 
 def test_a_container_sees_other_containers_writes_only_after_commit_and_reload(

@@ -30,7 +30,13 @@ from scoring.db.connection import (
     connect,
     error_class,
 )
-from scoring.errors import BatchGaveUpError, InputError, RunFileError, TransientError
+from scoring.errors import (
+    BatchGaveUpError,
+    InputError,
+    RunFileError,
+    StepGaveUpError,
+    TransientError,
+)
 from scoring.graphdb.connection import GraphError, GraphUnavailableError, Neo4jTarget
 from scoring.graphdb.session import graph_error
 from scoring.runs.ledger import RETRY_PENDING, RunLedger
@@ -252,6 +258,7 @@ def test_modal_by_class(error: BaseException, expected: Verdict) -> None:
 def test_modal_body_hands_back_only_what_is_exhausted() -> None:
     gave_up = BatchGaveUpError("batch 2: its worker died 3 times")
     assert verdict(gave_up) is EXHAUSTED and exhausted(gave_up) and not is_transient(gave_up)
+    assert exhausted(StepGaveUpError("stage count shard 1: its worker died 3 times"))
     assert not exhausted(RunFileError("torn chunk"))  # raised: Modal retries it, as before
     assert [out_of_attempts(attempt, 3) for attempt in (1, 3, 4)] == [False, False, True]
 
