@@ -84,3 +84,14 @@ def test_check_names_every_problem_and_fails(
     assert check_command(WorkspaceAccount(standin, None, None)) == 1
     err = capsys.readouterr().err
     assert "volume claidex-data does not exist" in err and "is not deployed" in err
+
+
+def test_a_deployed_apps_build_info_is_the_stamp_baked_into_its_image(standin: StandIn) -> None:
+    """build_info runs in a container of the App's image: it answers the claidex version and
+    lock digest the deploying client computed (IMAGE_ENV), which `check` compares."""
+    from tests.modal_standin import StandInFunction
+
+    with standin.run():
+        answer = StandInFunction(standin, "build_info", None).remote()
+    assert answer == build_stamp()
+    assert answer["lock"] != "unknown" and len(answer["lock"]) == 12

@@ -1471,6 +1471,7 @@ def test_app_configuration() -> None:
     config = _app_config()
     assert config["app"] == "claidex-burst"
     assert config["names"] == [
+        "build_info",  # what `check` asks a deployed app
         "merge_and_calibrate",
         "prepare",
         "record_status",
@@ -1488,9 +1489,10 @@ def test_app_configuration() -> None:
     assert merge["memory"] > batch["memory"] and prepare["memory"] > batch["memory"]
     for single in ("prepare", "stage_single", "merge_and_calibrate"):
         assert config[single]["retries"] is None  # their failures would only repeat
-    for name in set(config["names"]) - {"run_full"}:
+    for name in set(config["names"]) - {"run_full", "build_info"}:
         assert config[name]["volumes"] == {"/data": "claidex-data"}
     assert config["run_full"]["volumes"] == {}  # the driver only calls the other functions
+    assert config["build_info"]["volumes"] == {}
     for name in config["names"]:  # declared secrets would be looked up at every app start
         assert config[name]["secrets"] == []
     assert (
