@@ -37,6 +37,7 @@ try:
         IMAGE_ENV |= {
             "CLAIDEX_BUILD_VERSION": stamp["version"],
             "CLAIDEX_BUILD_LOCK": stamp["lock"],
+            "CLAIDEX_BUILD_CODE": stamp["code"],
         }
     image = container_image(IMAGE_ENV)
 except LockError as exc:
@@ -218,6 +219,7 @@ def build_info() -> dict[str, str]:
     return {
         "version": os.environ.get("CLAIDEX_BUILD_VERSION", "unknown"),
         "lock": os.environ.get("CLAIDEX_BUILD_LOCK", "unknown"),
+        "code": os.environ.get("CLAIDEX_BUILD_CODE", "unknown"),
     }
 
 

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from modal_burst.layout import PRUNED, VolumeLayout
 from scoring.config import load_settings
 from scoring.db.connection import DatabaseError, connect, database_url
 from scoring.db.publish import table_full_run
-from scoring.errors import InputError, RunFileError
+from scoring.errors import ClaidexError, InputError, RunFileError
 from scoring.runs.attempts import MERGE, PREPARE, StepAttempts, attempt_key, step_attempt
 from scoring.runs.ledger import RunLedger, read_record
 from scoring.runs.manifest import RunManifest
@@ -215,10 +217,14 @@ def note_stale_source(paths: RunPaths, url: str) -> None:
     dataset = state.get("source_dataset")
     if dataset is None:  # read Postgres: as fresh as the database
         return
-    with connect(url) as conn:
-        on_table = table_full_run(conn, paths.run_id)
-    uploaded = state.get("source_uploaded_at")
-    warning = stale_source(dataset, uploaded, on_table)
+    try:
+        with connect(url) as conn:
+            on_table = table_full_run(conn, paths.run_id)
+    except (ClaidexError, psycopg.Error) as exc:  # publish waits out an outage; this must not
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        warning = f"volume dataset {dataset!r}: not compared with the table ({why})"
+    else:
+        warning = stale_source(dataset, state.get("source_uploaded_at"), on_table)
     ledger.update(source_warning=warning)
 
 
@@ -336,6 +342,9 @@ def record_status(
     run's error, else interrupted), so a resume starts each step with a fresh budget."""
     paths = layout.run(run_id)
     ledger = RunLedger(paths)
+    if not paths.ledger.exists():  # a prepare that died before writing it: its start only
+        StepAttempts(paths).end_running("interrupted", "an earlier dispatch never saw it end")
+        return
     if status == "failed":
         StepAttempts(paths).end_running("failed", error or "failed")
         for index, why in (batch_errors or {}).items():

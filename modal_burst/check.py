@@ -24,6 +24,7 @@ from scoring.config import Settings
 from scoring.errors import ClaidexError
 
 NEO4J_MODES = tuple(NEO4J_STEPS)
+BUILD_INFO_TIMEOUT = 120  # seconds: a cold container start, not a crash loop
 
 
 class Account(Protocol):
@@ -44,14 +45,21 @@ class Account(Protocol):
 
 @dataclass
 class Findings:
+    """What check found, printed as it is found (an account call may be slow or fail)."""
+
+    echo: bool = False
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def say(self, line: str) -> None:
         self.lines.append(line)
+        if self.echo:
+            print(line, flush=True)
 
     def problem(self, line: str) -> None:
         self.problems.append(line)
+        if self.echo:
+            print(f"problem: {line}", file=sys.stderr, flush=True)
 
 
 def package_version() -> str:
@@ -102,13 +110,16 @@ def _names(cfg: Settings, found: Findings) -> tuple[tuple[str, ...], bool]:
 
 
 def _scheduled(cfg: Settings, found: Findings) -> None:
+    """As beat would decide it with this environment (run check where beat runs to see
+    beat's own answer)."""
+    head = "scheduled run (CLAIDEX_FULL_ENGINE=modal, with this environment)"
     try:
         source = scheduled_source(cfg)
     except ModalNotConfiguredError as exc:
-        found.say(f"scheduled run (CLAIDEX_FULL_ENGINE=modal): stays on the fleet: {exc}")
+        found.say(f"{head}: stays on the fleet: {exc}")
         return
     chosen = "CLAIDEX_MODAL_SOURCE" if cfg.modal_source else "a database is configured"
-    found.say(f"scheduled run (CLAIDEX_FULL_ENGINE=modal) reads: {source} ({chosen})")
+    found.say(f"{head} reads: {source} ({chosen})")
 
 
 def _limits(cfg: Settings, found: Findings) -> None:
@@ -135,6 +146,19 @@ def _limits(cfg: Settings, found: Findings) -> None:
 def _account(
     cfg: Settings, account: Account, keys: tuple[str, ...], neo4j: bool, found: Findings
 ) -> None:
+    """Each question on its own: one that fails (Modal unreachable, a token refused, a
+    deployment whose containers crash) is a problem line, and the others are still asked."""
+    for ask in (_volume, _secrets, _deployed):
+        try:
+            ask(cfg, account, keys, neo4j, found)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            found.problem(f"{ask.__name__[1:]}: {type(exc).__name__}: {text[0] if text else ''}")
+
+
+def _volume(
+    cfg: Settings, account: Account, keys: tuple[str, ...], neo4j: bool, found: Findings
+) -> None:
     version = account.volume_version(cfg.modal_volume)
     if version == VOLUME_VERSION:
         found.say(f"account: volume {cfg.modal_volume} exists, v{version}")
@@ -147,6 +171,11 @@ def _account(
         found.problem(
             f"volume {cfg.modal_volume} is v{version}; {migration_steps(cfg.modal_volume)}"
         )
+
+
+def _secrets(
+    cfg: Settings, account: Account, keys: tuple[str, ...], neo4j: bool, found: Findings
+) -> None:
     secrets = [
         (cfg.modal_postgres_secret, keys, True),
         (cfg.modal_neo4j_secret, NEO4J_REQUIRED, neo4j),
@@ -159,9 +188,19 @@ def _account(
             found.problem(f"secret {name}: {problem}")
         else:
             found.say(f"account: secret {name}: {problem} (not needed now)")
+
+
+def _deployed(
+    cfg: Settings, account: Account, keys: tuple[str, ...], neo4j: bool, found: Findings
+) -> None:
     deployed = account.deployed_build(cfg.modal_app_name)
     here = build_stamp()
-    if deployed is None:
+    if deployed == {}:
+        found.problem(
+            f"app {cfg.modal_app_name} is deployed without build_info (an older claidex): "
+            "redeploy with `modal deploy -m modal_burst.app`"
+        )
+    elif deployed is None:
         found.problem(
             f"app {cfg.modal_app_name} is not deployed (`modal deploy -m modal_burst.app`; "
             "needed for --deployed and beat's runs)"
@@ -169,18 +208,19 @@ def _account(
     elif deployed != here:
         found.problem(
             f"app {cfg.modal_app_name} is deployed with claidex {deployed.get('version')} (lock "
-            f"{deployed.get('lock')}), this client is {here['version']} (lock {here['lock']}): "
-            "redeploy with `modal deploy -m modal_burst.app`"
+            f"{deployed.get('lock')}, code {deployed.get('code')}), this client is "
+            f"{here['version']} (lock {here['lock']}, code {here['code']}): redeploy with "
+            "`modal deploy -m modal_burst.app`"
         )
     else:
         found.say(
             f"account: app {cfg.modal_app_name} deployed with claidex {here['version']} "
-            f"(lock {here['lock']}), as this client"
+            f"(lock {here['lock']}, code {here['code']}), as this client"
         )
 
 
-def run_check(cfg: Settings, account: Account | None) -> Findings:
-    found = Findings()
+def run_check(cfg: Settings, account: Account | None, *, echo: bool = False) -> Findings:
+    found = Findings(echo=echo)
     found.say(f"claidex {package_version()}, modal {importlib.metadata.version('modal')}")
     _image(found)
     keys, neo4j = _names(cfg, found)
@@ -220,37 +260,38 @@ class ModalAccount:
         return None
 
     def deployed_build(self, app: str) -> dict[str, str] | None:
+        """None: no such app; {}: deployed without build_info. The call waits at most
+        BUILD_INFO_TIMEOUT s (`FunctionCall.get(timeout=...)`): a deployment whose containers
+        cannot start would otherwise keep it waiting while Modal retries them."""
         import modal
         from modal.exception import NotFoundError
 
         try:
+            modal.Function.from_name(app, "run_status").hydrate()
+        except NotFoundError:
+            return None
+        try:
             function = modal.Function.from_name(app, "build_info")
             function.hydrate()
         except NotFoundError:
-            return None
-        return dict(function.remote())
+            return {}
+        return dict(function.spawn().get(timeout=BUILD_INFO_TIMEOUT))
 
 
 def check_command(account: Account | None = None) -> int:
-    """Print the findings; `account` None: the real one when credentials are configured."""
+    """Print the findings as they come; `account` None: the real one when credentials are
+    configured."""
     cfg = Settings()
+    reason = ""
     if account is None:
         try:
             require_credentials()
-            account = ModalAccount()
         except ModalNotConfiguredError as exc:
-            account = None
             reason = str(exc)
         else:
-            reason = ""
-    else:
-        reason = ""
-    found = run_check(cfg, account)
-    for line in found.lines:
-        print(line)
+            account = ModalAccount()
+    found = run_check(cfg, account, echo=True)
     if account is None:
         print(f"account: not checked ({reason})")
-    for problem in found.problems:
-        print(f"problem: {problem}", file=sys.stderr)
     print("ok" if not found.problems else f"{len(found.problems)} problem(s)")
     return 0 if not found.problems else 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,21 +82,38 @@ def report(outcome: BurstOutcome) -> int:
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
-def interrupted(run_id: str, where: str, resume: str) -> int:
-    """Ctrl-C: one line with the run's state and the command that carries it on."""
-    print(f"run {run_id}: interrupted {where}; resume with: {resume}", file=sys.stderr)
+def interrupted(run_id: str, where: str, resume: str, *, deployed: bool = False) -> int:
+    """Ctrl-C: one line with the run's state and the command that carries it on. An
+    ephemeral App stops its containers; a deployed app's calls go on (the client sends no
+    cancel on an interrupt: `FunctionCall.cancel` is the only FunctionCallCancel), so a
+    resume must wait for them."""
+    after = (
+        "; the deployed app's calls in flight go on: resume once `python -m modal_burst "
+        f"status {run_id} --deployed` shows none running"
+        if deployed
+        else ""
+    )
+    print(f"run {run_id}: interrupted {where}{after}; resume with: {resume}", file=sys.stderr)
     return INTERRUPTED
 
 
 def resume_command(args: argparse.Namespace, tracker: BurstTracker) -> str:
-    """`resume RUN` once the run has a plan; before that, this same `full` with --run-id."""
-    deployed = " --deployed" if args.deployed else ""
+    """`resume RUN` once the run has a plan (keeping --max-batches: a smoke run stays one);
+    before that, this same `full` command with --run-id."""
+    argv = list(args.argv or [])
     if tracker.planned or args.command == "resume":
-        return driver_resume_command(tracker.run_id, planned=True) + deployed
-    argv = [a for a in (args.argv or []) if a not in ("full",)]
-    if "--run-id" not in argv:
-        argv = [*argv, "--run-id", tracker.run_id]
-    return " ".join(["python -m modal_burst full", *argv])
+        words = ["--deployed"] if args.deployed else []
+        if args.max_batches is not None:
+            words += ["--max-batches", str(args.max_batches)]
+        publish = publish_choice(args)
+        if publish is not None and args.command == "resume":
+            words.append("--publish" if publish else "--no-publish")
+        resume = driver_resume_command(tracker.run_id, planned=True)
+        return " ".join([resume, *(shlex.quote(w) for w in words)])
+    rest = argv[1:] if argv[:1] == ["full"] else argv
+    if "--run-id" not in rest and not any(a.startswith("--run-id=") for a in rest):
+        rest = [*rest, "--run-id", tracker.run_id]
+    return f"python -m modal_burst full {shlex.join(rest)}"
 
 
 def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
@@ -109,7 +127,8 @@ def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
             return report(outcome)
     except KeyboardInterrupt:
         pass
-    return interrupted(request.run_id, tracker.where(), resume_command(args, tracker))
+    resume = resume_command(args, tracker)
+    return interrupted(request.run_id, tracker.where(), resume, deployed=args.deployed)
 
 
 def publish_choice(args: argparse.Namespace) -> bool | None:
@@ -154,9 +173,8 @@ def _merge(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     deployed = " --deployed" if args.deployed else ""
-    return interrupted(
-        args.run, "while merging", f"python -m modal_burst merge {args.run}{deployed}"
-    )
+    resume = f"python -m modal_burst merge {args.run}{deployed}"
+    return interrupted(args.run, "while merging", resume, deployed=args.deployed)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ settings (`run_secrets`), attached per call.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from modal_burst.run_secrets import (
     secret_uses,
 )
 from scoring.config import Settings
-from scoring.errors import RunStateError
+from scoring.errors import ClaidexError, RunStateError
 from scoring.runs.attempts import MERGE, PREPARE, attempt_key, describe
 
 LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
@@ -190,11 +191,26 @@ def score_missing(
     return failed
 
 
-def resume_command(run_id: str, *, planned: bool) -> str:
-    """What carries a run on: `resume` once it has a plan, else a new prepare of that id."""
+FLAGS = (("--batch-size", "batch_size"), ("--shards", "shards"), ("--graph", "graph_mode"))
+
+
+def resume_command(run_id: str, *, planned: bool, request: BurstRequest | None = None) -> str:
+    """What carries a run on: `resume` once it has a plan, else a new prepare of that id
+    with what it was started with (its source, dataset, flags and publish choice): nothing
+    of a run without a plan is on the volume to take them from."""
     if planned:
         return f"python -m modal_burst resume {run_id}"
-    return f"python -m modal_burst full --run-id {run_id} [--no-publish]"
+    if request is None:
+        return f"python -m modal_burst full --run-id {run_id} (with the options it started with)"
+    words = ["--run-id", run_id, "--source", request.source]
+    if request.source == "volume":
+        words += ["--data-name", request.data_name]
+    for flag, key in FLAGS:
+        if request.overrides.get(key) is not None:
+            words += [flag, str(request.overrides[key])]
+    if request.publish is False:
+        words.append("--no-publish")
+    return f"python -m modal_burst full {shlex.join(words)}"
 
 
 def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
@@ -206,20 +222,28 @@ def not_prepared(state: dict[str, Any], wanted: str) -> RunStateError:
     why = f" ({state['error']})" if state.get("error") else ""
     msg = (
         f"run {run_id} never finished prepare{why}: nothing to {wanted}; "
-        f"`{resume_command(run_id, planned=False)}` prepares it again"
+        f"`python -m modal_burst full --run-id {run_id}` with the options it started with "
+        "(--source, --data-name, --no-publish, ...) prepares it again"
     )
     return RunStateError(msg)
 
 
 def call_step(function: FunctionLike, *args: Any) -> Any:
-    """`.remote` of a step; Modal giving up on the step's crash loop (an ephemeral app's
-    server fails the input once its containers crash too often: InternalFailure) is
-    returned, not raised, so the driver can fail the run saying which step."""
-    from modal.exception import InternalFailure
+    """`.remote` of a step; a failure of the step itself is returned, not raised, so the
+    driver can fail the run saying which step: Modal giving up on its crash loop (an
+    ephemeral app's server fails the input: InternalFailure), its timeout, an error Modal
+    could not hand back (RemoteError), or a container that cannot start (its ImportError,
+    `_utils/function_utils.py::_process_result`). Our own errors (bad input, a missing
+    secret) and Modal refusing this client (AuthError, no connection) stay one-line errors."""
+    from modal.exception import AuthError
+    from modal.exception import ConnectionError as ModalConnectionError
+    from modal.exception import Error as ModalError
 
     try:
         return function.remote(*args)
-    except InternalFailure as exc:
+    except (ClaidexError, AuthError, ModalConnectionError, ConnectionError):
+        raise
+    except (ModalError, Exception) as exc:
         return exc
 
 
@@ -234,7 +258,11 @@ def step_failure(result: Any) -> str | None:
 
 
 def fail_steps(
-    functions: Mapping[str, FunctionLike], run_id: str, phase: str, failed: dict[str, str]
+    functions: Mapping[str, FunctionLike],
+    run_id: str,
+    phase: str,
+    failed: dict[str, str],
+    request: BurstRequest | None = None,
 ) -> BurstOutcome:
     """Fail the run at `phase` for its failed steps (attempt key -> why), naming each (a
     worker that died without ending its attempt record says how often) and the command
@@ -251,7 +279,7 @@ def fail_steps(
     if len(failed) > len(shown):
         shown.append(f"{len(failed)} failed in all")
     planned = bool(state.get("planned") or state.get("prepared"))
-    resume = resume_command(run_id, planned=planned)
+    resume = resume_command(run_id, planned=planned, request=request)
     detail = f"{phase} failed: {'; '.join(shown)}; resume with: {resume}"
     functions["record_status"].remote(run_id, "failed", phase, detail)
     return BurstOutcome(
@@ -328,20 +356,21 @@ def _prepare(
         overrides = {**secret_names(cfg), **request.overrides}  # frozen into the plan
         needs = RunNeeds.of_request(overrides, request.source, bool(publish))
         steps = with_secrets(remote, needs, STEPS)
-        if state.get("exists"):  # a start of an earlier prepare still 'running' is no death
-            functions["record_status"].remote(run_id, "preparing", None, None)
+        # a start of an earlier prepare still 'running' (an interrupted driver) is no death,
+        # also when that prepare died before the ledger existed
+        functions["record_status"].remote(run_id, "preparing", None, None)
         tracker.phase = "planning"
         args = (run_id, request.source, request.data_name, overrides, publish)
         why = step_failure(call_step(steps["prepare"], *args))
         if why is not None:
-            return fail_steps(functions, run_id, "prepare", {PREPARE: why})
+            return fail_steps(functions, run_id, "prepare", {PREPARE: why}, request)
         state = functions["run_status"].remote(run_id)
     tracker.planned = True
     with burst_progress(show) as bar:
         status = functions["run_status"].remote
         failed = prepare_stages(steps, state, bar, status, cfg.modal_map_window, tracker)
     if failed:
-        return fail_steps(functions, run_id, "prepare", failed)
+        return fail_steps(functions, run_id, "prepare", failed, request)
     return functions["run_status"].remote(run_id), needs, steps
 
 

@@ -13,6 +13,10 @@ from scoring.config import Settings
 from scoring.db.connection import database_url
 
 
+class StaysOnFleetError(ModalNotConfiguredError):
+    """The configuration keeps beat's run on the fleet (a fleet path): a choice, not a fault."""
+
+
 def scheduled_source(cfg: Settings) -> str:
     """What beat's weekly run reads on Modal: what it reads on the fleet. Postgres when a
     database is configured; the volume's last uploaded dataset only when chosen
@@ -26,7 +30,7 @@ def scheduled_source(cfg: Settings) -> str:
             "containers cannot read (CLAIDEX_MODAL_SOURCE=volume scores the volume's last "
             "uploaded dataset instead)"
         )
-        raise ModalNotConfiguredError(msg)
+        raise StaysOnFleetError(msg)
     if database_url() is None:
         msg = (
             "scheduled runs read Postgres (DATABASE_URL) or CLAIDEX_SCHEDULED_DATA, and neither "

@@ -120,4 +120,21 @@ def build_stamp() -> dict[str, str]:
     lock = container_lock()
     locked_packages(lock)  # a missing or unreadable lock: LockError, one line
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
-    return {"version": version, "lock": digest}
+    return {"version": version, "lock": digest, "code": code_digest()}
+
+
+def code_digest() -> str:
+    """The `.py` files containers get (`LOCAL_SOURCES`), by path and content: a checkout
+    stays at one version across commits, so the version alone cannot tell two builds apart."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for package in LOCAL_SOURCES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -116,7 +116,8 @@ class RunNeeds:
             publishes=bool(chosen),
             postgres_secret=str(state.get("postgres_secret") or _default(POSTGRES_NAME)),
             neo4j_secret=str(state.get("neo4j_secret") or _default(NEO4J_NAME)),
-            postgres_keys=str(state.get("postgres_keys") or _default(POSTGRES_KEYS_NAME)),
+            # a run from before the keys were recorded: the caller's setting
+            postgres_keys=str(state.get("postgres_keys") or Settings().modal_postgres_keys),
         )
 
 
@@ -131,9 +132,14 @@ class SecretUse:
 
     def missing(self) -> str:
         holds = f" or lacks {', '.join(self.required)}" if self.required else ""
+        other = (
+            "; a secret with libpq's PGHOST, PGUSER, ... instead: set CLAIDEX_MODAL_POSTGRES_KEYS"
+            if self.keys == POSTGRES_KEYS
+            else ""
+        )
         return (
             f"Modal secret {self.name!r} not found{holds} ({self.why}): create it with "
-            f"`modal secret create {self.name} {self.keys}` (add --force to replace it)"
+            f"`modal secret create {self.name} {self.keys}` (add --force to replace it){other}"
         )
 
 

@@ -58,6 +58,8 @@ def upload_dataset(volume: VolumeLike, directory: Path, name: str) -> list[str]:
     """Replace the volume's dataset `name` with the tables of `directory`."""
     files = dataset_files(directory)
     target = dataset_key(name)
+    if entries(volume, upload_record_key(name)):  # never vouching for a half-replaced dataset
+        volume.remove_file(upload_record_key(name))
     if entries(volume, target):
         volume.remove_file(target, recursive=True)  # no stale table from an older upload
     uploaded = {"dataset": name, "uploaded_at": datetime.now(UTC).isoformat()}

@@ -174,14 +174,15 @@ def scheduled_full_run(self: Any) -> dict[str, Any]:
     cfg = Settings()
     modal_error = None
     if cfg.full_engine == "modal":
-        from modal_burst.handoff import ModalNotConfiguredError, spawn_full_run
+        from modal_burst.handoff import ModalNotConfiguredError, StaysOnFleetError, spawn_full_run
 
         run_id = new_run_id("-weekly-burst")
         try:
             return {"run_id": run_id, "engine": "modal", "call": spawn_full_run(run_id, cfg)}
         except ModalNotConfiguredError as exc:
             modal_error = f"Modal not usable, running on the Celery fleet instead: {exc}"
-            log.error(modal_error)
+            # a fleet path is the configuration's choice, said once a week, not an alarm
+            (log.info if isinstance(exc, StaysOnFleetError) else log.error)(modal_error)
     data_dir, _ = _scheduled_source()
     run_id = new_run_id("-weekly")
     start_full_run.apply_async(args=[run_id, data_dir, {}, True], queue=RUN_QUEUE)

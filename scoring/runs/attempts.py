@@ -122,9 +122,9 @@ def step_attempt(
     settings may live in files the step reads (the plan, run.json)."""
     attempts = StepAttempts(paths)
     attempt = attempts.start(key, worker=worker)
-    if on_start is not None:
-        on_start()
     try:
+        if on_start is not None:  # a commit that fails here is a failure, not a death
+            on_start()
         cap = limit()
         if out_of_attempts(attempt, cap):
             raise StepGaveUpError(gave_up_message(key, attempt, cap))

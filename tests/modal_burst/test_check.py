@@ -58,7 +58,10 @@ def test_check_passes_when_the_account_has_everything(
     assert "account: volume claidex-data exists, v2" in out.out
     assert "account: secret claidex-postgres holds DATABASE_URL" in out.out
     stamp = build_stamp()
-    deployed = f"deployed with claidex {stamp['version']} (lock {stamp['lock']}), as this client"
+    deployed = (
+        f"deployed with claidex {stamp['version']} (lock {stamp['lock']}, code {stamp['code']}), "
+        "as this client"
+    )
     assert deployed in out.out
     assert out.out.splitlines()[-1] == "ok" and out.err == ""
 
@@ -69,7 +72,7 @@ def test_check_names_every_problem_and_fails(
     monkeypatch.setenv("CLAIDEX_MODAL_POSTGRES_KEYS", "PGHOST,PGDATABASE")
     monkeypatch.setenv("CLAIDEX_GRAPH_MODE", "neo4j-live")
     monkeypatch.setenv("CLAIDEX_MODAL_BATCH_SIZE", "100")  # 5x seed: too many inputs
-    old = {"version": "0.0.9", "lock": "0123456789ab"}
+    old = {"version": "0.0.9", "lock": "0123456789ab", "code": "ba9876543210"}
     assert check_command(WorkspaceAccount(standin, 1, old)) == 1
     out = capsys.readouterr()
     problems = [line for line in out.err.splitlines() if line.startswith("problem: ")]
@@ -78,7 +81,7 @@ def test_check_names_every_problem_and_fails(
     assert "volume claidex-data is v1; burst mode needs a v2 volume: `modal volume rename" in joined
     assert "secret claidex-postgres: missing or lacks PGHOST, PGDATABASE" in joined
     assert "secret claidex-neo4j: missing or lacks NEO4J_URI" in joined
-    assert "is deployed with claidex 0.0.9 (lock 0123456789ab)" in joined
+    assert "is deployed with claidex 0.0.9 (lock 0123456789ab, code ba9876543210)" in joined
     assert "5x seed: score_batch: 89710 inputs > 25000 per function" in joined
     assert out.out.splitlines()[-1] == "5 problem(s)"
     assert check_command(WorkspaceAccount(standin, None, None)) == 1
@@ -95,3 +98,36 @@ def test_a_deployed_apps_build_info_is_the_stamp_baked_into_its_image(standin: S
         answer = StandInFunction(standin, "build_info", None).remote()
     assert answer == build_stamp()
     assert answer["lock"] != "unknown" and len(answer["lock"]) == 12
+    assert answer["code"] != "unknown" and len(answer["code"]) == 12
+
+
+class UnreachableAccount(WorkspaceAccount):
+    """Modal down (or the token refused): every question raises, as the client does."""
+
+    def volume_version(self, name: str) -> int | None:
+        from modal.exception import ConnectionError as ModalConnectionError
+
+        raise ModalConnectionError("Deadline exceeded\nmore text")
+
+    def secret_problem(self, name: str, keys: tuple[str, ...]) -> str | None:
+        from modal.exception import AuthError
+
+        raise AuthError("Token ID is malformed")
+
+
+def test_check_reports_an_unreachable_account_in_lines_and_an_old_deployment(
+    standin: StandIn, capsys: pytest.CaptureFixture
+) -> None:
+    """Each account question that fails is a `problem:` line, the others are still asked,
+    nothing is a traceback; an app deployed before build_info existed says so."""
+    assert check_command(UnreachableAccount(standin, 2, {})) == 1
+    out = capsys.readouterr()
+    problems = out.err.strip().splitlines()
+    assert problems == [
+        "problem: volume: ConnectionError: Deadline exceeded",
+        "problem: secrets: AuthError: Token ID is malformed",
+        "problem: app claidex-burst is deployed without build_info (an older claidex): "
+        "redeploy with `modal deploy -m modal_burst.app`",
+    ]
+    assert "Traceback" not in out.out + out.err
+    assert out.out.splitlines()[-1] == "3 problem(s)"

@@ -507,8 +507,15 @@ def test_a_step_that_kills_its_container_every_time_fails_the_run_within_its_cap
             deaths = f"{describe(key)} (its worker died {cap} time(s)): InternalFailure"
         assert deaths in outcome.detail, outcome.detail
         planned = key != "prepare"
-        command = f"python -m modal_burst {'resume' if planned else 'full --run-id'} {run}"
-        assert outcome.resume.startswith(command)
+        command = (
+            f"python -m modal_burst resume {run}"
+            if planned
+            else (
+                f"python -m modal_burst full --run-id {run} --source volume --data-name claidex "
+                f"--batch-size {BIG_BATCH} --shards 2 --no-publish"  # what the run started with
+            )
+        )
+        assert outcome.resume == command
         assert outcome.detail.endswith(f"resume with: {outcome.resume}")
         ledger = RunLedger(paths).read()
         assert (ledger["status"], ledger["failed_step"]) == ("failed", phase)
@@ -524,6 +531,67 @@ def test_a_step_that_kills_its_container_every_time_fails_the_run_within_its_cap
     assert resumed.status == "merged", resumed.detail
     assert paths.scores.read_bytes() == local_scores
     assert StepAttempts(paths).read("merge")["status"] == "done"
+
+
+def test_interrupted_or_timed_out_prepares_are_no_deaths_and_fail_with_the_full_command(
+    volume: DirectoryVolume,
+) -> None:
+    """Three Ctrl-Cs while planning (the App stops: prepare's container dies after its
+    start record was committed, before any ledger exists): each `full --run-id` again ends
+    the dead start first, so the fourth prepare is attempt 1 of its budget, never 'its
+    worker died 3 times'. A prepare that runs past its timeout (FunctionTimeoutError, no
+    retries) fails the run naming it, with the `full` command that carries it on."""
+    from scoring.runs.attempts import StepAttempts
+
+    run = "plan-stops"
+    request = BurstRequest(run, overrides={"batch_size": BIG_BATCH}, publish=False)
+    paths = _committed(volume, run)
+    for _ in range(3):
+        stop = CrashRule(f"runs/{run}/stages/plan.json", times=1, effect="stop")
+        outcome = None
+        with modal_for(volume, crash=[stop]).run() as remote:
+            outcome = run_burst(remote, request, show_progress=False)
+        assert outcome is None and not paths.ledger.exists()
+    timeout = CrashRule(f"runs/{run}/stages/plan.json", times=1, effect="timeout")
+    with modal_for(volume, crash=[timeout]).run() as remote:
+        failed = run_burst(remote, request, show_progress=False)
+    assert failed.status == "failed" and "FunctionTimeoutError" in failed.detail, failed
+    assert failed.resume == (
+        f"python -m modal_burst full --run-id {run} --source volume --data-name claidex "
+        f"--batch-size {BIG_BATCH} --no-publish"
+    )
+    with modal_for(volume).run() as remote:
+        done = run_burst(remote, request, show_progress=False)
+    assert done.status == "merged", done.detail
+    assert StepAttempts(paths).read("prepare")["attempt"] == 1  # no start counted as a death
+
+
+def test_the_stale_source_check_never_fails_a_merge_and_compares_times() -> None:
+    """It reads the table before merge: an unreachable database is a warning (publish waits
+    out the outage itself), never a failed merge."""
+    from datetime import UTC, datetime
+
+    from modal_burst.bodies import stale_source
+
+    read_at = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    assert stale_source("claidex", "2026-11-30T00:00:00+00:00", ("full-1", read_at)) is None
+    older = stale_source("claidex", "2026-11-01T00:00:00+00:00", ("full-1", read_at))
+    assert older is not None and "(uploaded 2026-11-01T00:00:00+00:00) is older" in older
+    unknown = stale_source("claidex", None, ("full-1", read_at))
+    assert unknown is not None and unknown.startswith("volume dataset 'claidex' has no upload")
+    assert stale_source("claidex", "2026-11-01T00:00:00+00:00", None) is None  # empty table
+
+
+def test_an_unreachable_database_makes_the_stale_check_a_warning(tmp_path: Path) -> None:
+    from modal_burst.bodies import note_stale_source
+    from scoring.runs.store import RunPaths
+
+    paths = RunPaths(tmp_path / "run")
+    paths.root.mkdir()
+    RunLedger(paths).update(source_dataset="claidex", source_uploaded_at=None)
+    note_stale_source(paths, "postgresql://u:p@127.0.0.1:9/nowhere?connect_timeout=2")
+    warning = RunLedger(paths).read()["source_warning"]
+    assert warning.startswith("volume dataset 'claidex': not compared with the table (")
 
 
 def test_batches_modal_gives_up_on_are_recorded_failed_so_a_resume_scores_them_afresh(
@@ -810,7 +878,7 @@ def test_the_cli_reports_a_damaged_missing_or_unprepared_run_in_one_line(
         code, err = command("resume", "early", "--quiet")
         assert code == 2 and len(err) == 1
         assert "never finished prepare (InputError: empty)" in err[0]
-        assert "`python -m modal_burst full --run-id early [--no-publish]`" in err[0]
+        assert "`python -m modal_burst full --run-id early` with the options it" in err[0]
 
 
 class DroppingVolume(DirectoryVolume):
