@@ -342,7 +342,7 @@ def record_status(
     run's error, else interrupted), so a resume starts each step with a fresh budget."""
     paths = layout.run(run_id)
     ledger = RunLedger(paths)
-    if not paths.ledger.exists():  # a prepare that died before writing it: its start only
+    if not paths.ledger.exists() and status != "failed":  # a prepare that died before it
         StepAttempts(paths).end_running("interrupted", "an earlier dispatch never saw it end")
         return
     if status == "failed":
