@@ -207,7 +207,8 @@ def run_full(
     run_id: str, source: str, data_name: str, overrides: dict[str, Any], publish: bool
 ) -> dict[str, Any]:
     """A whole burst inside Modal: what Celery beat spawns when CLAIDEX_FULL_ENGINE=modal."""
-    from modal_burst.driver import BurstRequest, ModalRemote, run_burst
+    from modal_burst.burst import BurstRequest, ModalRemote
+    from modal_burst.driver import run_burst
 
     request = BurstRequest(run_id, source, data_name, overrides, publish=publish)
     return run_burst(ModalRemote(FUNCTIONS), request, show_progress=False).as_dict()

@@ -16,21 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from claidex.command_line import add_graph_flag, run_command
-from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
-from modal_burst.driver import (
+from modal_burst.burst import (
     BurstOutcome,
     BurstRequest,
     BurstTracker,
     ModalRemote,
     Remote,
-    merge_only,
     one_line,
-    run_burst,
-    run_overrides,
+    resume_command,
 )
-from modal_burst.driver import (
-    resume_command as driver_resume_command,
-)
+from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
+from modal_burst.driver import merge_only, run_burst, run_overrides
 from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, migration_steps, named_volume
 from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
@@ -63,7 +59,7 @@ def report(outcome: BurstOutcome) -> int:
     """One summary line; failed batches by index on stderr."""
     head = f"run {outcome.run_id}: {outcome.status}, {outcome.batches_done}/{outcome.batches_total}"
     if outcome.status == "failed":
-        resume = outcome.resume or driver_resume_command(outcome.run_id, planned=True)
+        resume = outcome.resume or resume_command(outcome.run_id, planned=True)
         if not outcome.failed:  # a step gave up: the detail names it (and the resume command)
             print(f"{head} batches; {outcome.detail}", file=sys.stderr)
             return 1
@@ -97,7 +93,7 @@ def interrupted(run_id: str, where: str, resume: str, *, deployed: bool = False)
     return INTERRUPTED
 
 
-def resume_command(args: argparse.Namespace, tracker: BurstTracker) -> str:
+def command_after_interrupt(args: argparse.Namespace, tracker: BurstTracker) -> str:
     """`resume RUN` once the run has a plan (keeping --max-batches: a smoke run stays one);
     before that, this same `full` command with --run-id."""
     argv = list(args.argv or [])
@@ -108,7 +104,7 @@ def resume_command(args: argparse.Namespace, tracker: BurstTracker) -> str:
         publish = publish_choice(args)
         if publish is not None and args.command == "resume":
             words.append("--publish" if publish else "--no-publish")
-        resume = driver_resume_command(tracker.run_id, planned=True)
+        resume = resume_command(tracker.run_id, planned=True)
         return " ".join([resume, *(shlex.quote(w) for w in words)])
     rest = argv[1:] if argv[:1] == ["full"] else argv
     if "--run-id" not in rest and not any(a.startswith("--run-id=") for a in rest):
@@ -127,7 +123,7 @@ def _burst(args: argparse.Namespace, request: BurstRequest) -> int:
             return report(outcome)
     except KeyboardInterrupt:
         pass
-    resume = resume_command(args, tracker)
+    resume = command_after_interrupt(args, tracker)
     return interrupted(request.run_id, tracker.where(), resume, deployed=args.deployed)
 
 

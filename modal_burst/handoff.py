@@ -6,8 +6,9 @@ The one module of modal_burst another engine imports: workers.tasks, lazily, for
 
 from __future__ import annotations
 
+from modal_burst.burst import ModalRemote, one_line
 from modal_burst.credentials import TOKEN_REJECTED, ModalNotConfiguredError, require_credentials
-from modal_burst.driver import ModalRemote, find_secrets, one_line, run_overrides
+from modal_burst.driver import find_secrets, run_overrides
 from modal_burst.run_secrets import STEPS, MissingSecretError, RunNeeds
 from scoring.config import Settings
 from scoring.db.connection import database_url

@@ -26,14 +26,8 @@ from rich.progress import Progress
 
 from claidex.local_engine import run_local
 from modal_burst import app as burst_app
-from modal_burst.driver import (
-    BurstRequest,
-    BurstTracker,
-    merge_only,
-    prepare_stages,
-    run_burst,
-    run_overrides,
-)
+from modal_burst.burst import BurstRequest, BurstTracker
+from modal_burst.driver import merge_only, prepare_stages, run_burst, run_overrides
 from modal_burst.image import locked_packages
 from modal_burst.layout import PRUNED, VolumeLayout
 from modal_burst.prune import prune_runs

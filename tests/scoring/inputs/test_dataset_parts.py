@@ -95,7 +95,8 @@ def test_a_parted_dataset_uploads_and_bursts_on_the_modal_standin(
     parted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from modal_burst import app as burst_app
-    from modal_burst.driver import BurstRequest, run_burst
+    from modal_burst.burst import BurstRequest
+    from modal_burst.driver import run_burst
     from modal_burst.layout import VolumeLayout
     from modal_burst.transfer import upload_dataset
     from tests.modal_standin import DirectoryVolume, StandIn

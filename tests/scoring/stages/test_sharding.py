@@ -209,7 +209,8 @@ def test_the_modal_standin_maps_each_stage_and_gives_the_same_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from modal_burst import app as burst_app
-    from modal_burst.driver import BurstRequest, run_burst
+    from modal_burst.burst import BurstRequest
+    from modal_burst.driver import run_burst
     from modal_burst.layout import VolumeLayout
     from tests.modal_standin import StandIn
 
@@ -238,7 +239,8 @@ def test_a_modal_shard_that_keeps_dying_fails_the_run_and_resume_runs_only_it(
     """A shard whose container dies once is retried by Modal; one that dies past the
     retries fails the run at prepare, naming the shard; a resume maps only that shard."""
     from modal_burst import app as burst_app
-    from modal_burst.driver import BurstRequest, run_burst
+    from modal_burst.burst import BurstRequest
+    from modal_burst.driver import run_burst
     from modal_burst.layout import VolumeLayout
     from tests.modal_standin import CrashRule, StandIn
 
