@@ -17,7 +17,7 @@ from scoring.errors import RunStateError
 from scoring.reports.progress import progress_bar
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.plan import has_plan
+from scoring.runs.plan import has_plan, planned_payment_rows, read_plan
 from scoring.runs.store import RunPaths, new_run_id
 from scoring.stages.drive import drive, prepare, resume_prepare
 from scoring.stages.pipeline import Finish, Kind, Work, is_prepared, next_work, run_task
@@ -56,9 +56,19 @@ class LocalPool:
     """
 
     def __init__(self, workers: int) -> None:
+        self.requested = workers  # 0: decided by the plan, at the first fan-out
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._threads_before: str | None = None
+
+    def _decide(self, paths: RunPaths) -> None:
+        """Auto (0): a process per core for a run of at least two `shard_rows` of payment
+        rows (seconds of work a task); a smaller run stays in this process, where a spawned
+        worker's start (~1 s) would cost more than it saves."""
+        if self.requested == 0 and self.workers == 0:
+            rows = planned_payment_rows(paths) if has_plan(paths) else None
+            heavy = rows is not None and rows >= 2 * read_plan(paths)[1].shard_rows
+            self.workers = (os.cpu_count() or 1) if heavy else 1
 
     def __enter__(self) -> LocalPool:
         return self
@@ -101,6 +111,7 @@ class LocalPool:
     def fan_out(self, paths: RunPaths, work: Work, on_done: ProgressHook | None = None) -> None:
         """A fan-out step's missing tasks, all finished before it returns; raises on the
         first failure."""
+        self._decide(paths)
         total = len(work.indices)
         if self.workers <= 1 or total <= 1:
             for done, index in enumerate(work.indices, start=1):

@@ -46,7 +46,7 @@ def write_plan(
     `source_kind` 'postgres': an export stage fills data_dir first (fingerprint '' until
     combine takes it from the exported parts)."""
     source = Path(data_dir).resolve()
-    if payment_rows is None and not cfg.shards:
+    if payment_rows is None and source_kind == "dataset":  # footers only: cheap
         payment_rows = table_rows(source, PAYMENTS).total
     shards = cfg.shards or auto_shards(payment_rows or 0, cfg)
     cfg = cfg.model_copy(update={"shards": shards})
@@ -57,6 +57,7 @@ def write_plan(
         # volume at its own path, so the absolute one may not exist there
         "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
         "shards": cfg.shards,
+        "payment_rows": payment_rows,  # how big the run is (the local engine's pool size)
         "polars": pl.__version__,  # peer buckets and row hashes: one polars for all of a run
         "runtime": runtime_probe(),
         "fingerprint": fingerprint,
@@ -145,3 +146,9 @@ def _plan_data_dir(paths: RunPaths, plan: dict[str, Any]) -> Path:
     if "data_dir_from_run" in plan and beside.is_dir():
         return beside.resolve()
     return Path(plan["data_dir"])
+
+
+def planned_payment_rows(paths: RunPaths) -> int | None:
+    """The payment rows the plan counted (a Postgres run's estimate); None for an older plan."""
+    rows = run_store(paths).read_json(PLAN).get("payment_rows")
+    return int(rows) if rows is not None else None
