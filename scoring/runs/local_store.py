@@ -32,36 +32,23 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_bucketed_atomic(
-    df: pl.DataFrame,
-    path: Path,
-    bucket: str,
-    plain: tuple[str, ...] = (),
-    compression: str = "none",
-) -> None:
-    """One row group per value of the `bucket` column, in ascending order, source order kept
-    within each: one file per writer for all buckets, and a reader of one bucket decodes
-    only its row group (`read_buckets`). `plain`: columns whose values hardly repeat (row
-    numbers, hashes, amounts), written without a dictionary."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+BUCKET_ROW_GROUP = 1 << 16  # rows: a bucket of a seed shard (~180 k rows) spans a few
 
+
+def write_bucketed_atomic(
+    df: pl.DataFrame, path: Path, bucket: str, compression: str = "lz4"
+) -> None:
+    """The rows sorted by `bucket` (stable: source order kept within each), in row groups
+    of BUCKET_ROW_GROUP rows with statistics: one file per writer for all buckets, and a
+    reader of one bucket decodes only the row groups whose statistics hold it
+    (`read_buckets`). Polars' own writer, lz4: 0.46 s for a seed shard's 2.9 M payment
+    rows where a pyarrow row group per bucket took 1.2 s (uncompressed; the same file size
+    as lz4 here, since lz4 spares the bytes that dictionaries spared there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
-    parts = df.partition_by(bucket, maintain_order=True, as_dict=True)  # source order kept
-    schema = df.head(0).to_arrow().schema
-    # a stage file lives one run: dictionaries on the columns that repeat (a seed run's
-    # stages/ 3.2 -> 1.8 GB uncompressed, at the same speed within noise), statistics only
-    # where reads prune (the bucket)
-    options = {
-        "compression": compression,
-        "use_dictionary": [c for c in df.columns if c not in plain],
-        "write_statistics": [bucket],
-    }
-    with pq.ParquetWriter(tmp, schema, **options) as writer:
-        for key in sorted(parts):
-            table = pa.Table.from_batches(parts[key].to_arrow().to_batches(), schema)
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
+    ordered = df.sort(bucket, maintain_order=True)
+    codec = "uncompressed" if compression == "none" else compression
+    ordered.write_parquet(tmp, compression=codec, statistics=True, row_group_size=BUCKET_ROW_GROUP)
     os.replace(tmp, path)
 
 
@@ -148,14 +135,9 @@ class LocalRunStore:
         return read_parquet_named(self.path(key))
 
     def write_bucketed(
-        self,
-        key: str,
-        frame: pl.DataFrame,
-        bucket: str,
-        plain: tuple[str, ...] = (),
-        compression: str = "none",
+        self, key: str, frame: pl.DataFrame, bucket: str, compression: str = "lz4"
     ) -> None:
-        write_bucketed_atomic(frame, self.path(key), bucket, plain, compression)
+        write_bucketed_atomic(frame, self.path(key), bucket, compression)
 
     def read_bucket(
         self, keys: list[str], bucket: str, value: int, columns: list[str] | None = None

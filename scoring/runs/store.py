@@ -76,14 +76,9 @@ class RunStore(Protocol):
     def read_frame(self, key: str) -> pl.DataFrame: ...
 
     def write_bucketed(
-        self,
-        key: str,
-        frame: pl.DataFrame,
-        bucket: str,
-        plain: tuple[str, ...] = (),
-        compression: str = "none",
+        self, key: str, frame: pl.DataFrame, bucket: str, compression: str = "lz4"
     ) -> None:
-        """A row group per value of `bucket` (ascending), so one bucket reads alone."""
+        """Sorted by `bucket` in row groups with statistics, so one bucket reads alone."""
         ...
 
     def read_bucket(

@@ -13,13 +13,10 @@ from typing import Any
 import polars as pl
 
 from scoring.config import Settings
-from scoring.inputs.quarantine import ROW, ROW_HASH
 from scoring.runs.store import STAGES, RunPaths, RunStore, run_store
 
-BUCKET = "__bucket"  # the column of bucketed stage files (a row group per value)
+BUCKET = "__bucket"  # the column bucketed stage files are sorted by
 
-
-PLAIN = (ROW, ROW_HASH, "payments", "m1", "x1", "x2", "x3", "g")  # stage columns seldom repeating
 
 DONE = "done.json"  # a task's summary, written last: the task is done
 TASK = "task.json"  # when and where a task ran, for the report's timeline
@@ -128,7 +125,6 @@ class StageTask:
                 self.key(f"{name}.parquet"),
                 frame.with_columns(bucket),
                 BUCKET,
-                PLAIN,
                 cfg.stage_compression,
             )
 

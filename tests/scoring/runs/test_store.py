@@ -36,8 +36,8 @@ def test_a_frame_is_written_with_the_bytes_of_the_path_functions(tmp_path: Path)
     assert_frame_equal(store.read_frame("stats/x.parquet"), FRAME)
 
     bucketed = FRAME.with_columns(b=pl.col("npi") % 2)
-    store.write_bucketed("stages/s/00000/rows.parquet", bucketed, "b", ("v",), "zstd")
-    write_bucketed_atomic(bucketed, tmp_path / "rows.parquet", "b", ("v",), "zstd")
+    store.write_bucketed("stages/s/00000/rows.parquet", bucketed, "b", "zstd")
+    write_bucketed_atomic(bucketed, tmp_path / "rows.parquet", "b", "zstd")
     written = (tmp_path / "run/stages/s/00000/rows.parquet").read_bytes()
     assert written == (tmp_path / "rows.parquet").read_bytes()
 
