@@ -28,9 +28,11 @@ def provider_year_rows(
 ) -> tuple[pl.DataFrame, pl.LazyFrame, pl.LazyFrame]:
     """Window provider-years with growth, peer attributes and billing metrics; the window
     payment rows; the peer attributes."""
-    window = clean.payments.lazy().filter(in_window(t, cfg))
-    py = provider_years(window, cfg)
+    # collected once each: the window rows feed provider-years, the program amounts and the
+    # digests, the peer attributes (a first string per group) both frames
+    window = clean.payments.lazy().filter(in_window(t, cfg)).collect().lazy()
+    py = provider_years(window, cfg).collect().lazy()
     population = py.select("npi").unique().sort("npi")
-    attrs = peer_attributes(population, clean.providers.lazy(), window, cfg)
+    attrs = peer_attributes(population, clean.providers.lazy(), window, cfg).collect().lazy()
     py_df = billing_metrics(with_growth(py).join(attrs, on="npi"), cfg).sort("npi", "year")
     return py_df.collect(), window, attrs
