@@ -12,6 +12,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+import psutil
+
 from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.reports.progress import progress_bar
@@ -47,6 +49,9 @@ def _task_in_worker(root: str, step: str, index: int) -> None:
     run_task(RunPaths(Path(root)), step, index)
 
 
+TASK_MEMORY = 1.5e9  # bytes: a seed shard's ingest task peaks at ~1.0 GB, aggregate ~0.7 GB
+
+
 class LocalPool:
     """One spawned process pool for a whole run: every stage's shards, then the batches.
 
@@ -62,13 +67,23 @@ class LocalPool:
         self._threads_before: str | None = None
 
     def _decide(self, paths: RunPaths) -> None:
-        """Auto (0): a process per core for a run of at least two `shard_rows` of payment
-        rows (seconds of work a task); a smaller run stays in this process, where a spawned
-        worker's start (~1 s) would cost more than it saves."""
-        if self.requested == 0 and self.workers == 0:
-            rows = planned_payment_rows(paths) if has_plan(paths) else None
-            heavy = rows is not None and rows >= 2 * read_plan(paths)[1].shard_rows
-            self.workers = (os.cpu_count() or 1) if heavy else 1
+        """Auto (0): for a run of at least two `shard_rows` of payment rows (seconds of work
+        a task; a plan without the count: two or more shards), a process per core this
+        process may use (affinity, not the machine's count), no more than the shards, nor
+        than the memory available holds at TASK_MEMORY each; a smaller run stays in this
+        process, where a spawned worker's start (~1 s) would cost more than it saves."""
+        if self.requested != 0 or self.workers != 0:
+            return
+        self.workers = 1
+        if not has_plan(paths):
+            return
+        _, cfg, shards = read_plan(paths)
+        rows = planned_payment_rows(paths)
+        heavy = shards >= 2 if not rows else rows >= 2 * cfg.shard_rows
+        if heavy:
+            cores = len(os.sched_getaffinity(0))
+            fits = int(psutil.virtual_memory().available // TASK_MEMORY)
+            self.workers = max(1, min(cores, shards, fits))
 
     def __enter__(self) -> LocalPool:
         return self

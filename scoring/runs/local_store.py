@@ -46,6 +46,9 @@ def write_bucketed_atomic(
     as lz4 here, since lz4 spares the bytes that dictionaries spared there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
+    if df[bucket].null_count():  # a row no bucket read would ever return
+        msg = f"{path}: {df[bucket].null_count()} row(s) without a {bucket}"
+        raise RunStateError(msg)
     ordered = df.sort(bucket, maintain_order=True)
     codec = "uncompressed" if compression == "none" else compression
     ordered.write_parquet(tmp, compression=codec, statistics=True, row_group_size=BUCKET_ROW_GROUP)

@@ -78,7 +78,7 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
 
 def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.DataFrame:
     """The m1 rank counts of a batch's member provider-years, from every peer bucket's
-    file (one NPI bucket's row group each: a batch holds one bucket's NPIs). `shards`:
+    file (one NPI bucket's rows each: a batch holds one bucket's NPIs). `shards`:
     the run's (from run.json), so a batch never depends on plan.json."""
     store = run_store(paths)
     keys = member_count_keys(store)

@@ -62,7 +62,7 @@ def begin_prepare_from_postgres(
         if rows is None:  # no planner estimate: a fixed count rather than a full scan
             cfg = cfg.model_copy(update={"shards": NO_ESTIMATE_SHARDS})
         source.mkdir(parents=True, exist_ok=True)
-        write_plan(paths, source, cfg, "", source_kind="postgres", payment_rows=rows or 0)
+        write_plan(paths, source, cfg, "", source_kind="postgres", payment_rows=rows or None)
 
 
 def finish_prepare(paths: RunPaths, manifest: RunManifest) -> None:

@@ -1,7 +1,8 @@
 """The stages' keys in the run store, and how a stage task reads and writes through it.
 
-A task writes only its own keys (stages/<stage>/<task>/...); a bucketed file has a row
-group per bucket, so a task reads its bucket from every task's file with one scan. The
+A task writes only its own keys (stages/<stage>/<task>/...); a bucketed file is sorted by
+bucket in row groups with statistics, so a task reads its bucket from every task's file
+with one scan that skips the other buckets' row groups. The
 names and bytes of these files are what a resume across versions reads: keep them."""
 
 from __future__ import annotations
@@ -118,8 +119,7 @@ class StageTask:
     def write_buckets(
         self, frames: dict[str, pl.DataFrame], bucket: pl.Expr, cfg: Settings
     ) -> None:
-        """One file per task and name, a row group per bucket: S files for a stage, not
-        S x B."""
+        """One file per task and name, sorted by bucket: S files for a stage, not S x B."""
         for name, frame in frames.items():
             self.store.write_bucketed(
                 self.key(f"{name}.parquet"),

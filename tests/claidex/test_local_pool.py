@@ -25,7 +25,29 @@ def test_auto_workers_follow_the_planned_payment_rows(sample_dataset: Path, tmp_
         pool = LocalPool(Settings().workers)
         pool._decide(paths)
         decided[name] = pool.workers
-    assert decided == {"small": 1, "big": os.cpu_count() or 1}
+    assert decided == {"small": 1, "big": len(os.sched_getaffinity(0))}
     fixed = LocalPool(1)
     fixed._decide(big)
     assert fixed.workers == 1
+
+
+def test_a_plan_without_its_payment_rows_goes_by_its_shards(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    """A plan from before the count was recorded, or a Postgres run without an estimate:
+    two or more shards get the processes, one shard none."""
+    import json
+
+    decided = []
+    for shards in (1, 3):
+        paths = RunPaths(tmp_path / f"s{shards}")
+        write_plan(paths, sample_dataset, Settings(shards=shards), "f")
+        plan_file = paths.root / "stages" / "plan.json"
+        plan = json.loads(plan_file.read_text())
+        plan.pop("payment_rows")
+        plan_file.write_text(json.dumps(plan))
+        assert planned_payment_rows(paths) is None
+        pool = LocalPool(0)
+        pool._decide(paths)
+        decided.append(pool.workers)
+    assert decided == [1, min(3, len(os.sched_getaffinity(0)))]

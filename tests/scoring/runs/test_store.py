@@ -144,3 +144,32 @@ def test_a_torn_or_foreign_file_is_named_by_its_key(tmp_path: Path) -> None:
         store.read_bucket(keys, "b", 1)
     with pytest.raises(RunFileError, match=re.escape(f"{store.location('x.parquet')}: cannot")):
         store.read_frame("x.parquet")  # missing
+
+
+def test_a_bucket_spanning_row_groups_and_files_of_the_old_layout_read_whole_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buckets cut across row groups (3 rows each here), beside a file in the layout before
+    (a pyarrow row group per bucket, as a resumed run's earlier tasks wrote it): a bucket
+    reads whole, file by file, source order kept; a row without a bucket is refused."""
+    import pyarrow.parquet as pq
+
+    from scoring.errors import RunStateError
+    from scoring.runs import local_store
+    from scoring.runs.local_store import read_buckets
+
+    monkeypatch.setattr(local_store, "BUCKET_ROW_GROUP", 3)
+    rows = pl.DataFrame({"n": list(range(20)), "b": [i % 3 for i in range(20)]})
+    write_bucketed_atomic(rows, tmp_path / "new.parquet", "b")
+    assert pq.ParquetFile(tmp_path / "new.parquet").num_row_groups == 7
+    with pq.ParquetWriter(tmp_path / "old.parquet", rows.to_arrow().schema) as writer:
+        for value in (0, 1, 2):
+            part = rows.filter(pl.col("b") == value).to_arrow()
+            writer.write_table(part, row_group_size=part.num_rows)
+    files = [tmp_path / "new.parquet", tmp_path / "old.parquet"]
+    for value in (0, 1, 2):
+        mine = [n for n in range(20) if n % 3 == value]
+        assert read_buckets(files, "b", value)["n"].to_list() == mine + mine
+    with pytest.raises(RunStateError, match="1 row\\(s\\) without a b"):
+        holed = rows.with_columns(b=pl.when(pl.col("n") == 0).then(None).otherwise("b"))
+        write_bucketed_atomic(holed, tmp_path / "x.parquet", "b")
