@@ -17,7 +17,7 @@ from typing import Protocol
 from modal_burst import limits
 from modal_burst.credentials import ModalNotConfiguredError, require_credentials
 from modal_burst.handoff import scheduled_source
-from modal_burst.image import build_stamp
+from modal_burst.image import build_stamp, package_version
 from modal_burst.layout import VOLUME_VERSION, migration_steps
 from modal_burst.run_secrets import NEO4J_REQUIRED, NEO4J_STEPS, postgres_keys
 from scoring.config import Settings
@@ -60,13 +60,6 @@ class Findings:
         self.problems.append(line)
         if self.echo:
             print(f"problem: {line}", file=sys.stderr, flush=True)
-
-
-def package_version() -> str:
-    try:
-        return importlib.metadata.version("claidex")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _image(found: Findings) -> None:

@@ -107,16 +107,22 @@ def container_image(env: Mapping[str, str]) -> modal.Image:
     return image.env(dict(env)).add_local_python_source(*LOCAL_SOURCES)
 
 
+def package_version() -> str:
+    """The installed claidex's version (a wheel or an editable install); "unknown" else."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("claidex")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_stamp() -> dict[str, str]:
     """This client's claidex version and container lock digest: baked into the image's
     environment at deploy, so `check` can tell whether the deployed app is this build."""
     import hashlib
-    import importlib.metadata
 
-    try:
-        version = importlib.metadata.version("claidex")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
+    version = package_version()
     lock = container_lock()
     locked_packages(lock)  # a missing or unreadable lock: LockError, one line
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]

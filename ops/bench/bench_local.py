@@ -39,10 +39,15 @@ STEP_CODE = {
 }
 
 
-def measured(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS GB of the process and its children) of one command."""
+def measured(
+    cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """(wall seconds, peak RSS GB of the process and its children) of one command, run in
+    `cwd` (another tree's checkout, with `env` putting its packages first)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:

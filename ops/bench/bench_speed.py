@@ -19,12 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_local import append_section, machine
+from bench_local import append_section, machine, measured
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -51,17 +50,8 @@ def run_command(data: Path, run_dir: Path) -> list[str]:
 
 
 def measured_in(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS GB of the largest process) of `cmd` run in `cwd`, that tree's
-    packages first on the path."""
-    started = time.perf_counter()
-    cmd = ["env", f"PYTHONPATH={cwd}", *cmd]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1e6
+    """`measured` in the tree `cwd`, its packages first on the path."""
+    return measured(cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(cwd)})
 
 
 def main() -> None:
