@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # peaks at 1.3 GB, docs/BENCHMARKS.md), frozen into the run's plan.
     shards: int = Field(default=0, ge=0, le=4096)
     shard_rows: int = Field(default=3_000_000, ge=1)
+    # a one-shard run fuses its stages (ingest -> count -> reduce -> aggregate -> peer_stats in
+    # one task, the rows in memory): the same files as the stages, minus the shuffles' files
+    fuse: bool = True
     # stage files live one run: lz4 is the fastest with polars' writer (a seed shard's
     # payments 0.46 s against 0.8 s uncompressed: fewer bytes); zstd for a slow volume
     stage_compression: Literal["none", "lz4", "zstd"] = "lz4"

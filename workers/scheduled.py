@@ -27,7 +27,7 @@ from scoring.stages.incremental import (
     latest_full_run,
     prepare_incremental,
 )
-from scoring.stages.merge import merge_and_calibrate
+from scoring.stages.merge import draw_run_report, merge_and_calibrate
 from scoring.stages.publish import publish
 from scoring.stages.score_batch import score_batch
 from workers.app import RUN_QUEUE, app
@@ -135,9 +135,10 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
     source = _incremental_source(paths, reference, wanted, data_dir)
     prepare_incremental(paths, reference, source, wanted)
     score_batch(paths, 0)
-    scores = merge_and_calibrate(paths, reference)
+    scores = merge_and_calibrate(paths, reference, draw=False)
     if publish_scores and url is not None:
         publish(paths, url)
+    draw_report.delay(paths.run_id)  # the caller waits for the scores, not for the page
     columns = ["npi", "risk_score", "risk_label", "r_raw", "flags"]
     return {
         "run_id": paths.run_id,
@@ -146,6 +147,12 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
         "unknown_npis": RunLedger(paths).read().get("unknown_npis", []),
         "scores": scores.select(columns).to_dicts(),
     }
+
+
+@app.task(name="claidex.draw_report", **RELIABLE)
+def draw_report(run_id: str) -> None:
+    """report.html of a run whose scores are out already: on the runs queue, after them."""
+    draw_run_report(run_paths(run_id))
 
 
 @app.task(name="claidex.score_incremental", bind=True, **RELIABLE)

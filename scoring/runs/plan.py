@@ -57,6 +57,8 @@ def write_plan(
         # volume at its own path, so the absolute one may not exist there
         "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
         "shards": cfg.shards,
+        # one shard holds every bucket: its stages run as one task, nothing shuffled
+        "fused": cfg.shards == 1 and cfg.fuse,
         "payment_rows": payment_rows,  # how big the run is (the local engine's pool size)
         "polars": pl.__version__,  # peer buckets and row hashes: one polars for all of a run
         "runtime": runtime_probe(),
@@ -98,6 +100,11 @@ def runtime_probe() -> dict[str, Any]:
 
 def has_plan(paths: RunPaths) -> bool:
     return run_store(paths).exists(PLAN)
+
+
+def is_fused(paths: RunPaths) -> bool:
+    """The plan runs its stages as one task (a plan written before fusion: never)."""
+    return has_plan(paths) and bool(plan_record(paths).get("fused", False))
 
 
 def has_window(paths: RunPaths) -> bool:

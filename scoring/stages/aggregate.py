@@ -198,7 +198,7 @@ def aggregate_bucket(inputs: BucketInputs, window: dict[str, Any], cfg: Settings
     return BucketOutputs(py.select(SLICE_COLUMNS), scored, programs, peer_rows, files, summary)
 
 
-def _read_graph(store: RunStore, cfg: Settings) -> dict[str, pl.DataFrame] | None:
+def read_graph(store: RunStore, cfg: Settings) -> dict[str, pl.DataFrame] | None:
     if cfg.graph_mode == "neo4j-live":
         return None
     graph = {name: store.read_frame(graph_key(name)) for name in ("entities", "groups")}
@@ -209,16 +209,25 @@ def _read_graph(store: RunStore, cfg: Settings) -> dict[str, pl.DataFrame] | Non
 
 def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
     """NPI bucket `index` of every ingest task's rows, aggregated; its batches written."""
-    _, cfg, shards = read_plan(paths)
-    window = read_window(paths)
+    _, cfg, _ = read_plan(paths)
     task = StageTask(run_store(paths), "aggregate", index)
     inputs = BucketInputs(
         payments=task.bucket("ingest", "payments", CHECKED_PAYMENT_SCHEMA),
         providers=task.bucket("ingest", "providers", PROVIDER_SCHEMA),
         exclusions=task.bucket("ingest", "exclusions", EXCLUSION_SCHEMA),
-        graph=_read_graph(task.store, cfg),
+        graph=read_graph(task.store, cfg),
     )
-    out = aggregate_bucket(inputs, window, cfg)
+    return write_aggregate(paths, task, aggregate_bucket(inputs, read_window(paths), cfg))
+
+
+def write_aggregate(
+    paths: RunPaths, task: StageTask, out: BucketOutputs, *, peer_files: bool = True
+) -> dict[str, Any]:
+    """An aggregated NPI bucket's batches, its provider-years by peer bucket (`peer_files`
+    False: the fused plan, whose peer_stats takes them in memory) and its files for combine,
+    then its done marker."""
+    _, cfg, shards = read_plan(paths)
+    window, index = read_window(paths), task.index
     if out.scored.height != window["population"][index]:
         msg = (
             f"run {paths.run_id} bucket {index}: {out.scored.height} providers in the window, "
@@ -229,6 +238,7 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
     write_batches(
         task.store, out.slices, out.scored, cfg.batch_size, first=first, programs=out.programs
     )
-    task.write_buckets(out.peer_rows, peer_bucket(shards), cfg)
+    if peer_files:
+        task.write_buckets(out.peer_rows, peer_bucket(shards), cfg)
     task.write(out.files)
     return task.finish(out.summary)

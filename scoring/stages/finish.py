@@ -7,7 +7,7 @@ from typing import Any
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import RunPaths
-from scoring.stages.merge import merge_and_calibrate
+from scoring.stages.merge import draw_run_report, merge_and_calibrate
 from scoring.stages.publish import publish
 
 
@@ -32,12 +32,17 @@ def merge_and_publish(
     outage_window: float | None = None,
 ) -> dict[str, Any]:
     """Step 3, then publish when a database is given; a run published before is left alone.
-    `outage_window` 0: an interactive command, which reports an unreachable database at once."""
+    `outage_window` 0: an interactive command, which reports an unreachable database at once.
+    report.html is drawn last, once: the scores do not wait for it (and a publish no longer
+    draws it a second time to restamp the header)."""
     if (skipped := published_outcome(paths)) is not None:
         return skipped
     ledger = RunLedger(paths)
     ledger.update(will_publish=database_url is not None)  # followers wait for 'published'
-    scores = merge_and_calibrate(paths, reference)
-    if database_url is not None:
-        publish(paths, database_url, outage_window=outage_window)
+    scores = merge_and_calibrate(paths, reference, draw=False)
+    try:
+        if database_url is not None:
+            publish(paths, database_url, outage_window=outage_window)
+    finally:  # a failed publish still leaves the page that says why the scores are there
+        draw_run_report(paths)
     return {"run_id": paths.run_id, "status": ledger.read()["status"], "rows": scores.height}

@@ -108,10 +108,14 @@ def sorted_by_npi(columns: list[pl.Series]) -> pl.DataFrame:
     return pl.DataFrame(gathered)
 
 
-def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> pl.DataFrame:
+def merge_and_calibrate(
+    paths: RunPaths, reference: RunPaths | None = None, *, draw: bool = True
+) -> pl.DataFrame:
     """Run step 3; the result also stays in the run directory for publish and download.
 
-    `reference`: the full run an incremental run is calibrated against.
+    `reference`: the full run an incremental run is calibrated against. `draw` False:
+    report.json only; the caller draws report.html (`draw_run_report`) once the scores are
+    published, off the path to live scores (matplotlib's import and drawing: ~2 s at seed).
     """
     ledger = RunLedger(paths)
     manifest = RunManifest.load(paths)
@@ -120,7 +124,7 @@ def merge_and_calibrate(paths: RunPaths, reference: RunPaths | None = None) -> p
         scores = merged_scores(paths, manifest, reference)
         write_parquet_atomic(scores, paths.scores)
     # the report before the status: a follower that sees 'merged' finds the report there
-    report_after_merge(paths, scores, manifest, status="merged")
+    report_after_merge(paths, scores, manifest, status="merged", html=draw)
     ledger.set_status("merged", rows_scored=scores.height)
     return scores
 
@@ -177,16 +181,29 @@ def restamp_report(paths: RunPaths, status: str = "published") -> None:
 
 
 def report_after_merge(
-    paths: RunPaths, scores: pl.DataFrame, manifest: RunManifest, *, status: str
+    paths: RunPaths, scores: pl.DataFrame, manifest: RunManifest, *, status: str, html: bool = True
 ) -> None:
     """The run's report; the scores are merged already, so a report that cannot be made
     (a bug, a full disk) is recorded in the ledger (`status` shows it) and logged, and the
     run goes on to publish: the report is about the scores, not part of them."""
     try:
-        write_run_report(paths, scores, html=manifest.cfg.report_html, status=status)
+        write_run_report(paths, scores, html=html and manifest.cfg.report_html, status=status)
     except REPORT_FAILURES as exc:
         message = f"{type(exc).__name__}: {exc}"
         logging.getLogger(__name__).exception("run %s: no report: %s", paths.run_id, message)
         RunLedger(paths).update(report_error=message[:2000])
     else:
         RunLedger(paths).update(report_error=None)
+
+
+def draw_run_report(paths: RunPaths) -> None:
+    """report.html from the run's report.json (as it stands: restamped after a publish), when
+    the run's settings want one; a failure is recorded like a report that could not be made."""
+    try:
+        if not paths.report.exists() or not RunManifest.load(paths).cfg.report_html:
+            return
+        _draw(read_json(paths.report), paths)
+    except REPORT_FAILURES as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        logging.getLogger(__name__).exception("run %s: report not drawn: %s", paths.run_id, message)
+        RunLedger(paths).update(report_error=message[:2000])

@@ -6,6 +6,7 @@ from typing import Any
 
 import polars as pl
 
+from scoring.config import Settings
 from scoring.errors import RunStateError
 from scoring.methodology.peer_stats import (
     FALLBACK_KEYS,
@@ -70,7 +71,17 @@ def peer_stats(paths: RunPaths, index: int) -> dict[str, Any]:
     task = StageTask(run_store(paths), "peer_stats", index)
     eligible = task.bucket("aggregate", "eligible", ELIGIBLE_SCHEMA).lazy()
     growth = task.bucket("aggregate", "growth", GROWTH_SCHEMA).lazy()
-    counts, tables = peer_group_stats(eligible, growth)
+    return write_peer_stats(task, *peer_group_stats(eligible, growth), shards, cfg)
+
+
+def write_peer_stats(
+    task: StageTask,
+    counts: pl.DataFrame,
+    tables: dict[str, pl.DataFrame],
+    shards: int,
+    cfg: Settings,
+) -> dict[str, Any]:
+    """A peer bucket's rank counts by NPI bucket and its group tables, then its done marker."""
     task.write_buckets({MEMBER_COUNTS: counts}, npi_bucket(pl.col("npi"), shards), cfg)
     task.write(tables)
     return task.finish({"groups": tables["billing_primary"].height})

@@ -15,9 +15,10 @@ from typing import Any
 
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.plan import has_plan, has_window, plan_source, read_plan
+from scoring.runs.plan import has_plan, has_window, is_fused, plan_source, read_plan
 from scoring.runs.store import RunPaths
 from scoring.stages.finish import already_published, merge_and_publish
+from scoring.stages.fused import FUSED
 from scoring.stages.prepare import combine_and_finish, is_combined
 from scoring.stages.reduce import reduce
 from scoring.stages.score_batch import score_batch
@@ -109,6 +110,9 @@ def _merge(paths: RunPaths, finish: Finish) -> Any:
 STEPS: tuple[Step, ...] = (
     # for --source postgres: each task COPYs its own NPI range into the run's snapshot
     Step("export", Kind.SHARDS, _shards("export"), applies=_from_postgres),
+    # a one-shard plan: ingest .. peer_stats as one task, which writes their files and done
+    # markers (the stage steps below then find nothing left), not the shuffles' files
+    Step(FUSED, Kind.SHARDS, _shards(FUSED), applies=is_fused),
     Step("ingest", Kind.SHARDS, _shards("ingest")),
     Step("count", Kind.SHARDS, _shards("count")),
     # the window end and the graph, once: aggregate keeps only the window's rows

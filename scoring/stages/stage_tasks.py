@@ -12,12 +12,14 @@ from scoring.runs.store import RunPaths, run_store
 from scoring.stages.aggregate import aggregate
 from scoring.stages.count import count
 from scoring.stages.export import EXPORT, export
+from scoring.stages.fused import FUSED, fused
 from scoring.stages.ingest import ingest
 from scoring.stages.peer_groups import peer_stats
 from scoring.stages.stage_files import TASK, stage_key
 
 STAGE_BODIES: dict[str, Callable[[RunPaths, int], dict[str, Any]]] = {
     EXPORT: export,
+    FUSED: fused,
     "ingest": ingest,
     "count": count,
     "aggregate": aggregate,

@@ -240,6 +240,7 @@ def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
     sample_dataset: Path, fleet, tmp_path: Path
 ) -> None:
     import re
+    import time
 
     import polars as pl
     from polars.testing import assert_frame_equal
@@ -285,6 +286,13 @@ def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
     assert_frame_equal(redone, picked)
     for row in picked.iter_rows(named=True):
         assert f"{row['npi']}  {row['risk_score']:6.2f}  {row['risk_label']}" in served.stdout
+    # the page is drawn after the scores are out, by a task of its own on the runs queue
+    inc = RunPaths(tmp_path / "runs" / run_id)
+    assert inc.report.exists()
+    deadline = time.monotonic() + 180
+    while not inc.report_html.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert inc.report_html.exists(), RunLedger(inc).read().get("report_error")
 
 
 def test_beat_dispatches_the_weekly_and_daily_jobs(

@@ -81,7 +81,8 @@ def reference(hostile_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.mark.parametrize(
-    ("shards", "batch_size", "workers"), [(3, 7, 1), (16, 1000, 2), (64, 97, 1), (1, 250, 2)]
+    ("shards", "batch_size", "workers", "fuse"),
+    [(3, 7, 1, True), (16, 1000, 2, True), (64, 97, 1, True), (1, 250, 2, False)],
 )
 def test_any_shard_count_gives_the_same_bytes(
     hostile_dataset: Path,
@@ -90,18 +91,36 @@ def test_any_shard_count_gives_the_same_bytes(
     shards: int,
     batch_size: int,
     workers: int,
+    fuse: bool,
 ) -> None:
-    cfg = Settings(shards=shards, batch_size=batch_size, workers=workers)
+    """Against the reference, a fused plan (one shard: its stages as one task, no shuffle
+    files): every sharded plan, and the one-shard plan run as separate stages, alike."""
+    assert read_json(reference.root / "stages" / "plan.json")["fused"] is True
+    assert not list((reference.root / "stages").glob("ingest/*/payments.parquet"))
+    assert not list((reference.root / "stages").glob("aggregate/*/eligible.parquet"))
+    cfg = Settings(shards=shards, batch_size=batch_size, workers=workers, fuse=fuse)
     paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "run", show_progress=False)
+    assert read_json(paths.root / "stages" / "plan.json")["fused"] is False
     assert paths.scores.read_bytes() == reference.scores.read_bytes()
     assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
     for name in STAT_FILES:
         assert paths.stat(name).read_bytes() == reference.stat(name).read_bytes(), name
     counts, expected = read_json(paths.input_counts), read_json(reference.input_counts)
     assert counts == expected
+    assert _report_numbers(paths) == _report_numbers(reference)
     assert RunLedger(paths).read()["stages"] == {
         stage: f"{shards}/{shards}" for stage in ("ingest", "count", "aggregate", "peer_stats")
     }
+    assert RunLedger(reference).read()["stages"] == {
+        stage: "1/1" for stage in ("fused", "ingest", "count", "aggregate", "peer_stats")
+    }
+
+
+def _report_numbers(paths: RunPaths) -> dict[str, object]:
+    """report.json without what names the run, times it or counts its batches."""
+    report = read_json(paths.report)
+    run_only = ("header", "timeline", "run_id", "batches", "timings_seconds")
+    return {k: v for k, v in report.items() if k not in run_only}
 
 
 def test_the_hostile_rows_are_all_quarantined(hostile_dataset: Path, reference: RunPaths) -> None:
