@@ -14,6 +14,7 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
+from scoring.inputs.npi import checked_npis
 from scoring.runs.ledger import RunLedger, read_record, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import (
@@ -23,14 +24,13 @@ from scoring.runs.store import (
 )
 from scoring.stages.incremental import (
     changed_npis,
-    checked_npis,
     latest_full_run,
     prepare_incremental,
 )
 from scoring.stages.merge import draw_run_report, merge_and_calibrate
 from scoring.stages.publish import publish
 from scoring.stages.score_batch import score_batch
-from workers.app import RUN_QUEUE, app
+from workers.app import INCREMENTAL_QUEUE, RUN_QUEUE, app
 from workers.broker import pending_messages, run_messages
 from workers.reliability import (
     RELIABLE,
@@ -138,7 +138,8 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
     scores = merge_and_calibrate(paths, reference, draw=False)
     if publish_scores and url is not None:
         publish(paths, url)
-    draw_report.delay(paths.run_id)  # the caller waits for the scores, not for the page
+    # the caller waits for the scores, not for the page: drawn next, by a task of its own
+    draw_report.apply_async(args=[paths.run_id], queue=INCREMENTAL_QUEUE)
     columns = ["npi", "risk_score", "risk_label", "r_raw", "flags"]
     return {
         "run_id": paths.run_id,
@@ -151,7 +152,7 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
 
 @app.task(name="claidex.draw_report", **RELIABLE)
 def draw_report(run_id: str) -> None:
-    """report.html of a run whose scores are out already: on the runs queue, after them."""
+    """report.html of an incremental run whose scores are out already."""
     draw_run_report(run_paths(run_id))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from scoring.errors import InputError
+
 # Luhn over "80840" + the first nine digits: the prefix always contributes 24.
 _PREFIX_SUM = 24
 _NPI_PATTERN = r"^[0-9]{10}$"
@@ -79,3 +81,19 @@ def npi_to_str(npi: pl.Expr) -> pl.Expr:
 def make_npi(base9: pl.Expr) -> pl.Expr:
     """A valid integer NPI from a nine-digit base (used by the sample-data generator)."""
     return base9 * 10 + luhn_check_digit(base9)
+
+
+def checked_npis(npis: list[str]) -> list[str]:
+    """Distinct, well-formed NPIs; malformed ones are refused with their problem named."""
+    frame = pl.DataFrame({"npi": npis}, schema={"npi": pl.String}).with_columns(
+        npi_problem(pl.col("npi")).alias("problem")
+    )
+    bad = frame.filter(pl.col("problem").is_not_null())
+    if not bad.is_empty():
+        listed = ", ".join(f"{n!r} ({p})" for n, p in bad.rows()[:20])
+        msg = f"malformed NPI(s): {listed}"
+        raise InputError(msg)
+    if frame.is_empty():
+        msg = "no NPIs given"
+        raise InputError(msg)
+    return sorted(set(npis))

@@ -57,8 +57,10 @@ def write_plan(
         # volume at its own path, so the absolute one may not exist there
         "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
         "shards": cfg.shards,
-        # one shard holds every bucket: its stages run as one task, nothing shuffled
-        "fused": cfg.shards == 1 and cfg.fuse,
+        # one shard holds every bucket: its stages run as one task, nothing shuffled (the
+        # embedded graph only: a Neo4j mode's reduce step needs the graph's credentials,
+        # which a burst gives its single steps, not its shard tasks)
+        "fused": cfg.shards == 1 and cfg.fuse and cfg.graph_mode == "embedded",
         "payment_rows": payment_rows,  # how big the run is (the local engine's pool size)
         "polars": pl.__version__,  # peer buckets and row hashes: one polars for all of a run
         "runtime": runtime_probe(),

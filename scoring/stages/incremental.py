@@ -17,7 +17,7 @@ from scoring.db.connection import connect
 from scoring.errors import InputError, RunStateError
 from scoring.inputs.contract import RawInputs, read_dataset
 from scoring.inputs.digest import npi_digests
-from scoring.inputs.npi import npi_problem, npi_to_str
+from scoring.inputs.npi import npi_to_str
 from scoring.inputs.quarantine import QUARANTINE_SCHEMA
 from scoring.inputs.validation import validate
 from scoring.methodology.components.concentration import (
@@ -42,22 +42,6 @@ from scoring.stages.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
 from scoring.stages.provider_rows import provider_rows, provider_year_rows
 
 INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small
-
-
-def checked_npis(npis: list[str]) -> list[str]:
-    """Distinct, well-formed NPIs; malformed ones are refused with their problem named."""
-    frame = pl.DataFrame({"npi": npis}, schema={"npi": pl.String}).with_columns(
-        npi_problem(pl.col("npi")).alias("problem")
-    )
-    bad = frame.filter(pl.col("problem").is_not_null())
-    if not bad.is_empty():
-        listed = ", ".join(f"{n!r} ({p})" for n, p in bad.rows()[:20])
-        msg = f"malformed NPI(s): {listed}"
-        raise InputError(msg)
-    if frame.is_empty():
-        msg = "no NPIs given"
-        raise InputError(msg)
-    return sorted(set(npis))
 
 
 def published_full_run(run_root: Path, database_url: str) -> RunPaths:

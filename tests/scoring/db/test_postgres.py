@@ -451,7 +451,8 @@ def test_an_incremental_run_publishes_only_over_its_own_reference(
 ) -> None:
     """Review of issue 11.4: incremental rows scored against full run A must not land on a
     table that holds full run B (they would mix two references)."""
-    from scoring.stages.incremental import checked_npis, prepare_incremental
+    from scoring.inputs.npi import checked_npis
+    from scoring.stages.incremental import prepare_incremental
     from scoring.stages.merge import merge_and_calibrate
     from scoring.stages.score_batch import score_batch
 

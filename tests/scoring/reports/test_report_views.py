@@ -142,7 +142,7 @@ def test_report_json_aggregates_add_up(runs) -> None:
     assert all(1 <= len(g["examples"]) <= 3 for g in report["quarantined"]["by_file"])
     timeline = report["timeline"]
     assert timeline["batches"]["tasks"] == report["batches"]
-    assert timeline["stages"]["tasks"] >= 4  # ingest, count, aggregate, peer_stats
+    assert timeline["stages"]["tasks"] >= 1  # a one-shard plan: its stages fused in one task
     assert report["previous_run"] is None  # nothing was published before A
 
 

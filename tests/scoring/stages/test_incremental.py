@@ -11,9 +11,9 @@ from polars.testing import assert_frame_equal
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import InputError
+from scoring.inputs.npi import checked_npis
 from scoring.runs.store import RunPaths
 from scoring.stages.incremental import (
-    checked_npis,
     latest_full_run,
     prepare_incremental,
 )

@@ -26,6 +26,7 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_table_declares_the_run_in_order() -> None:
     assert [(s.name, s.kind, s.phase) for s in STEPS] == [
         ("export", Kind.SHARDS, "prepare"),
+        ("fused", Kind.SHARDS, "prepare"),
         ("ingest", Kind.SHARDS, "prepare"),
         ("count", Kind.SHARDS, "prepare"),
         ("reduce", Kind.SINGLE, "prepare"),

@@ -12,10 +12,11 @@ from claidex.dev.sample import generate
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import RunStateError
+from scoring.inputs.npi import checked_npis
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths, read_json
 from scoring.stages.drive import resume_prepare, run_serially
-from scoring.stages.incremental import checked_npis, prepare_incremental
+from scoring.stages.incremental import prepare_incremental
 from scoring.stages.merge import merge_and_calibrate
 from scoring.stages.pipeline import Work, stage_progress
 from scoring.stages.score_batch import score_batch
