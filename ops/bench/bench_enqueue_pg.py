@@ -12,6 +12,7 @@ incremental worker reading those NPIs' rows through the indexed source tables.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -27,6 +28,15 @@ from bench_local import append_section, command_seconds, machine  # noqa: E402
 from tests.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
 from tests.fleet import fleet_env, worker  # noqa: E402
 
+WARM_CLIENT = (
+    "import sys, time; from workers.app import app\n"
+    "for _ in range(3):\n"
+    "    t = time.perf_counter()\n"
+    "    app.send_task('claidex.score_incremental', args=[sys.argv[1:], None, True])"
+    ".get(timeout=600)\n"
+    "    print(round(time.perf_counter() - t, 3))\n"
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -36,8 +46,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="claidex-enqueue-bench-"))
     results: list[tuple[int, float]] = []
     with PrivatePostgres(durable=True) as pg, PrivateRedis() as redis:
-        env = fleet_env(
-            redis.url, scratch / "runs", database_url=pg.url, CLAIDEX_VISIBILITY_TIMEOUT="3600"
+        env = fleet_env(  # the test fleet's time limits (15 s) are far below a seed publish
+            redis.url,
+            scratch / "runs",
+            database_url=pg.url,
+            CLAIDEX_VISIBILITY_TIMEOUT="3600",
+            CLAIDEX_TASK_TIME_LIMIT="3000",
+            CLAIDEX_TASK_SOFT_TIME_LIMIT="2700",
         )
         cli = [sys.executable, "-m", "claidex.cli"]
         load = command_seconds([*cli, "db", "init"], env) + command_seconds(
@@ -81,6 +96,17 @@ def main() -> None:
                 )
                 results.append((count, seconds))
                 print(f"enqueue {count}: {seconds:.2f}s", flush=True)
+            # the task's own latency, from a client whose imports are done (the command
+            # above also pays a Python start with celery and polars: ~0.85 s on this box)
+            warm = subprocess.run(
+                [sys.executable, "-c", WARM_CLIENT, *npis.head(100).to_list()],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            task_seconds = [float(x) for x in warm.stdout.split()]
+            print(f"task latency (warm client, 100 NPIs, 3 calls): {task_seconds}", flush=True)
         finally:
             for proc in procs:
                 proc.stop()
@@ -95,6 +121,9 @@ def main() -> None:
         "| NPIs | `python -m workers enqueue ... --wait` seconds |",
         "|---:|---:|",
         *[f"| {count} | {seconds:.2f} |" for count, seconds in results],
+        "",
+        f"- The task alone, 100 NPIs, from a warm client (send, score, publish, result), "
+        f"3 calls: {', '.join(f'{s:.2f}' for s in task_seconds)} s",
         "",
         "The incremental worker reads only those NPIs' rows (`WHERE npi = ANY(...)` on the "
         "indexed source tables), scores them against the reference run and upserts them.",
