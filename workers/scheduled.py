@@ -15,6 +15,7 @@ from scoring.config import Settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
 from scoring.inputs.npi import checked_npis
+from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger, read_record, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import (
@@ -72,6 +73,13 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
     write_json_atomic(record, paths.watchdog)
     ledger.update(watchdog=record)
     log.warning("watchdog: run %s: %s: %s", verdict.run_id, verdict.action, verdict.reason)
+    send_alert(
+        verdict.run_id,
+        "stalled",
+        f"{verdict.reason}; the watchdog resumes it ({verdict.action}, "
+        f"{record['actions']} of {cfg.watchdog_max_resumes})",
+        f"if it stays stuck: python -m workers resume {verdict.run_id}",
+    )
     if verdict.action == "batches" and state.get("status") == "scoring":
         dispatch_batches(verdict.run_id, verdict.batches)
     else:

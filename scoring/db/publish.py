@@ -183,8 +183,10 @@ def publish_scores(
     created_at: str | None = None,
     reference_run: str | None = None,
     force: bool = False,
+    accepted: tuple[str, str] | None = None,
 ) -> PublishResult:
     """Publish one run's scores and record it in claidex_runs, all or nothing.
+    `accepted`: (reason, who) for a run its checks blocked, kept in claidex_runs.
 
     A full run prepared before the full run on the table is refused (StalePublishError)
     unless `force`: an old run resumed late must not roll the table back.
@@ -231,6 +233,11 @@ def publish_scores(
             "updated_at = now()",
             (run_id, kind, fingerprint, rows, removed, at["at"], created_at),
         )
+        if accepted is not None:  # columns of `claidex db init` (RUNS_COLUMNS)
+            conn.execute(
+                "UPDATE claidex_runs SET accepted_reason = %s, accepted_by = %s WHERE run_id = %s",
+                (*accepted, run_id),
+            )
     return PublishResult(rows_published=rows, rows_removed=removed)
 
 

@@ -90,6 +90,35 @@ def _section(ident: str, title: str, *parts: str) -> str:
     return f'<section id="{ident}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
 
 
+def _checks(report: dict[str, Any]) -> str:
+    """The checks before publish, first on the page: blocking ones first, then warnings."""
+    checks = report.get("checks")
+    if not checks:
+        return _section("checks", "Checks before publish", "<p>not checked (not published)</p>")
+    verdict = checks["verdict"].upper()
+    against = f" against {checks['reference_run']}" if checks.get("reference_run") else ""
+    note = f" ({checks['note']})" if checks.get("note") else ""
+    order = {"block": 0, "warn": 1, "pass": 2}
+    rows = [
+        [
+            _text(c["verdict"]),
+            _text(c["name"]),
+            f"<td>{_fmt(c['value'])}</td>",
+            f"<td>{_fmt(c['threshold'])}</td>",
+            f"<td>{_fmt(c['reference'])}</td>",
+            _text(c["reason"]),
+        ]
+        for c in sorted(checks["checks"], key=lambda c: order[c["verdict"]])
+    ]
+    table = _table(["verdict", "check", "value", "limit", "published run", "why"], rows)
+    return _section(
+        "checks",
+        "Checks before publish",
+        f"<p><b>{html.escape(verdict)}</b>{html.escape(against + note)}</p>",
+        table,
+    )
+
+
 def _header(report: dict[str, Any]) -> str:
     head = report.get("header", {})
     rows = [[_text(k), _text(v)] for k, v in head.items() if k != "window" and v is not None]
@@ -401,6 +430,7 @@ def _previous(report: dict[str, Any]) -> str:
 
 
 SECTIONS = (
+    _checks,
     _header,
     _labels,
     _risk_score,
@@ -412,6 +442,7 @@ SECTIONS = (
     _previous,
 )
 SECTION_IDS = (
+    "checks",
     "header",
     "labels",
     "risk-score",

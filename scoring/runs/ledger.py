@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scoring.errors import RunFileError
+from scoring.runs.alerts import send_alert
 from scoring.runs.retry_policy import retried_by_type
 from scoring.runs.store import RunPaths, write_json_atomic
 
@@ -39,6 +40,7 @@ STATUSES = (
     "publishing",
     "published",
     "merged",
+    "blocked",  # merged, held by its checks before publish (`claidex publish RUN --accept`)
     "failed",
 )
 
@@ -152,6 +154,18 @@ class RunLedger:
             else str(error)
         )
         self.set_status("failed", failed_step=step, error=where + shown)
+        run_id = self.paths.run_id
+        send_alert(
+            run_id,
+            "failed",
+            f"at {step}: {where + shown}",
+            f"fix the cause, then: claidex resume {run_id} (fleet: python -m workers resume "
+            f"{run_id})",
+        )
+        if os.environ.get("CLAIDEX_PUSHGATEWAY"):  # the run ends here: its metrics go out
+            from scoring.runs.metrics import push_run_metrics
+
+            push_run_metrics(self.read())
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

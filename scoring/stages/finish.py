@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from typing import Any
 
-from scoring.runs.ledger import RunLedger
+import polars as pl
+import psycopg
+
+from scoring.checks.gate import add_checks_to_report, blocked_line, run_checks
+from scoring.config import Settings, load_settings
+from scoring.db.connection import DatabaseError, scrub
+from scoring.errors import InputError
+from scoring.runs.alerts import send_alert
+from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
-from scoring.runs.store import RunPaths
+from scoring.runs.metrics import push_run_metrics
+from scoring.runs.store import RunPaths, read_parquet_named
 from scoring.stages.merge import draw_run_report, merge_and_calibrate
 from scoring.stages.publish import publish
 
@@ -16,8 +27,80 @@ def already_published(paths: RunPaths) -> bool:
     return RunLedger(paths).read().get("published_prepare") == RunManifest.load(paths).prepare_id
 
 
+def is_blocked(paths: RunPaths) -> bool:
+    """This prepare of the run was held by its checks: no engine merges it again (only
+    `claidex publish RUN --accept` moves it on)."""
+    state = RunLedger(paths).read()
+    prepare = RunManifest.load(paths).prepare_id
+    return state.get("status") == "blocked" and state.get("blocked_prepare") == prepare
+
+
+def merge_done(paths: RunPaths) -> bool:
+    """The merge step has nothing left: published, or blocked by its checks."""
+    return already_published(paths) or is_blocked(paths)
+
+
+def accepted_by(cfg: Settings) -> str:
+    """Who accepts a blocked run: CLAIDEX_ACCEPTED_BY, else the OS user."""
+    if cfg.accepted_by:
+        return cfg.accepted_by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's numeric user)
+        return f"uid {os.getuid()}"
+
+
+def publish_checked(
+    paths: RunPaths,
+    database_url: str,
+    *,
+    scores: pl.DataFrame | None = None,
+    reference: RunPaths | None = None,
+    accept: str | None = None,
+    force: bool = False,
+    outage_window: float | None = None,
+) -> dict[str, Any]:
+    """The checks, then publish unless they block. A blocked run: status `blocked`, the
+    table untouched, an alert; `accept` (a reason) publishes it anyway, on record."""
+    ledger = RunLedger(paths)
+    manifest = RunManifest.load(paths)
+    acceptance = None
+    if accept is None:
+        scores = read_parquet_named(paths.scores) if scores is None else scores
+        try:
+            outcome = run_checks(
+                paths, scores, database_url, reference=reference, outage_window=outage_window
+            )
+        except (psycopg.Error, DatabaseError) as exc:  # as a publish that cannot reach it
+            why = scrub(str(exc), database_url)
+            msg = f"checks before publish of run {paths.run_id} failed: {why}"
+            ledger.fail("publish", msg)
+            raise DatabaseError(msg) from None
+        add_checks_to_report(paths, outcome)
+        if outcome["verdict"] == "block":
+            line = blocked_line(paths, outcome)
+            ledger.set_status("blocked", blocked=line, blocked_prepare=manifest.prepare_id)
+            send_alert(paths.run_id, "blocked", line)
+            return {"run_id": paths.run_id, "status": "blocked", "blocked": line}
+    else:
+        if not accept.strip():
+            msg = "--accept needs a reason (what changed, and why it may go live)"
+            raise InputError(msg)
+        acceptance = (accept.strip(), accepted_by(load_settings()))
+        reason, who = acceptance
+        ledger.update(accepted={"reason": reason, "by": who, "at": utc_now()}, blocked=None)
+    result = publish(
+        paths, database_url, force=force, outage_window=outage_window, accepted=acceptance
+    )
+    return {"run_id": paths.run_id, "status": "published", "rows": result.rows_published}
+
+
 def published_outcome(paths: RunPaths) -> dict[str, Any] | None:
-    """For a run published already: its status restored and a 'skipped' outcome; else None."""
+    """For a run published already: its status restored and a 'skipped' outcome; for a run
+    its checks blocked: that outcome again (merging anew would not change it); else None."""
+    if is_blocked(paths):
+        line = RunLedger(paths).read().get("blocked")
+        return {"run_id": paths.run_id, "status": "blocked", "blocked": line, "skipped": True}
     if not already_published(paths):
         return None
     RunLedger(paths).set_status("published")
@@ -42,7 +125,12 @@ def merge_and_publish(
     scores = merge_and_calibrate(paths, reference, draw=False)
     try:
         if database_url is not None:
-            publish(paths, database_url, outage_window=outage_window)
+            checked = publish_checked(
+                paths, database_url, scores=scores, reference=reference, outage_window=outage_window
+            )
+            if checked["status"] == "blocked":
+                return {**checked, "rows": scores.height}
     finally:  # a failed publish still leaves the page that says why the scores are there
         draw_run_report(paths)
+        push_run_metrics(ledger.read())  # when CLAIDEX_PUSHGATEWAY is set
     return {"run_id": paths.run_id, "status": ledger.read()["status"], "rows": scores.height}

@@ -1,0 +1,162 @@
+"""Issue 24: a run its checks block never reaches the table; `publish --accept` puts it there."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+
+from scoring.db.connection import connect
+from scoring.db.schema import init_schema
+from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths, read_json
+from tests.builders import claidex_cli
+from tests.conftest import fresh_database
+
+
+def _variant(source: Path, target: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    shutil.copytree(source, target)
+    payments = pl.read_parquet(source / "payments_combined.parquet")
+    change(payments).write_parquet(target / "payments_combined.parquet")
+    return target
+
+
+def _lost_medicaid(p: pl.DataFrame) -> pl.DataFrame:
+    return p.filter(pl.col("program") != "Medicaid")
+
+
+def _lost_half_a_year(p: pl.DataFrame) -> pl.DataFrame:
+    year = pl.col("year") == 2021
+    return p.filter(~year | (pl.int_range(pl.len()) % 2 == 0))
+
+
+def _recoded_taxonomy(p: pl.DataFrame) -> pl.DataFrame:
+    half = pl.col("npi").str.slice(9, 1).cast(pl.Int32) % 2 == 0
+    recoded = pl.lit("RECODED-") + pl.col("taxonomy").str.slice(0, 4)
+    return p.with_columns(
+        pl.when(half).then(recoded).otherwise(pl.col("taxonomy")).alias("taxonomy")
+    )
+
+
+def _quarantine_jump(p: pl.DataFrame) -> pl.DataFrame:
+    broken = pl.int_range(pl.len()) % 20 == 0  # 5 % of the rows
+    return p.with_columns(
+        pl.when(broken).then(-1.0).otherwise(pl.col("payments")).alias("payments")
+    )
+
+
+SCENARIOS = {
+    "lost-medicaid": (_lost_medicaid, "program_rows[Medicaid]"),
+    "lost-half-a-year": (_lost_half_a_year, "year_rows[2021]"),
+    "recoded-taxonomy": (_recoded_taxonomy, "label_churn"),
+    "quarantine-jump": (_quarantine_jump, "quarantine_share"),
+}
+
+
+@pytest.fixture(scope="module")
+def published_dir(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run on the table, computed once (published into each test's own database)."""
+    root = tmp_path_factory.mktemp("checks-ref")
+    done = claidex_cli(
+        "run", "--data", str(sample_dataset), "--run-dir", str(root / "ref"), "--no-publish",
+        "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return root / "ref"
+
+
+@pytest.fixture
+def table(postgres_server, published_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:  # type: ignore[no-untyped-def]
+    """A fresh database whose table holds the reference run (its first publish: a note)."""
+    with fresh_database(postgres_server) as url:
+        with connect(url) as conn:
+            init_schema(conn)
+        env = {"DATABASE_URL": url, "CLAIDEX_RUN_ROOT": str(published_dir.parent)}
+        first = claidex_cli("publish", str(published_dir), env=env)
+        assert first.returncode == 0, first.stderr
+        checks = read_json(published_dir / "checks.json")
+        assert checks["verdict"] == "pass" and checks["note"] == "first publish"
+        yield url, env
+
+
+def _table_bytes(url: str) -> bytes:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        out = bytearray()
+        with cur.copy("COPY (SELECT * FROM provider_risk_scores ORDER BY npi) TO STDOUT") as copy:
+            for block in copy:
+                out += block
+        return bytes(out)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_bad_feed_is_blocked_leaves_the_table_alone_and_accept_publishes_it(
+    scenario: str, sample_dataset: Path, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    url, env = table
+    change, failing = SCENARIOS[scenario]
+    data = _variant(sample_dataset, tmp_path / "data", change)
+    before = _table_bytes(url)
+    run_dir = tmp_path / "runs" / "bad"
+    held = claidex_cli("run", "--data", str(data), "--run-dir", str(run_dir), "--quiet", env=env)
+    assert held.returncode == 3, held.stderr
+    lines = held.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: run bad blocked before publish")
+    assert failing in lines[0] and "claidex publish bad --accept" in lines[0]
+    assert _table_bytes(url) == before  # nothing written
+    state = RunLedger(RunPaths(run_dir)).read()
+    assert state["status"] == "blocked" and failing in state["checks"]["blocking"]
+    checks = read_json(run_dir / "checks.json")
+    named = {c["name"]: c for c in checks["checks"]}
+    assert named[failing]["verdict"] == "block"
+    assert {"value", "threshold", "reference", "reason"} <= set(named[failing])
+    report = read_json(run_dir / "report.json")
+    assert report["checks"]["verdict"] == "block"
+    status = claidex_cli("status", str(run_dir), env=env)
+    assert status.returncode == 3 and failing in status.stdout
+    again = claidex_cli("resume", str(run_dir), "--quiet", env=env)  # not re-run, still held
+    assert again.returncode == 3 and RunLedger(RunPaths(run_dir)).read()["status"] == "blocked"
+    assert _table_bytes(url) == before
+
+    accepted = claidex_cli(
+        "publish", str(run_dir), "--accept", "upstream truncated on purpose",
+        env={**env, "CLAIDEX_ACCEPTED_BY": "on-call"},
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr
+    assert _table_bytes(url) != before
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT status, accepted_reason, accepted_by FROM claidex_runs WHERE run_id = 'bad'"
+        ).fetchone()
+    assert row == ("published", "upstream truncated on purpose", "on-call")
+    state = RunLedger(RunPaths(run_dir)).read()
+    assert state["status"] == "published"
+    assert state["accepted"]["reason"] == "upstream truncated on purpose"
+    assert state["accepted"]["by"] == "on-call"
+
+
+def test_a_rerun_of_the_same_data_publishes_with_every_check_passing(
+    sample_dataset: Path, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    _url, env = table
+    run_dir = tmp_path / "runs" / "again"
+    done = claidex_cli(
+        "run", "--data", str(sample_dataset), "--run-dir", str(run_dir), "--quiet", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    checks = read_json(run_dir / "checks.json")
+    assert checks["verdict"] == "pass" and checks["reference_run"] == "ref"
+    assert {c["verdict"] for c in checks["checks"]} == {"pass"}
+    names = {c["name"] for c in checks["checks"]}
+    assert {
+        "payment_rows",
+        "quarantine_share",
+        "label_churn",
+        "movers",
+        "providers_scored",
+    } <= names
+    assert "checks before publish: pass against ref" in done.stdout
+    assert RunLedger(RunPaths(run_dir)).read()["status"] == "published"
