@@ -46,6 +46,9 @@ def run_overrides(cfg: Settings, **flags: Any) -> dict[str, Any]:
     chosen = {k: v for k, v in chosen.items() if k not in LOCATION_SETTINGS}
     chosen.setdefault("batch_size", cfg.modal_batch_size)
     chosen.setdefault("shard_rows", cfg.modal_shard_rows)
+    # no fused plan in a burst: its shard containers are sized for one shard
+    # (modal_stage_memory) and retry shard failures, where reduce's input errors are final
+    chosen.setdefault("fuse", False)
     chosen = {**secret_names(cfg), **chosen}
     return {**chosen, **{k: v for k, v in flags.items() if v is not None}}
 

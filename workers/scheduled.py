@@ -31,7 +31,7 @@ from scoring.stages.incremental import (
 from scoring.stages.merge import draw_run_report, merge_and_calibrate
 from scoring.stages.publish import publish
 from scoring.stages.score_batch import score_batch
-from workers.app import INCREMENTAL_QUEUE, RUN_QUEUE, app
+from workers.app import RUN_QUEUE, app
 from workers.broker import pending_messages, run_messages
 from workers.reliability import (
     RELIABLE,
@@ -146,8 +146,12 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
     scores = merge_and_calibrate(paths, reference, draw=False)
     if publish_scores and url is not None:
         publish(paths, url)
-    # the caller waits for the scores, not for the page: drawn next, by a task of its own
-    draw_report.apply_async(args=[paths.run_id], queue=INCREMENTAL_QUEUE)
+    if RunManifest.load(paths).cfg.report_html:  # the page: after the scores, on the runs
+        # queue (ad-hoc NPIs never wait behind it); a failed send is no reason to re-run
+        try:
+            draw_report.apply_async(args=[paths.run_id], queue=RUN_QUEUE)
+        except Exception as exc:
+            RunLedger(paths).update(report_error=f"report.html not requested: {exc}"[:2000])
     columns = ["npi", "risk_score", "risk_label", "r_raw", "flags"]
     return {
         "run_id": paths.run_id,

@@ -14,7 +14,7 @@ from celery.utils.log import get_task_logger
 
 from scoring.config import Settings, load_settings
 from scoring.db.connection import database_url
-from scoring.errors import RunStateError
+from scoring.errors import InputError, RunStateError
 from scoring.runs.ledger import RunLedger, read_record, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan
@@ -28,6 +28,7 @@ from scoring.stages.finish import (
     merge_done,
     published_outcome,
 )
+from scoring.stages.fused import FUSED
 from scoring.stages.pipeline import Kind, next_work, record_progress, run_single, run_task
 from scoring.stages.prepare import begin_prepare, begin_prepare_from_postgres
 from scoring.stages.score_batch import score_batch
@@ -209,7 +210,9 @@ def stage_shard_task(self: Any, run_id: str, stage: str, index: int) -> dict[str
         except Exception as exc:
             # with a retry coming, `retrying`, not failed: the retry's success must leave
             # the run preparing, so its callback goes on
-            ledger.fail("prepare", exc, where=f"{stage} shard {index}: ")
+            # a fused run's bad input reads as the unfused stage's would (reduce's own words)
+            plain = stage == FUSED and isinstance(exc, InputError)
+            ledger.fail("prepare", exc, where="" if plain else f"{stage} shard {index}: ")
             raise
     return {"stage": stage, "shard": index, "rows": summary.get("payment_rows", 0)}
 

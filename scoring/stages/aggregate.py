@@ -229,11 +229,16 @@ def aggregate(paths: RunPaths, index: int) -> dict[str, Any]:
 
 
 def write_aggregate(
-    paths: RunPaths, task: StageTask, out: BucketOutputs, *, peer_files: bool = True
+    paths: RunPaths,
+    task: StageTask,
+    out: BucketOutputs,
+    *,
+    peer_files: bool = True,
+    finish: bool = True,
 ) -> dict[str, Any]:
     """An aggregated NPI bucket's batches, its provider-years by peer bucket (`peer_files`
     False: the fused plan, whose peer_stats takes them in memory) and its files for combine,
-    then its done marker."""
+    then (`finish`) its done marker."""
     _, cfg, shards = read_plan(paths)
     window, index = read_window(paths), task.index
     if out.scored.height != window["population"][index]:
@@ -249,4 +254,4 @@ def write_aggregate(
     if peer_files:
         task.write_buckets(out.peer_rows, peer_bucket(shards), cfg)
     task.write(out.files)
-    return task.finish(out.summary)
+    return task.finish(out.summary) if finish else out.summary

@@ -103,6 +103,8 @@ def published_outcome(paths: RunPaths) -> dict[str, Any] | None:
         return {"run_id": paths.run_id, "status": "blocked", "blocked": line, "skipped": True}
     if not already_published(paths):
         return None
+    if not paths.report_html.exists():  # killed between publish and drawing: drawn now
+        draw_run_report(paths)
     RunLedger(paths).set_status("published")
     return {"run_id": paths.run_id, "status": "published", "skipped": True}
 
@@ -116,8 +118,7 @@ def merge_and_publish(
 ) -> dict[str, Any]:
     """Step 3, then publish when a database is given; a run published before is left alone.
     `outage_window` 0: an interactive command, which reports an unreachable database at once.
-    report.html is drawn last, once: the scores do not wait for it (and a publish no longer
-    draws it a second time to restamp the header)."""
+    report.html is drawn last: the scores do not wait for it."""
     if (skipped := published_outcome(paths)) is not None:
         return skipped
     ledger = RunLedger(paths)
@@ -130,7 +131,7 @@ def merge_and_publish(
             )
             if checked["status"] == "blocked":
                 return {**checked, "rows": scores.height}
-    finally:  # a failed publish still leaves the page that says why the scores are there
+    finally:  # a failed publish still leaves the run's page
         draw_run_report(paths)
         push_run_metrics(ledger.read())  # when CLAIDEX_PUSHGATEWAY is set
     return {"run_id": paths.run_id, "status": ledger.read()["status"], "rows": scores.height}

@@ -35,11 +35,11 @@ def fused(paths: RunPaths, index: int) -> dict[str, Any]:
         rows, good[name], bad[f"q-{name}"] = checked_slice(data_dir, table, index, shards, cfg)
         payment_rows = rows if name == "payments" else payment_rows
         ingest.write({f"q-{name}": bad[f"q-{name}"]})
-    ingest.finish(ingest_summary(payment_rows, good, bad))
+    ingest_done = ingest_summary(payment_rows, good, bad)
     del bad
-    StageTask(store, "count", index).finish(
-        count_bucket(good["payments"].select("npi", "year"), cfg)
-    )
+    counted = count_bucket(good["payments"].select("npi", "year"), cfg)
+    count = StageTask(store, "count", index)
+    count.finish(counted)  # reduce reads the count's done marker (its only task)
     reduce(paths, RunLedger(paths))
     inputs = BucketInputs(
         payments=good.pop("payments"),
@@ -48,10 +48,18 @@ def fused(paths: RunPaths, index: int) -> dict[str, Any]:
         graph=read_graph(store, cfg),
     )
     out = aggregate_bucket(inputs, read_window(paths), cfg)
-    write_aggregate(paths, StageTask(store, "aggregate", index), out, peer_files=False)
+    aggregate = StageTask(store, "aggregate", index)
+    aggregate_done = write_aggregate(paths, aggregate, out, peer_files=False, finish=False)
     eligible, growth = out.peer_rows["eligible"].lazy(), out.peer_rows["growth"].lazy()
     del out
-    summary = write_peer_stats(
-        StageTask(store, "peer_stats", index), *peer_group_stats(eligible, growth), shards, cfg
+    peer_stats = StageTask(store, "peer_stats", index)
+    peer_done = write_peer_stats(
+        peer_stats, *peer_group_stats(eligible, growth), shards, cfg, finish=False
     )
-    return StageTask(store, FUSED, index).finish(summary)
+    # the stages' done markers last, together: a code version without the fused step that
+    # resumes a run killed mid-task finds no stage done, so it never reads shuffle files
+    # this task did not write
+    ingest.finish(ingest_done)
+    aggregate.finish(aggregate_done)
+    peer_stats.finish(peer_done)
+    return StageTask(store, FUSED, index).finish(peer_done)

@@ -124,7 +124,8 @@ def merge_and_calibrate(
     with ledger.step("merge"):
         scores = merged_scores(paths, manifest, reference)
         write_parquet_atomic(scores, paths.scores)
-    # the report before the status: a follower that sees 'merged' finds the report there
+    # report.json before the status: a follower that sees 'merged' finds it there (the page
+    # comes after publish, `draw`)
     report_after_merge(paths, scores, manifest, status="merged", html=draw)
     ledger.set_status("merged", rows_scored=scores.height, rows=row_counts(paths, scores.height))
     return scores

@@ -80,11 +80,15 @@ def write_peer_stats(
     tables: dict[str, pl.DataFrame],
     shards: int,
     cfg: Settings,
+    *,
+    finish: bool = True,
 ) -> dict[str, Any]:
-    """A peer bucket's rank counts by NPI bucket and its group tables, then its done marker."""
+    """A peer bucket's rank counts by NPI bucket and its group tables, then (`finish`) its
+    done marker."""
     task.write_buckets({MEMBER_COUNTS: counts}, npi_bucket(pl.col("npi"), shards), cfg)
     task.write(tables)
-    return task.finish({"groups": tables["billing_primary"].height})
+    summary = {"groups": tables["billing_primary"].height}
+    return task.finish(summary) if finish else summary
 
 
 def batch_member_counts(paths: RunPaths, npis: pl.Series, shards: int) -> pl.DataFrame:

@@ -289,7 +289,7 @@ def test_enqueue_reproduces_rows_rejects_malformed_and_skips_the_queue(
     # the page is drawn after the scores are out, by a task of its own
     inc = RunPaths(tmp_path / "runs" / run_id)
     assert inc.report.exists()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not inc.report_html.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert inc.report_html.exists(), RunLedger(inc).read().get("report_error")
@@ -382,7 +382,7 @@ def test_flower_lists_workers_and_tasks_and_requires_auth(
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 tasks = get("/api/tasks")
@@ -434,7 +434,7 @@ def test_a_redelivered_start_resumes_instead_of_preparing_again(
         timeout=60,
     )
     paths = RunPaths(tmp_path / "runs" / "twice")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while RunLedger(paths).read().get("status") != "merged":
         assert RunLedger(paths).read().get("status") != "failed", RunLedger(paths).read()
         assert time.monotonic() < deadline, RunLedger(paths).read()
@@ -536,7 +536,7 @@ def test_weekly_run_handed_to_modal_falls_back_to_the_fleet_without_credentials(
     assert "Modal not usable" in result["modal_error"]
     assert "modal token new" in result["modal_error"]
     paths = RunPaths(tmp_path / "runs" / result["run_id"])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while RunLedger(paths).read().get("status") != "merged":
         assert time.monotonic() < deadline, RunLedger(paths).read()
         time.sleep(0.5)

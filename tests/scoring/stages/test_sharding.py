@@ -190,6 +190,44 @@ def test_resume_reruns_only_the_missing_shards(
     assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
 
 
+def test_a_fused_task_killed_midway_leaves_no_stage_done_and_resumes_to_the_same_bytes(
+    hostile_dataset: Path, reference: RunPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after aggregate, before peer_stats: no stage of the task reads as done (a code
+    version without the fused step resuming it would otherwise read shuffle files the task
+    never wrote), and a resume runs the fused task again to the reference's bytes."""
+    import scoring.stages.fused as fused_module
+
+    class KilledError(Exception):
+        pass
+
+    def killed(*_args: object) -> None:
+        raise KilledError
+
+    paths = RunPaths(tmp_path / "run")
+    monkeypatch.setattr(fused_module, "peer_group_stats", killed)
+    from scoring.stages.drive import prepare
+
+    with pytest.raises(KilledError):
+        prepare(paths, hostile_dataset, Settings(batch_size=10**9), run_serially)
+    for stage in ("fused", "ingest", "aggregate", "peer_stats"):
+        assert missing_shards(paths, stage, 1) == [0], stage
+    monkeypatch.undo()
+    ran: list[str] = []
+
+    def recording(p: RunPaths, work: Work) -> None:
+        ran.append(work.name)
+        run_serially(p, work)
+
+    manifest = resume_prepare(paths, recording)
+    assert ran == ["fused"]
+    for batch in range(manifest.batches_total):
+        score_batch(paths, batch)
+    merge_and_calibrate(paths)
+    assert paths.scores.read_bytes() == reference.scores.read_bytes()
+    assert paths.quarantine.read_bytes() == reference.quarantine.read_bytes()
+
+
 def test_incremental_against_a_sharded_reference(sample_dataset: Path, tmp_path: Path) -> None:
     full = run_local(
         sample_dataset,
