@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     check_label_churn_max: float = Field(default=0.15, gt=0, le=1)  # label changed
     check_movers_points: float = Field(default=20.0, gt=0)  # a risk_score move this big ...
     check_movers_max: float = Field(default=0.10, gt=0, le=1)  # ... for at most this share
+    check_peer_taxonomy_max: float = Field(default=0.05, gt=0, le=1)  # providers regrouped
     check_component_mean_max: float = Field(default=5.0, gt=0)  # points, each component
     check_component_p90_max: float = Field(default=10.0, gt=0)  # points, each component
     accepted_by: str | None = None  # who `publish --accept` records (unset: the OS user)

@@ -74,18 +74,19 @@ def _number(value: Any) -> float | None:
 
 
 def score_shifts(scores: pl.DataFrame, reference: pl.DataFrame, points: float) -> dict[str, Any]:
-    """NPIs added and removed; among the NPIs in both, the share whose label changed and
-    the share whose risk_score moved by more than `points`."""
-    now = scores.select("npi", "risk_score", "risk_label")
-    before = reference.select("npi", "risk_score", "risk_label")
+    """NPIs added and removed; among the NPIs in both, the share whose label changed, whose
+    risk_score moved by more than `points`, and whose peer taxonomy changed (a recode)."""
+    columns = ["npi", "risk_score", "risk_label", "peer_taxonomy"]
+    now, before = scores.select(columns), reference.select(columns)
     both = now.join(before, on="npi", how="inner", suffix="_ref")
     added = now.join(before, on="npi", how="anti").height
     removed = before.join(now, on="npi", how="anti").height
-    churn = moved = 0.0
+    churn = moved = recoded = 0.0
     if both.height:
-        churn, moved = both.select(
+        churn, moved, recoded = both.select(
             (pl.col("risk_label") != pl.col("risk_label_ref")).mean(),
             ((pl.col("risk_score") - pl.col("risk_score_ref")).abs() > points).mean(),
+            pl.col("peer_taxonomy").ne_missing(pl.col("peer_taxonomy_ref")).mean(),
         ).row(0)
     return {
         "added": added,
@@ -93,4 +94,5 @@ def score_shifts(scores: pl.DataFrame, reference: pl.DataFrame, points: float) -
         "common": both.height,
         "label_churn": float(churn or 0.0),
         "movers": float(moved or 0.0),
+        "peer_taxonomy_changed": float(recoded or 0.0),
     }

@@ -129,6 +129,16 @@ def score_checks(
             f"{moved:.1%} moved more than {cfg.check_movers_points:g} points",
         )
     )
+    recoded = shifts["peer_taxonomy_changed"]
+    checks.append(
+        _over(
+            "peer_taxonomy_changed",
+            recoded,
+            cfg.check_peer_taxonomy_max,
+            None,
+            f"{recoded:.1%} of the providers are in another peer taxonomy (a recode?)",
+        )
+    )
     for name, stats in now["components"].items():
         before = ref["components"].get(name)
         if before is None:

@@ -19,30 +19,36 @@ from tests.conftest import fresh_database
 
 
 def _variant(source: Path, target: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    """The dataset with `change` applied to its payments and its providers."""
     shutil.copytree(source, target)
-    payments = pl.read_parquet(source / "payments_combined.parquet")
-    change(payments).write_parquet(target / "payments_combined.parquet")
+    for name in ("payments_combined", "providers"):
+        frame = pl.read_parquet(source / f"{name}.parquet")
+        change(frame).write_parquet(target / f"{name}.parquet")
     return target
 
 
 def _lost_medicaid(p: pl.DataFrame) -> pl.DataFrame:
-    return p.filter(pl.col("program") != "Medicaid")
+    return p.filter(pl.col("program") != "Medicaid") if "program" in p.columns else p
 
 
 def _lost_half_a_year(p: pl.DataFrame) -> pl.DataFrame:
-    year = pl.col("year") == 2021
-    return p.filter(~year | (pl.int_range(pl.len()) % 2 == 0))
+    if "year" not in p.columns:
+        return p
+    return p.filter((pl.col("year") != 2021) | (pl.int_range(pl.len()) % 2 == 0))
 
 
 def _recoded_taxonomy(p: pl.DataFrame) -> pl.DataFrame:
-    half = pl.col("npi").str.slice(9, 1).cast(pl.Int32) % 2 == 0
-    recoded = pl.lit("RECODED-") + pl.col("taxonomy").str.slice(0, 4)
-    return p.with_columns(
-        pl.when(half).then(recoded).otherwise(pl.col("taxonomy")).alias("taxonomy")
-    )
+    """Half the providers' taxonomy codes recoded (a new code per old one), in both tables:
+    every peer group split in two."""
+    column = "taxonomy" if "taxonomy" in p.columns else "taxonomy_1"
+    half = pl.col("npi").str.slice(9, 1).cast(pl.Int32, strict=False) % 2 == 0
+    recoded = pl.lit("X") + pl.col(column).str.slice(1)
+    return p.with_columns(pl.when(half).then(recoded).otherwise(pl.col(column)).alias(column))
 
 
 def _quarantine_jump(p: pl.DataFrame) -> pl.DataFrame:
+    if "payments" not in p.columns:
+        return p
     broken = pl.int_range(pl.len()) % 20 == 0  # 5 % of the rows
     return p.with_columns(
         pl.when(broken).then(-1.0).otherwise(pl.col("payments")).alias("payments")
@@ -52,7 +58,7 @@ def _quarantine_jump(p: pl.DataFrame) -> pl.DataFrame:
 SCENARIOS = {
     "lost-medicaid": (_lost_medicaid, "program_rows[Medicaid]"),
     "lost-half-a-year": (_lost_half_a_year, "year_rows[2021]"),
-    "recoded-taxonomy": (_recoded_taxonomy, "label_churn"),
+    "recoded-taxonomy": (_recoded_taxonomy, "peer_taxonomy_changed"),
     "quarantine-jump": (_quarantine_jump, "quarantine_share"),
 }
 
