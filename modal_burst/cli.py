@@ -68,6 +68,9 @@ def report(outcome: BurstOutcome) -> int:
             print(f"  batch {index}: {error}", file=sys.stderr)
         print(f"resume with: {resume}", file=sys.stderr)
         return 1
+    if outcome.status == "blocked":  # held by its checks before publish, as `claidex run`
+        print(f"error: {outcome.detail}", file=sys.stderr)
+        return BLOCKED
     extra = f" ({outcome.detail})" if outcome.detail else ""
     print(f"{head} batches{extra}")
     if outcome.status == "partial":
@@ -75,6 +78,7 @@ def report(outcome: BurstOutcome) -> int:
     return 0
 
 
+BLOCKED = 3  # held by its checks before publish (claidex run's code)
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
@@ -163,6 +167,9 @@ def _merge(args: argparse.Namespace) -> int:
     try:
         with remote_app(args.deployed, quiet=args.quiet) as remote:
             merged = merge_only(remote, args.run, publish=publish_choice(args))
+            if merged["status"] == "blocked":
+                print(f"error: {merged.get('blocked')}", file=sys.stderr)
+                return BLOCKED
             note = f" ({merged['note']})" if "note" in merged else ""
             print(f"run {args.run}: {merged['status']}{note}")
             return 0
@@ -190,6 +197,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def show_state(state: dict[str, Any]) -> int:
     print(json.dumps(state, indent=2, default=str))
+    if state.get("status") == "blocked":
+        return BLOCKED
     return 1 if state.get("status") == "failed" or not state["exists"] else 0
 
 

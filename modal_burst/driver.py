@@ -326,7 +326,7 @@ def run_burst(
     if (why := step_failure(merged)) is not None:
         return fail_steps(functions, run_id, MERGE, {MERGE: why})
     outcome.status = merged["status"]
-    outcome.detail = merged.get("note", "")
+    outcome.detail = merged.get("blocked") or merged.get("note", "")  # blocked: the checks' line
     return outcome
 
 

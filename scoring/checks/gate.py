@@ -87,7 +87,7 @@ def run_checks(
     else:
         outcome = _full_run_outcome(paths, scores, now, database_url, cfg, outage_window)
     write_json_atomic(outcome, paths.root / CHECKS)
-    RunLedger(paths).update(checks={k: v for k, v in outcome.items() if k != "checks"})
+    RunLedger(paths).update(checks=outcome)
     return outcome
 
 

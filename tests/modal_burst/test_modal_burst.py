@@ -1774,3 +1774,36 @@ def test_resume_and_merge_commands_ask_for_the_runs_publish_choice() -> None:
     assert publish_choice(parse(["merge", "r1", "--publish"])) is True
     assert publish_choice(parse(["full", "--run-id", "r1", "--publish"])) is True
     assert parse(["prune"]).keep == 3 and parse(["prune", "--keep", "0"]).keep == 0
+
+
+def test_a_burst_is_blocked_by_its_checks_like_the_local_engine(
+    volume: DirectoryVolume,
+    sample_dataset: Path,
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 24: the merge body runs the same checks; a blocked burst leaves the table alone
+    and exits 3 with the checks' line; its resume does not re-run it."""
+    from modal_burst.cli import report
+    from tests.builders import table_bytes, without_medicaid
+
+    upload_dataset(volume, without_medicaid(sample_dataset, tmp_path / "bad"), "bad")
+    standin = modal_for(volume, secrets=postgres(database_url))
+    overrides = {"batch_size": BIG_BATCH}
+    with standin.run() as remote:
+        first = run_burst(
+            remote, BurstRequest("ref", overrides=overrides, publish=True), show_progress=False
+        )
+        assert first.status == "published", first.detail
+        before = table_bytes(database_url)
+        request = BurstRequest("held", data_name="bad", overrides=overrides, publish=True)
+        held = run_burst(remote, request, show_progress=False)
+        again = run_burst(remote, replace(request, resume=True), show_progress=False)
+    assert held.status == "blocked" and "program_rows[Medicaid]" in held.detail
+    assert "claidex publish held --accept" in held.detail
+    assert again.status == "blocked"
+    assert table_bytes(database_url) == before
+    assert RunLedger(_committed(volume, "held")).read()["status"] == "blocked"
+    assert report(held) == 3
+    assert capsys.readouterr().err.strip() == f"error: {held.detail}"

@@ -619,3 +619,36 @@ def test_fleet_and_enqueue_on_the_production_schema_equal_the_local_engine(
     assert rows == [
         (n, run_id, s) for n, s in zip(picked["npi"], picked["risk_score"], strict=True)
     ]
+
+
+def test_the_fleet_blocks_a_bad_feed_like_the_local_engine(
+    sample_dataset: Path, fleet, database_url: str, tmp_path: Path
+) -> None:
+    """Issue 24: the merge task runs the same checks; `full` exits 3 with their line, the
+    table is untouched, and a resume does not re-run the run."""
+    from tests.builders import table_bytes, without_medicaid
+
+    fleet("w0", DATABASE_URL=database_url)
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    first = workers_cli(
+        env, "full", "--data", str(sample_dataset), "--run-id", "ref", "--timeout", "120"
+    )
+    assert first.returncode == 0, first.stderr
+    before = table_bytes(database_url)
+    bad = without_medicaid(sample_dataset, tmp_path / "bad")
+    held = workers_cli(env, "full", "--data", str(bad), "--run-id", "held", "--timeout", "120")
+    assert held.returncode == 3, held.stderr
+    line = held.stderr.strip().splitlines()[-1]
+    assert (
+        line.startswith("error: run held blocked before publish")
+        and "program_rows[Medicaid]" in line
+    )
+    assert table_bytes(database_url) == before
+    paths = RunPaths(tmp_path / "runs" / "held")
+    assert RunLedger(paths).read()["status"] == "blocked"
+    merged_at = paths.scores.stat().st_mtime_ns
+    again = workers_cli(env, "resume", "held", "--timeout", "60")
+    assert again.returncode == 3
+    assert paths.scores.stat().st_mtime_ns == merged_at and table_bytes(database_url) == before
+    status = workers_cli(env, "status", "held")
+    assert status.returncode == 3 and '"verdict": "block"' in status.stdout

@@ -14,7 +14,7 @@ from scoring.db.connection import connect
 from scoring.db.schema import init_schema
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths, read_json
-from tests.builders import claidex_cli
+from tests.builders import claidex_cli, table_bytes
 from tests.conftest import fresh_database
 
 
@@ -89,15 +89,6 @@ def table(postgres_server, published_dir: Path) -> Iterator[tuple[str, dict[str,
         yield url, env
 
 
-def _table_bytes(url: str) -> bytes:
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        out = bytearray()
-        with cur.copy("COPY (SELECT * FROM provider_risk_scores ORDER BY npi) TO STDOUT") as copy:
-            for block in copy:
-                out += block
-        return bytes(out)
-
-
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_a_bad_feed_is_blocked_leaves_the_table_alone_and_accept_publishes_it(
     scenario: str, sample_dataset: Path, table, tmp_path: Path
@@ -105,14 +96,14 @@ def test_a_bad_feed_is_blocked_leaves_the_table_alone_and_accept_publishes_it(
     url, env = table
     change, failing = SCENARIOS[scenario]
     data = _variant(sample_dataset, tmp_path / "data", change)
-    before = _table_bytes(url)
+    before = table_bytes(url)
     run_dir = tmp_path / "runs" / "bad"
     held = claidex_cli("run", "--data", str(data), "--run-dir", str(run_dir), "--quiet", env=env)
     assert held.returncode == 3, held.stderr
     lines = held.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: run bad blocked before publish")
     assert failing in lines[0] and "claidex publish bad --accept" in lines[0]
-    assert _table_bytes(url) == before  # nothing written
+    assert table_bytes(url) == before  # nothing written
     state = RunLedger(RunPaths(run_dir)).read()
     assert state["status"] == "blocked" and failing in state["checks"]["blocking"]
     checks = read_json(run_dir / "checks.json")
@@ -125,14 +116,14 @@ def test_a_bad_feed_is_blocked_leaves_the_table_alone_and_accept_publishes_it(
     assert status.returncode == 3 and failing in status.stdout
     again = claidex_cli("resume", str(run_dir), "--quiet", env=env)  # not re-run, still held
     assert again.returncode == 3 and RunLedger(RunPaths(run_dir)).read()["status"] == "blocked"
-    assert _table_bytes(url) == before
+    assert table_bytes(url) == before
 
     accepted = claidex_cli(
         "publish", str(run_dir), "--accept", "upstream truncated on purpose",
         env={**env, "CLAIDEX_ACCEPTED_BY": "on-call"},
     )  # fmt: skip
     assert accepted.returncode == 0, accepted.stderr
-    assert _table_bytes(url) != before
+    assert table_bytes(url) != before
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT status, accepted_reason, accepted_by FROM claidex_runs WHERE run_id = 'bad'"

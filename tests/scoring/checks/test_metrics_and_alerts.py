@@ -70,7 +70,7 @@ def test_metrics_scraped_over_loopback_equal_the_ledger_and_are_pushed(
             "CLAIDEX_PUSHGATEWAY": gateway.url,
         }
         done = claidex_cli(
-            "run", "--data", str(sample_dataset), "--run-id", "m1", "--quiet", env=env
+            "run", "--data", str(sample_dataset), "--run-dir", str(root / "m1"), "--quiet", env=env
         )
         assert done.returncode == 0, done.stderr
         text = _scrape(root)
@@ -121,7 +121,7 @@ def test_failed_and_blocked_runs_alert_without_secrets(
             "NEO4J_PASSWORD": SECRET,
         }
         first = claidex_cli(
-            "run", "--data", str(sample_dataset), "--run-id", "a", "--quiet", env=env
+            "run", "--data", str(sample_dataset), "--run-dir", str(root / "a"), "--quiet", env=env
         )
         assert first.returncode == 0 and hook.received == []  # a good run sends nothing
         # blocked: a feed whose payments lost a program
@@ -131,13 +131,15 @@ def test_failed_and_blocked_runs_alert_without_secrets(
         payments.filter(pl.col("program") != "Medicaid").write_parquet(
             bad / "payments_combined.parquet"
         )
-        held = claidex_cli("run", "--data", str(bad), "--run-id", "b", "--quiet", env=env)
+        held = claidex_cli(
+            "run", "--data", str(bad), "--run-dir", str(root / "b"), "--quiet", env=env
+        )
         assert held.returncode == 3
         # failed: a publish to a database that refuses the password
         wrong = url.replace("@", f":{SECRET}@", 1) if "@" in url else url
         wrong = re.sub(r"://([^:@/]+):[^@]*@", rf"://\1:{SECRET}@", url)
         failed = claidex_cli(
-            "run", "--data", str(sample_dataset), "--run-id", "c", "--quiet",
+            "run", "--data", str(sample_dataset), "--run-dir", str(root / "c"), "--quiet",
             env={**env, "DATABASE_URL": wrong, "CLAIDEX_DB_OUTAGE_WINDOW": "0"},
         )  # fmt: skip
         assert failed.returncode != 0
