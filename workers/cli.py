@@ -261,6 +261,9 @@ def _enqueue(args: argparse.Namespace) -> int:
     for npi in outcome["unknown_npis"]:
         print(f"{npi}  no payment data")
     print(f"run {outcome['run_id']} ({outcome['status']}, reference {outcome['reference_run']})")
+    if outcome["status"] == "blocked":  # scored, held by its checks: not on the table
+        print(f"error: {outcome.get('blocked')}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -157,3 +157,45 @@ def test_a_rerun_of_the_same_data_publishes_with_every_check_passing(
     } <= names
     assert "checks before publish: pass against ref" in done.stdout
     assert RunLedger(RunPaths(run_dir)).read()["status"] == "published"
+
+
+def test_an_incremental_run_checks_its_quarantine_and_movers(
+    sample_dataset: Path, published_dir: Path, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Rescored NPIs: their rows' quarantined share blocks; movers among them only warn."""
+    from scoring.inputs.npi import checked_npis
+    from scoring.stages.finish import publish_checked
+    from scoring.stages.incremental import prepare_incremental
+    from scoring.stages.merge import merge_and_calibrate
+    from scoring.stages.score_batch import score_batch
+
+    url, _env = table
+    reference = RunPaths(published_dir)
+    picked = pl.read_parquet(reference.scores).sample(n=40, seed=5)["npi"].sort().to_list()
+
+    def incremental(data: Path, name: str) -> tuple[RunPaths, dict]:  # type: ignore[type-arg]
+        paths = RunPaths(tmp_path / name)
+        prepare_incremental(paths, reference, data, checked_npis(picked))
+        score_batch(paths, 0)
+        scores = merge_and_calibrate(paths, reference, draw=False)
+        return paths, publish_checked(paths, url, scores=scores, reference=reference)
+
+    same, outcome = incremental(sample_dataset, "same")
+    assert outcome["status"] == "published"
+    checks = read_json(same.root / "checks.json")
+    assert [c["name"] for c in checks["checks"]] == ["quarantine_share", "movers"]
+    assert checks["verdict"] == "pass" and checks["reference_run"] == "ref"
+
+    def broken(p: pl.DataFrame) -> pl.DataFrame:  # a third of these NPIs' rows unusable
+        if "payments" not in p.columns:
+            return p
+        bad = pl.col("npi").is_in(picked) & (pl.int_range(pl.len()) % 3 == 0)
+        return p.with_columns(
+            pl.when(bad).then(-1.0).otherwise(pl.col("payments")).alias("payments")
+        )
+
+    before = table_bytes(url)
+    held, outcome = incremental(_variant(sample_dataset, tmp_path / "broken", broken), "held")
+    assert outcome["status"] == "blocked" and "quarantine_share" in outcome["blocked"]
+    assert RunLedger(held).read()["status"] == "blocked"
+    assert table_bytes(url) == before
