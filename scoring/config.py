@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     check_year_min_share: float = Field(default=0.01, ge=0, le=1)  # years this big ...
     check_year_max_loss: float = Field(default=0.5, gt=0, le=1)  # ... may lose this share
     check_quarantine_max_rise: float = Field(default=0.02, gt=0, le=1)  # share points
+    check_quarantine_min_rows: int = Field(default=100, ge=0)  # fewer quarantined rows: a warning
     check_population_max_change: float = Field(default=0.05, gt=0)  # scored providers
     check_npis_changed_warn: float = Field(default=0.05, gt=0)  # added or removed: a warning
     check_label_churn_max: float = Field(default=0.15, gt=0, le=1)  # label changed

@@ -13,7 +13,13 @@ from typing import Any
 import polars as pl
 
 from scoring.checks.measures import MEASURES, run_measures, score_shifts
-from scoring.checks.verdicts import Check, full_run_checks, incremental_checks, worst
+from scoring.checks.verdicts import (
+    Check,
+    full_run_checks,
+    incremental_checks,
+    reference_check,
+    worst,
+)
 from scoring.config import Settings
 from scoring.db.connection import connect
 from scoring.runs.ledger import RunLedger
@@ -24,14 +30,19 @@ from scoring.runs.store import RunPaths, read_json, read_parquet_named, write_js
 CHECKS = "checks.json"
 
 
-def published_run_id(database_url: str) -> str | None:
-    """The full run whose scores are on the table (None: nothing published yet)."""
+TABLE_RUN = (
+    "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
+    "ORDER BY published_at DESC NULLS LAST LIMIT 1"
+)
+
+
+def published_run_id(database_url: str) -> tuple[str | None, bool]:
+    """The full run whose scores are on the table (None: none published), and whether the
+    table holds rows at all (rows of no known run: a legacy load)."""
     with connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
-            "ORDER BY published_at DESC NULLS LAST LIMIT 1"
-        ).fetchone()
-    return None if row is None else str(row[0])
+        row = conn.execute(TABLE_RUN).fetchone()
+        filled = conn.execute("SELECT EXISTS (SELECT 1 FROM provider_risk_scores)").fetchone()
+    return (None if row is None else str(row[0])), bool(filled and filled[0])
 
 
 def locate_run(run_id: str, beside: RunPaths, cfg: Settings) -> RunPaths | None:
@@ -43,13 +54,12 @@ def locate_run(run_id: str, beside: RunPaths, cfg: Settings) -> RunPaths | None:
 
 
 def measures_of(paths: RunPaths, scores: pl.DataFrame | None = None) -> dict[str, Any]:
-    """A run's measures: its measures.json, else computed (and kept) from its files."""
+    """A run's measures: its measures.json, else computed from its files (never written
+    into another run's directory: it may not be ours to write)."""
     target = paths.root / MEASURES
     if target.is_file():
         return dict(read_json(target))
-    measured = run_measures(paths, read_parquet_named(paths.scores) if scores is None else scores)
-    write_json_atomic(measured, target)
-    return measured
+    return run_measures(paths, read_parquet_named(paths.scores) if scores is None else scores)
 
 
 def _outcome(checks: list[Check], reference: str | None, note: str = "") -> dict[str, Any]:
@@ -75,8 +85,8 @@ def run_checks(
     the ledger (`checks`), and returned. `reference`: an incremental run's reference."""
     manifest = RunManifest.load(paths)
     cfg = manifest.cfg
-    (paths.root / MEASURES).unlink(missing_ok=True)  # a re-merge measures its new scores
-    now = measures_of(paths, scores)
+    now = run_measures(paths, scores)  # this run's, always afresh (a re-merge: new scores)
+    write_json_atomic(now, paths.root / MEASURES)
     if not cfg.checks:
         outcome = _outcome([], None, "checks are off (CLAIDEX_CHECKS=0)")
     elif manifest.kind == "incremental":
@@ -107,30 +117,39 @@ def _full_run_outcome(
     cfg: Settings,
     outage_window: float | None,
 ) -> dict[str, Any]:
-    run_id = through_outage(  # the table's database down: ridden out like a publish
+    run_id, filled = through_outage(  # the table's database down: ridden out like a publish
         lambda: published_run_id(database_url),
         ledger=RunLedger(paths),
         step="checks",
         window=cfg.db_outage_window if outage_window is None else outage_window,
     )
     if run_id is None:
-        return _outcome(full_run_checks(now, None, None, cfg), None, "first publish")
-    same = run_id == paths.run_id  # a re-publish of the run on the table
-    ref_paths = paths if same else locate_run(run_id, paths, cfg)
+        if filled:
+            why = "the table holds rows of no published full run (claidex_runs): not compared"
+            return _outcome([reference_check("block", why)], None)
+        note = "first publish: the table is empty"
+        return _outcome([reference_check("pass", note)], None, "first publish")
+    if run_id == paths.run_id:
+        state = RunLedger(paths).read()
+        if state.get("published_prepare") != RunManifest.load(paths).prepare_id:
+            why = (
+                f"the run on the table ({run_id}) was prepared again in this directory: its "
+                "published scores are gone from here, nothing to compare with"
+            )
+            return _outcome([reference_check("block", why)], run_id)
+        ref_paths: RunPaths | None = paths  # a re-publish of the run on the table itself
+    else:
+        ref_paths = locate_run(run_id, paths, cfg)
     if ref_paths is None:
-        missing = Check(
-            "reference",
-            None,
-            None,
-            None,
-            "warn",
-            f"the run on the table ({run_id}) has no directory here: not compared",
+        why = (
+            f"the run on the table ({run_id}) has no directory beside this run or under "
+            f"{cfg.run_root}: nothing to compare with"
         )
-        return _outcome([missing], run_id)
-    ref_scores = scores if same else read_parquet_named(ref_paths.scores)
+        return _outcome([reference_check("block", why)], run_id)
+    ref_scores = scores if ref_paths is paths else read_parquet_named(ref_paths.scores)
+    reference = now if ref_paths is paths else measures_of(ref_paths, ref_scores)
     shifts = score_shifts(scores, ref_scores, cfg.check_movers_points)
-    checks = full_run_checks(now, measures_of(ref_paths, ref_scores), shifts, cfg)
-    return _outcome(checks, run_id)
+    return _outcome(full_run_checks(now, reference, shifts, cfg), run_id)
 
 
 def blocked_line(paths: RunPaths, outcome: dict[str, Any]) -> str:
@@ -138,9 +157,11 @@ def blocked_line(paths: RunPaths, outcome: dict[str, Any]) -> str:
     failing = ", ".join(
         f"{c['name']} ({c['reason']})" for c in outcome["checks"] if c["verdict"] == "block"
     )
+    modal = RunLedger(paths).read().get("engine") == "modal"  # its run lives on the volume
+    command = "python -m modal_burst merge" if modal else "claidex publish"
     return (
         f"run {paths.run_id} blocked before publish by {len(outcome['blocking'])} check(s): "
-        f'{failing}; publish it anyway with: claidex publish {paths.run_id} --accept "REASON"'
+        f'{failing}; publish it anyway with: {command} {paths.run_id} --accept "REASON"'
     )
 
 

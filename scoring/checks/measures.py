@@ -5,6 +5,7 @@ without recomputing them; the score comparisons read both score files (npi-align
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
@@ -70,7 +71,10 @@ def run_measures(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float | None:
-    return None if value is None else round(float(value), 6)
+    """JSON-safe: None for a missing or non-finite statistic (checks block on it)."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), 6)
 
 
 def score_shifts(scores: pl.DataFrame, reference: pl.DataFrame, points: float) -> dict[str, Any]:
@@ -82,10 +86,11 @@ def score_shifts(scores: pl.DataFrame, reference: pl.DataFrame, points: float) -
     added = now.join(before, on="npi", how="anti").height
     removed = before.join(now, on="npi", how="anti").height
     churn = moved = recoded = 0.0
-    if both.height:
+    if both.height:  # a score that became null counts as moved, a label as changed
+        shift = (pl.col("risk_score") - pl.col("risk_score_ref")).abs()
         churn, moved, recoded = both.select(
-            (pl.col("risk_label") != pl.col("risk_label_ref")).mean(),
-            ((pl.col("risk_score") - pl.col("risk_score_ref")).abs() > points).mean(),
+            pl.col("risk_label").ne_missing(pl.col("risk_label_ref")).mean(),
+            ((shift > points) | shift.is_null() | shift.is_nan()).mean(),
             pl.col("peer_taxonomy").ne_missing(pl.col("peer_taxonomy_ref")).mean(),
         ).row(0)
     return {

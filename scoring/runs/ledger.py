@@ -153,15 +153,11 @@ class RunLedger:
             if where and isinstance(error, BaseException)
             else str(error)
         )
+        before = self.read()
         self.set_status("failed", failed_step=step, error=where + shown)
-        run_id = self.paths.run_id
-        send_alert(
-            run_id,
-            "failed",
-            f"at {step}: {where + shown}",
-            f"fix the cause, then: claidex resume {run_id} (fleet: python -m workers resume "
-            f"{run_id})",
-        )
+        if before.get("status") == "failed":  # one message a failure (a stage's other shards)
+            return
+        send_alert(self.paths.run_id, "failed", f"at {step}: {where + shown}", _resume_hint(before))
         if os.environ.get("CLAIDEX_PUSHGATEWAY"):  # the run ends here: its metrics go out
             from scoring.runs.metrics import push_run_metrics
 
@@ -311,6 +307,18 @@ class RunLedger:
             if b["status"] == "running" and not self.paths.chunk(i).exists()
         )
         return {**state, "batches_done": done, "batches_failed": failed, "batches_running": running}
+
+
+def _resume_hint(state: dict[str, Any]) -> str:
+    """What to run once the cause is fixed, for the engine that ran the run."""
+    run_id = state.get("run_id", "?")
+    if state.get("kind") == "incremental":
+        return "fix the cause, then enqueue the NPIs again"
+    command = {
+        "celery": f"python -m workers resume {run_id}",
+        "modal": f"python -m modal_burst resume {run_id}",
+    }.get(str(state.get("engine")), f"claidex resume {run_id}")
+    return f"fix the cause, then: {command}"
 
 
 class StepTimer:

@@ -6,8 +6,8 @@ fleet's ledgers say, on every scrape: survives restarts, needs no push), and a r
 process has CLAIDEX_PUSHGATEWAY set pushes its own at its end (Modal bursts and ad-hoc
 `claidex run`, where no exporter runs). Celery's per-task metrics stay Flower's.
 
-Labels are the run kind (full, incremental), never the run id: one series per kind, the
-latest run's, so the series count does not grow with the runs."""
+Labels are the run kind (full, incremental): one series per kind, the latest run's; only
+`claidex_run_info` names the run (one series per kind at a time)."""
 
 from __future__ import annotations
 
@@ -109,10 +109,13 @@ class RunRootCollector(Collector):
 
         states = []
         for ledger_file in sorted(self.run_root.glob("*/ledger.json")):
-            try:
-                states.append(RunLedger(RunPaths(ledger_file.parent)).read())
-            except (OSError, ValueError):  # a run being created or torn: next scrape
+            try:  # a run being created, torn or foreign: left out of this scrape
+                state = RunLedger(RunPaths(ledger_file.parent)).read()
+                run_families([state])  # its fields have the types the families need
+            except Exception:
+                log.warning("metrics: %s left out (unreadable)", ledger_file)
                 continue
+            states.append(state)
         yield from run_families(states)
 
 
@@ -136,19 +139,24 @@ def push_run_metrics(state: dict[str, Any], timeout: float = 5.0) -> bool:
     gateway = os.environ.get(PUSHGATEWAY, "").strip()
     if not gateway:
         return False
-    from prometheus_client import push_to_gateway
+    from prometheus_client import pushadd_to_gateway
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(run_families([state])))
     try:
-        push_to_gateway(
+        # runs_by_status counts one run here: the exporter's family, not the push's
+        families = [f for f in run_families([state]) if f.name != "claidex_runs"]
+        if state.get("status") != "published":  # no publish: the last one's time stays
+            families = [f for f in families if not f.name.startswith("claidex_last_")]
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families(families))
+        # POST (pushadd): replaces the families pushed, keeps the others of the group
+        pushadd_to_gateway(
             gateway,
             job="claidex",
             grouping_key={"kind": str(state.get("kind", "?"))},
             registry=registry,
             timeout=timeout,
         )
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
         log.warning("run %s: metrics not pushed: %s", state.get("run_id"), type(exc).__name__)
         return False
     return True

@@ -11,8 +11,8 @@ import psycopg
 
 from scoring.checks.gate import add_checks_to_report, blocked_line, run_checks
 from scoring.config import Settings, load_settings
-from scoring.db.connection import DatabaseError, scrub
-from scoring.errors import InputError
+from scoring.db.connection import DatabaseError, error_class, scrub
+from scoring.errors import InputError, RunStateError
 from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
@@ -61,38 +61,77 @@ def publish_checked(
     outage_window: float | None = None,
 ) -> dict[str, Any]:
     """The checks, then publish unless they block. A blocked run: status `blocked`, the
-    table untouched, an alert; `accept` (a reason) publishes it anyway, on record."""
+    table untouched, an alert; `accept` (a reason) publishes a blocked run anyway, on record.
+    The publish refuses, under the table's lock, a table whose run is no longer the one the
+    checks compared with (two runs checked at once: the second must be checked again)."""
     ledger = RunLedger(paths)
     manifest = RunManifest.load(paths)
-    acceptance = None
-    if accept is None:
-        scores = read_parquet_named(paths.scores) if scores is None else scores
-        try:
-            outcome = run_checks(
-                paths, scores, database_url, reference=reference, outage_window=outage_window
-            )
-        except (psycopg.Error, DatabaseError) as exc:  # as a publish that cannot reach it
-            why = scrub(str(exc), database_url)
-            msg = f"checks before publish of run {paths.run_id} failed: {why}"
-            ledger.fail("publish", msg)
-            raise DatabaseError(msg) from None
-        add_checks_to_report(paths, outcome)
-        if outcome["verdict"] == "block":
-            line = blocked_line(paths, outcome)
-            ledger.set_status("blocked", blocked=line, blocked_prepare=manifest.prepare_id)
-            send_alert(paths.run_id, "blocked", line)
-            return {"run_id": paths.run_id, "status": "blocked", "blocked": line}
-    else:
-        if not accept.strip():
-            msg = "--accept needs a reason (what changed, and why it may go live)"
-            raise InputError(msg)
-        acceptance = (accept.strip(), accepted_by(load_settings()))
-        reason, who = acceptance
-        ledger.update(accepted={"reason": reason, "by": who, "at": utc_now()}, blocked=None)
-    result = publish(
-        paths, database_url, force=force, outage_window=outage_window, accepted=acceptance
+    if accept is not None:
+        return _accept(paths, database_url, accept, force=force, outage_window=outage_window)
+    scores = read_parquet_named(paths.scores) if scores is None else scores
+    try:
+        outcome = run_checks(
+            paths, scores, database_url, reference=reference, outage_window=outage_window
+        )
+    except (psycopg.Error, DatabaseError) as exc:  # as a publish that cannot reach it
+        why = scrub(str(exc), database_url)
+        final = error_class(exc)(f"checks before publish of run {paths.run_id} failed: {why}")
+        ledger.fail("checks", final)  # 'retrying' when a task retry is coming
+        raise final from None
+    except Exception as exc:
+        ledger.fail("checks", exc, where="checks before publish: ")
+        raise
+    add_checks_to_report(paths, outcome)
+    if outcome["verdict"] == "block":
+        line = blocked_line(paths, outcome)
+        ledger.set_status("blocked", blocked=line, blocked_prepare=manifest.prepare_id)
+        send_alert(paths.run_id, "blocked", line)
+        return {"run_id": paths.run_id, "status": "blocked", "blocked": line}
+    checked = (
+        (outcome["reference_run"],) if manifest.kind == "full" and manifest.cfg.checks else None
     )
-    return {"run_id": paths.run_id, "status": "published", "rows": result.rows_published}
+    result = publish(
+        paths, database_url, force=force, outage_window=outage_window, checked_against=checked
+    )
+    return {
+        "run_id": paths.run_id,
+        "status": "published",
+        "rows": result.rows_published,
+        "removed": result.rows_removed,
+    }
+
+
+def _accept(
+    paths: RunPaths, database_url: str, reason: str, *, force: bool, outage_window: float | None
+) -> dict[str, Any]:
+    """Publish a run its checks blocked; the reason, who and when go to claidex_runs with
+    the publish (one transaction) and to the ledger once it is done."""
+    if not is_blocked(paths):
+        state = RunLedger(paths).read().get("status")
+        msg = (
+            f"run {paths.run_id} is {state}, not blocked by its checks: --accept is for a held "
+            f"run (publish it without --accept, and its checks run)"
+        )
+        raise RunStateError(msg)
+    if not reason.strip():
+        msg = "--accept needs a reason (what changed, and why it may go live)"
+        raise InputError(msg)
+    who = accepted_by(load_settings())
+    result = publish(
+        paths,
+        database_url,
+        force=force,
+        outage_window=outage_window,
+        accepted=(reason.strip(), who),
+    )
+    accepted = {"reason": reason.strip(), "by": who, "at": utc_now()}
+    RunLedger(paths).update(accepted=accepted, blocked=None)
+    return {
+        "run_id": paths.run_id,
+        "status": "published",
+        "rows": result.rows_published,
+        "removed": result.rows_removed,
+    }
 
 
 def published_outcome(paths: RunPaths) -> dict[str, Any] | None:

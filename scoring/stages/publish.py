@@ -23,6 +23,7 @@ def publish(
     force: bool = False,
     outage_window: float | None = None,
     accepted: tuple[str, str] | None = None,
+    checked_against: tuple[str | None] | None = None,
 ) -> PublishResult:
     """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'.
 
@@ -52,6 +53,7 @@ def publish(
                 reference_run=state.get("reference_run"),
                 force=force,
                 accepted=accepted,
+                checked_against=checked_against,
             )
 
     window = manifest.cfg.db_outage_window if outage_window is None else outage_window

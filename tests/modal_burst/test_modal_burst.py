@@ -1799,11 +1799,18 @@ def test_a_burst_is_blocked_by_its_checks_like_the_local_engine(
         before = table_bytes(database_url)
         request = BurstRequest("held", data_name="bad", overrides=overrides, publish=True)
         held = run_burst(remote, request, show_progress=False)
+        merged_at = _committed(volume, "held").scores.stat().st_mtime_ns
         again = run_burst(remote, replace(request, resume=True), show_progress=False)
+        still = merge_only(remote, "held", publish=True)
+        assert _committed(volume, "held").scores.stat().st_mtime_ns == merged_at  # not re-run
+        assert RunLedger(_committed(volume, "held")).read()["status"] == "blocked"
+        assert table_bytes(database_url) == before
+        accepted = merge_only(remote, "held", publish=True, accept="Medicaid withdrawn")
     assert held.status == "blocked" and "program_rows[Medicaid]" in held.detail
-    assert "claidex publish held --accept" in held.detail
-    assert again.status == "blocked"
-    assert table_bytes(database_url) == before
-    assert RunLedger(_committed(volume, "held")).read()["status"] == "blocked"
+    assert "python -m modal_burst merge held --accept" in held.detail
+    assert again.status == "blocked" and still["status"] == "blocked"
+    assert accepted["status"] == "published" and table_bytes(database_url) != before
+    ledger = RunLedger(_committed(volume, "held")).read()
+    assert ledger["accepted"]["reason"] == "Medicaid withdrawn"
     assert report(held) == 3
     assert capsys.readouterr().err.strip() == f"error: {held.detail}"

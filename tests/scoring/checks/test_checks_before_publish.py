@@ -108,8 +108,8 @@ def test_a_bad_feed_is_blocked_leaves_the_table_alone_and_accept_publishes_it(
     assert state["status"] == "blocked" and failing in state["checks"]["blocking"]
     checks = read_json(run_dir / "checks.json")
     named = {c["name"]: c for c in checks["checks"]}
-    assert named[failing]["verdict"] == "block"
-    assert {"value", "threshold", "reference", "reason"} <= set(named[failing])
+    assert named[failing]["verdict"] == "block" and named[failing]["reason"]
+    assert named[failing]["value"] > named[failing]["threshold"]
     report = read_json(run_dir / "report.json")
     assert report["checks"]["verdict"] == "block"
     status = claidex_cli("status", str(run_dir), env=env)
@@ -199,3 +199,25 @@ def test_an_incremental_run_checks_its_quarantine_and_movers(
     assert outcome["status"] == "blocked" and "quarantine_share" in outcome["blocked"]
     assert RunLedger(held).read()["status"] == "blocked"
     assert table_bytes(url) == before
+
+
+def test_accept_is_only_for_a_blocked_run_and_a_lost_reference_blocks(
+    sample_dataset: Path, published_dir: Path, table, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    _url, env = table
+    run_dir = tmp_path / "runs" / "fine"
+    done = claidex_cli(
+        "run", "--data", str(sample_dataset), "--run-dir", str(run_dir), "--no-publish", "--quiet",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    refused = claidex_cli("publish", str(run_dir), "--accept", "skip the checks", env=env)
+    assert refused.returncode == 2 and "not blocked by its checks" in refused.stderr
+    # the run on the table has no directory here any more: nothing to compare with, held
+    moved = published_dir.parent / "elsewhere"
+    published_dir.rename(moved)
+    try:
+        held = claidex_cli("publish", str(run_dir), env=env)
+    finally:
+        moved.rename(published_dir)
+    assert held.returncode == 3 and "reference (the run on the table (ref)" in held.stderr

@@ -136,7 +136,6 @@ def test_failed_and_blocked_runs_alert_without_secrets(
         )
         assert held.returncode == 3
         # failed: a publish to a database that refuses the password
-        wrong = url.replace("@", f":{SECRET}@", 1) if "@" in url else url
         wrong = re.sub(r"://([^:@/]+):[^@]*@", rf"://\1:{SECRET}@", url)
         failed = claidex_cli(
             "run", "--data", str(sample_dataset), "--run-dir", str(root / "c"), "--quiet",
@@ -174,3 +173,40 @@ def test_the_message_is_scrubbed_of_every_credential(monkeypatch: pytest.MonkeyP
     (text,) = [json.loads(r.body)["text"] for r in hook.received]
     assert SECRET not in text and "postgresql://claidex:***@db:5432/x" in text
     assert text.endswith("claidex resume r")
+
+
+def test_a_webhook_answering_garbage_or_trickling_never_raises_nor_overruns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Non-HTTP bytes, or a status line a byte at a time: the call returns within its
+    budget (a socket timeout bounds each read, not the whole reply)."""
+    import socket
+    import threading
+
+    def serve(sock: socket.socket, reply: bytes, every: float) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            try:
+                conn.recv(65536)
+                for byte in reply:
+                    conn.sendall(bytes([byte]))
+                    time.sleep(every)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    monkeypatch.setenv("CLAIDEX_ALERT_TIMEOUT", "1")
+    for reply, every in ((b"garbage\r\n\r\n", 0.0), (b"HTTP/1.1 200 OK\r\n" * 50, 0.1)):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        threading.Thread(target=serve, args=(sock, reply, every), daemon=True).start()
+        monkeypatch.setenv("CLAIDEX_ALERT_WEBHOOK", f"http://127.0.0.1:{sock.getsockname()[1]}/")
+        started = time.monotonic()
+        assert send_alert("r", "failed", "boom") is False
+        assert time.monotonic() - started < 1 + 0.5
+        sock.close()
