@@ -214,9 +214,11 @@ def _metrics(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from scoring.runs.metrics import run_root_registry
+    from scoring.runs.store import RunPaths
 
     root = load_settings().run_root
-    server, _thread = start_http_server(args.port, args.addr, registry=run_root_registry(root))
+    registry = run_root_registry(root, lambda folder: RunLedger(RunPaths(folder)).read())
+    server, _thread = start_http_server(args.port, args.addr, registry=registry)
     print(f"metrics of {root} on http://{args.addr}:{server.server_port}/metrics", flush=True)
     threading.Event().wait()  # until the process is stopped
     return 0

@@ -26,23 +26,12 @@ from typing import Any
 from scoring.errors import RunFileError
 from scoring.runs.alerts import send_alert
 from scoring.runs.retry_policy import retried_by_type
+from scoring.runs.statuses import STATUSES
 from scoring.runs.store import RunPaths, write_json_atomic
 
 # Set by a task runner while its task still has retries left: a retryable failure is then
 # recorded as `retrying`, not `failed`, so followers report the final state, not the first error.
 RETRY_PENDING: ContextVar[bool] = ContextVar("claidex_retry_pending", default=False)
-
-STATUSES = (
-    "queued",
-    "preparing",
-    "scoring",
-    "merging",
-    "publishing",
-    "published",
-    "merged",
-    "blocked",  # merged, held by its checks before publish (`claidex publish RUN --accept`)
-    "failed",
-)
 
 
 def utc_now(timespec: str = "seconds") -> str:

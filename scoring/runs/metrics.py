@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from scoring.runs.ledger import STATUSES
+from scoring.runs.statuses import STATUSES
 
 PUSHGATEWAY = "CLAIDEX_PUSHGATEWAY"
 VERDICTS = {"pass": 0, "warn": 1, "block": 2}
@@ -98,19 +98,18 @@ def run_families(states: Iterable[dict[str, Any]]) -> list[Metric]:
 
 
 class RunRootCollector(Collector):
-    """Reads every ledger under the run root at each scrape."""
+    """Reads every ledger under the run root at each scrape (`read`: a run directory's
+    ledger state; given by the caller, so this module never imports the ledger's)."""
 
-    def __init__(self, run_root: Path) -> None:
+    def __init__(self, run_root: Path, read: Callable[[Path], dict[str, Any]]) -> None:
         self.run_root = Path(run_root)
+        self.read = read
 
     def collect(self) -> Iterator[Metric]:
-        from scoring.runs.ledger import RunLedger
-        from scoring.runs.store import RunPaths
-
         states = []
         for ledger_file in sorted(self.run_root.glob("*/ledger.json")):
             try:  # a run being created, torn or foreign: left out of this scrape
-                state = RunLedger(RunPaths(ledger_file.parent)).read()
+                state = self.read(ledger_file.parent)
                 run_families([state])  # its fields have the types the families need
             except Exception:
                 log.warning("metrics: %s left out (unreadable)", ledger_file)
@@ -119,9 +118,9 @@ class RunRootCollector(Collector):
         yield from run_families(states)
 
 
-def run_root_registry(run_root: Path) -> CollectorRegistry:
+def run_root_registry(run_root: Path, read: Callable[[Path], dict[str, Any]]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RunRootCollector(run_root))
+    registry.register(RunRootCollector(run_root, read))
     return registry
 
 

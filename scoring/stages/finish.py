@@ -75,7 +75,10 @@ def publish_checked(
         )
     except (psycopg.Error, DatabaseError) as exc:  # as a publish that cannot reach it
         why = scrub(str(exc), database_url)
-        final = error_class(exc)(f"checks before publish of run {paths.run_id} failed: {why}")
+        final = error_class(exc)(  # read as a publish's: the checks are its first part
+            f"publish of run {paths.run_id} failed: {why} (checks before publish); the scores "
+            f"stay in {paths.scores} (retry with `claidex publish {paths.run_id}`)"
+        )
         ledger.fail("checks", final)  # 'retrying' when a task retry is coming
         raise final from None
     except Exception as exc:
