@@ -120,7 +120,7 @@ def _full_run_outcome(
     run_id, filled = through_outage(  # the table's database down: ridden out like a publish
         lambda: published_run_id(database_url),
         ledger=RunLedger(paths),
-        step="checks",
+        step="publish",  # the checks are the publish's first part: one outage, one step
         window=cfg.db_outage_window if outage_window is None else outage_window,
     )
     if run_id is None:
