@@ -79,7 +79,8 @@ def publish_checked(
             f"publish of run {paths.run_id} failed: {why} (checks before publish); the scores "
             f"stay in {paths.scores} (retry with `claidex publish {paths.run_id}`)"
         )
-        ledger.fail("checks", final)  # 'retrying' when a task retry is coming
+        ledger.fail("publish", final)  # the checks are its first part; 'retrying' when a
+        # task retry is coming
         raise final from None
     except Exception as exc:
         ledger.fail("checks", exc, where="checks before publish: ")
