@@ -16,6 +16,9 @@ from scoring.config import SHARDS_HELP, load_settings
 from scoring.db.connection import required_database_url
 from scoring.errors import ClaidexError, InputError
 from scoring.runs.ledger import RunLedger
+from scoring.runs.store import RunPaths
+
+BLOCKED_EXIT = 3  # held by its checks before publish: neither a failure (1) nor bad input (2)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -77,7 +80,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report: {paths.report_html} (claidex explain NPI --run {paths.root})")
     status = RunLedger(paths).read().get("status")
     print(f"status: {status}")
-    return 0
+    return _held(paths)
+
+
+def _held(paths: RunPaths) -> int:
+    """Exit 3 with the one line naming the failing checks, for a run they blocked; else 0."""
+    state = RunLedger(paths).read()
+    if state.get("status") != "blocked":
+        return 0
+    print(f"error: {state.get('blocked')}", file=sys.stderr)
+    return BLOCKED_EXIT
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -115,14 +127,16 @@ def _export(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from claidex.local_engine import resolve_run
-    from scoring.stages.publish import publish
+    from scoring.stages.finish import publish_checked
 
     paths = resolve_run(args.run, load_settings())
-    result = publish(paths, required_database_url(), force=args.force, outage_window=0)
-    print(
-        f"published run {paths.run_id}: {result.rows_published:,} rows written, "
-        f"{result.rows_removed:,} removed"
+    outcome = publish_checked(
+        paths, required_database_url(), accept=args.accept, force=args.force, outage_window=0
     )
+    if outcome["status"] == "blocked":
+        return _held(paths)
+    accepted = f" (accepted: {args.accept.strip()})" if args.accept else ""
+    print(f"published run {paths.run_id}: {outcome['rows']:,} rows written{accepted}")
     return 0
 
 
@@ -136,7 +150,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print_status(summary)
-    return 1 if summary.get("status") == "failed" else 0
+    return {"failed": 1, "blocked": BLOCKED_EXIT}.get(summary.get("status"), 0)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -152,7 +166,7 @@ def _resume(args: argparse.Namespace) -> int:
         database_url=_publish_target(args),
     )
     print_report(read_json(paths.report))
-    return 0
+    return _held(paths)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -369,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("run", help="run id or run directory")
     publish.add_argument(
         "--force", action="store_true", help="publish even over a newer published full run"
+    )
+    publish.add_argument(
+        "--accept",
+        metavar="REASON",
+        default=None,
+        help="publish a run its checks blocked; the reason and who accepted it are recorded",
     )
     publish.set_defaults(func=_publish)
 

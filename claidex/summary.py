@@ -46,6 +46,22 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         console.print(planted)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_seconds"].items())
     console.print(f"timings: {timings}")
+    if checks := report.get("checks"):
+        console.print(f"checks before publish: {checks_line(checks)}")
+
+
+def checks_line(checks: dict[str, Any]) -> str:
+    """The checks' verdict in one line: pass / warn / block, and which."""
+    line = f"{checks['verdict']}"
+    if checks.get("reference_run"):
+        line += f" against {checks['reference_run']}"
+    if checks.get("note"):
+        line += f" ({checks['note']})"
+    if checks.get("blocking"):
+        line += f"; blocking: {', '.join(checks['blocking'])}"
+    if checks.get("warnings"):
+        line += f"; warnings: {', '.join(checks['warnings'])}"
+    return line
 
 
 def print_status(summary: dict[str, Any], console: Console | None = None) -> None:
@@ -63,6 +79,8 @@ def print_status(summary: dict[str, Any], console: Console | None = None) -> Non
         "failed_step",
         "error",
         "report_error",
+        "blocked",
+        "accepted",
         "input_fingerprint",
         "created_at",
         "updated_at",
@@ -70,4 +88,6 @@ def print_status(summary: dict[str, Any], console: Console | None = None) -> Non
     ):
         if key in summary and summary[key] not in (None, {}, []):
             table.add_row(key, str(summary[key]))
+    if summary.get("checks"):
+        table.add_row("checks", checks_line(summary["checks"]))
     console.print(table)

@@ -175,10 +175,15 @@ def score_batch(batch_index: int, run_id: str) -> dict[str, Any]:
 
 
 @app.function(**COMMON, **OPTIONS["merge_and_calibrate"])
-def merge_and_calibrate(run_id: str, publish: bool) -> dict[str, Any]:
+def merge_and_calibrate(run_id: str, publish: bool, accept: str | None = None) -> dict[str, Any]:
     with synced_volume():
         return bodies.merge_run(
-            layout(), run_id, publish=publish, worker=worker(), on_start=commit_volume
+            layout(),
+            run_id,
+            publish=publish,
+            accept=accept,
+            worker=worker(),
+            on_start=commit_volume,
         )
 
 

@@ -24,7 +24,7 @@ from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan, plan_path, read_plan
 from scoring.runs.retry_policy import exhausted
 from scoring.runs.store import RunPaths
-from scoring.stages.finish import merge_and_publish
+from scoring.stages.finish import merge_and_publish, publish_checked
 from scoring.stages.pipeline import (
     is_prepared,
     next_work,
@@ -186,18 +186,22 @@ def merge_run(
     run_id: str,
     *,
     publish: bool,
+    accept: str | None = None,
     worker: str = "",
     on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Step 3 (refuses missing batches), then publish once when asked. Asked to publish with
     no database in reach is an error before any work, never a merged run nobody published
-    (beat's spawned run_full has no one to read a note)."""
+    (beat's spawned run_full has no one to read a note). `accept`: a run its checks blocked,
+    published anyway (`merge RUN --accept REASON`)."""
     url = database_url() if publish else None
     if publish and url is None:
         raise DatabaseError(f"run {run_id}: {NO_DATABASE}")
     paths = layout.run(run_id)
 
     def work() -> dict[str, Any]:
+        if accept is not None and url is not None:
+            return publish_checked(paths, url, accept=accept)
         if url is not None:
             note_stale_source(paths, url)
         return merge_and_publish(paths, url)
@@ -353,6 +357,8 @@ def record_status(
         ledger.fail(step or "score", error or "failed")
         return
     StepAttempts(paths).end_running("interrupted", "an earlier dispatch never saw it end")
+    if ledger.read().get("status") in ("blocked", "published"):  # an outcome, never undone
+        return
     if status == "scoring":
         for index, record in ledger.batch_states().items():
             if record.get("status") == "running" and not paths.chunk(index).exists():

@@ -65,7 +65,7 @@ class BurstRequest:
 @dataclass
 class BurstOutcome:
     run_id: str
-    status: str  # published, merged, partial, failed
+    status: str  # published, merged, blocked (by its checks: exit 3), partial, failed
     batches_total: int = 0
     batches_done: int = 0
     dispatched: list[int] = field(default_factory=list)

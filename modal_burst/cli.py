@@ -31,6 +31,7 @@ from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, migration_steps, na
 from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
 from scoring.errors import RunStateError
+from scoring.runs.alerts import send_alert
 from scoring.runs.store import checked_run_id, new_run_id
 
 FUNCTION_NAMES = (*STEPS, "run_status", "record_status")  # the App's, by name
@@ -60,6 +61,7 @@ def report(outcome: BurstOutcome) -> int:
     head = f"run {outcome.run_id}: {outcome.status}, {outcome.batches_done}/{outcome.batches_total}"
     if outcome.status == "failed":
         resume = outcome.resume or resume_command(outcome.run_id, planned=True)
+        send_alert(outcome.run_id, "failed", outcome.detail, f"resume with: {resume}")
         if not outcome.failed:  # a step gave up: the detail names it (and the resume command)
             print(f"{head} batches; {outcome.detail}", file=sys.stderr)
             return 1
@@ -68,6 +70,11 @@ def report(outcome: BurstOutcome) -> int:
             print(f"  batch {index}: {error}", file=sys.stderr)
         print(f"resume with: {resume}", file=sys.stderr)
         return 1
+    if outcome.status == "blocked":  # held by its checks before publish, as `claidex run`
+        print(f"error: {outcome.detail}", file=sys.stderr)
+        # the containers have no webhook (never frozen into a run): this side alerts
+        send_alert(outcome.run_id, "blocked", outcome.detail)
+        return BLOCKED
     extra = f" ({outcome.detail})" if outcome.detail else ""
     print(f"{head} batches{extra}")
     if outcome.status == "partial":
@@ -75,6 +82,7 @@ def report(outcome: BurstOutcome) -> int:
     return 0
 
 
+BLOCKED = 3  # held by its checks before publish (claidex run's code)
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
@@ -162,7 +170,10 @@ def _resume(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     try:
         with remote_app(args.deployed, quiet=args.quiet) as remote:
-            merged = merge_only(remote, args.run, publish=publish_choice(args))
+            merged = merge_only(remote, args.run, publish=publish_choice(args), accept=args.accept)
+            if merged["status"] == "blocked":
+                print(f"error: {merged.get('blocked')}", file=sys.stderr)
+                return BLOCKED
             note = f" ({merged['note']})" if "note" in merged else ""
             print(f"run {args.run}: {merged['status']}{note}")
             return 0
@@ -190,6 +201,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def show_state(state: dict[str, Any]) -> int:
     print(json.dumps(state, indent=2, default=str))
+    if state.get("status") == "blocked":
+        return BLOCKED
     return 1 if state.get("status") == "failed" or not state["exists"] else 0
 
 
@@ -321,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("run", type=run_id_arg)
     publish_flags(merge, "never publish", "publish a --no-publish run")
+    merge.add_argument(
+        "--accept",
+        metavar="REASON",
+        default=None,
+        help="publish a run its checks blocked; the reason and who accepted it are recorded",
+    )
     remote(merge)
     merge.set_defaults(func=_merge)
 

@@ -288,6 +288,9 @@ def run_burst(
         if state.get("status") == "published":
             total = int(state["batches_total"])
             return BurstOutcome(run_id, "published", total, total, detail="already published")
+        if state.get("status") == "blocked":  # held by its checks: only --accept moves it
+            total = int(state["batches_total"])
+            return BurstOutcome(run_id, "blocked", total, total, detail=str(state.get("blocked")))
         needs = RunNeeds.of_run(state, publish=request.publish)
         steps = with_secrets(remote, needs, AFTER_PREPARE)
     total = int(state["batches_total"])
@@ -326,16 +329,21 @@ def run_burst(
     if (why := step_failure(merged)) is not None:
         return fail_steps(functions, run_id, MERGE, {MERGE: why})
     outcome.status = merged["status"]
-    outcome.detail = merged.get("note", "")
+    outcome.detail = merged.get("blocked") or merged.get("note", "")  # blocked: the checks' line
     return outcome
 
 
-def merge_only(remote: Remote, run_id: str, *, publish: bool | None) -> dict[str, Any]:
+def merge_only(
+    remote: Remote, run_id: str, *, publish: bool | None, accept: str | None = None
+) -> dict[str, Any]:
     """`merge RUN`: all batches done, merge (and publish as the run chose at start, unless
-    `publish` says otherwise); a run published already is left alone."""
+    `publish` says otherwise); a run published already is left alone, a blocked one too
+    unless `accept` (a reason): then it is published, on record."""
     state = remote.functions["run_status"].remote(run_id)
     if state.get("status") == "published":
         return {"run_id": run_id, "status": "published", "note": "already published"}
+    if state.get("status") == "blocked" and accept is None:  # held: merging again changes nothing
+        return {"run_id": run_id, "status": "blocked", "blocked": state.get("blocked")}
     if not state["prepared"]:
         raise not_prepared({"run_id": run_id, **state}, "merge")
     if state["missing"]:
@@ -347,7 +355,10 @@ def merge_only(remote: Remote, run_id: str, *, publish: bool | None) -> dict[str
     functions = remote.functions
     # a start of an earlier merge still 'running' is no death of this one
     functions["record_status"].remote(run_id, "scoring", None, None)
-    merged = call_step(steps["merge_and_calibrate"], run_id, needs.publishes)
+    if accept is not None:  # the accept goes with the merge call (the body publishes)
+        merged = call_step(steps["merge_and_calibrate"], run_id, True, accept)
+    else:
+        merged = call_step(steps["merge_and_calibrate"], run_id, needs.publishes)
     if (why := step_failure(merged)) is not None:
         failed = fail_steps(functions, run_id, MERGE, {MERGE: why})
         msg = f"run {run_id}: {failed.detail}"

@@ -104,6 +104,30 @@ class Settings(BaseSettings):
     run_root: Path = Path("runs")
     graph_mode: GraphMode = "embedded"
 
+    # --- checks before publish (docs in README "Checks before publish") --------
+    # each against the run on the table; a check over its limit blocks the publish
+    checks: bool = True  # off: a run publishes unchecked (the ledger says so)
+    check_program_min_share: float = Field(default=0.01, ge=0, le=1)  # programs this big ...
+    check_program_max_loss: float = Field(default=0.5, gt=0, le=1)  # ... may lose this share
+    check_rows_max_change: float = Field(default=0.2, gt=0)  # valid payment rows, relative
+    check_year_min_share: float = Field(default=0.01, ge=0, le=1)  # years this big ...
+    check_year_max_loss: float = Field(default=0.5, gt=0, le=1)  # ... may lose this share
+    check_quarantine_max_rise: float = Field(default=0.02, gt=0, le=1)  # share points
+    check_quarantine_min_rows: int = Field(default=100, ge=0)  # fewer quarantined rows: a warning
+    check_population_max_change: float = Field(default=0.05, gt=0)  # scored providers
+    check_npis_changed_warn: float = Field(default=0.05, gt=0)  # added or removed: a warning
+    check_label_churn_max: float = Field(default=0.15, gt=0, le=1)  # label changed
+    check_movers_points: float = Field(default=20.0, gt=0)  # a risk_score move this big ...
+    check_movers_max: float = Field(default=0.10, gt=0, le=1)  # ... for at most this share
+    check_peer_taxonomy_max: float = Field(default=0.05, gt=0, le=1)  # providers regrouped
+    check_component_mean_max: float = Field(default=5.0, gt=0)  # points, each component
+    check_component_p90_max: float = Field(default=10.0, gt=0)  # points, each component
+    accepted_by: str | None = None  # who `publish --accept` records (unset: the OS user)
+
+    # --- alerts and metrics (CLAIDEX_ALERT_WEBHOOK and CLAIDEX_PUSHGATEWAY are read from the
+    # environment when used, never frozen into a run: a webhook URL is a credential) ---
+    alert_timeout: float = Field(default=5.0, gt=0)  # s, every delivery attempt together
+
     # --- Postgres ------------------------------------------------------------
     db_lock_timeout: float = Field(default=3.0, gt=0)  # s; db init never queues long behind readers
 

@@ -99,3 +99,29 @@ def claidex_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
         timeout=600,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
+
+
+def table_bytes(url: str) -> bytes:
+    """provider_risk_scores as COPY text, in npi order: equal bytes, an untouched table."""
+    import psycopg
+
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        out = bytearray()
+        with cur.copy("COPY (SELECT * FROM provider_risk_scores ORDER BY npi) TO STDOUT") as copy:
+            for block in copy:
+                out += block
+        return bytes(out)
+
+
+def without_medicaid(source: Path, target: Path) -> Path:
+    """The dataset at `source` whose payments lost every Medicaid row (a truncated feed)."""
+    import shutil
+
+    import polars as pl
+
+    shutil.copytree(source, target)
+    payments = pl.read_parquet(source / "payments_combined.parquet")
+    payments.filter(pl.col("program") != "Medicaid").write_parquet(
+        target / "payments_combined.parquet"
+    )
+    return target

@@ -406,8 +406,9 @@ class Container:
         try:
             self._read(time.monotonic() + STARTUP_TIMEOUT)
         except (EOFError, TimeoutError):
+            tail = self.stderr_tail()  # before stop() closes the log
             self.stop()
-            return Outcome("crash", detail=f"container died on start-up:\n{self.stderr_tail()}")
+            return Outcome("crash", detail=f"container died on start-up:\n{tail}")
         return None
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> Outcome:

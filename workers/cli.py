@@ -19,9 +19,12 @@ FINISHED = ("published", "merged")
 
 
 def finished(summary: dict[str, Any]) -> bool:
-    """Published, or merged by a run that does not publish (no database, --no-publish)."""
+    """Published, blocked by its checks, or merged by a run that does not publish (no
+    database, --no-publish)."""
     status = summary.get("status")
-    return status == "published" or (status == "merged" and not summary.get("will_publish"))
+    if status in ("published", "blocked"):
+        return True
+    return status == "merged" and not summary.get("will_publish")
 
 
 def follow(
@@ -92,6 +95,9 @@ def _start_error(start: str | None) -> str | None:
 
 def _finish(summary: dict[str, Any]) -> int:
     status = summary.get("status")
+    if status == "blocked":  # exit 3: held by its checks, not failed (claidex run's code)
+        print(f"error: {summary.get('blocked')}", file=sys.stderr)
+        return 3
     if status in FINISHED:
         print(
             f"run {summary.get('run_id')}: {status}, {summary.get('batches_done')} batches, "
@@ -184,12 +190,12 @@ def _status(args: argparse.Namespace) -> int:
     if args.run:
         ledger = RunLedger(run_paths(args.run))
         summary = ledger.summary()
-        if summary.get("status") not in ("published", "merged", "failed", None):
+        if summary.get("status") not in ("published", "merged", "blocked", "failed", None):
             summary["diagnosis"] = diagnosis(args.run)
         if summary.get("status") == "failed":
             summary["recovery"] = f"fix the cause, then `python -m workers resume {args.run}`"
         print(json.dumps(summary, indent=2, default=str))
-        return 1 if summary.get("status") == "failed" else 0
+        return {"failed": 1, "blocked": 3}.get(summary.get("status"), 0)
     root = load_settings().run_root
     runs = sorted((p for p in root.glob("*") if (p / "ledger.json").exists()), reverse=True)
     for path in runs[:20]:
@@ -201,10 +207,30 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    """An exporter for the fleet's runs: each scrape reads the ledgers under the run root."""
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from scoring.runs.metrics import run_root_registry
+    from scoring.runs.store import RunPaths
+
+    root = load_settings().run_root
+    registry = run_root_registry(root, lambda folder: RunLedger(RunPaths(folder)).read())
+    server, _thread = start_http_server(args.port, args.addr, registry=registry)
+    print(f"metrics of {root} on http://{args.addr}:{server.server_port}/metrics", flush=True)
+    threading.Event().wait()  # until the process is stopped
+    return 0
+
+
 def _resume(args: argparse.Namespace) -> int:
-    from workers.tasks import resume_run
+    from workers.tasks import resume_run, run_paths
 
     if resume_run(args.run) is None:
+        summary = RunLedger(run_paths(args.run)).summary()
+        if summary.get("status") == "blocked":  # resume does not re-run a held run
+            return _finish(summary)
         print(f"run {args.run} is already published: nothing to resume")
         return 0
     print(f"run {args.run} resumed")
@@ -237,6 +263,9 @@ def _enqueue(args: argparse.Namespace) -> int:
     for npi in outcome["unknown_npis"]:
         print(f"{npi}  no payment data")
     print(f"run {outcome['run_id']} ({outcome['status']}, reference {outcome['reference_run']})")
+    if outcome["status"] == "blocked":  # scored, held by its checks: not on the table
+        print(f"error: {outcome.get('blocked')}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -268,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="one run's ledger, or the latest runs")
     status.add_argument("run", nargs="?")
     status.set_defaults(func=_status)
+
+    metrics = sub.add_parser(
+        "metrics", help="serve the runs' metrics (Prometheus text format) from the run root"
+    )
+    metrics.add_argument("--port", type=int, default=9808)
+    metrics.add_argument("--addr", default="127.0.0.1", help="bind address (default: loopback)")
+    metrics.set_defaults(func=_metrics)
 
     resume = sub.add_parser("resume", help="re-dispatch only missing or failed batches, merge")
     resume.add_argument("run")

@@ -15,6 +15,7 @@ from scoring.config import Settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
 from scoring.inputs.npi import checked_npis
+from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger, read_record, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import (
@@ -22,13 +23,13 @@ from scoring.runs.store import (
     new_run_id,
     write_json_atomic,
 )
+from scoring.stages.finish import publish_checked
 from scoring.stages.incremental import (
     changed_npis,
     latest_full_run,
     prepare_incremental,
 )
 from scoring.stages.merge import draw_run_report, merge_and_calibrate
-from scoring.stages.publish import publish
 from scoring.stages.score_batch import score_batch
 from workers.app import RUN_QUEUE, app
 from workers.broker import pending_messages, run_messages
@@ -72,6 +73,13 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
     write_json_atomic(record, paths.watchdog)
     ledger.update(watchdog=record)
     log.warning("watchdog: run %s: %s: %s", verdict.run_id, verdict.action, verdict.reason)
+    send_alert(
+        verdict.run_id,
+        "stalled",
+        f"{verdict.reason}; the watchdog resumes it ({verdict.action}, "
+        f"{record['actions']} of {cfg.watchdog_max_resumes})",
+        f"if it stays stuck: python -m workers resume {verdict.run_id}",
+    )
     if verdict.action == "batches" and state.get("status") == "scoring":
         dispatch_batches(verdict.run_id, verdict.batches)
     else:
@@ -136,8 +144,8 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
     prepare_incremental(paths, reference, source, wanted)
     score_batch(paths, 0)
     scores = merge_and_calibrate(paths, reference, draw=False)
-    if publish_scores and url is not None:
-        publish(paths, url)
+    if publish_scores and url is not None:  # its checks first: quarantine and movers
+        publish_checked(paths, url, scores=scores, reference=reference)
     if RunManifest.load(paths).cfg.report_html:  # the page: after the scores, on the runs
         # queue (ad-hoc NPIs never wait behind it); a failed send is no reason to re-run
         try:
@@ -150,6 +158,7 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
         "reference_run": reference.run_id,
         "status": RunLedger(paths).read()["status"],
         "unknown_npis": RunLedger(paths).read().get("unknown_npis", []),
+        "blocked": RunLedger(paths).read().get("blocked"),  # the checks' line, when held
         "scores": scores.select(columns).to_dicts(),
     }
 

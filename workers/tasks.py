@@ -24,8 +24,8 @@ from scoring.runs.store import (
     write_json_atomic,
 )
 from scoring.stages.finish import (
-    already_published,
     merge_and_publish,
+    merge_done,
     published_outcome,
 )
 from scoring.stages.fused import FUSED
@@ -304,7 +304,7 @@ def run_failed(request: Any, exc: BaseException, traceback: Any, run_id: str) ->
     stalled, and the watchdog (or `resume`) finishes it.
     """
     ledger = RunLedger(run_paths(run_id))
-    if ledger.read().get("status") in ("failed", "published"):  # keep the precise outcome
+    if ledger.read().get("status") in ("failed", "published", "blocked"):  # the precise outcome
         return
     failed = ledger.summary().get("batches_failed", [])
     if failed:
@@ -334,7 +334,7 @@ def resume_run(run_id: str) -> str | None:
         forget_locally(result)
         return start_id
     manifest = RunManifest.load(paths)
-    if already_published(paths):
+    if merge_done(paths):  # published, or held by its checks: nothing to re-run
         return None
     missing = ledger.missing_batches(manifest.batches_total)
     ledger.set_status("scoring", error=None, failed_step=None, stalled=None, retrying=None)

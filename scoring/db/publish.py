@@ -183,8 +183,13 @@ def publish_scores(
     created_at: str | None = None,
     reference_run: str | None = None,
     force: bool = False,
+    accepted: tuple[str, str] | None = None,
+    checked_against: tuple[str | None] | None = None,
 ) -> PublishResult:
     """Publish one run's scores and record it in claidex_runs, all or nothing.
+    `accepted`: (reason, who) for a run its checks blocked, kept in claidex_runs.
+    `checked_against`: (the full run the checks compared with,): refused, under the lock,
+    when the table's full run is another by now (ChecksOutdatedError).
 
     A full run prepared before the full run on the table is refused (StalePublishError)
     unless `force`: an old run resumed late must not roll the table back.
@@ -210,6 +215,8 @@ def publish_scores(
         conn.execute("LOCK TABLE provider_risk_scores IN SHARE ROW EXCLUSIVE MODE")
         if kind == "full" and not force:  # under the lock, so publish order is settled
             _refuse_stale(conn, run_id, created_at)
+        if checked_against is not None:
+            _refuse_unchecked(conn, run_id, checked_against[0])
         if kind != "full" and reference_run is not None and not force:
             _refuse_foreign_reference(conn, run_id, reference_run)
         row = conn.execute("SELECT clock_timestamp()").fetchone()
@@ -231,7 +238,32 @@ def publish_scores(
             "updated_at = now()",
             (run_id, kind, fingerprint, rows, removed, at["at"], created_at),
         )
+        if accepted is not None:  # columns of `claidex db init` (RUNS_COLUMNS)
+            conn.execute(
+                "UPDATE claidex_runs SET accepted_reason = %s, accepted_by = %s, "
+                "accepted_at = now() WHERE run_id = %s",
+                (*accepted, run_id),
+            )
     return PublishResult(rows_published=rows, rows_removed=removed)
+
+
+class ChecksOutdatedError(StalePublishError):
+    """Another full run reached the table after this run's checks: final, check it again."""
+
+
+def _refuse_unchecked(conn: psycopg.Connection, run_id: str, checked: str | None) -> None:
+    row = conn.execute(
+        "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
+        "AND run_id <> %s ORDER BY published_at DESC NULLS LAST LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    current = None if row is None else str(row[0])
+    if current != checked and checked != run_id:  # a re-publish of the run on the table: its own
+        msg = (
+            f"the table's run is {current} now, its checks compared with {checked}: run the "
+            f"checks again with `claidex publish {run_id}`"
+        )
+        raise ChecksOutdatedError(msg)
 
 
 def record_failure(conn: psycopg.Connection, *, run_id: str, kind: str, error: str) -> None:

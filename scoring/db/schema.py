@@ -40,7 +40,12 @@ ADDITIVE_COLUMNS = {
     "actively_excluded": "BOOLEAN",
 }
 # Columns added to Claidex's own run table after its first version.
-RUNS_COLUMNS = {"run_created_at": "TIMESTAMPTZ"}  # when the run was prepared (read its input)
+RUNS_COLUMNS = {
+    "run_created_at": "TIMESTAMPTZ",  # when the run was prepared (read its input)
+    "accepted_reason": "TEXT",  # a run its checks blocked, published by `publish --accept`
+    "accepted_by": "TEXT",
+    "accepted_at": "TIMESTAMPTZ",
+}
 # Indexed key -> its definition; built only when no valid, whole-table btree index of the
 # table leads with that column in an order it can serve (a DESC key is also served by an
 # ascending index read backwards).

@@ -11,7 +11,6 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ matplotlib.use("Agg")  # no display: containers and workers render too (before p
 from matplotlib.figure import Figure
 
 from scoring.config import LABELS
+from scoring.reports.html_cells import _fmt, _section, _table, _text, checks_section
 from scoring.runs.store import write_text_atomic
 
 matplotlib.rcParams.update(
@@ -53,41 +53,15 @@ def _svg(fig: Figure, *, tight: bool = True) -> str:
     return f'<div class="chart">{text[text.index("<svg") :]}</div>'
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return html.escape(str(value))
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float) and not math.isfinite(value):
-        return html.escape(str(value))
-    if isinstance(value, float):
-        return f"{value:,.4f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:,.1f}"
-    return html.escape(str(value))
-
-
 def _num(path: list[Any], value: Any) -> str:
     """A table cell holding report.json's value at `path`."""
     key = html.escape(json.dumps(path), quote=True)
     return f'<td class="n" data-key="{key}">{_fmt(value)}</td>'
 
 
-def _table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
-    return f"<table><tr>{header}</tr>{body}</table>"
-
-
 def _pair(*parts: str) -> str:
     """A chart and its table side by side (they wrap on a narrow screen)."""
     return f'<div class="pair">{"".join(parts)}</div>'
-
-
-def _text(value: Any) -> str:
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _section(ident: str, title: str, *parts: str) -> str:
-    return f'<section id="{ident}"><h2>{html.escape(title)}</h2>{"".join(parts)}</section>'
 
 
 def _header(report: dict[str, Any]) -> str:
@@ -401,6 +375,7 @@ def _previous(report: dict[str, Any]) -> str:
 
 
 SECTIONS = (
+    checks_section,
     _header,
     _labels,
     _risk_score,
@@ -412,6 +387,7 @@ SECTIONS = (
     _previous,
 )
 SECTION_IDS = (
+    "checks",
     "header",
     "labels",
     "risk-score",

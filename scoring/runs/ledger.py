@@ -24,23 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from scoring.errors import RunFileError
+from scoring.runs.alerts import send_alert
 from scoring.runs.retry_policy import retried_by_type
+from scoring.runs.statuses import STATUSES
 from scoring.runs.store import RunPaths, write_json_atomic
 
 # Set by a task runner while its task still has retries left: a retryable failure is then
 # recorded as `retrying`, not `failed`, so followers report the final state, not the first error.
 RETRY_PENDING: ContextVar[bool] = ContextVar("claidex_retry_pending", default=False)
-
-STATUSES = (
-    "queued",
-    "preparing",
-    "scoring",
-    "merging",
-    "publishing",
-    "published",
-    "merged",
-    "failed",
-)
 
 
 def utc_now(timespec: str = "seconds") -> str:
@@ -151,7 +142,15 @@ class RunLedger:
             if where and isinstance(error, BaseException)
             else str(error)
         )
+        before = self.read()
         self.set_status("failed", failed_step=step, error=where + shown)
+        if before.get("status") == "failed":  # one message a failure (a stage's other shards)
+            return
+        send_alert(self.paths.run_id, "failed", f"at {step}: {where + shown}", _resume_hint(before))
+        if os.environ.get("CLAIDEX_PUSHGATEWAY"):  # the run ends here: its metrics go out
+            from scoring.runs.metrics import push_run_metrics
+
+            push_run_metrics(self.read())
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -297,6 +296,18 @@ class RunLedger:
             if b["status"] == "running" and not self.paths.chunk(i).exists()
         )
         return {**state, "batches_done": done, "batches_failed": failed, "batches_running": running}
+
+
+def _resume_hint(state: dict[str, Any]) -> str:
+    """What to run once the cause is fixed, for the engine that ran the run."""
+    run_id = state.get("run_id", "?")
+    if state.get("kind") == "incremental":
+        return "fix the cause, then enqueue the NPIs again"
+    command = {
+        "celery": f"python -m workers resume {run_id}",
+        "modal": f"python -m modal_burst resume {run_id}",
+    }.get(str(state.get("engine")), f"claidex resume {run_id}")
+    return f"fix the cause, then: {command}"
 
 
 class StepTimer:

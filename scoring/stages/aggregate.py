@@ -137,6 +137,11 @@ def _bucket_ownership(
     return matched.select("npi", "snf_entity_id"), members, excluded_members
 
 
+def _counts_by(rows: pl.DataFrame, column: str) -> dict[str, int]:
+    counted = rows.group_by(pl.col(column).cast(pl.String)).len().sort(column)
+    return {str(key): int(n) for key, n in counted.iter_rows()}
+
+
 def aggregate_bucket(inputs: BucketInputs, window: dict[str, Any], cfg: Settings) -> BucketOutputs:
     """One NPI bucket: duplicates, provider-years, peer attributes, totals, ownership; the
     rows of its batches; its provider-years for the peer buckets; its files for combine."""
@@ -193,6 +198,9 @@ def aggregate_bucket(inputs: BucketInputs, window: dict[str, Any], cfg: Settings
         "providers_scored": scored.height,
         "provider_years": py.height,
         "quarantined_rows": dup_payments.height + dup_providers.height,
+        # what the checks before publish compare with the published run (partial: summed)
+        "valid_rows_by_program": _counts_by(payments, "program"),
+        "valid_rows_by_year": _counts_by(payments, "year"),
     }
     programs = program_shares(per_program, cfg).collect()
     return BucketOutputs(py.select(SLICE_COLUMNS), scored, programs, peer_rows, files, summary)

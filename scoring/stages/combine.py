@@ -160,11 +160,18 @@ def input_counts(
 ) -> dict[str, Any]:
     """input_counts.json: the aggregate tasks' counts summed, the whole quarantine's rows
     (copies and graph rows included) and the window end."""
-    sums: dict[str, int] = {}
+    sums: dict[str, Any] = {}
     for summary in summaries:
         for key, value in summary.items():
-            if key != "quarantined_rows":
+            if key == "quarantined_rows":
+                continue
+            if isinstance(value, dict):  # counts by program, by year
+                table = sums.setdefault(key, {})
+                for name, n in value.items():
+                    table[name] = table.get(name, 0) + int(n)
+            else:
                 sums[key] = sums.get(key, 0) + int(value)
+    sums = {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in sums.items()}
     return {
         **sums,
         "quarantined_rows": quarantined,

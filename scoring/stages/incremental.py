@@ -34,6 +34,7 @@ from scoring.runs.store import (
     read_json,
     run_store,
     writable_run_dir,
+    write_json_atomic,
     write_parquet_atomic,
 )
 from scoring.stages.aggregate import SLICE_COLUMNS
@@ -149,6 +150,8 @@ def prepare_incremental(
             schema=QUARANTINE_SCHEMA,
         )
         write_parquet_atomic(pl.concat([clean.quarantine, no_data]), paths.quarantine)
+        # the checks before publish: the rescored NPIs' rows against their quarantine
+        write_json_atomic({"payment_rows_valid": clean.payments.height}, paths.input_counts)
         if py.is_empty():
             msg = f"no payment data for NPI(s): {', '.join(unknown[:20])}"
             raise InputError(msg)

@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from scoring.checks.measures import row_counts
 from scoring.errors import ClaidexError, RunStateError
 from scoring.inputs.npi import npi_to_str
 from scoring.methodology.composite import calibrated_score, label_expr, reference_risk_score
@@ -126,7 +127,7 @@ def merge_and_calibrate(
     # report.json before the status: a follower that sees 'merged' finds it there (the page
     # comes after publish, `draw`)
     report_after_merge(paths, scores, manifest, status="merged", html=draw)
-    ledger.set_status("merged", rows_scored=scores.height)
+    ledger.set_status("merged", rows_scored=scores.height, rows=row_counts(paths, scores.height))
     return scores
 
 

@@ -17,7 +17,7 @@ from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan, has_window, is_fused, plan_source, read_plan
 from scoring.runs.store import RunPaths
-from scoring.stages.finish import already_published, merge_and_publish
+from scoring.stages.finish import merge_and_publish, merge_done
 from scoring.stages.fused import FUSED
 from scoring.stages.prepare import combine_and_finish, is_combined
 from scoring.stages.reduce import reduce
@@ -123,8 +123,8 @@ STEPS: tuple[Step, ...] = (
     Step("combine", Kind.SINGLE, _once(is_combined), single=_combine),
     Step("score", Kind.BATCHES, _missing_batches, phase="score"),
     # merge, calibrate and publish once; an engine runs it at the end of every drive (it
-    # refuses a run with a missing batch and leaves a published run alone)
-    Step("merge", Kind.SINGLE, _once(already_published), single=_merge, phase="merge"),
+    # refuses a run with a missing batch and leaves a published or blocked run alone)
+    Step("merge", Kind.SINGLE, _once(merge_done), single=_merge, phase="merge"),
 )
 STEP_NAMES = {step.name: step for step in STEPS}
 

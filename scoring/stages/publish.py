@@ -9,7 +9,7 @@ import psycopg
 from scoring.db.connection import DatabaseError, connect, error_class, scrub
 from scoring.db.publish import PublishResult, StalePublishError, publish_scores, record_failure
 from scoring.errors import RunStateError
-from scoring.runs.ledger import RunLedger, StepTimer
+from scoring.runs.ledger import RunLedger, StepTimer, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.outage import through_outage
 from scoring.runs.store import RunPaths, read_parquet_named
@@ -17,7 +17,13 @@ from scoring.stages.merge import restamp_report
 
 
 def publish(
-    paths: RunPaths, database_url: str, *, force: bool = False, outage_window: float | None = None
+    paths: RunPaths,
+    database_url: str,
+    *,
+    force: bool = False,
+    outage_window: float | None = None,
+    accepted: tuple[str, str] | None = None,
+    checked_against: tuple[str | None] | None = None,
 ) -> PublishResult:
     """Publish (or re-publish) the run; the ledger ends 'published' or 'failed' at 'publish'.
 
@@ -46,6 +52,8 @@ def publish(
                 created_at=state.get("created_at"),
                 reference_run=state.get("reference_run"),
                 force=force,
+                accepted=accepted,
+                checked_against=checked_against,
             )
 
     window = manifest.cfg.db_outage_window if outage_window is None else outage_window
@@ -73,6 +81,7 @@ def publish(
         raise final from None
     ledger.set_status(
         "published",
+        published_at=utc_now(),
         published_prepare=manifest.prepare_id,
         publish_count=int(ledger.read().get("publish_count", 0)) + 1,
         rows_published=result.rows_published,

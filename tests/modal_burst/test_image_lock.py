@@ -169,7 +169,7 @@ def distributions() -> list[str]:
 
 FUNCTIONS = {{"imports": imports, "imports_bare": imports_bare, "distributions": distributions}}
 """
-DEV_ONLY = ["kombu", "billiard", "tornado", "prometheus_client", "celery", "redis", "flower"]
+DEV_ONLY = ["kombu", "billiard", "tornado", "celery", "redis", "flower"]
 DEV_ONLY += ["psutil", "pytest", "yaml", "playwright", "jpype"]
 
 

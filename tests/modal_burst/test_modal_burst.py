@@ -302,6 +302,9 @@ def test_a_scheduled_burst_reads_postgres_and_an_older_volume_dataset_is_said_st
     )
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("CLAIDEX_MODAL_BATCH_SIZE", str(BIG_BATCH))
+    # the sources differ on purpose (a 1,000-provider table, the 3,000-provider sample): the
+    # checks before publish would hold the second; this test is about where runs read
+    monkeypatch.setenv("CLAIDEX_CHECKS", "0")
     handoff.spawn_full_run("weekly-db", Settings())
     monkeypatch.setenv("CLAIDEX_SCHEDULED_DATA", str(data))
     with pytest.raises(handoff.ModalNotConfiguredError, match="path on the fleet"):
@@ -1774,3 +1777,43 @@ def test_resume_and_merge_commands_ask_for_the_runs_publish_choice() -> None:
     assert publish_choice(parse(["merge", "r1", "--publish"])) is True
     assert publish_choice(parse(["full", "--run-id", "r1", "--publish"])) is True
     assert parse(["prune"]).keep == 3 and parse(["prune", "--keep", "0"]).keep == 0
+
+
+def test_a_burst_is_blocked_by_its_checks_like_the_local_engine(
+    volume: DirectoryVolume,
+    sample_dataset: Path,
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 24: the merge body runs the same checks; a blocked burst leaves the table alone
+    and exits 3 with the checks' line; its resume does not re-run it."""
+    from modal_burst.cli import report
+    from tests.builders import table_bytes, without_medicaid
+
+    upload_dataset(volume, without_medicaid(sample_dataset, tmp_path / "bad"), "bad")
+    standin = modal_for(volume, secrets=postgres(database_url))
+    overrides = {"batch_size": BIG_BATCH}
+    with standin.run() as remote:
+        first = run_burst(
+            remote, BurstRequest("ref", overrides=overrides, publish=True), show_progress=False
+        )
+        assert first.status == "published", first.detail
+        before = table_bytes(database_url)
+        request = BurstRequest("held", data_name="bad", overrides=overrides, publish=True)
+        held = run_burst(remote, request, show_progress=False)
+        merged_at = _committed(volume, "held").scores.stat().st_mtime_ns
+        again = run_burst(remote, replace(request, resume=True), show_progress=False)
+        still = merge_only(remote, "held", publish=True)
+        assert _committed(volume, "held").scores.stat().st_mtime_ns == merged_at  # not re-run
+        assert RunLedger(_committed(volume, "held")).read()["status"] == "blocked"
+        assert table_bytes(database_url) == before
+        accepted = merge_only(remote, "held", publish=True, accept="Medicaid withdrawn")
+    assert held.status == "blocked" and "program_rows[Medicaid]" in held.detail
+    assert "python -m modal_burst merge held --accept" in held.detail
+    assert again.status == "blocked" and still["status"] == "blocked"
+    assert accepted["status"] == "published" and table_bytes(database_url) != before
+    ledger = RunLedger(_committed(volume, "held")).read()
+    assert ledger["accepted"]["reason"] == "Medicaid withdrawn"
+    assert report(held) == 3
+    assert capsys.readouterr().err.strip() == f"error: {held.detail}"

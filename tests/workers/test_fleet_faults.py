@@ -213,15 +213,26 @@ def _orphaned_run(sample_dataset: Path, tmp_path: Path, run_id: str) -> RunPaths
 def test_the_watchdog_resumes_a_stuck_run_or_fails_it_with_the_command_to_run(
     sample_dataset: Path, fleet, tmp_path: Path, max_resumes: str
 ) -> None:
+    from tests.http_recorder import Recorder
+
     reference = _reference(sample_dataset, tmp_path, 500)
     paths = _orphaned_run(sample_dataset, tmp_path, "orphan")
     extra = {"CLAIDEX_WATCHDOG_INTERVAL": "1", "CLAIDEX_WATCHDOG_MAX_RESUMES": max_resumes}
-    fleet("w0", **extra)
-    watchdog = beat({**fleet.env, **extra}, tmp_path / "beat.log", tmp_path / "beat-schedule")
-    try:
-        wait_for(lambda: _status(paths) in ("merged", "failed"), timeout=120, every=0.2)
-    finally:
-        watchdog.stop()
+    with Recorder() as hook:  # the on-call channel: a stalled run, or a failed one, says so
+        extra["CLAIDEX_ALERT_WEBHOOK"] = hook.url + "/hook"  # the watchdog task's worker's
+        fleet("w0", **extra)
+        watchdog = beat({**fleet.env, **extra}, tmp_path / "beat.log", tmp_path / "beat-schedule")
+        try:
+            wait_for(lambda: _status(paths) in ("merged", "failed"), timeout=120, every=0.2)
+        finally:
+            watchdog.stop()
+    texts = [json.loads(r.body)["text"] for r in hook.received]
+    expected = (
+        "claidex run orphan: failed:" if max_resumes == "0" else "claidex run orphan: stalled:"
+    )
+    assert any(t.startswith(expected) for t in texts), texts
+    assert "python -m workers resume orphan" in next(t for t in texts if t.startswith(expected))
+    assert not any("redis://" in t for t in texts)  # the broker URL never leaves
     ledger = RunLedger(paths).read()
     if max_resumes == "0":
         assert ledger["status"] == "failed" and ledger["failed_step"] == "scoring"

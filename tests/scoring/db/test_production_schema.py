@@ -288,6 +288,7 @@ def test_db_init_resolves_objects_through_the_search_path(production_url: str) -
     result = _cli(production_url, "db", "init")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("claidex_runs, claidex_runs.run_created_at, "
+        "claidex_runs.accepted_reason, claidex_runs.accepted_by, claidex_runs.accepted_at, "
         "provider_risk_scores.run_id, "
         "provider_risk_scores.top_program, provider_risk_scores.snf_entity_id, "
         "provider_risk_scores.chain_provider_count, provider_risk_scores.chain_excluded_count, "
