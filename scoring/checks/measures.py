@@ -16,6 +16,7 @@ from scoring.runs.manifest import RunManifest
 from scoring.runs.store import RunPaths, read_json
 
 MEASURES = "measures.json"
+SHIFT_COLUMNS = ["npi", "risk_score", "risk_label", "peer_taxonomy"]  # what score_shifts compares
 
 
 def component_columns() -> list[str]:
@@ -80,8 +81,7 @@ def _number(value: Any) -> float | None:
 def score_shifts(scores: pl.DataFrame, reference: pl.DataFrame, points: float) -> dict[str, Any]:
     """NPIs added and removed; among the NPIs in both, the share whose label changed, whose
     risk_score moved by more than `points`, and whose peer taxonomy changed (a recode)."""
-    columns = ["npi", "risk_score", "risk_label", "peer_taxonomy"]
-    now, before = scores.select(columns), reference.select(columns)
+    now, before = scores.select(SHIFT_COLUMNS), reference.select(SHIFT_COLUMNS)
     both = now.join(before, on="npi", how="inner", suffix="_ref")
     added = now.join(before, on="npi", how="anti").height
     removed = before.join(now, on="npi", how="anti").height
