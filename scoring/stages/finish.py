@@ -18,7 +18,7 @@ from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.metrics import push_run_metrics
 from scoring.runs.store import RunPaths, read_parquet_named
-from scoring.stages.merge import draw_run_report, merge_and_calibrate
+from scoring.stages.merge import draw_run_report, merge_and_calibrate, restamp_report
 from scoring.stages.publish import publish
 
 
@@ -89,6 +89,7 @@ def publish_checked(
     if outcome["verdict"] == "block":
         line = blocked_line(paths, outcome)
         ledger.set_status("blocked", blocked=line, blocked_prepare=manifest.prepare_id)
+        restamp_report(paths, status="blocked")  # its header says so (a drawn page too)
         send_alert(paths.run_id, "blocked", line)
         return {"run_id": paths.run_id, "status": "blocked", "blocked": line}
     checked = (

@@ -111,7 +111,7 @@ def test_a_bad_feed_is_blocked_leaves_the_table_alone_and_accept_publishes_it(
     assert named[failing]["verdict"] == "block" and named[failing]["reason"]
     assert named[failing]["value"] > named[failing]["threshold"]
     report = read_json(run_dir / "report.json")
-    assert report["checks"]["verdict"] == "block"
+    assert report["checks"]["verdict"] == "block" and report["header"]["status"] == "blocked"
     status = claidex_cli("status", str(run_dir), env=env)
     assert status.returncode == 3 and failing in status.stdout
     again = claidex_cli("resume", str(run_dir), "--quiet", env=env)  # not re-run, still held
