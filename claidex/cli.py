@@ -11,14 +11,12 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
-from claidex.command_line import add_graph_flag, run_command
+from claidex.command_line import BLOCKED_EXIT, add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.db.connection import required_database_url
 from scoring.errors import ClaidexError, InputError
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths
-
-BLOCKED_EXIT = 3  # held by its checks before publish: neither a failure (1) nor bad input (2)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -17,6 +17,10 @@ import psycopg
 from scoring.config import GraphMode
 from scoring.errors import ClaidexError
 
+# a run held by its checks before publish: neither a failure (1) nor bad input (2); every
+# command line's code for `blocked`
+BLOCKED_EXIT = 3
+
 
 def add_graph_flag(parser: argparse.ArgumentParser) -> None:
     """`--graph MODE` on every run command (default CLAIDEX_GRAPH_MODE, else embedded)."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from claidex.command_line import add_graph_flag, run_command
+from claidex.command_line import BLOCKED_EXIT, add_graph_flag, run_command
 from modal_burst.burst import (
     BurstOutcome,
     BurstRequest,
@@ -74,7 +74,7 @@ def report(outcome: BurstOutcome) -> int:
         print(f"error: {outcome.detail}", file=sys.stderr)
         # the containers have no webhook (never frozen into a run): this side alerts
         send_alert(outcome.run_id, "blocked", outcome.detail)
-        return BLOCKED
+        return BLOCKED_EXIT
     extra = f" ({outcome.detail})" if outcome.detail else ""
     print(f"{head} batches{extra}")
     if outcome.status == "partial":
@@ -82,7 +82,6 @@ def report(outcome: BurstOutcome) -> int:
     return 0
 
 
-BLOCKED = 3  # held by its checks before publish (claidex run's code)
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
@@ -173,7 +172,7 @@ def _merge(args: argparse.Namespace) -> int:
             merged = merge_only(remote, args.run, publish=publish_choice(args), accept=args.accept)
             if merged["status"] == "blocked":
                 print(f"error: {merged.get('blocked')}", file=sys.stderr)
-                return BLOCKED
+                return BLOCKED_EXIT
             note = f" ({merged['note']})" if "note" in merged else ""
             print(f"run {args.run}: {merged['status']}{note}")
             return 0
@@ -202,7 +201,7 @@ def _status(args: argparse.Namespace) -> int:
 def show_state(state: dict[str, Any]) -> int:
     print(json.dumps(state, indent=2, default=str))
     if state.get("status") == "blocked":
-        return BLOCKED
+        return BLOCKED_EXIT
     return 1 if state.get("status") == "failed" or not state["exists"] else 0
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from claidex.command_line import add_graph_flag, run_command
+from claidex.command_line import BLOCKED_EXIT, add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.errors import InputError
 from scoring.reports.progress import progress_bar
@@ -95,9 +95,9 @@ def _start_error(start: str | None) -> str | None:
 
 def _finish(summary: dict[str, Any]) -> int:
     status = summary.get("status")
-    if status == "blocked":  # exit 3: held by its checks, not failed (claidex run's code)
+    if status == "blocked":  # held by its checks, not failed
         print(f"error: {summary.get('blocked')}", file=sys.stderr)
-        return 3
+        return BLOCKED_EXIT
     if status in FINISHED:
         print(
             f"run {summary.get('run_id')}: {status}, {summary.get('batches_done')} batches, "
@@ -195,7 +195,7 @@ def _status(args: argparse.Namespace) -> int:
         if summary.get("status") == "failed":
             summary["recovery"] = f"fix the cause, then `python -m workers resume {args.run}`"
         print(json.dumps(summary, indent=2, default=str))
-        return {"failed": 1, "blocked": 3}.get(summary.get("status"), 0)
+        return {"failed": 1, "blocked": BLOCKED_EXIT}.get(summary.get("status"), 0)
     root = load_settings().run_root
     runs = sorted((p for p in root.glob("*") if (p / "ledger.json").exists()), reverse=True)
     for path in runs[:20]:
@@ -265,7 +265,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     print(f"run {outcome['run_id']} ({outcome['status']}, reference {outcome['reference_run']})")
     if outcome["status"] == "blocked":  # scored, held by its checks: not on the table
         print(f"error: {outcome.get('blocked')}", file=sys.stderr)
-        return 3
+        return BLOCKED_EXIT
     return 0
 
 

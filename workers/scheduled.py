@@ -153,12 +153,13 @@ def run_incremental(npis: list[str], data_dir: str | None, publish_scores: bool)
         except Exception as exc:
             RunLedger(paths).update(report_error=f"report.html not requested: {exc}"[:2000])
     columns = ["npi", "risk_score", "risk_label", "r_raw", "flags"]
+    state = RunLedger(paths).read()
     return {
         "run_id": paths.run_id,
         "reference_run": reference.run_id,
-        "status": RunLedger(paths).read()["status"],
-        "unknown_npis": RunLedger(paths).read().get("unknown_npis", []),
-        "blocked": RunLedger(paths).read().get("blocked"),  # the checks' line, when held
+        "status": state["status"],
+        "unknown_npis": state.get("unknown_npis", []),
+        "blocked": state.get("blocked"),  # the checks' line, when held
         "scores": scores.select(columns).to_dicts(),
     }
 

@@ -22,6 +22,7 @@ from scoring.checks.verdicts import (
 )
 from scoring.config import Settings
 from scoring.db.connection import connect
+from scoring.db.publish import table_full_run
 from scoring.errors import RunFileError
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
@@ -31,17 +32,11 @@ from scoring.runs.store import RunPaths, read_json, read_parquet_named, write_js
 CHECKS = "checks.json"
 
 
-TABLE_RUN = (
-    "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
-    "ORDER BY published_at DESC NULLS LAST LIMIT 1"
-)
-
-
 def published_run_id(database_url: str) -> tuple[str | None, bool]:
     """The full run whose scores are on the table (None: none published), and whether the
     table holds rows at all (rows of no known run: a legacy load)."""
     with connect(database_url) as conn:
-        row = conn.execute(TABLE_RUN).fetchone()
+        row = table_full_run(conn)
         filled = conn.execute("SELECT EXISTS (SELECT 1 FROM provider_risk_scores)").fetchone()
     return (None if row is None else str(row[0])), bool(filled and filled[0])
 

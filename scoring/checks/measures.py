@@ -24,10 +24,17 @@ def component_columns() -> list[str]:
     return [c.score.name for c in components()]
 
 
-def row_counts(paths: RunPaths, scored: int) -> dict[str, int]:
+def input_counts(paths: RunPaths) -> dict[str, Any]:
+    """The run's input_counts.json ({} for a run without one)."""
+    return dict(read_json(paths.input_counts)) if paths.input_counts.exists() else {}
+
+
+def row_counts(
+    paths: RunPaths, scored: int, counts: dict[str, Any] | None = None
+) -> dict[str, int]:
     """Payment rows read, valid and quarantined; every quarantined row; providers scored
-    (the ledger's `rows`, which metrics export)."""
-    counts = read_json(paths.input_counts) if paths.input_counts.exists() else {}
+    (the ledger's `rows`, which metrics export). `counts`: input_counts.json, when read."""
+    counts = input_counts(paths) if counts is None else counts
     quarantined = payments_quarantined = 0
     if paths.quarantine.exists():
         source = pl.read_parquet(paths.quarantine, columns=["source"])["source"]
@@ -45,8 +52,8 @@ def row_counts(paths: RunPaths, scored: int) -> dict[str, int]:
 def run_measures(paths: RunPaths, scores: pl.DataFrame) -> dict[str, Any]:
     """The run's inputs, population and score distribution, JSON-ready."""
     manifest = RunManifest.load(paths)
-    counts = read_json(paths.input_counts) if paths.input_counts.exists() else {}
-    rows = row_counts(paths, scores.height)
+    counts = input_counts(paths)
+    rows = row_counts(paths, scores.height, counts)
     quarantined, valid = rows["payment_rows_quarantined"], rows["payment_rows_valid"]
     read = rows["payment_rows_read"]
     present = [c for c in component_columns() if c in scores.columns]

@@ -52,33 +52,52 @@ def _change(now: float, before: float) -> float:
     return abs(now / before - 1.0) if before else (0.0 if not now else 1.0)
 
 
+def _lost_rows(
+    kind: str, now: dict[str, int], ref: dict[str, int], total: int, min_share: float, limit: float
+) -> list[tuple[str, Check]]:
+    """(key, `kind_rows[key]`) for each key (program, year) that held at least `min_share`
+    of the published run's `total` valid rows: the share of them it lost."""
+    checks = []
+    for key, before in sorted(ref.items()):
+        if before / total < min_share:
+            continue
+        after = int(now.get(key, 0))
+        loss = 1.0 - after / before
+        why = f"{kind} {key} lost {loss:.0%} of its valid rows ({before:,} -> {after:,})"
+        checks.append((key, _over(f"{kind}_rows[{key}]", loss, limit, before, why)))
+    return checks
+
+
 def input_checks(now: dict[str, Any], ref: dict[str, Any], cfg: Settings) -> list[Check]:
     """Programs and years that lost rows, total rows, the quarantined share."""
-    checks = []
     total = max(int(ref["payment_rows_valid"]), 1)
-    for program, before in sorted(ref["rows_by_program"].items()):
-        if before / total < cfg.check_program_min_share:
-            continue
-        after = int(now["rows_by_program"].get(program, 0))
-        loss = 1.0 - after / before
-        why = f"program {program} lost {loss:.0%} of its valid rows ({before:,} -> {after:,})"
-        checks.append(
-            _over(f"program_rows[{program}]", loss, cfg.check_program_max_loss, before, why)
-        )
+    programs = _lost_rows(
+        "program",
+        now["rows_by_program"],
+        ref["rows_by_program"],
+        total,
+        cfg.check_program_min_share,
+        cfg.check_program_max_loss,
+    )
+    checks = [check for _program, check in programs]
     before, after = int(ref["payment_rows_valid"]), int(now["payment_rows_valid"])
     change = _change(after, before)
     why = f"valid payment rows moved {change:.0%} ({before:,} -> {after:,})"
     checks.append(_over("payment_rows", change, cfg.check_rows_max_change, before, why))
     first_scored = int(now["window_end_year"]) - cfg.window_years + 1
-    for year, before in sorted(ref["rows_by_year"].items()):
-        if before / total < cfg.check_year_min_share:
-            continue
-        after = int(now["rows_by_year"].get(year, 0))
-        loss = 1.0 - after / before
-        why = f"year {year} lost {loss:.0%} of its valid rows ({before:,} -> {after:,})"
-        check = _over(f"year_rows[{year}]", loss, cfg.check_year_max_loss, before, why)
-        if check.verdict == "block" and int(year) < first_scored:  # outside the new window
-            check = replace(check, verdict="warn", reason=f"{why}; before the window, not scored")
+    years = _lost_rows(
+        "year",
+        now["rows_by_year"],
+        ref["rows_by_year"],
+        total,
+        cfg.check_year_min_share,
+        cfg.check_year_max_loss,
+    )
+    for year, check in years:  # a year before the new window is no longer scored: a warning
+        if check.verdict == "block" and int(year) < first_scored:
+            check = replace(
+                check, verdict="warn", reason=f"{check.reason}; before the window, not scored"
+            )
         checks.append(check)
     checks.append(quarantine_check(now, ref, cfg))
     return checks
@@ -120,24 +139,17 @@ def score_checks(
     lost = 1.0 - shifts["common"] / size  # churn and movers only see the NPIs in both runs
     why = f"only {shifts['common']:,} of the published run's {before:,} NPIs are scored again"
     checks.append(_over("npis_in_common", lost, cfg.check_population_max_change, before, why))
-    for name, what in (
-        ("label_churn", f"{shifts['label_churn']:.1%} changed label"),
-        (
-            "movers",
-            f"{shifts['movers']:.1%} moved more than {cfg.check_movers_points:g} points "
-            "(or lost their score)",
-        ),
+    points = f"moved more than {cfg.check_movers_points:g} points (or lost their score)"
+    for name, limit, what in (
+        ("label_churn", cfg.check_label_churn_max, "changed label"),
+        ("movers", cfg.check_movers_max, points),
         (
             "peer_taxonomy_changed",
-            f"{shifts['peer_taxonomy_changed']:.1%} are in another peer taxonomy (a recode?)",
+            cfg.check_peer_taxonomy_max,
+            "are in another peer taxonomy (a recode?)",
         ),
     ):
-        limit = {
-            "label_churn": cfg.check_label_churn_max,
-            "movers": cfg.check_movers_max,
-            "peer_taxonomy_changed": cfg.check_peer_taxonomy_max,
-        }[name]
-        checks.append(_over(name, shifts[name], limit, None, what))
+        checks.append(_over(name, shifts[name], limit, None, f"{shifts[name]:.1%} {what}"))
     for name, stats in ref["components"].items():
         current = now["components"].get(name)
         for stat, limit in (

@@ -137,8 +137,9 @@ def _only_ours(conn: psycopg.Connection, published: list[str]) -> bool:
     return references == 0 and triggers == 0 and set(columns) <= {*published, "updated_at"}
 
 
-def table_full_run(conn: psycopg.Connection, run_id: str) -> tuple[str, Any] | None:
-    """(run id, prepared at) of the full run on the table: the last full publish."""
+def table_full_run(conn: psycopg.Connection, run_id: str = "") -> tuple[str, Any] | None:
+    """(run id, prepared at) of the full run on the table: the last full publish (other than
+    `run_id`'s, when given)."""
     return conn.execute(
         "SELECT run_id, run_created_at FROM claidex_runs WHERE kind = 'full' "
         "AND status = 'published' AND run_id <> %s ORDER BY published_at DESC NULLS LAST LIMIT 1",
@@ -252,11 +253,7 @@ class ChecksOutdatedError(StalePublishError):
 
 
 def _refuse_unchecked(conn: psycopg.Connection, run_id: str, checked: str | None) -> None:
-    row = conn.execute(
-        "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
-        "AND run_id <> %s ORDER BY published_at DESC NULLS LAST LIMIT 1",
-        (run_id,),
-    ).fetchone()
+    row = table_full_run(conn, run_id)
     current = None if row is None else str(row[0])
     if current != checked and checked != run_id:  # a re-publish of the run on the table: its own
         msg = (

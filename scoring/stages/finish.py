@@ -12,6 +12,7 @@ import psycopg
 from scoring.checks.gate import add_checks_to_report, blocked_line, run_checks
 from scoring.config import Settings, load_settings
 from scoring.db.connection import DatabaseError, error_class, scrub
+from scoring.db.publish import PublishResult
 from scoring.errors import InputError, RunStateError
 from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger, utc_now
@@ -98,6 +99,10 @@ def publish_checked(
     result = publish(
         paths, database_url, force=force, outage_window=outage_window, checked_against=checked
     )
+    return _published(paths, result)
+
+
+def _published(paths: RunPaths, result: PublishResult) -> dict[str, Any]:
     return {
         "run_id": paths.run_id,
         "status": "published",
@@ -131,12 +136,7 @@ def _accept(
     )
     accepted = {"reason": reason.strip(), "by": who, "at": utc_now()}
     RunLedger(paths).update(accepted=accepted, blocked=None)
-    return {
-        "run_id": paths.run_id,
-        "status": "published",
-        "rows": result.rows_published,
-        "removed": result.rows_removed,
-    }
+    return _published(paths, result)
 
 
 def published_outcome(paths: RunPaths) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from scoring.db.connection import connect
+from scoring.db.publish import table_full_run
 from scoring.errors import InputError, RunStateError
 from scoring.inputs.contract import RawInputs, read_dataset
 from scoring.inputs.digest import npi_digests
@@ -48,10 +49,7 @@ INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small
 def published_full_run(run_root: Path, database_url: str) -> RunPaths:
     """The full run whose scores are on the table: the last full publish in claidex_runs."""
     with connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT run_id FROM claidex_runs WHERE kind = 'full' AND status = 'published' "
-            "ORDER BY published_at DESC NULLS LAST LIMIT 1"
-        ).fetchone()
+        row = table_full_run(conn)
     if row is None:
         msg = "no full run has been published (claidex_runs): run a full recompute first"
         raise RunStateError(msg)

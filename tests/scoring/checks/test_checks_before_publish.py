@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import psycopg
 import pytest
 
-from scoring.db.connection import connect
-from scoring.db.schema import init_schema
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths, read_json
 from tests.builders import claidex_cli, table_bytes
-from tests.conftest import fresh_database
 
 
 def _variant(source: Path, target: Path, change) -> Path:  # type: ignore[no-untyped-def]
@@ -76,17 +72,14 @@ def published_dir(sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def table(postgres_server, published_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:  # type: ignore[no-untyped-def]
+def table(database_url: str, published_dir: Path) -> tuple[str, dict[str, str]]:
     """A fresh database whose table holds the reference run (its first publish: a note)."""
-    with fresh_database(postgres_server) as url:
-        with connect(url) as conn:
-            init_schema(conn)
-        env = {"DATABASE_URL": url, "CLAIDEX_RUN_ROOT": str(published_dir.parent)}
-        first = claidex_cli("publish", str(published_dir), env=env)
-        assert first.returncode == 0, first.stderr
-        checks = read_json(published_dir / "checks.json")
-        assert checks["verdict"] == "pass" and checks["note"] == "first publish"
-        yield url, env
+    env = {"DATABASE_URL": database_url, "CLAIDEX_RUN_ROOT": str(published_dir.parent)}
+    first = claidex_cli("publish", str(published_dir), env=env)
+    assert first.returncode == 0, first.stderr
+    checks = read_json(published_dir / "checks.json")
+    assert checks["verdict"] == "pass" and checks["note"] == "first publish"
+    return database_url, env
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

@@ -20,7 +20,6 @@ from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger
 from scoring.runs.store import RunPaths
 from tests.builders import claidex_cli
-from tests.conftest import fresh_database
 from tests.http_recorder import DeadEndpoint, Recorder
 
 SECRET = "pw-Zq81sekret"
@@ -59,11 +58,11 @@ def _scrape(root: Path) -> str:
 
 
 def test_metrics_scraped_over_loopback_equal_the_ledger_and_are_pushed(
-    sample_dataset: Path, postgres_server, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sample_dataset: Path, database_url: str, tmp_path: Path
+) -> None:
     root = tmp_path / "runs"
-    with fresh_database(postgres_server) as url, Recorder() as gateway:
-        assert claidex_cli("db", "init", env={"DATABASE_URL": url}).returncode == 0
+    url = database_url  # a fresh database after `db init`
+    with Recorder() as gateway:
         env = {
             "DATABASE_URL": url,
             "CLAIDEX_RUN_ROOT": str(root),
@@ -109,11 +108,11 @@ def test_metrics_scraped_over_loopback_equal_the_ledger_and_are_pushed(
 
 
 def test_failed_and_blocked_runs_alert_without_secrets(
-    sample_dataset: Path, postgres_server, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sample_dataset: Path, database_url: str, tmp_path: Path
+) -> None:
     root = tmp_path / "runs"
-    with fresh_database(postgres_server) as url, Recorder() as hook:
-        assert claidex_cli("db", "init", env={"DATABASE_URL": url}).returncode == 0
+    url = database_url  # a fresh database after `db init`
+    with Recorder() as hook:
         env = {
             "DATABASE_URL": url,
             "CLAIDEX_RUN_ROOT": str(root),
