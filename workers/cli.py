@@ -20,8 +20,10 @@ FINISHED = ("published", "merged")
 
 def finished(summary: dict[str, Any]) -> bool:
     """Published, blocked by its checks, or merged by a run that does not publish (no
-    database, --no-publish)."""
+    database, --no-publish); and its page drawn (merge draws it last)."""
     status = summary.get("status")
+    if summary.get("page_pending"):  # the scores are out, report.html comes right after
+        return False
     if status in ("published", "blocked"):
         return True
     return status == "merged" and not summary.get("will_publish")

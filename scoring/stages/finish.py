@@ -143,13 +143,16 @@ def published_outcome(paths: RunPaths) -> dict[str, Any] | None:
     """For a run published already: its status restored and a 'skipped' outcome; for a run
     its checks blocked: that outcome again (merging anew would not change it); else None."""
     if is_blocked(paths):
+        if not paths.report_html.exists():  # killed before its page: drawn now
+            draw_run_report(paths)
+        RunLedger(paths).update(page_pending=False)
         line = RunLedger(paths).read().get("blocked")
         return {"run_id": paths.run_id, "status": "blocked", "blocked": line, "skipped": True}
     if not already_published(paths):
         return None
     if not paths.report_html.exists():  # killed between publish and drawing: drawn now
         draw_run_report(paths)
-    RunLedger(paths).set_status("published")
+    RunLedger(paths).set_status("published", page_pending=False)
     return {"run_id": paths.run_id, "status": "published", "skipped": True}
 
 
@@ -166,7 +169,8 @@ def merge_and_publish(
     if (skipped := published_outcome(paths)) is not None:
         return skipped
     ledger = RunLedger(paths)
-    ledger.update(will_publish=database_url is not None)  # followers wait for 'published'
+    # followers wait for 'published', and for the page, drawn last (`page_pending`)
+    ledger.update(will_publish=database_url is not None, page_pending=True)
     scores = merge_and_calibrate(paths, reference, draw=False)
     try:
         if database_url is not None:
@@ -176,6 +180,9 @@ def merge_and_publish(
             if checked["status"] == "blocked":
                 return {**checked, "rows": scores.height}
     finally:  # a failed publish still leaves the run's page
-        draw_run_report(paths)
+        try:
+            draw_run_report(paths)
+        finally:
+            ledger.update(page_pending=False)
         push_run_metrics(ledger.read())  # when CLAIDEX_PUSHGATEWAY is set
     return {"run_id": paths.run_id, "status": ledger.read()["status"], "rows": scores.height}
