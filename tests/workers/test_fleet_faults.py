@@ -68,25 +68,60 @@ def _kill_children(proc: CeleryProcess) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("step", ["preparing", "merging"])
-def test_a_pool_child_killed_in_prepare_or_merge_recovers_by_itself(
-    sample_dataset: Path, fleet, tmp_path: Path, step: str
+def test_a_pool_child_killed_in_prepare_recovers_by_itself(
+    sample_dataset: Path, fleet, tmp_path: Path
 ) -> None:
     """The dead holder's lease lapses in CLAIDEX_LEASE_SECONDS; the redelivered task takes over."""
     reference = _reference(sample_dataset, tmp_path, 100)
     victim = fleet("w0")
     follower = _full(fleet.env, sample_dataset, "killed", 100)
     paths = RunPaths(tmp_path / "runs" / "killed")
-    wait_for(lambda: _status(paths) == step, what=step)
+    wait_for(lambda: _status(paths) == "preparing", what="preparing")
     _kill_children(victim)
     killed_at = _status(paths)
     out, err = follower.communicate(timeout=240)
-    assert killed_at == step, f"the kill landed after {step} ended ({killed_at})"
+    assert killed_at == "preparing", f"the kill landed after prepare ended ({killed_at})"
+    assert follower.returncode == 0, err + out
+    assert paths.scores.read_bytes() == reference
+    log = victim.log.read_text()
+    assert "WorkerLostError" in log or "exited prematurely" in log, log[-2000:]
+
+
+def _waiting_for_a_lock(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        ).fetchone()[0] > 0
+
+
+def test_a_pool_child_killed_in_merge_recovers_by_itself_and_runs_no_batch_twice(
+    sample_dataset: Path, fleet, database_url: str, tmp_path: Path
+) -> None:
+    """The merge task is held where it cannot finish by chance before the kill: its checks
+    wait for claidex_runs, which the test holds locked (a merge is milliseconds at this size)."""
+    reference = _reference(sample_dataset, tmp_path, 100)
+    env = {**fleet.env, "DATABASE_URL": database_url}
+    victim = fleet("w0", DATABASE_URL=database_url)
+    holder = psycopg.connect(database_url)
+    holder.execute("LOCK TABLE claidex_runs IN ACCESS EXCLUSIVE MODE")
+    try:
+        follower = _full(env, sample_dataset, "killed", 100)
+        paths = RunPaths(tmp_path / "runs" / "killed")
+        wait_for(lambda: _waiting_for_a_lock(database_url), what="the merge's checks waiting")
+        killed_at = RunLedger(paths).read()
+        _kill_children(victim)
+    finally:
+        holder.rollback()
+        holder.close()
+    out, err = follower.communicate(timeout=240)
+    assert killed_at["status"] == "merged" and killed_at["will_publish"], killed_at
     assert follower.returncode == 0, err + out
     assert paths.scores.read_bytes() == reference
     executions = RunLedger(paths).batch_executions()
-    if step == "merging":  # no batch ran twice: only the merge was repeated
-        assert set(executions.values()) == {1}, executions
+    assert set(executions.values()) == {1}, executions  # only the merge was repeated
+    assert RunLedger(paths).read()["publish_count"] == 1
+    assert _published(database_url) == [("killed", "published")]
     log = victim.log.read_text()
     assert "WorkerLostError" in log or "exited prematurely" in log, log[-2000:]
 
