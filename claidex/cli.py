@@ -15,8 +15,9 @@ from claidex.command_line import BLOCKED_EXIT, add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.db.connection import required_database_url
 from scoring.errors import ClaidexError, InputError
+from scoring.inputs.dataset import data_source
 from scoring.runs.ledger import RunLedger
-from scoring.runs.store import RunPaths
+from scoring.runs.store import REPORT, REPORT_HTML, SCORES, RunPaths, run_store
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -43,7 +44,6 @@ def _publish_target(args: argparse.Namespace) -> str | None:
 def _run(args: argparse.Namespace) -> int:
     from claidex.local_engine import run_local, run_local_from_postgres
     from claidex.summary import print_report
-    from scoring.runs.store import read_json
 
     cfg = load_settings(
         batch_size=args.batch_size,
@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         as_of_year=args.as_of_year,
         graph_mode=getattr(args, "graph", None),
     )
-    run_dir = Path(args.run_dir) if args.run_dir else None
+    run_dir = args.run_dir or None  # a directory or an s3:// URL
     if args.source == "postgres":
         paths = run_local_from_postgres(
             required_database_url(),
@@ -66,16 +66,17 @@ def _run(args: argparse.Namespace) -> int:
             msg = "give --data DIR or --source postgres"
             raise InputError(msg)
         paths = run_local(
-            Path(args.data),
+            data_source(args.data),
             cfg,
             run_dir=run_dir,
             show_progress=not args.quiet,
             database_url=_publish_target(args),
         )
-    print_report(read_json(paths.report))
-    print(f"scores: {paths.scores}")
-    if paths.report_html.exists():
-        print(f"report: {paths.report_html} (claidex explain NPI --run {paths.root})")
+    store = run_store(paths)
+    print_report(store.read_json(REPORT))
+    print(f"scores: {paths.where(SCORES)}")
+    if store.exists(REPORT_HTML):
+        print(f"report: {paths.where(REPORT_HTML)} (claidex explain NPI --run {paths.where()})")
     status = RunLedger(paths).read().get("status")
     print(f"status: {status}")
     return _held(paths)
@@ -154,7 +155,6 @@ def _status(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from claidex.local_engine import resolve_run, resume_local
     from claidex.summary import print_report
-    from scoring.runs.store import read_json
 
     cfg = load_settings(workers=args.workers)
     paths = resume_local(
@@ -163,7 +163,7 @@ def _resume(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         database_url=_publish_target(args),
     )
-    print_report(read_json(paths.report))
+    print_report(run_store(paths).read_json(REPORT))
     return _held(paths)
 
 
@@ -171,18 +171,18 @@ def _report(args: argparse.Namespace) -> int:
     import webbrowser
 
     from claidex.local_engine import resolve_run
-    from scoring.runs.store import read_json, read_parquet_named
     from scoring.stages.merge import write_run_report
 
     paths = resolve_run(args.run, load_settings())
-    if not paths.scores.exists():
-        msg = f"{paths.root}: no scores.parquet yet (the run has not merged); `claidex status`"
+    store = run_store(paths)
+    if not store.exists(SCORES):
+        msg = f"{paths.where()}: no scores.parquet yet (the run has not merged); `claidex status`"
         raise InputError(msg)
-    earlier = read_json(paths.report) if paths.report.exists() else None
-    write_run_report(paths, read_parquet_named(paths.scores), earlier)
+    earlier = store.read_json(REPORT) if store.exists(REPORT) else None
+    write_run_report(paths, store.read_frame(SCORES), earlier)
     RunLedger(paths).update(report_error=None)
-    print(f"report: {paths.report_html}")
-    if args.open:
+    print(f"report: {paths.where(REPORT_HTML)}")
+    if args.open and paths.url is None:
         webbrowser.open(paths.report_html.resolve().as_uri())
     return 0
 

@@ -13,31 +13,34 @@ from rich.table import Table
 
 from scoring.config import LABELS, Settings
 from scoring.errors import RunStateError
-from scoring.runs.store import RunPaths, read_parquet_named, write_text_atomic
+from scoring.runs.object_store import is_url
+from scoring.runs.store import SCORES, read_parquet_named, run_store, write_text_atomic
 
 PUBLISHED = "published"
 
 
-def scores_file(source: str, cfg: Settings) -> Path:
-    """A run directory, a run id under the run root, or a scores.parquet file."""
+def scores_frame(source: str, cfg: Settings) -> pl.DataFrame:
+    """A run directory or s3:// URL, a run id under the run root, or a scores.parquet file."""
+    from claidex.local_engine import resolve_run
+
     candidate = Path(source)
-    if candidate.is_file():
-        return candidate
-    if not candidate.is_dir():
-        candidate = cfg.run_root / source
-    if not candidate.is_dir():
+    if not is_url(source) and candidate.is_file():
+        return read_parquet_named(candidate)
+    try:
+        paths = resolve_run(source, cfg)
+    except RunStateError:
         msg = f"{source!r} is not a scores file, a run directory or a run id under {cfg.run_root}"
+        raise RunStateError(msg) from None
+    store = run_store(paths)
+    if not store.exists(SCORES):
+        msg = f"{paths.where()}: no scores.parquet (the run has not merged)"
         raise RunStateError(msg)
-    scores = RunPaths(candidate).scores
-    if not scores.exists():
-        msg = f"{candidate}: no scores.parquet (the run has not merged)"
-        raise RunStateError(msg)
-    return scores
+    return store.read_frame(SCORES)
 
 
 def load_side(source: str, cfg: Settings, schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
     if source != PUBLISHED:
-        return read_parquet_named(scores_file(source, cfg))
+        return scores_frame(source, cfg)
     from scoring.db.connection import connect, required_database_url
     from scoring.db.published import read_published
 

@@ -3,7 +3,6 @@ rich view of scoring.reports.explain's answer."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -19,7 +18,7 @@ from scoring.reports.explain import ExplainInputs, explain_provider
 from scoring.reports.explain_sections import show
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.store import RunPaths, read_parquet_named
+from scoring.runs.store import BATCHES, SCORES, RunPaths, batch_key, run_store, stat_key
 from scoring.stages.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
 from scoring.stages.peer_groups import batch_member_counts
 from scoring.stages.score_batch import load_stats, with_chain_totals
@@ -36,21 +35,21 @@ def _checked_npi(npi: str) -> int:
 def _batch_of(paths: RunPaths, manifest: RunManifest, npi: int) -> int | None:
     """The batch of this prepare whose slice holds the NPI (one scan of the slices' footers
     and npi columns; NPIs are sorted across batches, so at most one holds it)."""
-    files = [paths.batch_providers(i) for i in range(manifest.batches_total)]
-    missing = [f for f in files if not f.exists()]
+    store = run_store(paths)
+    keys = [batch_key(i, "providers") for i in range(manifest.batches_total)]
+    held = {f"{BATCHES}/{name}/providers.parquet" for name in store.list_names(BATCHES)}
+    held = {k for k in keys if k in held or store.exists(k)}
+    missing = [k for k in keys if k not in held]
     if missing:
         msg = (
-            f"{paths.root}: {len(missing)} of {len(files)} batch slices missing (pruned?), "
-            f"first {missing[0]}: explain needs the run's batches/"
+            f"{paths.where()}: {len(missing)} of {len(keys)} batch slices missing (pruned?), "
+            f"first {store.location(missing[0])}: explain needs the run's batches/"
         )
         raise RunStateError(msg)
-    found = (
-        pl.scan_parquet(files, glob=False, include_file_paths="file")
-        .filter(pl.col("npi") == npi)
-        .select("file")
-        .collect()
-    )
-    return int(Path(found["file"][0]).parent.name) if found.height else None
+    for index, key in enumerate(keys):  # footers first: NPIs are sorted across batches
+        if store.scan_frame(key).filter(pl.col("npi") == npi).select(pl.len()).collect().item():
+            return index
+    return None
 
 
 def _reference(paths: RunPaths, manifest: RunManifest) -> RunPaths:
@@ -58,24 +57,26 @@ def _reference(paths: RunPaths, manifest: RunManifest) -> RunPaths:
         return paths
     ref = RunLedger(paths).read().get("reference_run")
     if not ref:
-        msg = f"{paths.root}: an incremental run without a reference_run in its ledger"
+        msg = f"{paths.where()}: an incremental run without a reference_run in its ledger"
         raise RunStateError(msg)
-    return RunPaths(paths.root.parent / ref)
+    return paths.sibling(ref)
 
 
 def _stat(paths: RunPaths, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """A statistics table `explain` reads; runs made before it was kept have none."""
-    path = paths.stat(name)
-    return read_parquet_named(path) if path.exists() else pl.DataFrame(schema=schema)
+    store = run_store(paths)
+    key = stat_key(name)
+    return store.read_frame(key) if store.exists(key) else pl.DataFrame(schema=schema)
 
 
 def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
     npi = _checked_npi(npi_text)
     manifest = RunManifest.load(paths)
-    if not paths.scores.exists():
+    store = run_store(paths)
+    if not store.exists(SCORES):
         msg = f"run {paths.run_id} has not merged yet: no scores.parquet to explain"
         raise RunStateError(msg)
-    published = read_parquet_named(paths.scores).filter(pl.col("npi") == npi_text)
+    published = store.scan_frame(SCORES).filter(pl.col("npi") == npi_text).collect()
     batch = _batch_of(paths, manifest, npi)
     if published.is_empty() or batch is None:
         msg = (
@@ -86,10 +87,10 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
         raise InputError(msg)
     cfg = manifest.cfg
 
-    def own(path: Path) -> pl.DataFrame:
-        return read_parquet_named(path).filter(pl.col("npi") == npi)
+    def own(key: str) -> pl.DataFrame:
+        return store.read_frame(key).filter(pl.col("npi") == npi)
 
-    provider = own(paths.batch_providers(batch))
+    provider = own(batch_key(batch, "providers"))
     if cfg.graph_mode == "neo4j-live":
         provider = with_live_ownership(provider, neo4j_target(), cfg)
     else:
@@ -101,15 +102,15 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
     entities, members = entities.filter(of_snf), members.filter(of_snf)
     leie = _stat(paths, EXCLUSIONS_STAT, {"npi": pl.Int64})
     wanted = pl.concat([pl.Series([npi], dtype=pl.Int64), members["npi"]]).implode()
-    programs = paths.batch_programs(batch)
+    programs = batch_key(batch, "programs")
     counts = None
     if manifest.member_counts:  # what the batch read: the m1 rank counts peer_stats kept
         counts = batch_member_counts(paths, provider["npi"], cfg.shards)
     return ExplainInputs(
         npi=npi,
         provider=provider,
-        provider_years=own(paths.batch_provider_years(batch)),
-        programs=own(programs) if programs.exists() else pl.DataFrame(
+        provider_years=own(batch_key(batch, "provider_years")),
+        programs=own(programs) if store.exists(programs) else pl.DataFrame(
             schema={"npi": pl.Int64, "program": pl.String, "amount": pl.Float64}
         ),
         stats=load_stats(paths),
@@ -117,7 +118,7 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
         excluded_members=members,
         exclusions=leie.filter(pl.col("npi").is_in(wanted)),
         published=published.row(0, named=True),
-        reference_r_raw=read_parquet_named(_reference(paths, manifest).scores)["r_raw"],
+        reference_r_raw=run_store(_reference(paths, manifest)).read_frame(SCORES)["r_raw"],
         t=manifest.window_end_year,
         cfg=cfg,
         member_counts=counts,

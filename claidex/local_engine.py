@@ -16,11 +16,14 @@ import psutil
 
 from scoring.config import Settings
 from scoring.errors import RunStateError
+from scoring.inputs.dataset import DataSource
 from scoring.reports.progress import progress_bar
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
+from scoring.runs.object_store import is_url
 from scoring.runs.plan import has_plan, planned_payment_rows, read_plan
-from scoring.runs.store import RunPaths, new_run_id
+from scoring.runs.roots import run_at
+from scoring.runs.store import LEDGER, RunPaths, new_run_id, run_store
 from scoring.stages.drive import drive, prepare, resume_prepare
 from scoring.stages.pipeline import Finish, Kind, Work, is_prepared, next_work, run_task
 
@@ -28,14 +31,26 @@ ProgressHook = Callable[[int, int], None]
 
 
 def resolve_run(run: str, cfg: Settings) -> RunPaths:
-    """A run given as a directory path or as a run id under the run root."""
+    """A run given as a directory path, an s3:// URL, or a run id under the run root."""
+    if is_url(run):
+        paths = RunPaths(run)
+        if not run_store(paths).exists(LEDGER):
+            msg = f"no run at {run} (no ledger.json there)"
+            raise RunStateError(msg)
+        return paths
     candidate = Path(run)
-    if not candidate.is_dir():
-        candidate = cfg.run_root / run
-    if not candidate.is_dir():
+    if candidate.is_dir():
+        return RunPaths(candidate)
+    try:
+        paths = run_at(cfg.run_root, run)
+    except RunStateError:
+        msg = f"no run directory {run!r} (looked in {cfg.run_root})"
+        raise RunStateError(msg) from None
+    found = run_store(paths).exists(LEDGER) if paths.url else paths.root.is_dir()
+    if not found:
         msg = f"no run directory {run!r} (looked in {cfg.run_root})"
         raise RunStateError(msg)
-    return RunPaths(candidate)
+    return paths
 
 
 def latest_run(cfg: Settings) -> RunPaths:
@@ -45,8 +60,8 @@ def latest_run(cfg: Settings) -> RunPaths:
     return latest_full_run(cfg.run_root, published_only=False)
 
 
-def _task_in_worker(root: str, step: str, index: int) -> None:
-    run_task(RunPaths(Path(root)), step, index)
+def _task_in_worker(location: str, step: str, index: int) -> None:
+    run_task(RunPaths(location), step, index)
 
 
 TASK_MEMORY = 1.5e9  # bytes: a seed shard's ingest task peaks at ~1.0 GB, aggregate ~0.7 GB
@@ -136,7 +151,8 @@ class LocalPool:
             return
         pool = self._executor()
         futures = [
-            pool.submit(_task_in_worker, str(paths.root), work.name, i) for i in work.indices
+            pool.submit(_task_in_worker, str(paths.location), work.name, i)
+            for i in work.indices
         ]
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()
@@ -177,16 +193,16 @@ def score_and_merge(
 
 
 def run_local(
-    data_dir: Path,
+    data_dir: DataSource,
     cfg: Settings,
     *,
-    run_dir: Path | None = None,
+    run_dir: Path | str | None = None,
     show_progress: bool = True,
     database_url: str | None = None,
 ) -> RunPaths:
     """Full recompute: prepare, every batch, merge and calibrate, then publish when a
     database is given. Returns the run's paths."""
-    paths = RunPaths(run_dir or cfg.run_root / new_run_id())
+    paths = RunPaths(run_dir) if run_dir else run_at(cfg.run_root, new_run_id())
     with LocalPool(cfg.workers) as pool:
         prepare(paths, data_dir, cfg, pool.fan_out)
         score_and_merge(paths, pool, show_progress=show_progress, database_url=database_url)
@@ -197,13 +213,13 @@ def run_local_from_postgres(
     database_url: str,
     cfg: Settings,
     *,
-    run_dir: Path | None = None,
+    run_dir: Path | str | None = None,
     show_progress: bool = True,
     publish_to: str | None = None,
 ) -> RunPaths:
     """Export the source tables into the run directory (the export stage: each task COPYs
     its own NPI range), then run on that snapshot."""
-    paths = RunPaths(run_dir or cfg.run_root / new_run_id())
+    paths = RunPaths(run_dir) if run_dir else run_at(cfg.run_root, new_run_id())
     before = os.environ.get("DATABASE_URL")
     os.environ["DATABASE_URL"] = database_url  # what export tasks read, here or spawned
     try:

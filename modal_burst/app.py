@@ -22,12 +22,16 @@ from modal_burst import bodies
 from modal_burst.image import LOCAL_SOURCES as LOCAL_SOURCES  # the stand-in copies them
 from modal_burst.image import LockError, build_stamp, container_image
 from modal_burst.layout import VolumeLayout, named_volume
+from modal_burst.run_secrets import S3_REQUIRED
 from scoring.config import Settings
+from scoring.location import is_url
 
 CFG = Settings()
 # Containers see the deployer's mount. Secret names are not here: a run carries its own
 # (frozen into run.json at prepare; run_full gets them from the hand-off).
 IMAGE_ENV = {"CLAIDEX_MODAL_MOUNT": str(CFG.modal_mount)}
+if CFG.modal_run_root:  # runs on S3: every function reads and writes there
+    IMAGE_ENV["CLAIDEX_MODAL_RUN_ROOT"] = CFG.modal_run_root
 
 app = modal.App(CFG.modal_app_name)
 volume = named_volume(CFG.modal_volume)
@@ -66,7 +70,8 @@ def worker() -> str:
 
 def layout() -> VolumeLayout:
     """The volume as functions see it (CLAIDEX_MODAL_MOUNT points tests at a directory)."""
-    return VolumeLayout(Settings().modal_mount)
+    cfg = Settings()
+    return VolumeLayout(cfg.modal_mount, cfg.modal_run_root)
 
 
 def commit_volume() -> None:
@@ -98,6 +103,12 @@ def synced_volume() -> Iterator[None]:
 
 
 COMMON: dict[str, Any] = {"image": image, "volumes": {str(CFG.modal_mount): volume}}
+if is_url(CFG.modal_run_root):
+    # every function reads the runs, so every function carries the S3 credentials (a run
+    # step's secrets come from the driver's with_options, which puts this one first)
+    COMMON["secrets"] = [
+        modal.Secret.from_name(CFG.modal_s3_secret, required_keys=list(S3_REQUIRED))
+    ]
 STEP = {"cpu": CFG.modal_step_cpu}
 OPTIONS: dict[str, dict[str, Any]] = {  # per function, besides image and volume
     # prepare (the plan), the single prepare steps and merge without Modal retries: their failures

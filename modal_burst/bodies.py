@@ -18,12 +18,14 @@ from scoring.config import load_settings
 from scoring.db.connection import DatabaseError, connect, database_url
 from scoring.db.publish import table_full_run
 from scoring.errors import ClaidexError, InputError, RunFileError
+from scoring.inputs import dataset
+from scoring.location import is_url
 from scoring.runs.attempts import MERGE, PREPARE, StepAttempts, attempt_key, step_attempt
 from scoring.runs.ledger import RunLedger, read_record
 from scoring.runs.manifest import RunManifest
-from scoring.runs.plan import has_plan, plan_path, read_plan
+from scoring.runs.plan import has_plan, plan_source, read_plan
 from scoring.runs.retry_policy import exhausted
-from scoring.runs.store import RunPaths
+from scoring.runs.store import LEDGER, MANIFEST, RunPaths, read_json_or, run_store
 from scoring.stages.finish import merge_and_publish, publish_checked
 from scoring.stages.pipeline import (
     is_prepared,
@@ -95,7 +97,7 @@ def prepare_run(
             begin_prepare_from_postgres(paths, database_url(), cfg)
         else:
             data = layout.dataset(data_name)
-            if not data.is_dir():
+            if not dataset.is_dir(data):
                 msg = (
                     f"dataset {data_name!r} is not on the volume (no {data}); upload it with "
                     f"`python -m modal_burst upload DIR --data-name {data_name}` (a deployed "
@@ -104,8 +106,8 @@ def prepare_run(
                 )
                 raise InputError(msg)
             begin_prepare(paths, data, cfg)
-            as_of = layout.upload_record(data_name)
-            uploaded = read_record(as_of).get("uploaded_at") if as_of.exists() else None
+            as_of = None if is_url(data_name) else layout.upload_record(data_name)
+            uploaded = read_record(as_of).get("uploaded_at") if as_of and as_of.exists() else None
             RunLedger(paths).update(source_dataset=data_name, source_uploaded_at=uploaded)
         RunLedger(paths).update(engine="modal", publish=publish)
         return {"run_id": run_id, "shards": read_plan(paths)[2]}
@@ -272,7 +274,8 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
     paths = layout.run(run_id)
     # steps whose last start has not ended well: a crash loop shows here while it runs
     attempts = {k: r for k, r in StepAttempts(paths).states().items() if r["status"] != "done"}
-    if not paths.ledger.exists():
+    store = run_store(paths)
+    if not store.exists(LEDGER):
         return {
             "run_id": run_id,
             "exists": False,
@@ -282,8 +285,8 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
         }
     ledger = RunLedger(paths)
     summary = ledger.summary()
-    manifest = read_record(paths.manifest) if paths.manifest.exists() else None
-    pruned = read_record(paths.root / PRUNED) if (paths.root / PRUNED).exists() else None
+    manifest = read_json_or(paths, MANIFEST, None)
+    pruned = read_json_or(paths, PRUNED, None)
     states = ledger.batch_states()
     planned = has_plan(paths)
     settings: dict[str, Any] = manifest.get("settings", {}) if manifest else {}
@@ -306,12 +309,13 @@ def _run_state(layout: VolumeLayout, run_id: str) -> dict[str, Any]:
         }
         if work is not None
         else None,
-        "plan_source": read_record(plan_path(paths)).get("source") if planned else None,
+        "plan_source": plan_source(paths) if planned else None,
         **({"stages": stage_progress(paths)} if planned else {}),  # the shards' own markers
         "graph_mode": settings.get("graph_mode"),
         "postgres_secret": settings.get("modal_postgres_secret"),
         "neo4j_secret": settings.get("modal_neo4j_secret"),
         "postgres_keys": settings.get("modal_postgres_keys"),
+        "s3_secret": settings.get("modal_s3_secret"),
         "missing": [],
         "batch_errors": {i: states[i].get("error", "") for i in summary["batches_failed"]},
         "attempts": attempts,
@@ -346,13 +350,14 @@ def record_status(
     run's error, else interrupted), so a resume starts each step with a fresh budget."""
     paths = layout.run(run_id)
     ledger = RunLedger(paths)
-    if not paths.ledger.exists() and status != "failed":  # a prepare that died before it
+    if not run_store(paths).exists(LEDGER) and status != "failed":  # a prepare died before it
         StepAttempts(paths).end_running("interrupted", "an earlier dispatch never saw it end")
         return
     if status == "failed":
         StepAttempts(paths).end_running("failed", error or "failed")
+        chunks = ledger.chunks_done()
         for index, why in (batch_errors or {}).items():
-            if not paths.chunk(index).exists():
+            if index not in chunks:
                 ledger.batch_failed(index, why)
         ledger.fail(step or "score", error or "failed")
         return
@@ -360,7 +365,8 @@ def record_status(
     if ledger.read().get("status") in ("blocked", "published"):  # an outcome, never undone
         return
     if status == "scoring":
+        chunks = ledger.chunks_done()
         for index, record in ledger.batch_states().items():
-            if record.get("status") == "running" and not paths.chunk(index).exists():
+            if record.get("status") == "running" and index not in chunks:
                 ledger.batch_interrupted(index, "an earlier dispatch never saw it end")
     ledger.set_status(status, error=None, failed_step=None)

@@ -34,7 +34,8 @@ from scoring.config import Settings
 from scoring.errors import ClaidexError, RunStateError
 from scoring.runs.attempts import MERGE, PREPARE, attempt_key, describe
 
-LOCATION_SETTINGS = {"run_root", "modal_mount"}  # where things live, not how runs are scored
+# where things live, not how runs are scored
+LOCATION_SETTINGS = {"run_root", "modal_mount", "modal_run_root"}
 AFTER_PREPARE = ("score_batch", "merge_and_calibrate")
 
 
@@ -241,7 +242,7 @@ def _prepare(
         # a run that never finished prepare keeps the choice it recorded, if any
         publish = request.publish if request.publish is not None else state.get("publish", True)
         overrides = {**secret_names(cfg), **request.overrides}  # frozen into the plan
-        needs = RunNeeds.of_request(overrides, request.source, bool(publish))
+        needs = RunNeeds.of_request(overrides, request.source, bool(publish), request.data_name)
         steps = with_secrets(remote, needs, STEPS)
         # a start of an earlier prepare still 'running' (an interrupted driver) is no death,
         # also when that prepare died before the ledger existed

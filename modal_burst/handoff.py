@@ -55,7 +55,7 @@ def spawn_full_run(run_id: str, cfg: Settings, *, publish: bool = True) -> str:
 
     source = scheduled_source(cfg)
     overrides = run_overrides(cfg)
-    needs = RunNeeds.of_request(overrides, source, publish)
+    needs = RunNeeds.of_request(overrides, source, publish, cfg.modal_data_name)
     try:
         find_secrets(ModalRemote({}), needs, STEPS)
         function = modal.Function.from_name(cfg.modal_app_name, "run_full")

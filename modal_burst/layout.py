@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from scoring.location import is_url
+from scoring.runs.roots import run_at
 from scoring.runs.store import RunPaths, checked_run_id
 
 DATASETS = "datasets"
@@ -19,17 +21,22 @@ VOLUME_VERSION = 2
 
 @dataclass(frozen=True)
 class VolumeLayout:
-    """The volume as a function sees it, mounted at `root` (a temporary directory in tests)."""
+    """The volume as a function sees it, mounted at `root` (a temporary directory in tests).
+    `run_root` an s3:// URL (CLAIDEX_MODAL_RUN_ROOT): runs live there instead of the
+    volume's runs/; a dataset named by an s3:// URL is read from there."""
 
     root: Path
+    run_root: str = ""
 
-    def dataset(self, name: str) -> Path:
-        return self.root / DATASETS / name
+    def dataset(self, name: str) -> Path | str:
+        return name if is_url(name) else self.root / DATASETS / name
 
     def upload_record(self, name: str) -> Path:
         return self.root / upload_record_key(name)
 
     def run(self, run_id: str) -> RunPaths:
+        if is_url(self.run_root):
+            return run_at(self.run_root, run_id)
         return RunPaths(self.root / RUNS / checked_run_id(run_id))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from scoring.config import Settings
 from scoring.errors import ClaidexError, RunStateError
+from scoring.location import is_url
 
 STEPS = (
     "prepare",
@@ -33,6 +34,9 @@ NEO4J_STEPS = {"neo4j-snapshot": ("stage_single",), "neo4j-live": ("stage_single
 POSTGRES_KEYS = "DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME"
 NEO4J_KEYS = "NEO4J_URI=neo4j+s://HOST NEO4J_USER=neo4j NEO4J_PASSWORD=PASSWORD"
 POSTGRES_NAME, NEO4J_NAME = "modal_postgres_secret", "modal_neo4j_secret"  # Settings fields
+S3_NAME = "modal_s3_secret"
+S3_KEYS = "AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_REGION=... [AWS_ENDPOINT_URL=...]"
+S3_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 POSTGRES_KEYS_NAME = "modal_postgres_keys"
 NEO4J_REQUIRED = ("NEO4J_URI",)  # user and password have defaults or aliases
 # what scoring.db.connection.database_url accepts: a URL, or libpq finding the server itself
@@ -50,7 +54,13 @@ def secret_names(cfg: Settings) -> dict[str, str]:
         POSTGRES_NAME: cfg.modal_postgres_secret,
         NEO4J_NAME: cfg.modal_neo4j_secret,
         POSTGRES_KEYS_NAME: cfg.modal_postgres_keys,
+        S3_NAME: cfg.modal_s3_secret,
     }
+
+
+def uses_object_store(data: object) -> bool:
+    """The run root (CLAIDEX_MODAL_RUN_ROOT, the App's) or the dataset is on S3."""
+    return is_url(Settings().modal_run_root) or is_url(data)
 
 
 def postgres_keys(text: str) -> tuple[str, ...]:
@@ -81,10 +91,14 @@ class RunNeeds:
     postgres_secret: str = _default(POSTGRES_NAME)
     neo4j_secret: str = _default(NEO4J_NAME)
     postgres_keys: str = _default(POSTGRES_KEYS_NAME)
+    s3_secret: str = ""  # the run's S3 credentials (every step), when it uses S3
 
     @classmethod
-    def of_request(cls, overrides: dict[str, Any], source: str, publish: bool) -> RunNeeds:
+    def of_request(
+        cls, overrides: dict[str, Any], source: str, publish: bool, data_name: str = ""
+    ) -> RunNeeds:
         """A run about to be prepared: its frozen settings (CLAIDEX_* and flags) and source."""
+        s3 = str(overrides.get(S3_NAME) or _default(S3_NAME))
         return cls(
             str(overrides.get("graph_mode") or "embedded"),
             reads_postgres=source == "postgres",
@@ -92,6 +106,7 @@ class RunNeeds:
             postgres_secret=str(overrides.get(POSTGRES_NAME) or _default(POSTGRES_NAME)),
             neo4j_secret=str(overrides.get(NEO4J_NAME) or _default(NEO4J_NAME)),
             postgres_keys=str(overrides.get(POSTGRES_KEYS_NAME) or _default(POSTGRES_KEYS_NAME)),
+            s3_secret=s3 if uses_object_store(data_name) else "",
         )
 
     @classmethod
@@ -118,6 +133,9 @@ class RunNeeds:
             neo4j_secret=str(state.get("neo4j_secret") or _default(NEO4J_NAME)),
             # a run from before the keys were recorded: the caller's setting
             postgres_keys=str(state.get("postgres_keys") or Settings().modal_postgres_keys),
+            s3_secret=str(state.get("s3_secret") or _default(S3_NAME))
+            if uses_object_store(state.get("source"))
+            else "",
         )
 
 
@@ -159,4 +177,8 @@ def secret_uses(needs: RunNeeds) -> dict[str, list[SecretUse]]:
     why = f"graph mode {needs.graph_mode} reads Neo4j"
     for step in NEO4J_STEPS.get(needs.graph_mode, ()):
         uses[step].append(SecretUse(needs.neo4j_secret, why, NEO4J_KEYS, NEO4J_REQUIRED))
+    if needs.s3_secret:  # first: with_options replaces what a function declares
+        why = "the run root or the dataset is on S3"
+        for step in STEPS:
+            uses[step].insert(0, SecretUse(needs.s3_secret, why, S3_KEYS, S3_REQUIRED))
     return uses

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 METHODOLOGY_VERSION = "v1"
@@ -101,7 +101,10 @@ class Settings(BaseSettings):
     # local engine processes; 0: one per core once the plan has two or more shards (3 M+
     # payment rows: seed 68 -> 52 s on 2 cores), else the run stays in this process
     workers: int = Field(default=0, ge=0)
-    run_root: Path = Path("runs")
+    # a directory, or s3://bucket/prefix (credentials: the standard AWS variables only)
+    run_root: Path | str = Path("runs")
+    # seconds an object-store request retries a restarted or unreachable S3 server
+    s3_outage_window: float = Field(default=60.0, ge=0)
     graph_mode: GraphMode = "embedded"
 
     # --- checks before publish (docs in README "Checks before publish") --------
@@ -170,6 +173,10 @@ class Settings(BaseSettings):
     modal_app_name: str = "claidex-burst"
     modal_volume: str = "claidex-data"
     modal_mount: Path = Path("/data")  # where functions see the volume
+    # runs on S3 instead of the volume's runs/ (s3://bucket/prefix); its credentials come
+    # from the Modal secret modal_s3_secret, which every function then carries
+    modal_run_root: str = ""
+    modal_s3_secret: str = "claidex-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
     modal_data_name: str = "claidex"  # dataset under <volume>/datasets/ for scheduled runs
     # what a scheduled burst reads; unset: what the fleet's scheduled run reads (Postgres when
     # a database is configured); "volume" (last uploaded dataset) only when chosen
@@ -203,6 +210,13 @@ class Settings(BaseSettings):
     def __hash__(self) -> int:
         """Hashable like any frozen model, the component_weights mapping included."""
         return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
+    @field_validator("run_root", mode="after")
+    @classmethod
+    def _run_root_location(cls, value: Path | str) -> Path | str:
+        """An s3:// URL stays a string (a Path would fold its '//'); anything else a Path."""
+        text = str(value)
+        return text.rstrip("/") if text.startswith("s3://") else Path(text)
 
     @model_validator(mode="after")
     def _redelivery_after_time_limit(self) -> Settings:

@@ -19,6 +19,11 @@ class RunFileError(RunStateError):
     """A run-directory file is missing or unreadable (storage trouble or a damaged run)."""
 
 
+class RunFileMissingError(RunFileError, FileNotFoundError):
+    """A run file that is not there (a missing object of an object-store run, as a missing
+    file is for a directory): what callers that treat absence as 'not yet' catch."""
+
+
 class GaveUpError(RunStateError):
     """A retry budget ran out: final, and handed back, not raised, where an engine retries any
     raise (retry_policy's EXHAUSTED)."""
@@ -43,3 +48,7 @@ class StorageFullError(TransientError):
 
 class UnreachableError(TransientError):
     """A server is down, restarting or unreachable: an outage to ride out for a while."""
+
+
+class StoreUnreachableError(UnreachableError):
+    """The object store did not answer within its outage window (CLAIDEX_S3_OUTAGE_WINDOW)."""

@@ -14,7 +14,7 @@ from scoring.db.connection import connect
 from scoring.db.schema import init_schema
 from scoring.graphdb.connection import Neo4jTarget, neo4j_target
 from tests.bolt_server import BoltServer
-from tests.devservices import PrivatePostgres, PrivateRedis
+from tests.devservices import PrivatePostgres, PrivateRedis, PrivateS3
 from tests.fleet import CeleryProcess, fleet_env, worker
 from tests.graphs import clear_graph
 
@@ -136,3 +136,19 @@ def fleet(redis_server: PrivateRedis, tmp_path: Path):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[PrivateS3]:
+    """A private SeaweedFS S3 server (loopback, random credentials) for the session."""
+    with PrivateS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: PrivateS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The standard AWS variables of the private server, set in this process (and so in the
+    processes it spawns); a fresh prefix per test: `s3_env["root"]`."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return {**s3_server.env(), "root": f"s3://{s3_server.bucket}/t-{uuid.uuid4().hex[:10]}"}

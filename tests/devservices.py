@@ -349,6 +349,29 @@ class PrivateS3:
             return False
         return True
 
+    def upload(self, directory: Path, prefix: str) -> str:
+        """Every file under `directory` to `prefix`/ in the bucket; the s3:// URL of it."""
+        import obstore
+        from obstore.store import S3Store
+
+        store = S3Store(self.bucket, config=self.storage_options())
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                key = f"{prefix}/{path.relative_to(directory).as_posix()}"
+                obstore.put(store, key, path.read_bytes())
+        return f"s3://{self.bucket}/{prefix}"
+
+    def restart(self, down: float = 0.0) -> None:
+        """Stopped (its data kept), `down` seconds without a server, then up again on the
+        same ports: what clients see of a restart."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        time.sleep(down)
+        if not self._launch():
+            msg = f"weed mini did not come back on its ports ({self.root / 'weed.log'})"
+            raise RuntimeError(msg)
+
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fleet_env(
-    redis_url: str, run_root: Path, database_url: str | None = None, **extra: str
+    redis_url: str, run_root: Path | str, database_url: str | None = None, **extra: str
 ) -> dict[str, str]:
     env = {  # never the developer's database or Modal account
         k: v
@@ -47,12 +47,14 @@ def fleet_env(
 class CeleryProcess:
     """`celery -A workers <role> ...` in its own process group, logged to a file."""
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *args: str, cwd: Path = ROOT) -> None:
         self.log = log
         self.handle = log.open("ab")
+        if cwd != ROOT:  # a worker of its own directory still imports this checkout
+            env = {**env, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=self.handle,
             stderr=subprocess.STDOUT,
@@ -94,7 +96,12 @@ class CeleryProcess:
 
 
 def worker(
-    env: dict[str, str], log: Path, name: str, queues: str = "batches,runs", concurrency: int = 1
+    env: dict[str, str],
+    log: Path,
+    name: str,
+    queues: str = "batches,runs",
+    concurrency: int = 1,
+    cwd: Path = ROOT,
 ) -> CeleryProcess:
     proc = CeleryProcess(
         env,
@@ -112,20 +119,21 @@ def worker(
         "INFO",
         "--without-gossip",
         "--without-mingle",
+        cwd=cwd,
     )
     proc.wait_ready()
     return proc
 
 
 def workers_cli(
-    env: dict[str, str], *args: str, timeout: float = 300
+    env: dict[str, str], *args: str, timeout: float = 300, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers", *args, "--quiet"]
         if args[0] in ("full", "resume")
         else [sys.executable, "-m", "workers", *args],
-        cwd=ROOT,
-        env=env,
+        cwd=cwd,
+        env=env if cwd == ROOT else {**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=timeout,

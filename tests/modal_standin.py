@@ -161,6 +161,17 @@ class StandInForgottenCommitError(AssertionError):
     """Only a container's shutdown commit made some of its writes visible."""
 
 
+def declared_required_keys(secret: Any) -> list[str]:
+    """The `required_keys` a `modal.Secret.from_name` handle was made with: they live only in
+    its loader's closure, which sends them in SecretGetOrCreate (`secret.py::_Secret.from_name`
+    `_load`), where "the server asserts these keys exist on the Secret"."""
+    from modal._utils.async_utils import synchronizer
+
+    load = synchronizer._translate_in(secret)._load
+    cells = dict(zip(load.__code__.co_freevars, load.__closure__ or (), strict=True))
+    return list(cells["required_keys"].cell_contents) if "required_keys" in cells else []
+
+
 @dataclass(frozen=True)
 class StandInSecret:
     name: str
@@ -567,7 +578,10 @@ class StandInFunction:
         if declared is None:
             declared = tuple(getattr(self.standin.app_module, self.name)._spec_.secrets)
         return [
-            s if isinstance(s, StandInSecret) else self.standin.lookup(s.name) for s in declared
+            s
+            if isinstance(s, StandInSecret)
+            else self.standin.lookup(s.name, declared_required_keys(s))
+            for s in declared
         ]
 
     def hydrate(self) -> StandInFunction:

@@ -12,6 +12,7 @@ from typing import Any
 from claidex.command_line import BLOCKED_EXIT, add_graph_flag, run_command
 from scoring.config import SHARDS_HELP, load_settings
 from scoring.errors import InputError
+from scoring.location import resolved
 from scoring.reports.progress import progress_bar
 from scoring.runs.ledger import RunLedger
 
@@ -126,7 +127,7 @@ def _full(args: argparse.Namespace) -> int:
     _refuse_existing(run_id)
     chosen = {"batch_size": args.batch_size, "shards": args.shards, "graph_mode": args.graph}
     overrides = {k: v for k, v in chosen.items() if v is not None}
-    data = str(Path(args.data).resolve()) if args.source == "dataset" else None
+    data = resolved(args.data) if args.source == "dataset" else None
     _claim_run_id(run_id, data, overrides, not args.no_publish)
     started = start_full_run.apply_async(args=[run_id, data, overrides, not args.no_publish])
     start_id = str(started.id)
@@ -142,13 +143,15 @@ def _full(args: argparse.Namespace) -> int:
 
 def _refuse_existing(run_id: str) -> None:
     """A run id names one run: `full` never reuses it (nor ignores new --data/--batch-size)."""
+    from scoring.runs.store import LEDGER, MANIFEST, REQUEST, run_store
     from workers.tasks import run_paths
 
     paths = run_paths(run_id)
-    if paths.ledger.exists() or paths.request.exists() or paths.manifest.exists():
+    store = run_store(paths)
+    if any(store.exists(key) for key in (LEDGER, REQUEST, MANIFEST)):
         status = RunLedger(paths).read().get("status", "queued")
         msg = (
-            f"run {run_id} already exists ({status}, {paths.root}): choose another --run-id, "
+            f"run {run_id} already exists ({status}, {paths.where()}): choose another --run-id, "
             f"or `python -m workers resume {run_id}` to finish it"
         )
         raise InputError(msg)
@@ -186,7 +189,7 @@ def diagnosis(run_id: str) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from scoring.runs.store import RunPaths
+    from scoring.runs.roots import runs_under
     from workers.tasks import run_paths
 
     if args.run:
@@ -198,12 +201,11 @@ def _status(args: argparse.Namespace) -> int:
             summary["recovery"] = f"fix the cause, then `python -m workers resume {args.run}`"
         print(json.dumps(summary, indent=2, default=str))
         return {"failed": 1, "blocked": BLOCKED_EXIT}.get(summary.get("status"), 0)
-    root = load_settings().run_root
-    runs = sorted((p for p in root.glob("*") if (p / "ledger.json").exists()), reverse=True)
-    for path in runs[:20]:
-        state = RunLedger(RunPaths(path)).summary()  # any directory name: it is listed, not used
+    runs = sorted(runs_under(load_settings().run_root), key=lambda p: p.run_id, reverse=True)
+    for paths in runs[:20]:
+        state = RunLedger(paths).summary()
         print(
-            f"{path.name}  {state.get('kind', '?'):<11} {state.get('status', '?'):<10} "
+            f"{paths.run_id}  {state.get('kind', '?'):<11} {state.get('status', '?'):<10} "
             f"{state.get('batches_done', 0)}/{state.get('batches_total', '?')} batches"
         )
     return 0
@@ -216,10 +218,9 @@ def _metrics(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from scoring.runs.metrics import run_root_registry
-    from scoring.runs.store import RunPaths
 
     root = load_settings().run_root
-    registry = run_root_registry(root, lambda folder: RunLedger(RunPaths(folder)).read())
+    registry = run_root_registry(root, lambda paths: RunLedger(paths).read())
     server, _thread = start_http_server(args.port, args.addr, registry=registry)
     print(f"metrics of {root} on http://{args.addr}:{server.server_port}/metrics", flush=True)
     threading.Event().wait()  # until the process is stopped
@@ -250,7 +251,7 @@ def _enqueue(args: argparse.Namespace) -> int:
     if args.file:
         npis += Path(args.file).read_text().split()
     wanted = checked_npis(npis)  # malformed NPIs never reach the queue
-    data = str(Path(args.data).resolve()) if args.data else None
+    data = resolved(args.data) if args.data else None
     result = app.send_task("claidex.score_incremental", args=[wanted, data, not args.no_publish])
     print(f"enqueued {len(wanted)} NPI(s) as task {result.id}")
     if not args.wait:

@@ -12,9 +12,9 @@ import redis
 from scoring.config import Settings
 from scoring.runs.ledger import RETRY_PENDING
 from scoring.runs.retry_policy import final_types, transient_types
+from scoring.runs.roots import run_at
 from scoring.runs.store import (
     RunPaths,
-    checked_run_id,
 )
 from workers.app import backend_url, broker_url
 from workers.lease import Lease, lease_key
@@ -93,4 +93,4 @@ def retries_pending(task: Any) -> Iterator[None]:
 def run_paths(run_id: str) -> RunPaths:
     """Every worker resolves a run id under the shared run root (CLAIDEX_RUN_ROOT); a run id
     from a message is checked first, so no message can point a task outside it."""
-    return RunPaths(Settings().run_root / checked_run_id(run_id))
+    return run_at(Settings().run_root, run_id)

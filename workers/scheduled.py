@@ -14,14 +14,17 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
+from scoring.inputs.dataset import DataSource, data_source
 from scoring.inputs.npi import checked_npis
 from scoring.runs.alerts import send_alert
-from scoring.runs.ledger import RunLedger, read_record, utc_now
+from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import (
+    WATCHDOG,
     RunPaths,
     new_run_id,
-    write_json_atomic,
+    read_json_or,
+    run_store,
 )
 from scoring.stages.finish import publish_checked
 from scoring.stages.incremental import (
@@ -53,7 +56,7 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
     ledger = RunLedger(paths)
     state = ledger.read()
     # Kept beside the ledger, which a re-prepare clears: the count of resumes must survive it.
-    record = read_record(paths.watchdog) if paths.watchdog.exists() else {}
+    record = dict(read_json_or(paths, WATCHDOG, {}))
     if time.time() - float(record.get("last_epoch", 0)) < cfg.stall_seconds:
         return None  # the last action needs time to show progress
     if int(record.get("actions", 0)) >= cfg.watchdog_max_resumes:
@@ -70,7 +73,7 @@ def act_on(verdict: Verdict, cfg: Settings) -> str | None:
         last_at=utc_now(),
         last=f"{verdict.action}: {verdict.reason}",
     )
-    write_json_atomic(record, paths.watchdog)
+    run_store(paths).write_json(WATCHDOG, record)
     ledger.update(watchdog=record)
     log.warning("watchdog: run %s: %s: %s", verdict.run_id, verdict.action, verdict.reason)
     send_alert(
@@ -120,14 +123,14 @@ def watchdog(self: Any) -> dict[str, Any]:
 
 def _incremental_source(
     paths: RunPaths, reference: RunPaths, npis: list[str], data_dir: str | None
-) -> Path:
+) -> DataSource:
     """The NPIs' current rows: a dataset directory, or Postgres when one is configured."""
     if data_dir:
-        return Path(data_dir)
+        return data_source(data_dir)
     url = database_url()
     if url is None:
-        return Path(RunManifest.load(reference).source)
-    source = paths.root / "source"
+        return data_source(RunManifest.load(reference).source)
+    source = paths.root / "source"  # the export writes a local dataset (a local run root)
     with connect(url) as conn:
         export_dataset(conn, source, npis=npis, with_graph=False)
     return source

@@ -4,9 +4,7 @@ The step table says what comes next; these tasks interpret it as chords."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from celery import chord
@@ -15,14 +13,11 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings, load_settings
 from scoring.db.connection import database_url
 from scoring.errors import InputError, RunStateError
-from scoring.runs.ledger import RunLedger, read_record, utc_now
+from scoring.inputs.dataset import data_source
+from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.plan import has_plan
-from scoring.runs.store import (
-    RunPaths,
-    writable_run_dir,
-    write_json_atomic,
-)
+from scoring.runs.store import REQUEST, RunPaths, read_json_or, run_store, writable_run
 from scoring.stages.finish import (
     merge_and_publish,
     merge_done,
@@ -98,12 +93,13 @@ def save_request(
         "publish": publish_scores,
         "requested_at": utc_now(),
     }
-    if exclusive:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        with open(paths.request, "x") as handle:
-            json.dump(request, handle)
-    elif not paths.request.exists():
-        write_json_atomic(request, paths.request)
+    store = run_store(paths)
+    if exclusive:  # a conditional create on S3, a hard link on a filesystem
+        if not store.claim(REQUEST, request):
+            msg = f"{paths.where(REQUEST)} exists"
+            raise FileExistsError(msg)
+    elif not store.exists(REQUEST):
+        store.write_json(REQUEST, request)
 
 
 @app.task(name="claidex.start_full_run", bind=True, **RELIABLE)
@@ -116,7 +112,7 @@ def start_full_run(
     from a dead one, and does nothing once the chord was dispatched.
     """
     paths = run_paths(run_id)
-    writable_run_dir(paths.root)
+    writable_run(paths)
     save_request(paths, data_dir, overrides, publish_scores)
     lease = take_lease(self, run_id, "start")
     if isinstance(lease, str):
@@ -125,7 +121,7 @@ def start_full_run(
     ledger = RunLedger(paths)
     with lease, retries_pending(self):
         state = ledger.read()
-        if paths.manifest.exists() and state.get("status") not in (None, "preparing", "failed"):
+        if RunManifest.exists(paths) and state.get("status") not in (None, "preparing", "failed"):
             # Prepared already (a redelivery, or a kill during dispatch): never prepare
             # again under batches that may be running; send what is missing, once.
             if state.get("dispatched"):
@@ -141,7 +137,7 @@ def start_full_run(
         else:
             with ledger.heartbeat("prepare", worker=worker, every=cfg.heartbeat_seconds):
                 if data_dir:
-                    begin_prepare(paths, Path(data_dir), cfg)
+                    begin_prepare(paths, data_source(data_dir), cfg)
                 else:  # the export stage's tasks read their own NPI ranges
                     url = database_url()
                     window = cfg.db_outage_window
@@ -290,8 +286,9 @@ def publish_wanted(paths: RunPaths, state: dict[str, Any]) -> bool:
     outside the fleet (no request.json) publishes, as `resume` always has."""
     if state.get("publish") is not None:
         return bool(state["publish"])
-    if paths.request.exists():
-        return bool(read_record(paths.request).get("publish", False))
+    request = read_json_or(paths, REQUEST, None)
+    if request is not None:
+        return bool(request.get("publish", False))
     return True
 
 
@@ -323,11 +320,11 @@ def resume_run(run_id: str) -> str | None:
     else the batches without a chunk, then merge. A run already published: returns None."""
     paths = run_paths(run_id)
     ledger = RunLedger(paths)
-    if not paths.manifest.exists():
-        if not paths.request.exists():
+    if not RunManifest.exists(paths):
+        request = read_json_or(paths, REQUEST, None)
+        if request is None:
             msg = f"run {run_id}: no run.json and no request.json: not a fleet run; start it again"
             raise ResumeError(msg)
-        request = read_record(paths.request)
         args = [run_id, request["data_dir"], request["overrides"], request["publish"]]
         result = start_full_run.apply_async(args=args, queue=RUN_QUEUE)
         start_id = str(result.id)

@@ -12,13 +12,22 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from scoring.config import Settings
 from scoring.errors import RunFileError
 from scoring.runs.ledger import RunLedger
+from scoring.runs.manifest import RunManifest
 from scoring.runs.retry_policy import LOW_DISK_BYTES
-from scoring.runs.store import RunPaths
+from scoring.runs.roots import RunRoot, runs_under
+from scoring.runs.store import (
+    BATCH_LEDGER,
+    CHUNKS,
+    HEARTBEATS,
+    LEDGER,
+    REQUEST,
+    RunPaths,
+    run_store,
+)
 from scoring.stages.pipeline import STEPS, Kind
 from workers.broker import PendingMessage
 
@@ -51,16 +60,7 @@ def _clock(epoch: float) -> str:
 
 def last_progress(paths: RunPaths) -> float:
     """Newest write anywhere a live run writes: ledger, batch records, chunks, heartbeats."""
-    newest = 0.0
-    for path in (paths.ledger, paths.request):
-        if path.exists():
-            newest = max(newest, path.stat().st_mtime)
-    for folder in (paths.batch_ledger_dir, paths.root / "chunks", paths.heartbeat_dir):
-        if folder.exists():
-            newest = max(
-                [newest, folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())]
-            )
-    return newest
+    return run_store(paths).newest_write([LEDGER, REQUEST, BATCH_LEDGER, CHUNKS, HEARTBEATS])
 
 
 def check_run(
@@ -74,12 +74,13 @@ def check_run(
     now = time.time() if now is None else now
     ledger = RunLedger(paths)
     summary = ledger.summary()
-    status = summary.get("status") or ("queued" if paths.request.exists() else "unknown")
+    queued = run_store(paths).exists(REQUEST)
+    status = summary.get("status") or ("queued" if queued else "unknown")
     verdict = Verdict(paths.run_id, status)
     if status not in UNFINISHED or (status == "merged" and not summary.get("will_publish")):
         return verdict
     idle = now - last_progress(paths)
-    free = shutil.disk_usage(paths.root).free
+    free = shutil.disk_usage(paths.root).free if paths.url is None else LOW_DISK_BYTES
     if free < LOW_DISK_BYTES:
         verdict.notes.append(
             f"disk: only {free / 2**20:.0f} MiB free under {paths.root}: steps cannot write; "
@@ -108,7 +109,7 @@ def check_run(
     for message in messages:
         by_task.setdefault(message.task, []).append(message)
     stalled = idle >= cfg.stall_seconds
-    if status in ("queued", "preparing") or not paths.manifest.exists():
+    if status in ("queued", "preparing") or not RunManifest.exists(paths):
         shards = [
             m
             for m in by_task.get(STAGE_SHARD, [])
@@ -191,17 +192,14 @@ def _dead_delivery(
     return message.delivered_at <= float(beat["at"])
 
 
-def unfinished_runs(root: Path, max_age_days: float = 14.0) -> list[RunPaths]:
+def unfinished_runs(root: RunRoot, max_age_days: float = 14.0) -> list[RunPaths]:
     """Fleet runs (with a request.json) touched in the last `max_age_days`."""
-    if not root.exists():
-        return []
     cutoff = time.time() - max_age_days * 86_400
     found = []
-    for request in sorted(root.glob("*/request.json")):
-        paths = RunPaths(request.parent)
+    for paths in runs_under(root, holding=REQUEST):
         try:
             status = RunLedger(paths).read().get("status", "queued")
-            recent = request.parent.stat().st_mtime >= cutoff
+            recent = run_store(paths).newest_write([LEDGER, REQUEST]) >= cutoff
         except (OSError, RunFileError):  # a damaged run is reported by status, not here
             continue
         if status in UNFINISHED and recent:

@@ -7,7 +7,6 @@ report; a blocking verdict holds the run (`blocked`) until `claidex publish RUN 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -27,7 +26,8 @@ from scoring.errors import RunFileError
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.outage import through_outage
-from scoring.runs.store import RunPaths, read_json, read_parquet_named, write_json_atomic
+from scoring.runs.roots import run_at
+from scoring.runs.store import REPORT, SCORES, RunPaths, read_json_or, run_store
 
 CHECKS = "checks.json"
 
@@ -43,19 +43,19 @@ def published_run_id(database_url: str) -> tuple[str | None, bool]:
 
 def locate_run(run_id: str, beside: RunPaths, cfg: Settings) -> RunPaths | None:
     """A run's directory: beside this run, else under the run root (None: neither)."""
-    for folder in (beside.root.parent / run_id, Path(cfg.run_root) / run_id):
-        if (folder / "scores.parquet").is_file():
-            return RunPaths(folder)
+    for candidate in (beside.sibling(run_id), run_at(cfg.run_root, run_id)):
+        if run_store(candidate).exists(SCORES):
+            return candidate
     return None
 
 
 def measures_of(paths: RunPaths, scores: pl.DataFrame | None = None) -> dict[str, Any]:
     """A run's measures: its measures.json, else computed from its files (never written
     into another run's directory: it may not be ours to write)."""
-    target = paths.root / MEASURES
-    if target.is_file():
-        return dict(read_json(target))
-    return run_measures(paths, read_parquet_named(paths.scores) if scores is None else scores)
+    found = read_json_or(paths, MEASURES, None)
+    if found is not None:
+        return dict(found)
+    return run_measures(paths, run_store(paths).read_frame(SCORES) if scores is None else scores)
 
 
 def _outcome(checks: list[Check], reference: str | None, note: str = "") -> dict[str, Any]:
@@ -82,7 +82,7 @@ def run_checks(
     manifest = RunManifest.load(paths)
     cfg = manifest.cfg
     now = run_measures(paths, scores)  # this run's, always afresh (a re-merge: new scores)
-    write_json_atomic(now, paths.root / MEASURES)
+    run_store(paths).write_json(MEASURES, now)
     if not cfg.checks:
         outcome = _outcome([], None, "checks are off (CLAIDEX_CHECKS=0)")
     elif manifest.kind == "incremental":
@@ -92,7 +92,7 @@ def run_checks(
         outcome = _outcome(incremental_checks(now, measures_of(ref), shifts, cfg), ref.run_id)
     else:
         outcome = _full_run_outcome(paths, scores, now, database_url, cfg, outage_window)
-    write_json_atomic(outcome, paths.root / CHECKS)
+    run_store(paths).write_json(CHECKS, outcome)
     RunLedger(paths).update(checks=outcome)
     return outcome
 
@@ -102,13 +102,14 @@ def rescored_rows(reference: RunPaths, npis: pl.Series) -> pl.DataFrame:
     their row groups found by statistics (the enqueue path: not 1.79 M rows read for 100)."""
     try:
         return (
-            pl.scan_parquet(reference.scores, glob=False)
+            run_store(reference)
+            .scan_frame(SCORES)
             .select(SHIFT_COLUMNS)
             .filter(pl.col("npi").is_in(npis.implode()))
             .collect()
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise RunFileError(f"{reference.scores}: unreadable ({exc})") from exc
+        raise RunFileError(f"{reference.where(SCORES)}: unreadable ({exc})") from exc
 
 
 def _reference_of(paths: RunPaths) -> RunPaths:
@@ -156,7 +157,7 @@ def _full_run_outcome(
             f"{cfg.run_root}: nothing to compare with"
         )
         return _outcome([reference_check("block", why)], run_id)
-    ref_scores = scores if ref_paths is paths else read_parquet_named(ref_paths.scores)
+    ref_scores = scores if ref_paths is paths else run_store(ref_paths).read_frame(SCORES)
     reference = now if ref_paths is paths else measures_of(ref_paths, ref_scores)
     shifts = score_shifts(scores, ref_scores, cfg.check_movers_points)
     return _outcome(full_run_checks(now, reference, shifts, cfg), run_id)
@@ -177,7 +178,8 @@ def blocked_line(paths: RunPaths, outcome: dict[str, Any]) -> str:
 
 def add_checks_to_report(paths: RunPaths, outcome: dict[str, Any]) -> None:
     """report.json carries the checks (report.html shows them first); no report: nothing."""
-    if paths.report.exists():
-        report = read_json(paths.report)
+    store = run_store(paths)
+    if store.exists(REPORT):
+        report = store.read_json(REPORT)
         report["checks"] = outcome
-        write_json_atomic(report, paths.report)
+        store.write_json(REPORT, report)

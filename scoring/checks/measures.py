@@ -13,7 +13,7 @@ import polars as pl
 from scoring.inputs.validation import PAYMENTS
 from scoring.methodology.registry import components
 from scoring.runs.manifest import RunManifest
-from scoring.runs.store import RunPaths, read_json
+from scoring.runs.store import INPUT_COUNTS, QUARANTINE, RunPaths, read_json_or, run_store
 
 MEASURES = "measures.json"
 SHIFT_COLUMNS = ["npi", "risk_score", "risk_label", "peer_taxonomy"]  # what score_shifts compares
@@ -26,7 +26,7 @@ def component_columns() -> list[str]:
 
 def input_counts(paths: RunPaths) -> dict[str, Any]:
     """The run's input_counts.json ({} for a run without one)."""
-    return dict(read_json(paths.input_counts)) if paths.input_counts.exists() else {}
+    return dict(read_json_or(paths, INPUT_COUNTS, {}))
 
 
 def row_counts(
@@ -36,8 +36,9 @@ def row_counts(
     (the ledger's `rows`, which metrics export). `counts`: input_counts.json, when read."""
     counts = input_counts(paths) if counts is None else counts
     quarantined = payments_quarantined = 0
-    if paths.quarantine.exists():
-        source = pl.read_parquet(paths.quarantine, columns=["source"])["source"]
+    store = run_store(paths)
+    if store.exists(QUARANTINE):
+        source = store.scan_frame(QUARANTINE).select("source").collect()["source"]
         quarantined, payments_quarantined = source.len(), int((source == PAYMENTS).sum())
     valid = int(counts.get("payment_rows_valid", 0))
     return {

@@ -14,6 +14,8 @@ from pathlib import Path
 import polars as pl
 
 from scoring.errors import InputError
+from scoring.inputs import dataset
+from scoring.inputs.dataset import DataFile, DataSource
 
 STR, INT, FLOAT, BOOL, DATE = "text", "integer", "number", "boolean", "date"
 
@@ -72,46 +74,50 @@ def _accepts(kind: str, dtype: pl.DataType) -> bool:
     raise ValueError(msg)
 
 
-def dataset_file(data_dir: Path, name: str) -> Path:
+def dataset_file(data_dir: DataSource, name: str) -> DataFile:
     """Where one input table lies in a dataset directory: `<name>.parquet`, or a directory
     `<name>/` of Parquet parts when only that exists (what error messages name)."""
-    single = Path(data_dir) / f"{name}.parquet"
-    parts = Path(data_dir) / name
-    return parts if parts.is_dir() and not single.exists() else single
+    single = dataset.child(data_dir, f"{name}.parquet")
+    parts = dataset.child(data_dir, name)
+    return parts if dataset.is_dir(parts) and not dataset.is_file(single) else single
 
 
-def table_files(data_dir: Path, name: str) -> list[Path]:
+def table_files(data_dir: DataSource, name: str) -> list[DataFile]:
     """The Parquet file(s) of one input table, in row order: the one file, or the parts of
     `<name>/` sorted by file name. Both forms at once, or a directory without parts, is an
     InputError: which rows count would be a guess."""
-    single = Path(data_dir) / f"{name}.parquet"
-    folder = Path(data_dir) / name
-    if folder.is_dir() and single.exists():
+    single = dataset.child(data_dir, f"{name}.parquet")
+    folder = dataset.child(data_dir, name)
+    listed = dataset.entries(folder)
+    folder_exists = bool(listed) or dataset.is_dir(folder)  # an empty local directory too
+    if folder_exists and dataset.is_file(single):
         msg = f"{single} and {folder}/ both exist: keep one form of the {name} table"
         raise InputError(msg)
-    if not folder.is_dir():
-        return [single] if single.is_file() else []
-    entries = sorted(folder.iterdir())
+    if not folder_exists:
+        return [single] if dataset.is_file(single) else []
     # what writers leave beside their parts; a dotfile is one still being written
-    ignored = [p for p in entries if p.name.startswith((".", "_")) or p.suffix == ".crc"]
+    names = [(f, is_folder, dataset.name_of(f)) for f, is_folder in listed]
+    ignored = [f for f, _, n in names if n.startswith((".", "_")) or n.endswith(".crc")]
     stray = [
-        p for p in entries if p not in ignored and not (p.is_file() and p.suffix == ".parquet")
+        (f, is_folder, n)
+        for f, is_folder, n in names
+        if f not in ignored and (is_folder or not n.endswith(".parquet"))
     ]
     if stray:
-        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in stray[:5])
+        shown = ", ".join(n + ("/" if is_folder else "") for _, is_folder, n in stray[:5])
         msg = (
             f"{folder}/: holds {shown}, which is not a .parquet part: a part directory is "
             "flat, every file a part (nothing would be read from it silently)"
         )
         raise InputError(msg)
-    parts = [p for p in entries if p not in ignored]
+    parts = [f for f, _, _ in names if f not in ignored]
     if not parts:
         msg = f"{folder}/: holds no .parquet parts"
         raise InputError(msg)
     return parts
 
 
-def input_files(data_dir: Path, *, with_graph: bool) -> list[Path]:
+def input_files(data_dir: DataSource, *, with_graph: bool) -> list[DataFile]:
     """Every file a run reads from a dataset directory (what its fingerprint covers)."""
     names = CORE_FILES + (GRAPH_FILES if with_graph else ())
     return [path for name in names for path in table_files(data_dir, name)]
@@ -132,7 +138,9 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _check_integer_range(lf: pl.LazyFrame, name: str, schema: pl.Schema, path: Path) -> None:
+def _check_integer_range(
+    lf: pl.LazyFrame, name: str, schema: pl.Schema, path: DataFile
+) -> None:
     """An unsigned 64-bit column must fit the signed Int64 the pipeline computes in."""
     for column, kind in SCHEMAS[name].items():
         if kind == INT and schema[column] == pl.UInt64:
@@ -144,7 +152,7 @@ def _check_integer_range(lf: pl.LazyFrame, name: str, schema: pl.Schema, path: P
 
 
 @contextmanager
-def reading(path: Path) -> Iterator[None]:
+def reading(path: DataFile) -> Iterator[None]:
     """Reading errors deep in a file (corrupt pages behind an intact footer) name the file."""
     try:
         yield
@@ -153,7 +161,7 @@ def reading(path: Path) -> Iterator[None]:
         raise InputError(msg) from None
 
 
-def scan_table(data_dir: Path, name: str) -> pl.LazyFrame:
+def scan_table(data_dir: DataSource, name: str) -> pl.LazyFrame:
     """Lazily read one input table (one file or a directory of parts), check its columns
     (each part's, so a stray part is named) and cast them to canonical types."""
     frames = [frame for _, frame in _checked_parts(data_dir, name)]
@@ -165,7 +173,7 @@ class TableRows:
     """A checked table's parts with their row counts: a row range reads only the parts
     that hold it (a slice of a concatenated scan would read every part before it)."""
 
-    path: Path  # the file or parts directory, for messages
+    path: DataFile  # the file or parts directory, for messages
     parts: tuple[tuple[pl.LazyFrame, int], ...]
 
     @property
@@ -183,17 +191,17 @@ class TableRows:
         return pl.concat(frames, how="vertical") if frames else self.parts[0][0].head(0)
 
 
-def table_rows(data_dir: Path, name: str) -> TableRows:
+def table_rows(data_dir: DataSource, name: str) -> TableRows:
     parts = []
     for path, frame in _checked_parts(data_dir, name):
         with reading(path):
-            parts.append((frame, pl.scan_parquet(path).select(pl.len()).collect().item()))
+            parts.append((frame, dataset.scan(path).select(pl.len()).collect().item()))
     return TableRows(dataset_file(data_dir, name), tuple(parts))
 
 
-def _checked_parts(data_dir: Path, name: str) -> list[tuple[Path, pl.LazyFrame]]:
+def _checked_parts(data_dir: DataSource, name: str) -> list[tuple[DataFile, pl.LazyFrame]]:
     path = dataset_file(data_dir, name)
-    if path.is_dir() and path.suffix == ".parquet":
+    if isinstance(path, Path) and path.is_dir() and path.suffix == ".parquet":
         msg = f"{path}: is a directory, not a Parquet file"
         raise InputError(msg)
     files = table_files(data_dir, name)
@@ -203,9 +211,9 @@ def _checked_parts(data_dir: Path, name: str) -> list[tuple[Path, pl.LazyFrame]]
     return [(part, _scan_part(part, name)) for part in files]
 
 
-def _scan_part(path: Path, name: str) -> pl.LazyFrame:
+def _scan_part(path: DataFile, name: str) -> pl.LazyFrame:
     try:
-        lf = pl.scan_parquet(path)
+        lf = dataset.scan(path)
         schema = lf.collect_schema()  # repeated column names fail here (DuplicateError)
     except (pl.exceptions.PolarsError, OSError) as exc:
         msg = f"{path}: not a readable Parquet file ({first_line(exc)})"
@@ -224,7 +232,7 @@ def canonical(name: str) -> list[pl.Expr]:
 class RawInputs:
     """Column-checked, lazily read input tables (rows not yet validated)."""
 
-    data_dir: Path
+    data_dir: DataSource
     providers: pl.LazyFrame
     payments: pl.LazyFrame
     exclusions: pl.LazyFrame
@@ -244,7 +252,7 @@ def empty_table(name: str) -> pl.LazyFrame:
 
 
 def read_dataset(
-    data_dir: Path, *, with_graph: bool = True, with_payments: bool = True
+    data_dir: DataSource, *, with_graph: bool = True, with_payments: bool = True
 ) -> RawInputs:
     """Open a dataset directory; graph tables are needed only in the embedded graph mode,
     payments not at all by the graph loader."""
@@ -256,7 +264,7 @@ def read_dataset(
     }
     graph = {name: scan_table(data_dir, name) if with_graph else None for name in GRAPH_FILES}
     return RawInputs(
-        data_dir=Path(data_dir),
+        data_dir=dataset.data_source(data_dir),
         providers=core["providers"],
         payments=core["payments_combined"],
         exclusions=core["exclusions"],

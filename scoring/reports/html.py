@@ -11,7 +11,6 @@ import io
 import itertools
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -21,7 +20,7 @@ from matplotlib.figure import Figure
 
 from scoring.config import LABELS
 from scoring.reports.html_cells import _fmt, _section, _table, _text, checks_section
-from scoring.runs.store import write_text_atomic
+from scoring.runs.store import REPORT_HTML, RunPaths, run_store
 
 matplotlib.rcParams.update(
     # same bytes each time; labels are data (a '$' in a program name is text, not math)
@@ -409,5 +408,5 @@ def render_report(report: dict[str, Any]) -> str:
     )
 
 
-def write_report_html(report: dict[str, Any], path: Path) -> None:
-    write_text_atomic(render_report(report), path)
+def write_report_html(report: dict[str, Any], paths: RunPaths) -> None:
+    run_store(paths).write_text(REPORT_HTML, render_report(report))

@@ -4,19 +4,27 @@ Built from aggregates only: a seed-scale run's page never holds 1.79 M points.""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from scoring.config import LABELS, Settings
 from scoring.errors import ClaidexError, RunFileError
+from scoring.inputs.dataset import DataFile, child, is_file, scan
 from scoring.methodology.registry import weights
 from scoring.reports.compare import checked_side, label_transitions, only_in, paired, top_movers
 from scoring.reports.timeline import timeline
-from scoring.runs.ledger import RunLedger, read_record
+from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
-from scoring.runs.store import RunPaths, read_json, read_parquet_named
+from scoring.runs.roots import runs_beside
+from scoring.runs.store import (
+    INPUT_COUNTS,
+    QUARANTINE,
+    SCORES,
+    RunPaths,
+    read_json_or,
+    run_store,
+)
 
 ELEVATED_OR_HIGH = LABELS[:2]
 HISTOGRAM_BINS = 20  # of width 5 over 0..100 (100 itself in the last bin)
@@ -29,11 +37,11 @@ def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
     return {str(key): int(n) for key, n in rows}
 
 
-def planted_capture(scores: pl.DataFrame, planted_path: Path) -> dict[str, dict[str, Any]]:
+def planted_capture(scores: pl.DataFrame, planted_path: DataFile) -> dict[str, dict[str, Any]]:
     """Per planted anomaly kind: how many were scored and what share landed in Elevated/High."""
-    if not planted_path.exists():
+    if not is_file(planted_path):
         return {}
-    planted = pl.read_parquet(planted_path)
+    planted = scan(planted_path).collect()
     joined = planted.join(scores.select("npi", "risk_label"), on="npi", how="left")
     summary = (
         joined.group_by("kind")
@@ -128,11 +136,11 @@ def component_summary(scores: pl.DataFrame, cfg: Settings) -> dict[str, dict[str
 def previous_published_run(paths: RunPaths, created_at: str) -> RunPaths | None:
     """The latest full run under the same run root published before this run began."""
     candidates = []
-    for ledger_file in paths.root.parent.glob("*/ledger.json"):
-        if ledger_file.parent == paths.root:
+    for other in runs_beside(paths):
+        if other.run_id == paths.run_id:
             continue
         try:
-            state = read_record(ledger_file)
+            state = RunLedger(other).read()
         except (OSError, RunFileError):  # a torn or foreign run directory is not a candidate
             continue
         began = str(state.get("created_at", ""))
@@ -140,9 +148,9 @@ def previous_published_run(paths: RunPaths, created_at: str) -> RunPaths | None:
             state.get("kind") == "full"
             and state.get("status") == "published"
             and began < created_at
-        ) and (ledger_file.parent / "scores.parquet").exists():
-            candidates.append((began, ledger_file.parent.name))
-    return RunPaths(paths.root.parent / max(candidates)[1]) if candidates else None
+        ) and run_store(other).exists(SCORES):
+            candidates.append((began, other.run_id))
+    return paths.sibling(max(candidates)[1]) if candidates else None
 
 
 def against_previous(
@@ -154,7 +162,7 @@ def against_previous(
         return None
     columns = ["npi", "risk_score", "risk_label"]
     try:  # another run's file, whatever it holds: the report must not fail this run
-        before = checked_side(read_parquet_named(previous.scores).select(columns), "previous")
+        before = checked_side(run_store(previous).read_frame(SCORES).select(columns), "previous")
         now = scores.select(columns)
         both, _ = paired(before, now)
         return {
@@ -170,7 +178,7 @@ def against_previous(
             "removed": only_in(before, now, MOVERS),
         }
     except (ClaidexError, pl.exceptions.PolarsError) as exc:
-        return {"run_id": previous.run_id, "error": f"{previous.scores}: {exc}"}
+        return {"run_id": previous.run_id, "error": f"{previous.where(SCORES)}: {exc}"}
 
 
 def with_earlier_sources(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +198,7 @@ def _planted(scores: pl.DataFrame, manifest: RunManifest) -> dict[str, Any]:
     if manifest.kind != "full":
         return {}  # an incremental run scores a few NPIs: a recall over them means nothing
     try:
-        return planted_capture(scores, Path(manifest.source) / "planted.parquet")
+        return planted_capture(scores, child(manifest.source, "planted.parquet"))
     except (OSError, pl.exceptions.PolarsError) as exc:
         return {"error": f"{manifest.source}/planted.parquet: {exc}"}
 
@@ -203,9 +211,8 @@ def build_report(
     manifest = RunManifest.load(paths)
     cfg = manifest.cfg
     ledger = RunLedger(paths).read()
-    quarantine = read_parquet_named(paths.quarantine)
+    quarantine = run_store(paths).read_frame(QUARANTINE)
     flags = scores.select(pl.col("flags").explode()).drop_nulls()
-    counts_path = paths.input_counts
     created_at = str(ledger.get("created_at") or "")
     window = [manifest.window_end_year - cfg.window_years + 1, manifest.window_end_year]
     return {
@@ -234,7 +241,7 @@ def build_report(
             "by_reason": _quarantine_by_reason(quarantine),
             "by_file": _quarantine_by_file(quarantine),
         },
-        "input_counts": read_json(counts_path) if counts_path.exists() else {},
+        "input_counts": read_json_or(paths, INPUT_COUNTS, {}),
         "timings_seconds": ledger.get("timings", {}),
         "timeline": timeline(paths, created_at),
         "planted_capture": _planted(scores, manifest),

@@ -4,10 +4,10 @@ on the process that ran it (host:pid), in seconds from the prepare's start."""
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import datetime
 from typing import Any
 
+from scoring.errors import RunFileError
 from scoring.runs.store import RunPaths
 
 
@@ -23,17 +23,17 @@ def _lane(record: dict[str, Any]) -> str:
 def batch_attempts(paths: RunPaths, origin: datetime) -> list[dict[str, Any]]:
     """Each start of a batch paired with the end that followed it; a start followed by
     another start is an attempt whose process died ('lost', ended at the next start)."""
-    folder = paths.batch_events(0).parent
+    from scoring.runs.ledger import RunLedger  # the ledger imports the store, as this does
+
     tasks: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("batch-*.jsonl")) if folder.exists() else []:
-        try:
-            lines = path.read_text().splitlines()
-        except (OSError, ValueError):  # unreadable, or not text: that batch is not drawn
-            continue
+    try:
+        logs = RunLedger(paths).batch_events()
+    except (OSError, ValueError, RunFileError):  # unreadable, or not text: nothing drawn
+        logs = {}
+    for events in logs.values():
         open_start: dict[str, Any] | None = None
-        for line in lines:
-            with contextlib.suppress(ValueError, KeyError, TypeError):  # a torn or foreign line
-                event = json.loads(line)
+        for event in events:
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # a torn or foreign one
                 if datetime.fromisoformat(event["at"]) < origin:
                     continue  # an earlier prepare of the same run directory
                 if event.get("event") == "start":

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from scoring.errors import StepGaveUpError
-from scoring.runs.ledger import read_record, utc_now
+from scoring.runs.ledger import parse_record, utc_now
 from scoring.runs.retry_policy import out_of_attempts
-from scoring.runs.store import RunPaths, write_json_atomic
+from scoring.runs.store import RunPaths, run_store
 
 ATTEMPTS = "attempts"
 PREPARE = "prepare"
@@ -54,14 +53,18 @@ class StepAttempts:
     """The attempt records of one run's steps (attempts/<key>.json, one writer per file)."""
 
     def __init__(self, paths: RunPaths) -> None:
-        self.folder = paths.root / ATTEMPTS
+        self.store = run_store(paths)
 
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.json"
+    @staticmethod
+    def key(key: str) -> str:
+        return f"{ATTEMPTS}/{key}.json"
 
     def read(self, key: str) -> dict[str, Any]:
-        path = self.path(key)
-        return read_record(path) if path.exists() else {}
+        try:
+            raw = self.store.read_bytes(self.key(key))
+        except FileNotFoundError:  # RunFileMissingError too
+            return {}
+        return parse_record(raw, self.store.location(self.key(key)))
 
     def start(self, key: str, *, worker: str) -> int:
         """Record a start; the attempt number (consecutive starts that never ended)."""
@@ -75,7 +78,7 @@ class StepAttempts:
             "worker": worker,
             "started_at": utc_now("milliseconds"),
         }
-        write_json_atomic(record, self.path(key))
+        self.store.write_json(self.key(key), record)
         return attempt
 
     def end(self, key: str, status: str, error: str | None = None) -> None:
@@ -83,12 +86,11 @@ class StepAttempts:
         record = {**self.read(key), "status": status, "finished_at": utc_now()}
         if error is not None:
             record["error"] = error
-        write_json_atomic(record, self.path(key))
+        self.store.write_json(self.key(key), record)
 
     def states(self) -> dict[str, dict[str, Any]]:
-        if not self.folder.is_dir():
-            return {}
-        return {p.stem: read_record(p) for p in sorted(self.folder.glob("*.json"))}
+        names = [n for n in self.store.list_names(ATTEMPTS) if n.endswith(".json")]
+        return {n.removesuffix(".json"): self.read(n.removesuffix(".json")) for n in names}
 
     def end_running(self, status: str, why: str) -> list[str]:
         """End every start still 'running' (the caller knows no step of the run is running):

@@ -1,15 +1,15 @@
 """RunLedger: the run's status, batch progress, timings and input fingerprint.
 
-The file ledger lives in the run directory: ``ledger.json`` is written by the
-step coordinator; each batch runner writes only its own ``ledger/batch-N.json``,
-so concurrent workers never contend for one file. A batch counts as done when
-its chunk file exists (chunks are renamed into place whole).
+The ledger lives in the run store: ``ledger.json`` is changed only by `RunStore.update_json`
+(a lock on a filesystem, a compare-and-swap on S3), so concurrent writers (coordinator,
+errback, watchdog) lose no update; each batch runner writes only its own
+``ledger/batch-N.json``; events are appended records. A batch counts as done when its chunk
+exists (chunks are written whole).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,10 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from scoring.errors import RunFileError
+from scoring.inputs import dataset
+from scoring.inputs.dataset import DataFile
 from scoring.runs.alerts import send_alert
 from scoring.runs.retry_policy import retried_by_type
 from scoring.runs.statuses import STATUSES
-from scoring.runs.store import RunPaths, write_json_atomic
+from scoring.runs.store import (
+    BATCH_LEDGER,
+    CHUNKS,
+    EVENTS,
+    HEARTBEATS,
+    LEDGER,
+    RunPaths,
+    batch_status_key,
+    events_key,
+    heartbeat_key,
+    run_store,
+)
 
 # Set by a task runner while its task still has retries left: a retryable failure is then
 # recorded as `retrying`, not `failed`, so followers report the final state, not the first error.
@@ -43,15 +56,13 @@ def task_host() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def input_fingerprint(files: list[Path]) -> str:
+def input_fingerprint(files: list[DataFile]) -> str:
     """Cheap content fingerprint: each file's name, size and Parquet footer (with statistics)."""
     digest = hashlib.blake2b(digest_size=16)
-    for path in sorted(files):
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
-        with path.open("rb") as handle:
-            handle.seek(max(0, size - 65_536))
-            digest.update(handle.read())
+    for file in sorted(files, key=lambda f: str(f).split("/")):  # a Path's order, for a URL too
+        size = dataset.size(file)
+        digest.update(f"{dataset.name_of(file)}:{size}".encode())
+        digest.update(dataset.tail(file, 65_536))
     return digest.hexdigest()
 
 
@@ -75,35 +86,32 @@ def read_record(path: Path) -> dict[str, Any]:
 
 
 class RunLedger:
-    """File-backed ledger of one run."""
+    """The ledger of one run, in its run store."""
 
     def __init__(self, paths: RunPaths) -> None:
         self.paths = paths
+        self.store = run_store(paths)
+
+    def _record(self, key: str) -> dict[str, Any] | None:
+        """A JSON object of the run (None when absent); torn or foreign: RunFileError."""
+        try:
+            raw = self.store.read_bytes(key)
+        except FileNotFoundError:  # RunFileMissingError too
+            return None
+        return parse_record(raw, self.store.location(key))
 
     # --- run level ---------------------------------------------------------
     def read(self) -> dict[str, Any]:
-        try:
-            return read_record(self.paths.ledger)
-        except FileNotFoundError:  # not started yet, or a re-prepare clearing it right now
-            return {}
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time (coordinator, errback, watchdog): no update is lost.
-        Best effort: a filesystem without locks (some network volumes) goes unlocked."""
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.root / ".ledger.lock", "a") as handle:
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+        # absent: not started yet, or a re-prepare clearing it right now
+        return self._record(LEDGER) or {}
 
     def update(self, **fields: Any) -> dict[str, Any]:
-        with self._locked():
-            state = self.read()
-            state.update(fields)
-            state["updated_at"] = utc_now()
-            write_json_atomic(state, self.paths.ledger)
-        return state
+        """One writer's change, never lost to another's (the store's update_json)."""
+
+        def change(state: dict[str, Any]) -> dict[str, Any]:
+            return {**state, **fields, "updated_at": utc_now()}
+
+        return self.store.update_json(LEDGER, change)
 
     def start(self, *, kind: str, source: str, fingerprint: str) -> None:
         self.update(
@@ -125,9 +133,11 @@ class RunLedger:
         self.update(status=status, **fields)
 
     def record_timing(self, step: str, seconds: float) -> None:
-        timings = dict(self.read().get("timings", {}))
-        timings[step] = round(seconds, 3)
-        self.update(timings=timings)
+        def change(state: dict[str, Any]) -> dict[str, Any]:
+            timings = {**state.get("timings", {}), step: round(seconds, 3)}
+            return {**state, "timings": timings, "updated_at": utc_now()}
+
+        self.store.update_json(LEDGER, change)
 
     def fail(self, step: str, error: BaseException | str, *, where: str = "") -> None:
         """The run failed at `step` -- unless the error is transient and a retry is coming.
@@ -168,14 +178,15 @@ class RunLedger:
     def heartbeat(self, name: str, *, worker: str, every: float) -> Iterator[None]:
         """Touch heartbeats/<name>.json every `every` s while the block runs: a killed worker
         falls silent, which `status` and the watchdog read as a lost worker."""
-        path = self.paths.heartbeat_dir / f"{name}.json"
+        key = heartbeat_key(name)
         record = {"name": name, "worker": worker, "host": socket.gethostname(), "pid": os.getpid()}
         stop = threading.Event()
 
         def beat() -> None:
             while True:
-                with contextlib.suppress(OSError):  # a full disk must not kill the step
-                    write_json_atomic({**record, "at": time.time()}, path)
+                # a full disk or an unreachable store must not kill the step
+                with contextlib.suppress(OSError, RunFileError):
+                    self.store.write_json(key, {**record, "at": time.time()})
                 if stop.wait(every):
                     return
 
@@ -186,44 +197,54 @@ class RunLedger:
         finally:
             stop.set()
             thread.join(timeout=every + 5)
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError, RunFileError):
+                self.store.delete(key)
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
         """Running steps by name, each with `age` (seconds since its last beat)."""
-        folder = self.paths.heartbeat_dir
         beats: dict[str, dict[str, Any]] = {}
-        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
-            with contextlib.suppress(OSError, RunFileError):
-                record = read_record(path)
-                beats[path.stem] = {**record, "age": round(time.time() - float(record["at"]), 1)}
+        for name in self.store.list_names(HEARTBEATS):
+            if not name.endswith(".json"):
+                continue
+            with contextlib.suppress(OSError, RunFileError, KeyError, TypeError, ValueError):
+                record = self._record(heartbeat_key(name.removesuffix(".json")))
+                if record is None:  # ended between the listing and the read
+                    continue
+                age = round(time.time() - float(record["at"]), 1)
+                beats[name.removesuffix(".json")] = {**record, "age": age}
         return beats
 
     def _event(self, index: int, **fields: Any) -> None:
         """One appended line per batch start or end: how often each batch really ran."""
-        path = self.paths.batch_events(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"batch": index, "at": utc_now("milliseconds"), **fields}) + "\n"
-        with open(path, "a") as handle:  # O_APPEND: concurrent writers never interleave a line
-            handle.write(line)
+        record = {"batch": index, "at": utc_now("milliseconds"), **fields}
+        self.store.append_record(events_key(index), record)
 
     def batch_executions(self) -> dict[int, int]:
         """Starts per batch, from the event log (every attempt, redeliveries included)."""
-        folder = self.paths.batch_events(0).parent
         counts: dict[int, int] = {}
-        for path in sorted(folder.glob("batch-*.jsonl")) if folder.exists() else []:
-            events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            starts = sum(1 for event in events if event.get("event") == "start")
-            counts[int(path.stem.split("-")[1])] = starts
+        for index, events in self.batch_events().items():
+            counts[index] = sum(1 for event in events if event.get("event") == "start")
         return counts
+
+    def batch_events(self) -> dict[int, list[dict[str, Any]]]:
+        """Every batch's events, oldest first."""
+        indices = sorted(
+            {
+                int(n.split("-")[1].split(".")[0])
+                for n in self.store.list_names(EVENTS)
+                if n.startswith("batch-")
+            }
+        )
+        return {i: self.store.read_records(events_key(i)) for i in indices}
 
     # --- batch level -------------------------------------------------------
     def batch_started(self, index: int, *, worker: str, redelivered: bool) -> int:
         """Record a start; returns the attempt number (consecutive starts that never ended:
         a record still 'running' means the previous start died without recording an end)."""
-        path = self.paths.batch_status(index)
-        previous = read_record(path) if path.exists() else {}
+        previous = self._record(batch_status_key(index)) or {}
         attempt = int(previous.get("attempt", 0)) + 1 if previous.get("status") == "running" else 1
-        write_json_atomic(
+        self.store.write_json(
+            batch_status_key(index),
             {
                 "batch": index,
                 "status": "running",
@@ -232,7 +253,6 @@ class RunLedger:
                 "redelivered": redelivered,
                 "started_at": utc_now("milliseconds"),  # the watchdog compares deliveries
             },
-            path,
         )
         self._event(index, event="start", worker=worker, attempt=attempt, **task_host())
         return attempt
@@ -240,7 +260,8 @@ class RunLedger:
     def batch_done(
         self, index: int, *, rows: int, seconds: float, worker: str = "", redelivered: bool = False
     ) -> None:
-        write_json_atomic(
+        self.store.write_json(
+            batch_status_key(index),
             {
                 "batch": index,
                 "status": "done",
@@ -250,52 +271,61 @@ class RunLedger:
                 "redelivered": redelivered,
                 "finished_at": utc_now(),
             },
-            self.paths.batch_status(index),
         )
         self._event(index, event="done", worker=worker, rows=rows)
 
     def batch_failed(self, index: int, error: BaseException | str) -> None:
-        write_json_atomic(
+        self.store.write_json(
+            batch_status_key(index),
             {"batch": index, "status": "failed", "error": str(error), "finished_at": utc_now()},
-            self.paths.batch_status(index),
         )
         self._event(index, event="failed", error=str(error)[:500])
 
     def batch_interrupted(self, index: int, why: str) -> None:
         """End a start that never ended, without it counting as a death of its worker (the
         driver stopped, or the engine gave up on the batch itself): the next start is attempt 1."""
-        write_json_atomic(
+        self.store.write_json(
+            batch_status_key(index),
             {"batch": index, "status": "interrupted", "error": why, "finished_at": utc_now()},
-            self.paths.batch_status(index),
         )
 
     def batch_states(self) -> dict[int, dict[str, Any]]:
-        folder = self.paths.batch_ledger_dir
-        if not folder.exists():
-            return {}
-        states = (read_record(p) for p in sorted(folder.glob("batch-*.json")))
-        return {state["batch"]: state for state in states}
+        names = [
+            n
+            for n in self.store.list_names(BATCH_LEDGER)
+            if n.startswith("batch-") and n.endswith(".json")
+        ]
+        states = (self._record(f"{BATCH_LEDGER}/{n}") for n in names)
+        return {state["batch"]: state for state in states if state is not None}
+
+    def chunks_done(self) -> set[int]:
+        """Batches with a finished chunk (one listing, not a lookup per batch)."""
+        names = self.store.list_names(CHUNKS)
+        return {int(n.removesuffix(".parquet")) for n in names if _chunk_name(n)}
 
     def missing_batches(self, total: int) -> list[int]:
         """Batches without a finished chunk: what a resume must run."""
-        return [i for i in range(total) if not self.paths.chunk(i).exists()]
+        done = self.chunks_done()
+        return [i for i in range(total) if i not in done]
 
     def summary(self) -> dict[str, Any]:
         state = self.read()
         total = int(state.get("batches_total", 0))
         batches = self.batch_states()
+        chunks = self.chunks_done()
         failed = sorted(
-            i
-            for i, b in batches.items()
-            if b["status"] == "failed" and not self.paths.chunk(i).exists()
+            i for i, b in batches.items() if b["status"] == "failed" and i not in chunks
         )
-        done = total - len(self.missing_batches(total)) if total else 0
+        done = len([i for i in chunks if i < total]) if total else 0
         running = sorted(
-            i
-            for i, b in batches.items()
-            if b["status"] == "running" and not self.paths.chunk(i).exists()
+            i for i, b in batches.items() if b["status"] == "running" and i not in chunks
         )
         return {**state, "batches_done": done, "batches_failed": failed, "batches_running": running}
+
+
+def _chunk_name(name: str) -> bool:
+    stem = name.removesuffix(".parquet")
+    return name.endswith(".parquet") and stem.isdigit()
 
 
 def _resume_hint(state: dict[str, Any]) -> str:

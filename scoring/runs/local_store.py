@@ -8,10 +8,14 @@ path-based (see scoring.runs.store)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +39,32 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
 BUCKET_ROW_GROUP = 1 << 16  # rows: a bucket of a seed shard (~180 k rows) spans a few
 
 
-def write_bucketed_atomic(
-    df: pl.DataFrame, path: Path, bucket: str, compression: str = "lz4"
-) -> None:
+def bucketed_parquet(df: pl.DataFrame, bucket: str, compression: str, where: str) -> bytes:
     """The rows sorted by `bucket` (stable: source order kept within each), in row groups
     of BUCKET_ROW_GROUP rows with statistics: one file per writer for all buckets, and a
     reader of one bucket decodes only the row groups whose statistics hold it
     (`read_buckets`). Polars' own writer, lz4: 0.46 s for a seed shard's 2.9 M payment
     rows where a pyarrow row group per bucket took 1.2 s (uncompressed; the same file size
     as lz4 here, since lz4 spares the bytes that dictionaries spared there)."""
+    if df[bucket].null_count():  # a row no bucket read would ever return
+        msg = f"{where}: {df[bucket].null_count()} row(s) without a {bucket}"
+        raise RunStateError(msg)
+    buffer = io.BytesIO()
+    codec = "uncompressed" if compression == "none" else compression
+    df.sort(bucket, maintain_order=True).write_parquet(
+        buffer, compression=codec, statistics=True, row_group_size=BUCKET_ROW_GROUP
+    )
+    return buffer.getvalue()
+
+
+def write_bucketed_atomic(
+    df: pl.DataFrame, path: Path, bucket: str, compression: str = "lz4"
+) -> None:
+    """`bucketed_parquet`, written then renamed into place."""
+    data = bucketed_parquet(df, bucket, compression, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
-    if df[bucket].null_count():  # a row no bucket read would ever return
-        msg = f"{path}: {df[bucket].null_count()} row(s) without a {bucket}"
-        raise RunStateError(msg)
-    ordered = df.sort(bucket, maintain_order=True)
-    codec = "uncompressed" if compression == "none" else compression
-    ordered.write_parquet(tmp, compression=codec, statistics=True, row_group_size=BUCKET_ROW_GROUP)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -114,6 +127,14 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 class LocalRunStore:
     """A run store whose keys are relative paths under one directory (`root`)."""
 
@@ -136,6 +157,22 @@ class LocalRunStore:
 
     def read_frame(self, key: str) -> pl.DataFrame:
         return read_parquet_named(self.path(key))
+
+    def scan_frame(self, key: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path(key), glob=False)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_sibling(path)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def read_text(self, key: str) -> str:
+        return self.path(key).read_text()
 
     def write_bucketed(
         self, key: str, frame: pl.DataFrame, bucket: str, compression: str = "lz4"
@@ -169,6 +206,51 @@ class LocalRunStore:
                 found.append(relative.as_posix())
         return sorted(found)
 
+    def list_names(self, prefix: str) -> list[str]:
+        """The names directly below `prefix` (files and directories), sorted."""
+        try:
+            return sorted(p.name for p in self.path(prefix).iterdir() if not p.name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def append_record(self, key: str, record: dict[str, Any]) -> None:
+        """A line of `key`.jsonl: O_APPEND, so concurrent writers never interleave a line."""
+        path = self.path(f"{key}.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_records(self, key: str) -> list[dict[str, Any]]:
+        """Torn or foreign lines (a writer killed mid-line) are skipped, not fatal."""
+        try:
+            text = self.path(f"{key}.jsonl").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [r for r in map(_json_object, text.splitlines()) if r is not None]
+
+    def update_json(self, key: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict:
+        """Read, change and write back under an exclusive lock (flock of a sibling lock file),
+        so concurrent writers on this filesystem lose no update. Best effort: a filesystem
+        without locks (some network volumes) goes unlocked."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.stem}.lock"), "a") as handle:
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = json.loads(path.read_bytes())
+            except FileNotFoundError:
+                current = {}
+            except ValueError as exc:
+                msg = f"{path}: not valid JSON ({exc}): a torn write or another program's file"
+                raise RunFileError(msg) from None
+            if not isinstance(current, dict):
+                msg = f"{path}: not a JSON object ({type(current).__name__})"
+                raise RunFileError(msg)
+            new = change(dict(current))
+            write_json_atomic(new, path)
+        return new
+
     def claim(self, key: str, data: Any) -> bool:
         """Create `key` holding `data` unless it exists: True for the one caller that made
         it. The finished file is hard-linked into place, so no reader sees it half-written."""
@@ -183,6 +265,18 @@ class LocalRunStore:
         finally:
             tmp.unlink()
         return True
+
+    def newest_write(self, prefixes: list[str]) -> float:
+        newest = 0.0
+        for prefix in prefixes:
+            path = self.path(prefix)
+            with contextlib.suppress(FileNotFoundError):
+                newest = max(newest, path.stat().st_mtime)
+                if path.is_dir():  # a folder's own time moves when an entry is added
+                    for entry in path.iterdir():
+                        with contextlib.suppress(FileNotFoundError):
+                            newest = max(newest, entry.stat().st_mtime)
+        return newest
 
     def delete(self, prefix: str) -> None:
         """Remove `prefix`: one key, or every key below it; nothing there is no error."""

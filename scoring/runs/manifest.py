@@ -42,7 +42,7 @@ class RunManifest:
     def load(cls, paths: RunPaths) -> RunManifest:
         store = run_store(paths)
         if not store.exists(MANIFEST):
-            msg = f"{paths.root}: no run.json; prepare has not finished for this run"
+            msg = f"{paths.where()}: no run.json; prepare has not finished for this run"
             raise RunStateError(msg)
         return cls(**store.read_json(MANIFEST))
 

@@ -15,13 +15,14 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from scoring.runs.roots import RunRoot, runs_under
 from scoring.runs.statuses import STATUSES
+from scoring.runs.store import RunPaths
 
 PUSHGATEWAY = "CLAIDEX_PUSHGATEWAY"
 VERDICTS = {"pass": 0, "warn": 1, "block": 2}
@@ -101,24 +102,26 @@ class RunRootCollector(Collector):
     """Reads every ledger under the run root at each scrape (`read`: a run directory's
     ledger state; given by the caller, so this module never imports the ledger's)."""
 
-    def __init__(self, run_root: Path, read: Callable[[Path], dict[str, Any]]) -> None:
-        self.run_root = Path(run_root)
+    def __init__(self, run_root: RunRoot, read: Callable[[RunPaths], dict[str, Any]]) -> None:
+        self.run_root = run_root
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
         states = []
-        for ledger_file in sorted(self.run_root.glob("*/ledger.json")):
+        for paths in runs_under(self.run_root):
             try:  # a run being created, torn or foreign: left out of this scrape
-                state = self.read(ledger_file.parent)
+                state = self.read(paths)
                 run_families([state])  # its fields have the types the families need
             except Exception:
-                log.warning("metrics: %s left out (unreadable)", ledger_file)
+                log.warning("metrics: run %s left out (unreadable)", paths.where())
                 continue
             states.append(state)
         yield from run_families(states)
 
 
-def run_root_registry(run_root: Path, read: Callable[[Path], dict[str, Any]]) -> CollectorRegistry:
+def run_root_registry(
+    run_root: RunRoot, read: Callable[[RunPaths], dict[str, Any]]
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RunRootCollector(run_root, read))
     return registry

@@ -12,6 +12,7 @@ import polars as pl
 from scoring.config import Settings, frozen_settings
 from scoring.errors import InputError, RunStateError
 from scoring.inputs.contract import input_files, table_rows
+from scoring.inputs.dataset import DataSource, data_source
 from scoring.inputs.validation import (
     PAYMENTS,
 )
@@ -34,7 +35,7 @@ def auto_shards(payment_rows: int, cfg: Settings) -> int:
 
 def write_plan(
     paths: RunPaths,
-    data_dir: Path,
+    data_dir: DataSource,
     cfg: Settings,
     fingerprint: str,
     *,
@@ -45,7 +46,7 @@ def write_plan(
     (`shards` 0: from the payment rows, counted here or, for Postgres, estimated).
     `source_kind` 'postgres': an export stage fills data_dir first (fingerprint '' until
     combine takes it from the exported parts)."""
-    source = Path(data_dir).resolve()
+    source = data_source(data_dir)
     if payment_rows is None and source_kind == "dataset":  # footers only: cheap
         payment_rows = table_rows(source, PAYMENTS).total
     shards = cfg.shards or auto_shards(payment_rows or 0, cfg)
@@ -55,7 +56,11 @@ def write_plan(
         "data_dir": str(source),
         # where the data lies seen from the run directory: a Modal container mounts the
         # volume at its own path, so the absolute one may not exist there
-        "data_dir_from_run": os.path.relpath(source, paths.root.resolve()),
+        "data_dir_from_run": (
+            None
+            if paths.url or not isinstance(source, Path)
+            else os.path.relpath(source, paths.root.resolve())
+        ),
         "shards": cfg.shards,
         # one shard holds every bucket: its stages run as one task, nothing shuffled (the
         # embedded graph only: a Neo4j mode's reduce step needs the graph's credentials,
@@ -70,7 +75,7 @@ def write_plan(
     run_store(paths).write_json(PLAN, plan)
 
 
-def run_fingerprint(data_dir: Path, cfg: Settings) -> str:
+def run_fingerprint(data_dir: DataSource, cfg: Settings) -> str:
     """The fingerprint of every file a run of `cfg` reads from `data_dir`."""
     return input_fingerprint(input_files(data_dir, with_graph=cfg.graph_mode == "embedded"))
 
@@ -151,10 +156,11 @@ def read_plan(paths: RunPaths) -> tuple[Path, Settings, int]:
 def _plan_data_dir(paths: RunPaths, plan: dict[str, Any]) -> Path:
     """The planned dataset as this process sees it: beside the run when it is there (the
     same volume mounted elsewhere), else the absolute path the plan recorded."""
-    beside = paths.root / str(plan.get("data_dir_from_run", ""))
-    if "data_dir_from_run" in plan and beside.is_dir():
-        return beside.resolve()
-    return Path(plan["data_dir"])
+    if paths.url is None and plan.get("data_dir_from_run") is not None:
+        beside = paths.root / str(plan["data_dir_from_run"])
+        if beside.is_dir():
+            return beside.resolve()
+    return data_source(plan["data_dir"])
 
 
 def planned_payment_rows(paths: RunPaths) -> int | None:

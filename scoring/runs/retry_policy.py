@@ -34,10 +34,12 @@ from __future__ import annotations
 import shutil
 import sys
 from enum import Enum
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scoring.errors import ClaidexError, GaveUpError, TransientError, UnreachableError
+
+if TYPE_CHECKING:
+    from scoring.runs.store import RunPaths
 
 
 class Verdict(Enum):
@@ -224,10 +226,13 @@ def retried_by_type(exc: BaseException) -> bool:
 LOW_DISK_BYTES = 64 * 2**20  # less free space than this under a run: steps cannot write
 
 
-def storage_full(root: Path) -> bool:
+def storage_full(paths: RunPaths) -> bool:
     """The run directory's filesystem has (almost) no space left. Judged by the disk itself:
-    polars reports a full disk as a ComputeError whose only trace of ENOSPC is its text."""
+    polars reports a full disk as a ComputeError whose only trace of ENOSPC is its text.
+    An object-store run has no disk of its own to fill."""
+    if paths.url is not None:
+        return False
     try:
-        return shutil.disk_usage(root).free < LOW_DISK_BYTES
+        return shutil.disk_usage(paths.root).free < LOW_DISK_BYTES
     except OSError:
         return False

@@ -23,9 +23,11 @@ Still path-based, and why (what issue 25 has to move as well):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +46,7 @@ from scoring.runs.local_store import (
     write_parquet_atomic,
     write_text_atomic,
 )
+from scoring.runs.object_store import ObjectRunStore, is_url
 
 __all__ = [
     "RunPaths",
@@ -52,8 +55,10 @@ __all__ = [
     "new_run_id",
     "read_buckets",
     "read_json",
+    "read_json_or",
     "read_parquet_named",
     "run_store",
+    "writable_run",
     "writable_run_dir",
     "write_bucketed_atomic",
     "write_json_atomic",
@@ -74,6 +79,16 @@ class RunStore(Protocol):
     def write_frame(self, key: str, frame: pl.DataFrame) -> None: ...
 
     def read_frame(self, key: str) -> pl.DataFrame: ...
+
+    def scan_frame(self, key: str) -> pl.LazyFrame:
+        """Lazy: only the columns and row groups a query needs are read."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def read_text(self, key: str) -> str: ...
 
     def write_bucketed(
         self, key: str, frame: pl.DataFrame, bucket: str, compression: str = "lz4"
@@ -99,13 +114,35 @@ class RunStore(Protocol):
         """Every key below `prefix` whose last part is `name`, sorted (no pattern syntax)."""
         ...
 
+    def list_names(self, prefix: str) -> list[str]:
+        """The names directly below `prefix`, sorted."""
+        ...
+
+    def append_record(self, key: str, record: dict[str, Any]) -> None:
+        """Add `record` to the log `key`; concurrent writers never lose or mix one."""
+        ...
+
+    def read_records(self, key: str) -> list[dict[str, Any]]:
+        """Every record of the log `key`, oldest first ([] when there is none)."""
+        ...
+
     def claim(self, key: str, data: Any) -> bool:
         """Create `key` holding JSON `data` only if it does not exist: True for the one
         caller that created it, False for every other."""
         ...
 
+    def update_json(self, key: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict:
+        """Apply `change` to the JSON object at `key` (absent: {}) with no update lost to a
+        concurrent writer; the new object."""
+        ...
+
     def delete(self, prefix: str) -> None:
         """Remove the key `prefix`, or every key below it; a missing one is no error."""
+        ...
+
+    def newest_write(self, prefixes: list[str]) -> float:
+        """The latest modification time (epoch seconds) of `prefixes` or any key below
+        them (0.0: none): how the watchdog tells a live run from a stalled one."""
         ...
 
 
@@ -122,6 +159,10 @@ SCORES = "scores.parquet"
 REPORT = "report.json"
 REPORT_HTML = "report.html"
 INPUT_COUNTS = "input_counts.json"
+HEARTBEATS = "heartbeats"  # outside what prepare clears: a running prepare beats here too
+EVENTS = "events"
+WATCHDOG = "watchdog.json"
+REQUEST = "request.json"
 
 # what a new prepare removes (heartbeats, events, watchdog.json and request.json stay)
 PREPARE_ARTEFACTS = (
@@ -153,6 +194,19 @@ def chunk_key(index: int) -> str:
     return f"{CHUNKS}/{index:05d}.parquet"
 
 
+def batch_status_key(index: int) -> str:
+    return f"{BATCH_LEDGER}/batch-{index:05d}.json"
+
+
+def heartbeat_key(name: str) -> str:
+    return f"{HEARTBEATS}/{name}.json"
+
+
+def events_key(index: int) -> str:
+    """A batch's event log: append-only, across every prepare (`RunStore.append_record`)."""
+    return f"{EVENTS}/batch-{index:05d}"
+
+
 # A run id is a plain name: task messages, volumes and the CLI all resolve it under a run
 # root, so '../x' or '/abs' must never reach a path (prepare clears directories there).
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -169,6 +223,50 @@ def checked_run_id(run_id: str) -> str:
     return run_id
 
 
+def share_key(source: RunPaths, target: RunPaths, key: str) -> None:
+    """`key` of `source` in `target` too, read-only: a symbolic link between run directories
+    (no copy), a server-side copy on one bucket, else the bytes read and written."""
+    if source.url is None and target.url is None:
+        link = target.root / key
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink((source.root / key).resolve(), link)
+        return
+    from_store, to_store = run_store(source), run_store(target)
+    same_bucket = (
+        isinstance(from_store, ObjectRunStore)
+        and isinstance(to_store, ObjectRunStore)
+        and from_store.bucket == to_store.bucket
+    )
+    if same_bucket:
+        to_store.copy_within(from_store.object_key(key), key)  # type: ignore[union-attr]
+        return
+    to_store.put_bytes(key, from_store.read_bytes(key))
+
+
+def read_json_or(paths: RunPaths, key: str, default: Any) -> Any:
+    """The run's JSON `key`, or `default` when it is absent."""
+    try:
+        return json.loads(run_store(paths).read_bytes(key))
+    except FileNotFoundError:  # RunFileMissingError too
+        return default
+
+
+def writable_run(paths: RunPaths) -> None:
+    """The run's directory (or prefix) takes a file, or a one-line error: a wrong bucket or
+    refused credentials fail here, before any work."""
+    if paths.url is None:
+        writable_run_dir(paths.root)
+        return
+    store = run_store(paths)
+    probe = f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        store.put_bytes(probe, b"")
+        store.delete(probe)
+    except RunFileError as exc:
+        msg = f"{paths.url}: the run cannot be written on the object store ({exc})"
+        raise RunFileError(msg) from None
+
+
 def writable_run_dir(root: Path) -> None:
     """Create the run directory and prove it takes a file, or fail in one line."""
     probe = root / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -183,14 +281,52 @@ def writable_run_dir(root: Path) -> None:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """One run: its root, and the path of each artefact (the store's keys under the root)
-    for the I/O that is still path-based."""
+    """One run: where it lives (a directory, or an `s3://bucket/prefix/RUN` URL), and the
+    path of each artefact (the store's keys under the root) for the I/O that is still
+    path-based. An object-store run has no paths: asking one for a path is a RunStateError
+    naming the caller's artefact, so nothing reads or writes a local file by mistake."""
 
-    root: Path
+    location: Path | str
+
+    def __post_init__(self) -> None:
+        if not is_url(self.location):
+            object.__setattr__(self, "location", Path(self.location))
+
+    @property
+    def url(self) -> str | None:
+        """The run's s3:// URL, or None for a run directory."""
+        return str(self.location).rstrip("/") if is_url(self.location) else None
+
+    @property
+    def root(self) -> Path:
+        if isinstance(self.location, Path):
+            return self.location
+        msg = (
+            f"{self.location}: an object-store run has no local directory "
+            "(this step reads its files by path: it must go through the run store)"
+        )
+        raise RunStateError(msg)
 
     @property
     def run_id(self) -> str:
-        return self.root.name
+        if isinstance(self.location, Path):
+            return self.location.name
+        return str(self.location).rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def store(self) -> RunStore:
+        return run_store(self)
+
+    def where(self, key: str = "") -> str:
+        """Where the run (or its `key`) lives, for messages: a path or a URL."""
+        return self.store.location(key)
+
+    def sibling(self, run_id: str) -> RunPaths:
+        """Another run under the same run root."""
+        checked_run_id(run_id)
+        if self.url is not None:
+            return RunPaths(f"{self.url.rsplit('/', 1)[0]}/{run_id}")
+        return RunPaths(self.root.parent / run_id)
 
     @property
     def manifest(self) -> Path:
@@ -282,6 +418,8 @@ class RunPaths:
 
 def run_store(paths: RunPaths) -> RunStore:
     """The store of one run: the one place a backend is chosen."""
+    if paths.url is not None:
+        return ObjectRunStore(paths.url)
     return LocalRunStore(paths.root)
 
 

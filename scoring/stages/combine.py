@@ -3,12 +3,12 @@ counts, and the manifest batches read."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from scoring.config import Settings
+from scoring.inputs.dataset import data_source
 from scoring.inputs.quarantine import QUARANTINE_SCHEMA, ROW
 from scoring.methodology.peer_stats import (
     FALLBACK_KEYS,
@@ -240,7 +240,7 @@ def combine(paths: RunPaths) -> RunManifest:
     return RunManifest(
         run_id=paths.run_id,
         kind="full",
-        source=str(Path(data_dir).resolve()),
+        source=str(data_source(data_dir)),
         window_end_year=int(window["window_end_year"]),
         batches_total=sum(window["batches"]),
         batch_size=cfg.batch_size,

@@ -4,10 +4,10 @@ runner the engine gives (serially by default; the local engine's process pool)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from scoring.config import Settings
 from scoring.errors import RunStateError
+from scoring.inputs.dataset import DataSource
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import RunPaths
@@ -55,7 +55,7 @@ def drive(
 
 def prepare(
     paths: RunPaths,
-    data_dir: Path | None,
+    data_dir: DataSource | None,
     cfg: Settings,
     fan_out: FanOut = run_serially,
     *,

@@ -18,7 +18,7 @@ from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.metrics import push_run_metrics
-from scoring.runs.store import RunPaths, read_parquet_named
+from scoring.runs.store import REPORT_HTML, SCORES, RunPaths, run_store
 from scoring.stages.merge import draw_run_report, merge_and_calibrate, restamp_report
 from scoring.stages.publish import publish
 
@@ -69,7 +69,7 @@ def publish_checked(
     manifest = RunManifest.load(paths)
     if accept is not None:
         return _accept(paths, database_url, accept, force=force, outage_window=outage_window)
-    scores = read_parquet_named(paths.scores) if scores is None else scores
+    scores = run_store(paths).read_frame(SCORES) if scores is None else scores
     try:
         outcome = run_checks(
             paths, scores, database_url, reference=reference, outage_window=outage_window
@@ -78,7 +78,7 @@ def publish_checked(
         why = scrub(str(exc), database_url)
         final = error_class(exc)(  # read as a publish's: the checks are its first part
             f"publish of run {paths.run_id} failed: {why} (checks before publish); the scores "
-            f"stay in {paths.scores} (retry with `claidex publish {paths.run_id}`)"
+            f"stay in {paths.where(SCORES)} (retry with `claidex publish {paths.run_id}`)"
         )
         ledger.fail("publish", final)  # the checks are its first part; 'retrying' when a
         # task retry is coming
@@ -143,14 +143,14 @@ def published_outcome(paths: RunPaths) -> dict[str, Any] | None:
     """For a run published already: its status restored and a 'skipped' outcome; for a run
     its checks blocked: that outcome again (merging anew would not change it); else None."""
     if is_blocked(paths):
-        if not paths.report_html.exists():  # killed before its page: drawn now
+        if not run_store(paths).exists(REPORT_HTML):  # killed before its page: drawn now
             draw_run_report(paths)
         RunLedger(paths).update(page_pending=False)
         line = RunLedger(paths).read().get("blocked")
         return {"run_id": paths.run_id, "status": "blocked", "blocked": line, "skipped": True}
     if not already_published(paths):
         return None
-    if not paths.report_html.exists():  # killed between publish and drawing: drawn now
+    if not run_store(paths).exists(REPORT_HTML):  # killed between publish and drawing
         draw_run_report(paths)
     RunLedger(paths).set_status("published", page_pending=False)
     return {"run_id": paths.run_id, "status": "published", "skipped": True}

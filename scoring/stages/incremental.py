@@ -8,8 +8,6 @@ an NPI whose inputs did not change reproduces its full-run row exactly.
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import polars as pl
 
@@ -17,6 +15,7 @@ from scoring.db.connection import connect
 from scoring.db.publish import table_full_run
 from scoring.errors import InputError, RunStateError
 from scoring.inputs.contract import RawInputs, read_dataset
+from scoring.inputs.dataset import DataSource
 from scoring.inputs.digest import npi_digests
 from scoring.inputs.npi import npi_to_str
 from scoring.inputs.quarantine import QUARANTINE_SCHEMA
@@ -30,13 +29,16 @@ from scoring.methodology.components.exclusion import active_exclusions
 from scoring.methodology.provider_scores import STAT_NAMES
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
+from scoring.runs.roots import RunRoot, run_at, runs_under
 from scoring.runs.store import (
+    INPUT_COUNTS,
+    LEDGER,
+    QUARANTINE,
     RunPaths,
-    read_json,
     run_store,
-    writable_run_dir,
-    write_json_atomic,
-    write_parquet_atomic,
+    share_key,
+    stat_key,
+    writable_run,
 )
 from scoring.stages.aggregate import SLICE_COLUMNS
 from scoring.stages.batches import write_batches
@@ -46,22 +48,22 @@ from scoring.stages.provider_rows import provider_rows, provider_year_rows
 INCREMENTAL_BATCH = 1_000_000  # one batch: incremental runs are small
 
 
-def published_full_run(run_root: Path, database_url: str) -> RunPaths:
+def published_full_run(run_root: RunRoot, database_url: str) -> RunPaths:
     """The full run whose scores are on the table: the last full publish in claidex_runs."""
     with connect(database_url) as conn:
         row = table_full_run(conn)
     if row is None:
         msg = "no full run has been published (claidex_runs): run a full recompute first"
         raise RunStateError(msg)
-    paths = RunPaths(run_root / row[0])
-    if not paths.ledger.exists():
+    paths = run_at(run_root, row[0])
+    if not run_store(paths).exists(LEDGER):
         msg = f"the published full run {row[0]} is not under {run_root} (CLAIDEX_RUN_ROOT)"
         raise RunStateError(msg)
     return paths
 
 
 def latest_full_run(
-    run_root: Path, *, published_only: bool, database_url: str | None = None
+    run_root: RunRoot, *, published_only: bool, database_url: str | None = None
 ) -> RunPaths:
     """The reference for incremental runs: with a database, the full run actually published
     (publish order, not creation order); else the most recent merged or published one."""
@@ -69,14 +71,14 @@ def latest_full_run(
         return published_full_run(run_root, database_url)
     finished = ("published",) if published_only else ("published", "merged")
     candidates = []
-    for ledger_file in run_root.glob("*/ledger.json"):
-        state = read_json(ledger_file)
+    for paths in runs_under(run_root):
+        state = RunLedger(paths).read()
         if state.get("kind") == "full" and state.get("status") in finished:
-            candidates.append((state.get("created_at", ""), ledger_file.parent.name))
+            candidates.append((state.get("created_at", ""), paths.run_id))
     if not candidates:
         msg = f"no finished full run under {run_root}: run a full recompute first"
         raise RunStateError(msg)
-    return RunPaths(run_root / max(candidates)[1])
+    return run_at(run_root, max(candidates)[1])
 
 
 def _only(raw: RawInputs, npis: list[str]) -> RawInputs:
@@ -98,35 +100,37 @@ def _only(raw: RawInputs, npis: list[str]) -> RawInputs:
 
 
 def _link_reference_stats(paths: RunPaths, reference: RunPaths) -> None:
-    paths.stats_dir.mkdir(parents=True, exist_ok=True)
+    held = run_store(reference)
     # the chain totals batches join; what `explain` shows of the chain (runs before it lack it)
     for name in (*STAT_NAMES, "ownership_snf", *EXPLAIN_CHAIN_STATS):
-        if name in STAT_NAMES or reference.stat(name).exists():
-            os.symlink(reference.stat(name).resolve(), paths.stat(name))
+        if name in STAT_NAMES or held.exists(stat_key(name)):
+            share_key(reference, paths, stat_key(name))
 
 
 def _own_exclusions(
     paths: RunPaths, reference: RunPaths, exclusions: pl.DataFrame, npis: list[str]
 ) -> None:
     """The reference's LEIE rows, those of the rescored NPIs replaced by their current ones."""
-    if not reference.stat(EXCLUSIONS_STAT).exists():
+    held = run_store(reference)
+    if not held.exists(stat_key(EXCLUSIONS_STAT)):
         return
     mine = pl.Series(npis, dtype=pl.String).cast(pl.Int64).implode()
-    kept = pl.read_parquet(reference.stat(EXCLUSIONS_STAT)).filter(~pl.col("npi").is_in(mine))
+    kept = held.read_frame(stat_key(EXCLUSIONS_STAT)).filter(~pl.col("npi").is_in(mine))
     own = exclusions.select(kept.columns).cast(kept.schema)  # type: ignore[arg-type]
-    write_parquet_atomic(
-        pl.concat([kept, own]).sort("npi", "exclusion_id"), paths.stat(EXCLUSIONS_STAT)
+    run_store(paths).write_frame(
+        stat_key(EXCLUSIONS_STAT), pl.concat([kept, own]).sort("npi", "exclusion_id")
     )
 
 
 def prepare_incremental(
-    paths: RunPaths, reference: RunPaths, data_dir: Path, npis: list[str]
+    paths: RunPaths, reference: RunPaths, data_dir: DataSource, npis: list[str]
 ) -> RunManifest:
     """Step 1 for an incremental run: the NPIs' own rows, the reference run's statistics."""
     ref = RunManifest.load(reference)
     cfg, t = ref.cfg, ref.window_end_year
-    writable_run_dir(paths.root)
+    writable_run(paths)
     paths.clear()
+    store = run_store(paths)
     ledger = RunLedger(paths)
     fingerprint = hashlib.blake2b(f"{ref.run_id}:{','.join(npis)}".encode(), digest_size=16)
     ledger.start(kind="incremental", source=str(data_dir), fingerprint=fingerprint.hexdigest())
@@ -147,13 +151,13 @@ def prepare_incremental(
             },
             schema=QUARANTINE_SCHEMA,
         )
-        write_parquet_atomic(pl.concat([clean.quarantine, no_data]), paths.quarantine)
+        store.write_frame(QUARANTINE, pl.concat([clean.quarantine, no_data]))
         # the checks before publish: the rescored NPIs' rows against their quarantine
-        write_json_atomic({"payment_rows_valid": clean.payments.height}, paths.input_counts)
+        store.write_json(INPUT_COUNTS, {"payment_rows_valid": clean.payments.height})
         if py.is_empty():
             msg = f"no payment data for NPI(s): {', '.join(unknown[:20])}"
             raise InputError(msg)
-        ownership = pl.read_parquet(reference.stat("ownership")).filter(
+        ownership = run_store(reference).read_frame(stat_key("ownership")).filter(
             pl.col("npi").is_in(scored.implode())
         )
         per_program = program_amounts(window, t, cfg).collect().lazy()
@@ -166,7 +170,7 @@ def prepare_incremental(
         _link_reference_stats(paths, reference)
         _own_exclusions(paths, reference, clean.exclusions, npis)
         write_batches(
-            run_store(paths),
+            store,
             py.select(SLICE_COLUMNS),
             providers,
             INCREMENTAL_BATCH,
@@ -194,7 +198,7 @@ def prepare_incremental(
     return manifest
 
 
-def changed_npis(reference: RunPaths, data_dir: Path) -> list[str]:
+def changed_npis(reference: RunPaths, data_dir: DataSource) -> list[str]:
     """NPIs whose source rows (window payments, provider record, LEIE rows) differ from what
     the reference full run scored, or that are new since."""
     ref = RunManifest.load(reference)
@@ -203,7 +207,7 @@ def changed_npis(reference: RunPaths, data_dir: Path) -> list[str]:
     clean = validate(raw, cfg)
     window = clean.payments.lazy().filter(pl.col("year").is_between(t - cfg.window_years + 1, t))
     current = npi_digests(window, clean.providers.lazy(), clean.exclusions.lazy())
-    previous = pl.scan_parquet(reference.stat("npi_digest"))
+    previous = run_store(reference).scan_frame(stat_key("npi_digest"))
     changed = current.join(previous, on=["npi", "digest"], how="anti")
     scored = window.select("npi").unique()  # only NPIs that have something to score
     return (

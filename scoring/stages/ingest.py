@@ -5,13 +5,13 @@ dataset in chunks, so memory follows the chunk); this stage buckets what they ke
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from scoring.config import Settings
 from scoring.inputs.contract import table_rows
+from scoring.inputs.dataset import DataSource
 from scoring.inputs.npi import npi_to_int
 from scoring.inputs.validation import PAYMENTS, check_slice
 from scoring.runs.plan import check_inputs_unchanged, read_plan
@@ -27,7 +27,7 @@ TABLES = {
 
 
 def checked_slice(
-    data_dir: Path, name: str, index: int, shards: int, cfg: Settings
+    data_dir: DataSource, name: str, index: int, shards: int, cfg: Settings
 ) -> tuple[int, pl.DataFrame, pl.DataFrame]:
     """Slice `index` of one table through its row rules: (rows, good rows, quarantined)."""
     table = table_rows(data_dir, name)

@@ -16,11 +16,13 @@ from scoring.reports.report import build_report, with_earlier_sources
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import (
+    REPORT,
+    REPORT_HTML,
+    SCORES,
     RunPaths,
-    read_json,
-    read_parquet_named,
-    write_json_atomic,
-    write_parquet_atomic,
+    batch_key,
+    chunk_key,
+    run_store,
 )
 
 GATHER_COLUMNS = 4  # columns sorted at a time by sorted_by_npi
@@ -46,16 +48,17 @@ def checked_chunks(paths: RunPaths, manifest: RunManifest) -> pl.DataFrame:
     if missing:
         msg = f"run {manifest.run_id}: cannot merge, {len(missing)} batch(es) missing: "
         raise RunStateError(msg + _shown(missing))
+    store = run_store(paths)
     frames, stale = [], []
     for index in range(manifest.batches_total):
-        chunk = read_parquet_named(paths.chunk(index))
-        expected = read_parquet_named(paths.batch_providers(index)).select(
+        chunk = store.read_frame(chunk_key(index))
+        expected = store.read_frame(batch_key(index, "providers")).select(
             npi_to_str(pl.col("npi"))
         )
         fresh = chunk[PREPARE_ID].eq(manifest.prepare_id).all()
         if not fresh or not chunk["npi"].equals(expected["npi"].alias("npi")):
             stale.append(index)
-            paths.chunk(index).unlink(missing_ok=True)
+            store.delete(chunk_key(index))
             continue
         frames.append(chunk.drop(PREPARE_ID))
     if stale:
@@ -86,7 +89,7 @@ def merged_scores(
     if reference is None:
         calibrated = chunks.with_columns(calibrated_score(pl.col("r_raw"), pl.len()))
     else:
-        population = read_parquet_named(reference.scores).get_column("r_raw")
+        population = run_store(reference).read_frame(SCORES).get_column("r_raw")
         calibrated = chunks.with_columns(reference_risk_score(chunks["r_raw"], population))
     del chunks
     labelled = calibrated.with_columns(label_expr(manifest.cfg))
@@ -123,7 +126,7 @@ def merge_and_calibrate(
     ledger.set_status("merging")
     with ledger.step("merge"):
         scores = merged_scores(paths, manifest, reference)
-        write_parquet_atomic(scores, paths.scores)
+        run_store(paths).write_frame(SCORES, scores)
     # report.json before the status: a follower that sees 'merged' finds it there (the page
     # comes after publish, `draw`)
     report_after_merge(paths, scores, manifest, status="merged", html=draw)
@@ -144,7 +147,7 @@ def write_run_report(
     report = build_report(paths, scores, status=status)
     if earlier:
         report = with_earlier_sources(report, earlier)
-    write_json_atomic(report, paths.report)
+    run_store(paths).write_json(REPORT, report)
     if html:
         _draw(report, paths)
     return report
@@ -155,7 +158,7 @@ def _draw(report: dict[str, Any], paths: RunPaths) -> None:
     imports the run steps (CLI, workers, containers, pool children) would pay ~0.5 s."""
     from scoring.reports.html import write_report_html
 
-    write_report_html(report, paths.report_html)
+    write_report_html(report, paths)
 
 
 # What drawing a report can raise (a bug, odd data, a full disk); anything else -- a
@@ -169,13 +172,14 @@ REPORT_FAILURES = (
 def restamp_report(paths: RunPaths, status: str = "published") -> None:
     """After publish: the report's header shows the run's status now (it was written at
     merge), drawn again from report.json; never fails the publish that called it."""
+    store = run_store(paths)
     try:
-        if not paths.report.exists():
+        if not store.exists(REPORT):
             return
-        report = read_json(paths.report)
+        report = store.read_json(REPORT)
         report.setdefault("header", {})["status"] = status
-        write_json_atomic(report, paths.report)
-        if paths.report_html.exists():
+        store.write_json(REPORT, report)
+        if store.exists(REPORT_HTML):
             _draw(report, paths)
     except REPORT_FAILURES as exc:
         logging.getLogger(__name__).exception("run %s: report not restamped", paths.run_id)
@@ -201,10 +205,11 @@ def report_after_merge(
 def draw_run_report(paths: RunPaths) -> None:
     """report.html from the run's report.json (as it stands: restamped after a publish), when
     the run's settings want one; a failure is recorded like a report that could not be made."""
+    store = run_store(paths)
     try:
-        if not paths.report.exists() or not RunManifest.load(paths).cfg.report_html:
+        if not store.exists(REPORT) or not RunManifest.load(paths).cfg.report_html:
             return
-        _draw(read_json(paths.report), paths)
+        _draw(store.read_json(REPORT), paths)
     except REPORT_FAILURES as exc:
         message = f"{type(exc).__name__}: {exc}"
         logging.getLogger(__name__).exception("run %s: report not drawn: %s", paths.run_id, message)

@@ -187,6 +187,6 @@ def record_progress(paths: RunPaths) -> None:
 def is_prepared(paths: RunPaths) -> bool:
     """No prepare step has work left (a run without a plan, e.g. incremental: run.json)."""
     if not has_plan(paths):
-        return paths.manifest.exists()
+        return RunManifest.exists(paths)
     work = next_work(paths)
     return work is None or work.step.phase != "prepare"

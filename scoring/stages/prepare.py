@@ -4,30 +4,30 @@ run.json, written once every stage is done. The stages between are the pipeline'
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from scoring.config import Settings
 from scoring.db.connection import connect
 from scoring.db.export import GRAPH_QUERIES, estimated_payment_rows, export_dataset
 from scoring.errors import InputError
+from scoring.inputs.dataset import DataSource, data_source
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.outage import through_outage
 from scoring.runs.plan import run_fingerprint, write_plan
-from scoring.runs.store import RunPaths, writable_run_dir
+from scoring.runs.store import RunPaths, writable_run, writable_run_dir
 from scoring.stages.combine import combine
 
 NO_ESTIMATE_SHARDS = 16  # --source postgres, shards 0, tables never analysed
 
 
-def begin_prepare(paths: RunPaths, data_dir: Path, cfg: Settings) -> None:
+def begin_prepare(paths: RunPaths, data_dir: DataSource, cfg: Settings) -> None:
     """A clean run directory, the ledger started, and the plan every stage task reads."""
-    writable_run_dir(paths.root)
+    writable_run(paths)
     paths.clear()
     ledger = RunLedger(paths)
     ledger.start(
         kind="full",
-        source=str(Path(data_dir).resolve()),
+        source=str(data_source(data_dir)),
         fingerprint=run_fingerprint(data_dir, cfg),
     )
     with ledger.step("prepare"):

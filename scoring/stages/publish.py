@@ -12,7 +12,7 @@ from scoring.errors import RunStateError
 from scoring.runs.ledger import RunLedger, StepTimer, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.outage import through_outage
-from scoring.runs.store import RunPaths, read_parquet_named
+from scoring.runs.store import SCORES, RunPaths, run_store
 from scoring.stages.merge import restamp_report
 
 
@@ -33,12 +33,13 @@ def publish(
     runs `claidex publish` again; unattended engines ride the outage out.
     """
     manifest = RunManifest.load(paths)
-    if not paths.scores.exists():
+    store = run_store(paths)
+    if not store.exists(SCORES):
         msg = f"run {manifest.run_id}: no scores.parquet to publish (merge has not finished)"
         raise RunStateError(msg)
     ledger = RunLedger(paths)
     ledger.set_status("publishing")
-    scores = read_parquet_named(paths.scores)
+    scores = store.read_frame(SCORES)
     state = ledger.read()
 
     def publish_once() -> PublishResult:
@@ -72,7 +73,7 @@ def publish(
         )
         msg = (
             f"publish of run {manifest.run_id} failed: {reason}; "
-            f"the scores stay in {paths.scores}{retry}"
+            f"the scores stay in {paths.where(SCORES)}{retry}"
         )
         final = error_class(exc)(msg)  # transient or not, as the retry policy judges `exc`
         ledger.fail("publish", final)  # 'retrying', not 'failed', when a task retry is coming

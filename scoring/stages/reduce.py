@@ -10,6 +10,7 @@ import polars as pl
 from scoring.config import Settings
 from scoring.errors import InputError
 from scoring.inputs.contract import read_dataset
+from scoring.inputs.dataset import DataSource
 from scoring.inputs.quarantine import QUARANTINE_SCHEMA
 from scoring.inputs.validation import validate_graph
 from scoring.methodology.components.ownership import OwnershipGraph, ownership_groups
@@ -79,7 +80,9 @@ def graph_tables(
     return {**tables, "quarantine": q}
 
 
-def _graph_for_run(data_dir: Path, cfg: Settings, ledger: RunLedger) -> dict[str, pl.DataFrame]:
+def _graph_for_run(
+    data_dir: DataSource, cfg: Settings, ledger: RunLedger
+) -> dict[str, pl.DataFrame]:
     """The graph tables from the mode's source (neo4j-live: none, each batch asks Neo4j)."""
     if cfg.graph_mode == "neo4j-live":
         neo4j_verify(cfg, ledger)

@@ -17,7 +17,7 @@ from scoring.methodology.provider_scores import PREPARE_ID, STAT_NAMES, PeerStat
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.retry_policy import out_of_attempts, storage_full
-from scoring.runs.store import RunPaths, read_parquet_named, write_parquet_atomic
+from scoring.runs.store import RunPaths, batch_key, chunk_key, run_store, stat_key
 from scoring.stages.combine import CHAIN_COLUMNS
 from scoring.stages.peer_groups import batch_member_counts
 
@@ -31,13 +31,14 @@ class BatchResult:
 
 def load_stats(paths: RunPaths) -> PeerStats:
     """Lazy handles on the run's global peer statistics tables."""
-    return PeerStats(**{name: pl.scan_parquet(paths.stat(name), glob=False) for name in STAT_NAMES})
+    store = run_store(paths)
+    return PeerStats(**{name: store.scan_frame(stat_key(name)) for name in STAT_NAMES})
 
 
 def with_chain_totals(providers: pl.DataFrame, paths: RunPaths) -> pl.DataFrame:
     """The chain results of each provider's SNF: the buckets' partial counts, summed by the
     combine stage, so a batch never needs the rest of the population."""
-    per_snf = pl.read_parquet(paths.stat("ownership_snf"), glob=False)
+    per_snf = run_store(paths).read_frame(stat_key("ownership_snf"))
     return providers.drop(CHAIN_COLUMNS, strict=False).join(per_snf, on="snf_entity_id", how="left")
 
 
@@ -47,12 +48,13 @@ def compute_batch(paths: RunPaths, manifest: RunManifest, batch_index: int) -> p
         last = manifest.batches_total - 1
         msg = f"run {manifest.run_id}: batch {batch_index} out of range 0..{last}"
         raise RunStateError(msg)
-    providers = read_parquet_named(paths.batch_providers(batch_index))
+    store = run_store(paths)
+    providers = store.read_frame(batch_key(batch_index, "providers"))
     if manifest.cfg.graph_mode == "neo4j-live":  # the legacy design: this batch asks Neo4j
         providers = with_live_ownership(providers, neo4j_target(), manifest.cfg)
     else:
         providers = with_chain_totals(providers, paths)
-    provider_years = read_parquet_named(paths.batch_provider_years(batch_index))
+    provider_years = store.read_frame(batch_key(batch_index, "provider_years"))
     counts = None
     if manifest.member_counts:
         counts = batch_member_counts(paths, providers["npi"], manifest.cfg.shards)
@@ -112,9 +114,9 @@ def score_batch(
         beat = manifest.cfg.heartbeat_seconds
         with ledger.heartbeat(f"batch-{batch_index:05d}", worker=worker, every=beat):
             chunk = compute_batch(paths, manifest, batch_index)
-            write_parquet_atomic(chunk, paths.chunk(batch_index))
+            run_store(paths).write_frame(chunk_key(batch_index), chunk)
     except Exception as exc:
-        if not isinstance(exc, BatchGaveUpError) and storage_full(paths.root):
+        if not isinstance(exc, BatchGaveUpError) and storage_full(paths):
             # not this batch's failure: it is interrupted, the run stalls (never fails) and
             # the batch runs again once space is freed (a retry, a resume, the watchdog)
             with contextlib.suppress(OSError):

@@ -1,0 +1,96 @@
+"""Where an input dataset lies: a directory, or an `s3://bucket/prefix` (issue 25).
+
+The input contract lists, sizes and scans a dataset's files through these few functions,
+so it reads the same tables, and names the same files in its errors, from either place.
+A file is a `Path` or an `s3://` URL string."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import obstore
+import polars as pl
+from obstore.exceptions import NotFoundError
+
+from scoring.runs.object_store import bucket_client, is_url, join_url, polars_options, split_url
+
+DataSource = Path | str  # a directory, or an s3:// URL
+DataFile = Path | str
+
+
+def data_source(value: DataSource) -> DataSource:
+    """A dataset location as given: an s3:// URL kept (no trailing '/'), a path made absolute."""
+    if is_url(value):
+        split_url(str(value))  # a malformed URL is one line here
+        return str(value).rstrip("/")
+    return Path(value).resolve()
+
+
+def child(folder: DataSource, name: str) -> DataFile:
+    return join_url(str(folder), name) if is_url(folder) else Path(folder) / name
+
+
+def name_of(file: DataFile) -> str:
+    return str(file).rstrip("/").rsplit("/", 1)[-1] if is_url(file) else Path(file).name
+
+
+def _object(file: str) -> tuple[obstore.store.S3Store, str]:
+    bucket, key = split_url(file)
+    return bucket_client(bucket), key
+
+
+def is_file(file: DataFile) -> bool:
+    if not is_url(file):
+        return Path(file).is_file()
+    client, key = _object(str(file))
+    try:
+        obstore.head(client, key)
+    except (FileNotFoundError, NotFoundError):
+        return False
+    return True
+
+
+def entries(folder: DataSource) -> list[tuple[DataFile, bool]]:
+    """(file, is a directory) directly in `folder`, sorted by name; [] when it is no folder."""
+    if not is_url(folder):
+        path = Path(folder)
+        return [(p, p.is_dir()) for p in sorted(path.iterdir())] if path.is_dir() else []
+    client, key = _object(str(folder))
+    listed = obstore.list_with_delimiter(client, prefix=f"{key}/" if key else "")
+    found: list[tuple[DataFile, bool]] = [
+        (child(folder, p.rstrip("/").rsplit("/", 1)[-1]), True) for p in listed["common_prefixes"]
+    ]
+    found += [(child(folder, o["path"].rsplit("/", 1)[-1]), False) for o in listed["objects"]]
+    return sorted(found, key=lambda entry: name_of(entry[0]))
+
+
+def is_dir(folder: DataSource) -> bool:
+    """A directory; on S3, a prefix holding at least one object."""
+    if not is_url(folder):
+        return Path(folder).is_dir()
+    return bool(entries(folder))
+
+
+def scan(file: DataFile) -> pl.LazyFrame:
+    if is_url(file):
+        return pl.scan_parquet(str(file), storage_options=polars_options(), glob=False)
+    return pl.scan_parquet(file, glob=False)
+
+
+def size(file: DataFile) -> int:
+    if not is_url(file):
+        return Path(file).stat().st_size
+    client, key = _object(str(file))
+    return int(obstore.head(client, key)["size"])
+
+
+def tail(file: DataFile, length: int) -> bytes:
+    """The last `length` bytes (a Parquet footer with its statistics)."""
+    total = size(file)
+    start = max(0, total - length)
+    if not is_url(file):
+        with Path(file).open("rb") as handle:
+            handle.seek(start)
+            return handle.read()
+    client, key = _object(str(file))
+    return bytes(obstore.get_range(client, key, start=start, end=total)) if total else b""
