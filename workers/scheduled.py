@@ -25,6 +25,7 @@ from scoring.runs.store import (
     new_run_id,
     read_json_or,
     run_store,
+    source_dataset,
 )
 from scoring.stages.finish import publish_checked
 from scoring.stages.incremental import (
@@ -130,7 +131,7 @@ def _incremental_source(
     url = database_url()
     if url is None:
         return data_source(RunManifest.load(reference).source)
-    source = paths.root / "source"  # the export writes a local dataset (a local run root)
+    source = source_dataset(paths)
     with connect(url) as conn:
         export_dataset(conn, source, npis=npis, with_graph=False)
     return source

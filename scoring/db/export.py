@@ -6,9 +6,7 @@ and from there into Parquet with the dataset's column types.
 
 from __future__ import annotations
 
-import os
 import tempfile
-import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,8 @@ from scoring.db.copy import copy_out_csv
 from scoring.db.load import ENTITY_EXCLUSIONS_TABLE
 from scoring.errors import ClaidexError, InputError
 from scoring.inputs.contract import canonical_schema, dataset_file, first_line
+from scoring.inputs.dataset import DataFile, DataSource, child, put_file
+from scoring.location import is_url
 
 EXPORT_QUERIES = {
     "providers": "SELECT npi, entity_type_code, display_name, taxonomy_1, state, "
@@ -81,7 +81,7 @@ def _export_error(exc: Exception, name: str) -> ClaidexError:
 
 def export_dataset(
     conn: psycopg.Connection,
-    out_dir: Path,
+    out_dir: DataSource,
     npis: list[str] | None = None,
     *,
     with_graph: bool,
@@ -93,7 +93,8 @@ def export_dataset(
     Without `with_graph` (the neo4j-* modes) no Postgres graph table is read at all;
     `tables` limits the export to those dataset files.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not is_url(out_dir):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     counts = {}
     with _snapshot(conn) as scratch:
         for name, query in _queries(conn, with_graph=with_graph).items():
@@ -131,17 +132,23 @@ def _copy_to_parquet(
     text: str,
     params: tuple[Any, ...],
     scratch: Path,
-    target: Path,
+    target: DataFile,
 ) -> int:
-    """COPY one table's query out as CSV, then into `target` with the dataset's column
-    types; its rows. Any failure is one line naming the source object."""
+    """COPY one table's query out as CSV, then into `target` (a path or an s3:// URL, whole
+    or absent) with the dataset's column types; its rows. Any failure is one line naming
+    the source object."""
     csv = scratch / f"{name}.csv"
+    part = scratch / f"{name}.parquet"
     try:
         copy_out_csv(conn, sql.SQL(text), csv, params)  # type: ignore[arg-type]
-        pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(target, compression="zstd")
-        return pl.scan_parquet(target).select(pl.len()).collect().item()
+        pl.scan_csv(csv, schema=canonical_schema(name)).sink_parquet(part, compression="zstd")
+        rows = pl.scan_parquet(part).select(pl.len()).collect().item()
     except (psycopg.Error, pl.exceptions.PolarsError) as exc:
         raise _export_error(exc, name) from exc
+    put_file(target, part)
+    csv.unlink(missing_ok=True)
+    part.unlink(missing_ok=True)  # (moved already, when the target is on this filesystem)
+    return rows
 
 
 # A total order of each per-NPI table's rows (ties are identical rows): an NPI range's rows
@@ -176,7 +183,7 @@ def _range_filter(index: int, shards: int) -> tuple[str, tuple[str, ...]]:
 
 
 def export_npi_range(
-    conn: psycopg.Connection, out_dir: Path, index: int, shards: int
+    conn: psycopg.Connection, out_dir: DataSource, index: int, shards: int
 ) -> dict[str, int]:
     """NPI range `index` of the per-NPI tables, read through the production objects in one
     repeatable-read snapshot, as `<table>/part-<index>.parquet` parts of `out_dir` (each
@@ -189,11 +196,8 @@ def export_npi_range(
                 f"SELECT * FROM ({EXPORT_QUERIES[name]}) q WHERE {where} "
                 f"ORDER BY {RANGE_ORDER[name]}"
             )
-            target = out_dir / name / f"part-{index:05d}.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-            counts[name] = _copy_to_parquet(conn, name, text, params, scratch, tmp)
-            tmp.replace(target)  # a part is whole or absent
+            target = child(child(out_dir, name), f"part-{index:05d}.parquet")
+            counts[name] = _copy_to_parquet(conn, name, text, params, scratch, target)
     return counts
 
 

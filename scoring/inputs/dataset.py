@@ -6,6 +6,9 @@ A file is a `Path` or an `s3://` URL string."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import obstore
@@ -82,6 +85,23 @@ def size(file: DataFile) -> int:
         return Path(file).stat().st_size
     client, key = _object(str(file))
     return int(obstore.head(client, key)["size"])
+
+
+def put_file(target: DataFile, local: Path) -> None:
+    """`local` (a finished file) as `target`, whole or not at all: renamed into place beside
+    it on a filesystem, one PUT (multipart for a large file) on S3."""
+    if not is_url(target):
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.replace(local, tmp)  # the scratch's file itself, when on the same filesystem
+        except OSError:
+            shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+        return
+    client, key = _object(str(target))
+    obstore.put(client, key, local)
 
 
 def tail(file: DataFile, length: int) -> bytes:

@@ -243,6 +243,14 @@ def share_key(source: RunPaths, target: RunPaths, key: str) -> None:
     to_store.put_bytes(key, from_store.read_bytes(key))
 
 
+SOURCE = "source"  # a Postgres run's snapshot: a dataset inside the run
+
+
+def source_dataset(paths: RunPaths) -> Path | str:
+    """Where a run's Postgres snapshot lies: a directory of the run, or its URL."""
+    return f"{paths.url}/{SOURCE}" if paths.url is not None else paths.root / SOURCE
+
+
 def read_json_or(paths: RunPaths, key: str, default: Any) -> Any:
     """The run's JSON `key`, or `default` when it is absent."""
     try:

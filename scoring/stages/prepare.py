@@ -3,7 +3,7 @@ run.json, written once every stage is done. The stages between are the pipeline'
 
 from __future__ import annotations
 
-import shutil
+from pathlib import Path
 
 from scoring.config import Settings
 from scoring.db.connection import connect
@@ -14,7 +14,7 @@ from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.outage import through_outage
 from scoring.runs.plan import run_fingerprint, write_plan
-from scoring.runs.store import RunPaths, writable_run, writable_run_dir
+from scoring.runs.store import SOURCE, RunPaths, run_store, source_dataset, writable_run
 from scoring.stages.combine import combine
 
 NO_ESTIMATE_SHARDS = 16  # --source postgres, shards 0, tables never analysed
@@ -40,10 +40,10 @@ def begin_prepare_from_postgres(
     """A clean run directory and a plan whose first stage exports the per-NPI tables by
     NPI range (each task its own COPY); the graph tables, small, are exported here, once,
     in the embedded graph mode (the neo4j-* modes read no Postgres graph table)."""
-    writable_run_dir(paths.root)
+    writable_run(paths)
     paths.clear()
-    source = paths.root / "source"
-    shutil.rmtree(source, ignore_errors=True)  # no part of an earlier prepare survives
+    source = source_dataset(paths)
+    run_store(paths).delete(SOURCE)  # no part of an earlier prepare survives
     ledger = RunLedger(paths)
     ledger.start(kind="full", source="postgres", fingerprint="")
     if url is None:
@@ -61,7 +61,8 @@ def begin_prepare_from_postgres(
         rows = through_outage(export_graph, ledger=ledger, step="export", window=outage_window)
         if rows is None:  # no planner estimate: a fixed count rather than a full scan
             cfg = cfg.model_copy(update={"shards": NO_ESTIMATE_SHARDS})
-        source.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, Path):
+            source.mkdir(parents=True, exist_ok=True)
         write_plan(paths, source, cfg, "", source_kind="postgres", payment_rows=rows or None)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,11 +40,11 @@ def s3_fleet(redis_server: PrivateRedis, s3_env: dict[str, str], tmp_path: Path)
     env = fleet_env(redis_server.url, s3_env["root"])
     hosts: dict[str, Host] = {}
 
-    def start(name: str, **extra: str) -> Host:
+    def start(name: str, queues: str = "batches,runs", **extra: str) -> Host:
         home = tmp_path / f"host-{name}"
         (home / "tmp").mkdir(parents=True)
         host_env = {**env, "TMPDIR": str(home / "tmp"), **extra}
-        proc = worker(host_env, home / "worker.log", name, cwd=home)
+        proc = worker(host_env, home / "worker.log", name, queues, cwd=home)
         hosts[name] = Host(home, proc)
         return hosts[name]
 
@@ -83,7 +84,8 @@ def test_two_hosts_sharing_only_redis_and_the_bucket_give_the_local_bytes(
     sample_dataset: Path, s3_dataset: str, s3_fleet: dict, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
     local = _local(sample_dataset, tmp_path, batch_size=300, shards=3)
-    first, second = s3_fleet["start"]("w0"), s3_fleet["start"]("w1")
+    first = s3_fleet["start"]("w0")
+    second = s3_fleet["start"]("w1", queues="batches,runs,incremental")
     result = _full(s3_fleet, s3_dataset, "f1", "--shards", "3", "--batch-size", "300")
     assert result.returncode == 0, result.stderr + result.stdout
     remote = RunPaths(f"{s3_env['root']}/f1")
@@ -97,6 +99,18 @@ def test_two_hosts_sharing_only_redis_and_the_bucket_give_the_local_bytes(
         assert not [p for p in (host.home / "tmp").rglob("*") if p.is_file()]
     assert not list(s3_fleet["operator"].iterdir())
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(ledger.read())
+    # an enqueue against that run: the NPIs' rows again, the incremental run on the bucket
+    picked = pl.read_parquet(local.scores).sample(n=4, seed=2).sort("npi")
+    served = workers_cli(
+        s3_fleet["env"], "enqueue", *picked["npi"].to_list(), "--wait", "--timeout", "120",
+        cwd=s3_fleet["operator"],
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr + served.stdout
+    run_id = re.search(r"run (\S+) \(merged, reference f1\)", served.stdout).group(1)
+    redone = RunPaths(f"{s3_env['root']}/{run_id}").store.read_frame("scores.parquet")
+    assert redone.equals(picked)
+    for host in (first, second):
+        assert host.parquet_left() == [], host.parquet_left()
 
 
 def test_the_s3_fleet_rides_out_a_server_restart_and_a_killed_pool_child(

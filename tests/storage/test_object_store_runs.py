@@ -116,3 +116,28 @@ def test_refused_credentials_fail_in_one_line_before_any_work(
     assert "denied" in lines[0] and "wrong-secret" not in result.stderr
     # (a bucket that does not exist: SeaweedFS creates it on the first write, so only the
     # refused credentials are a server-side refusal here)
+
+
+def test_a_postgres_sourced_run_writes_its_snapshot_to_the_bucket(
+    s3_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """--source postgres on an S3 run root: each export task PUTs its NPI range's parts under
+    the run's source/ prefix, and the run gives the bytes of the same run on local files."""
+    from claidex.dev.sample import generate
+    from claidex.local_engine import run_local_from_postgres
+    from scoring.db.connection import connect
+    from scoring.db.load import load_dataset
+
+    data = tmp_path / "production-data"
+    generate(data, providers=1500, seed=31, layout="production")
+    with connect(database_url) as conn:
+        load_dataset(conn, data)
+    cfg = Settings(shards=3, workers=1, batch_size=500)
+    local = run_local_from_postgres(database_url, cfg, run_dir=tmp_path / "pg", show_progress=False)
+    remote = run_local_from_postgres(
+        database_url, cfg, run_dir=f"{s3_env['root']}/pg", show_progress=False
+    )
+    assert remote.store.read_bytes("scores.parquet") == local.scores.read_bytes()
+    parts = remote.store.list_keys("source/payments_combined", "part-00002.parquet")
+    assert parts == ["source/payments_combined/part-00002.parquet"]
+    assert not (tmp_path / "pg-s3").exists()
