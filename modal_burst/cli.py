@@ -30,7 +30,8 @@ from modal_burst.driver import merge_only, run_burst, run_overrides
 from modal_burst.layout import DEFAULT_KEEP, VOLUME_VERSION, migration_steps, named_volume
 from modal_burst.run_secrets import STEPS
 from scoring.config import SHARDS_HELP, Settings, load_settings
-from scoring.errors import RunStateError
+from scoring.errors import InputError, RunStateError
+from scoring.location import is_url
 from scoring.runs.alerts import send_alert
 from scoring.runs.store import checked_run_id, new_run_id
 
@@ -236,9 +237,23 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_on_s3(command: str) -> None:
+    """download and prune work on the volume; with CLAIDEX_MODAL_RUN_ROOT on S3 there is
+    nothing of a run there: one line saying where the runs are instead."""
+    root = Settings().modal_run_root
+    if is_url(root):
+        msg = (
+            f"the burst's runs are on S3 ({root}), not on the volume: {command} does not apply "
+            "(read a run there: `claidex report|compare|explain s3://.../RUN`; expire old "
+            "runs with the bucket's lifecycle rules)"
+        )
+        raise InputError(msg)
+
+
 def _download(args: argparse.Namespace) -> int:
     from modal_burst.transfer import download_run
 
+    _runs_on_s3("download")
     files = download_run(_volume(args), args.run, Path(args.directory))
     print(f"downloaded {', '.join(files)} to {args.directory}")
     return 0
@@ -247,6 +262,7 @@ def _download(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     from modal_burst.prune import prune_runs
 
+    _runs_on_s3("prune")
     actions = prune_runs(_volume(), keep=args.keep, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for act in actions:
@@ -308,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     full = sub.add_parser("full", help="full recompute in Modal containers")
-    full.add_argument("--data-name", help="dataset on the volume (default CLAIDEX_MODAL_DATA_NAME)")
+    full.add_argument(
+        "--data-name",
+        help="dataset on the volume, or an s3:// URL (default CLAIDEX_MODAL_DATA_NAME)",
+    )
     full.add_argument("--source", choices=["volume", "postgres"], default="volume")
     full.add_argument("--batch-size", type=int, default=None)
     full.add_argument("--shards", type=int, default=None, help=SHARDS_HELP)

@@ -39,10 +39,15 @@ from claidex.dev.sample import generate  # noqa: E402
 from claidex.local_engine import run_local  # noqa: E402
 from scoring.config import Settings  # noqa: E402
 from scoring.runs.ledger import RunLedger  # noqa: E402
-from scoring.runs.store import RunPaths  # noqa: E402
+from scoring.runs.roots import run_at  # noqa: E402
+from scoring.runs.store import (  # noqa: E402
+    WATCHDOG,
+    RunPaths,
+    read_json_or,
+)
 from scoring.stages.drive import prepare  # noqa: E402
 from tests.bolt_server import BoltServer  # noqa: E402
-from tests.devservices import PrivatePostgres, PrivateRedis  # noqa: E402
+from tests.devservices import PrivatePostgres, PrivateRedis, PrivateS3  # noqa: E402
 from tests.fleet import CeleryProcess, beat, fleet_env, wait_for, worker  # noqa: E402
 
 CHAOS_ENV = {  # production-like limits, recovery clocks shortened so the matrix runs in minutes
@@ -96,6 +101,7 @@ class Lab:
     persistent_redis: bool = False
     extra: dict[str, str] = field(default_factory=dict)
     run_root: Path | None = None
+    s3: PrivateS3 | None = None  # the run root on this server's bucket, no shared disk
     redis: PrivateRedis = field(init=False)
     env: dict[str, str] = field(init=False)
     workers: dict[str, CeleryProcess] = field(default_factory=dict)
@@ -104,10 +110,14 @@ class Lab:
     def __enter__(self) -> Lab:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.redis = PrivateRedis(persistent=self.persistent_redis).start()
-        root = self.run_root or self.scratch / "runs"
+        root: Path | str = self.run_root or self.scratch / "runs"
+        if self.s3 is not None:
+            root = f"s3://{self.s3.bucket}/{self.scratch.name}"
         self.env = fleet_env(
             self.redis.url, root, database_url=self.url, **CHAOS_ENV, **self.bolt.env()
         )
+        if self.s3 is not None:
+            self.env.update(self.s3.env())
         self.env.update(self.extra)
         for name in ("w0", "w1"):
             self.start_worker(name)
@@ -119,7 +129,13 @@ class Lab:
 
     def start_worker(self, name: str) -> CeleryProcess:
         log = self.scratch / f"{name}-{len(self.workers)}.log"
-        self.workers[name] = worker(self.env, log, name)
+        if self.s3 is None:
+            self.workers[name] = worker(self.env, log, name)
+            return self.workers[name]
+        home = self.scratch / f"host-{name}-{len(self.workers)}"  # its own cwd and TMPDIR
+        (home / "tmp").mkdir(parents=True)
+        env = {**self.env, "TMPDIR": str(home / "tmp")}
+        self.workers[name] = worker(env, log, name, cwd=home)
         return self.workers[name]
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +146,7 @@ class Lab:
         self.redis.stop()
 
     def paths(self, run_id: str) -> RunPaths:
-        return RunPaths(Path(self.env["CLAIDEX_RUN_ROOT"]) / run_id)
+        return run_at(self.env["CLAIDEX_RUN_ROOT"], run_id)
 
     def full(self, run_id: str, *extra: str) -> subprocess.Popen[str]:
         source = ["--source", "postgres"] if "--source" in extra else ["--data", str(self.data)]
@@ -221,8 +237,7 @@ def finish(
         row.recovery = row.recovery or "none"
         row.note = (row.note + f" exit {follower.returncode}: {err.strip()[-300:]}").strip()
     elif not row.recovery:
-        record = lab.paths(run_id).watchdog
-        actions = json.loads(record.read_text()).get("actions", 0) if record.exists() else 0
+        actions = read_json_or(lab.paths(run_id), WATCHDOG, {}).get("actions", 0)
         row.recovery = "automatic" + (f" (watchdog: {actions} resume)" if actions else "")
     lost, duplicated, wrong, note = compare(lab.url, reference, run_id)
     row.lost, row.duplicated, row.wrong = lost, duplicated, wrong
@@ -280,8 +295,7 @@ def kill_worker_main(lab: Lab, reference: pl.DataFrame) -> Row:
 
 
 def stage_beat(paths: RunPaths, stage: str) -> bool:
-    folder = paths.heartbeat_dir
-    return folder.exists() and any(folder.glob(f"{stage}-*.json"))
+    return any(name.startswith(f"{stage}-") for name in RunLedger(paths).heartbeats())
 
 
 def kill_child_in_stage(lab: Lab, reference: pl.DataFrame) -> Row:
@@ -456,6 +470,48 @@ def stale_resumed_late(lab: Lab, reference: pl.DataFrame) -> Row:
     return row
 
 
+def s3_restart(lab: Lab, reference: pl.DataFrame) -> Row:
+    """The S3 server stopped for 8 s mid-scoring, then back on its ports (its data kept)."""
+    assert lab.s3 is not None
+    follower = lab.full("s3-restart")
+    paths = lab.paths("s3-restart")
+    wait_for(lambda: RunLedger(paths).summary().get("batches_done", 0) >= 3, 300)
+    done = RunLedger(paths).summary()
+    at = time.monotonic()
+    lab.s3.restart(down=8.0)
+    row = Row(
+        "S3 server restarted mid-run (8 s down)",
+        f"{done['batches_done']}/{done['batches_total']} batches done",
+    )
+    return finish(lab, row, follower, at, reference, "s3-restart")
+
+
+def s3_hosts_lost_then_resume(lab: Lab, reference: pl.DataFrame) -> Row:
+    """Every worker host lost at once mid-scoring (kill -9 of each whole worker, the
+    follower too); new hosts, then `python -m workers resume`: only what is missing runs."""
+    follower = lab.full("s3-resume")
+    paths = lab.paths("s3-resume")
+    wait_for(lambda: RunLedger(paths).summary().get("batches_done", 0) >= 3, 300)
+    for proc in lab.workers.values():
+        proc.kill()
+    follower.kill()
+    follower.communicate()
+    done = RunLedger(paths).summary()
+    at = time.monotonic()
+    for name in ("w2", "w3"):
+        lab.start_worker(name)
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "workers", "resume", "s3-resume", "--timeout", "1800", "--quiet"],
+        cwd=ROOT, env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    row = Row(
+        "every worker host lost mid-run, then resume (S3 run root)",
+        f"{done['batches_done']}/{done['batches_total']} batches done",
+        recovery="resume",
+    )
+    return finish(lab, row, resumed, at, reference, "s3-resume")
+
+
 def sigterm_worker(lab: Lab, reference: pl.DataFrame) -> Row:
     follower = lab.full("sigterm")
     paths = lab.paths("sigterm")
@@ -489,6 +545,11 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "concurrent": (concurrent_full, {}),
     "stale": (stale_resumed_late, {}),
     "sigterm": (sigterm_worker, {}),
+    # the run root on S3 (SeaweedFS), workers with no shared disk (issue 25)
+    "s3-kill-stage": (kill_child_in_stage, {"s3": True}),
+    "s3-restart": (s3_restart, {"s3": True}),
+    "s3-concurrent": (concurrent_full, {"s3": True}),
+    "s3-resume": (s3_hosts_lost_then_resume, {"s3": True}),
 }
 
 
@@ -539,6 +600,7 @@ def main() -> int:
     began = time.monotonic()
     rows: list[Row] = []
     pg = PrivatePostgres().start()
+    s3 = PrivateS3().start()
     bolt = BoltServer(scratch / "bolt")
     try:
         data = scratch / "data"
@@ -561,6 +623,8 @@ def main() -> int:
             scenario, options = SCENARIOS[name]
             options = dict(options)
             run_root = None
+            if options.pop("s3", False):
+                options["s3"] = s3
             if options.pop("tmpfs", False):
                 run_root = scratch / f"tmpfs-{name}"
                 if not mount_tmpfs(run_root, 512):
@@ -581,6 +645,7 @@ def main() -> int:
             rows.append(row)
     finally:
         bolt.stop()
+        s3.stop()
         pg.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     report = write_report(rows, args, time.monotonic() - began)

@@ -84,3 +84,17 @@ def test_an_s3_burst_without_its_secret_fails_in_one_line_naming_it(
     text = str(raised.value)
     assert "claidex-s3" in text and "AWS_SECRET_ACCESS_KEY" in text, text
     assert isinstance(raised.value, MissingSecretError) or "Secret" in text
+
+
+def test_download_and_prune_say_where_the_runs_are_when_they_are_on_s3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modal_burst.cli import _runs_on_s3
+    from scoring.errors import InputError
+
+    monkeypatch.setenv("CLAIDEX_MODAL_RUN_ROOT", "s3://claidex-runs/burst")
+    for command in ("download", "prune"):
+        with pytest.raises(InputError, match=r"runs are on S3 \(s3://claidex-runs/burst\)"):
+            _runs_on_s3(command)
+    monkeypatch.delenv("CLAIDEX_MODAL_RUN_ROOT")
+    _runs_on_s3("download")  # the volume: nothing to say
