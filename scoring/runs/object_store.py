@@ -129,6 +129,13 @@ def _unreachable(where: str, exc: Exception) -> RunFileError | StoreUnreachableE
         return RunFileMissingError(f"{where}: no such object")
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError | InvalidPathError):
         return RunFileError(line)
+    if not os.environ.get("AWS_ACCESS_KEY_ID") and "169.254.169.254" in str(exc):
+        # no key in the environment: object_store asked the instance metadata service
+        msg = (
+            f"{where}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(and AWS_REGION; AWS_ENDPOINT_URL for a server other than AWS)"
+        )
+        return RunFileError(msg)
     window = _outage_window()
     return StoreUnreachableError(f"{line} (object store unreachable for {window:g} s)")
 
