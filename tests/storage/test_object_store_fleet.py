@@ -156,20 +156,20 @@ def test_the_s3_fleet_rides_out_a_server_restart_and_a_killed_pool_child(
     assert "WorkerLostError" in log or "exited prematurely" in log, log[-2000:]
 
 
-def test_two_concurrent_full_runs_and_a_resume_on_s3(
+def test_two_concurrent_full_runs_then_hosts_lost_and_a_resume_on_s3(
     sample_dataset: Path, s3_dataset: str, s3_fleet: dict, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Two `full` runs at once on one bucket (one run id each; the same id twice: one gets
-    it), then a finished run resumed: nothing re-run, the same bytes."""
+    """Two `full` runs at once on one bucket (the same id twice: one gets it); then a run
+    whose every worker host is killed mid-scoring, resumed on a new host: the same bytes,
+    and only the batches without a chunk run again."""
     local = _local(sample_dataset, tmp_path, batch_size=400)
-    s3_fleet["start"]("w0")
-    s3_fleet["start"]("w1")
+    first, second = s3_fleet["start"]("w0"), s3_fleet["start"]("w1")
     env = {**s3_fleet["env"], "PYTHONPATH": str(ROOT)}
 
-    def start(run_id: str) -> subprocess.Popen[str]:
+    def start(run_id: str, batch_size: int = 400) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "workers", "full", "--data", s3_dataset, "--run-id", run_id,
-             "--batch-size", "400", "--timeout", "240", "--quiet"],
+             "--batch-size", str(batch_size), "--timeout", "240", "--quiet"],
             cwd=s3_fleet["operator"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
@@ -185,10 +185,24 @@ def test_two_concurrent_full_runs_and_a_resume_on_s3(
         paths = RunPaths(f"{s3_env['root']}/{run_id}")
         assert paths.store.read_bytes("scores.parquet") == local.scores.read_bytes()
         assert set(RunLedger(paths).batch_executions().values()) == {1}
+
+    lost = start("c", batch_size=100)
+    paths = RunPaths(f"{s3_env['root']}/c")
+    ledger = RunLedger(paths)
+    wait_for(lambda: ledger.summary().get("batches_done", 0) >= 3, what="3 batches", every=0.01)
+    for host in (first, second):  # every host gone at once, mid-scoring
+        host.process.kill()
+    lost.kill()
+    lost.communicate()
+    done_before = ledger.chunks_done()
+    total = ledger.read()["batches_total"]
+    assert len(done_before) < total, "the run ended before the hosts were lost"
+    s3_fleet["start"]("w2")
     resumed = workers_cli(
-        s3_fleet["env"], "resume", "a", "--timeout", "120", cwd=s3_fleet["operator"]
+        s3_fleet["env"], "resume", "c", "--timeout", "200", cwd=s3_fleet["operator"]
     )
-    assert resumed.returncode == 0, resumed.stderr
-    paths = RunPaths(f"{s3_env['root']}/a")
-    assert set(RunLedger(paths).batch_executions().values()) == {1}
-    assert pl.read_parquet(local.scores).equals(paths.store.read_frame("scores.parquet"))
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert paths.store.read_bytes("scores.parquet") == local.scores.read_bytes()
+    executions = ledger.batch_executions()
+    assert all(executions[i] == 1 for i in done_before), executions  # never scored again
+    assert sorted(executions) == list(range(total))

@@ -93,3 +93,21 @@ def test_the_server_listens_on_loopback_only_and_leaves_nothing(s3: PrivateS3) -
     root = other.root
     other.stop()
     assert not root.exists() and other.process is not None and other.process.poll() is not None
+
+
+def test_the_other_s3_features_the_run_store_uses(store: S3Store) -> None:
+    """Server-side copy (an incremental run's reference statistics), listing with a
+    delimiter (runs under a root, a run's chunks), multi-object delete (a re-prepare's
+    clear), ranged GET (the input fingerprint's Parquet footers) and LastModified (the
+    watchdog's evidence of progress)."""
+    obstore.put(store, "runs/r1/stats/a.parquet", b"0123456789")
+    obstore.put(store, "runs/r2/ledger.json", b"{}")
+    obstore.copy(store, "runs/r1/stats/a.parquet", "runs/r2/stats/a.parquet")
+    assert bytes(obstore.get(store, "runs/r2/stats/a.parquet").bytes()) == b"0123456789"
+    listed = obstore.list_with_delimiter(store, prefix="runs/")
+    assert sorted(p.rstrip("/") for p in listed["common_prefixes"]) == ["runs/r1", "runs/r2"]
+    assert bytes(obstore.get_range(store, "runs/r1/stats/a.parquet", start=6, end=10)) == b"6789"
+    head = obstore.head(store, "runs/r2/ledger.json")
+    assert head["last_modified"].timestamp() > 0 and head["size"] == 2
+    obstore.delete(store, ["runs/r2/ledger.json", "runs/r2/stats/a.parquet"])
+    assert obstore.list(store, prefix="runs/r2/").collect() == []
