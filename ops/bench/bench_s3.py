@@ -53,6 +53,15 @@ def server_counters(s3: PrivateS3) -> dict[str, float]:
     return found
 
 
+def server_cpu(s3: PrivateS3) -> float:
+    """CPU seconds the S3 server has used: it shares this machine's two cores."""
+    import psutil
+
+    assert s3.process is not None
+    times = psutil.Process(s3.process.pid).cpu_times()
+    return times.user + times.system
+
+
 def step_seconds(root: Path | str, run_id: str) -> dict[str, float]:
     """The ledger's step timings and, from report.json's timeline, the busy task-seconds of
     each prepare stage and of the batches."""
@@ -100,6 +109,7 @@ def main() -> None:
                 for kind in ("posix", "s3"):
                     run_id = f"{kind}-{round_}"
                     before = server_counters(s3) if kind == "s3" else {}
+                    cpu_before = server_cpu(s3)
                     seconds = command_seconds(
                         [sys.executable, "-m", "workers", "full", "--data", str(data),
                          "--run-id", run_id, "--quiet"],
@@ -112,6 +122,7 @@ def main() -> None:
                     if kind == "s3":
                         after = server_counters(s3)
                         traffic.append({k: after[k] - before.get(k, 0.0) for k in after})
+                        traffic[-1]["server_cpu"] = server_cpu(s3) - cpu_before
                     print(f"{run_id}: {seconds:.1f} s {json.dumps(steps[kind])}", flush=True)
         finally:
             for proc in procs:
@@ -120,7 +131,9 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     names = sorted(set(steps["posix"]) | set(steps["s3"]), key=lambda n: (n.endswith(")"), n))
     last = traffic[-1]
-    requests = {k: int(v) for k, v in sorted(last.items()) if not k.startswith("bytes_")}
+    requests = {
+        k: int(v) for k, v in sorted(last.items()) if not k.startswith(("bytes_", "server_"))
+    }
     lines = [
         f"\n## Issue 25: S3 run root against a POSIX run root — {stamp}\n",
         f"- Machine: {machine()}",
@@ -152,7 +165,8 @@ def main() -> None:
         "",
         f"S3 traffic of one run (the last): {last.get('bytes_received', 0) / 1e9:.2f} GB "
         f"written (PUT bodies), {last.get('bytes_sent', 0) / 1e9:.2f} GB read; requests by "
-        f"type: {', '.join(f'{k} {v:,}' for k, v in requests.items())}.",
+        f"type: {', '.join(f'{k} {v:,}' for k, v in requests.items())}. The server itself "
+        f"used {last['server_cpu']:.1f} CPU-seconds of the same two cores during the run.",
         "",
     ]
     append_section(args.out, lines)
