@@ -601,6 +601,7 @@ def main() -> int:
     rows: list[Row] = []
     pg = PrivatePostgres().start()
     s3 = PrivateS3().start()
+    os.environ.update(s3.env())  # this process reads the S3 labs' ledgers (and only they use it)
     bolt = BoltServer(scratch / "bolt")
     try:
         data = scratch / "data"

@@ -160,7 +160,8 @@ class Settings(BaseSettings):
     allow_empty_graph: bool = False  # a Neo4j mode may score with an empty graph (ownership 0)
     full_schedule: str = "0 3 * * 0"  # weekly full recompute (crontab, or seconds)
     refresh_schedule: str = "0 4 * * *"  # daily refresh of changed NPIs (crontab, or seconds)
-    scheduled_data: Path | None = None  # dataset for scheduled runs; unset: Postgres
+    # dataset for scheduled runs (a directory or s3://bucket/prefix); unset: Postgres
+    scheduled_data: Path | str | None = None
     graph_load_batch: int = Field(default=10_000, ge=1)  # rows per UNWIND when loading Neo4j
     neo4j_connect_timeout: float = Field(default=10.0, gt=0)
     neo4j_retry_seconds: float = Field(default=30.0, ge=0)  # managed-transaction retries
@@ -211,10 +212,12 @@ class Settings(BaseSettings):
         """Hashable like any frozen model, the component_weights mapping included."""
         return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
 
-    @field_validator("run_root", mode="after")
+    @field_validator("run_root", "scheduled_data", mode="after")
     @classmethod
-    def _run_root_location(cls, value: Path | str) -> Path | str:
+    def _run_root_location(cls, value: Path | str | None) -> Path | str | None:
         """An s3:// URL stays a string (a Path would fold its '//'); anything else a Path."""
+        if value is None:
+            return None
         text = str(value)
         return text.rstrip("/") if text.startswith("s3://") else Path(text)
 

@@ -3,6 +3,7 @@ incremental NPIs: each decides what to start, the run tasks do the work."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -14,12 +15,15 @@ from celery.utils.log import get_task_logger
 from scoring.config import Settings
 from scoring.db.connection import connect, database_url
 from scoring.db.export import export_dataset
+from scoring.errors import ClaidexError
 from scoring.inputs.dataset import DataSource, data_source
 from scoring.inputs.npi import checked_npis
+from scoring.location import is_url
 from scoring.runs.alerts import send_alert
 from scoring.runs.ledger import RunLedger, utc_now
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import (
+    SOURCE,
     WATCHDOG,
     RunPaths,
     new_run_id,
@@ -182,7 +186,18 @@ def score_incremental(
     return run_incremental(npis, data_dir, publish_scores)
 
 
-def _scheduled_source() -> tuple[str | None, Path | None]:
+def _drop_snapshot(data: DataSource) -> None:
+    """Remove a refresh's Postgres snapshot (`<run root>/<id>-refresh-source/source`), the
+    folder or prefix of its id included."""
+    if is_url(data):
+        holder = RunPaths(str(data).rsplit("/", 1)[0])
+        with contextlib.suppress(ClaidexError):
+            run_store(holder).delete(SOURCE)
+        return
+    shutil.rmtree(Path(data).parent, ignore_errors=True)
+
+
+def _scheduled_source() -> tuple[str | None, DataSource | None]:
     """(dataset dir for start_full_run, directory to read current rows from)."""
     cfg = Settings()
     if cfg.scheduled_data is not None:
@@ -223,7 +238,7 @@ def refresh_changed(self: Any) -> dict[str, Any]:
     reference = latest_full_run(cfg.run_root, published_only=url is not None)
     _, data = _scheduled_source()
     if data is None:  # Postgres: a consistent snapshot of the sources first
-        data = run_paths(new_run_id("-refresh-source")).root
+        data = source_dataset(run_paths(new_run_id("-refresh-source")))
         with connect(url or "") as conn:
             export_dataset(conn, data, with_graph=cfg.graph_mode == "embedded")
     try:
@@ -232,6 +247,6 @@ def refresh_changed(self: Any) -> dict[str, Any]:
             return {"changed": 0, "reference_run": reference.run_id}
         outcome = run_incremental(changed, str(data), publish_scores=True)
     finally:
-        if cfg.scheduled_data is None:  # the day's snapshot is not kept
-            shutil.rmtree(data, ignore_errors=True)
+        if cfg.scheduled_data is None:  # the day's snapshot is not kept: its whole run root
+            _drop_snapshot(data)
     return {"changed": len(changed), "run_id": outcome["run_id"], "reference_run": reference.run_id}

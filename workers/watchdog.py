@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from scoring.config import Settings
-from scoring.errors import RunFileError
+from scoring.errors import ClaidexError
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.retry_policy import LOW_DISK_BYTES
@@ -193,15 +193,24 @@ def _dead_delivery(
 
 
 def unfinished_runs(root: RunRoot, max_age_days: float = 14.0) -> list[RunPaths]:
-    """Fleet runs (with a request.json) touched in the last `max_age_days`."""
+    """Fleet runs (with a request.json) touched in the last `max_age_days`. Each run's
+    ledger is read first (one GET on S3) and only an unfinished run is looked at further:
+    the sweep's cost stays with the runs in flight, not every run ever stored."""
     cutoff = time.time() - max_age_days * 86_400
     found = []
-    for paths in runs_under(root, holding=REQUEST):
+    for paths in runs_under(root, holding=None):
         try:
-            status = RunLedger(paths).read().get("status", "queued")
-            recent = run_store(paths).newest_write([LEDGER, REQUEST]) >= cutoff
-        except (OSError, RunFileError):  # a damaged run is reported by status, not here
+            store = run_store(paths)
+            status = RunLedger(paths).read().get("status")
+            if status is None:  # queued, or not a fleet run at all
+                if not store.exists(REQUEST):
+                    continue
+                status = "queued"
+            if status not in UNFINISHED or not store.exists(REQUEST):
+                continue
+            recent = store.newest_write([LEDGER, REQUEST]) >= cutoff
+        except (OSError, ClaidexError):  # a damaged run is reported by status, not here
             continue
-        if status in UNFINISHED and recent:
+        if recent:
             found.append(paths)
     return found

@@ -9,13 +9,22 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import obstore
 import polars as pl
-from obstore.exceptions import NotFoundError
 
-from scoring.runs.object_store import bucket_client, is_url, join_url, polars_options, split_url
+from scoring.errors import RunFileMissingError
+from scoring.runs.object_store import (
+    bucket_client,
+    is_url,
+    join_url,
+    polars_options,
+    split_url,
+    unreachable,
+)
 
 DataSource = Path | str  # a directory, or an s3:// URL
 DataFile = Path | str
@@ -42,13 +51,24 @@ def _object(file: str) -> tuple[obstore.store.S3Store, str]:
     return bucket_client(bucket), key
 
 
+@contextmanager
+def _s3(where: DataFile) -> Iterator[None]:
+    """An S3 failure as the run store words it: one line naming the object; an outage
+    past CLAIDEX_S3_OUTAGE_WINDOW transient, refused credentials final."""
+    try:
+        yield
+    except Exception as exc:
+        raise unreachable(str(where), exc) from None
+
+
 def is_file(file: DataFile) -> bool:
     if not is_url(file):
         return Path(file).is_file()
     client, key = _object(str(file))
     try:
-        obstore.head(client, key)
-    except (FileNotFoundError, NotFoundError):
+        with _s3(file):
+            obstore.head(client, key)
+    except RunFileMissingError:
         return False
     return True
 
@@ -59,11 +79,16 @@ def entries(folder: DataSource) -> list[tuple[DataFile, bool]]:
         path = Path(folder)
         return [(p, p.is_dir()) for p in sorted(path.iterdir())] if path.is_dir() else []
     client, key = _object(str(folder))
-    listed = obstore.list_with_delimiter(client, prefix=f"{key}/" if key else "")
+    with _s3(folder):
+        listed = obstore.list_with_delimiter(client, prefix=f"{key}/" if key else "")
     found: list[tuple[DataFile, bool]] = [
         (child(folder, p.rstrip("/").rsplit("/", 1)[-1]), True) for p in listed["common_prefixes"]
     ]
-    found += [(child(folder, o["path"].rsplit("/", 1)[-1]), False) for o in listed["objects"]]
+    found += [  # not a zero-byte 'folder/' marker (the S3 console's "Create folder")
+        (child(folder, o["path"].rsplit("/", 1)[-1]), False)
+        for o in listed["objects"]
+        if not o["path"].endswith("/") and o["path"] != key
+    ]
     return sorted(found, key=lambda entry: name_of(entry[0]))
 
 
@@ -84,7 +109,8 @@ def size(file: DataFile) -> int:
     if not is_url(file):
         return Path(file).stat().st_size
     client, key = _object(str(file))
-    return int(obstore.head(client, key)["size"])
+    with _s3(file):
+        return int(obstore.head(client, key)["size"])
 
 
 def put_file(target: DataFile, local: Path) -> None:
@@ -101,7 +127,8 @@ def put_file(target: DataFile, local: Path) -> None:
         os.replace(tmp, path)
         return
     client, key = _object(str(target))
-    obstore.put(client, key, local)
+    with _s3(target):
+        obstore.put(client, key, local)
 
 
 def tail(file: DataFile, length: int) -> bytes:
@@ -113,4 +140,5 @@ def tail(file: DataFile, length: int) -> bytes:
             handle.seek(start)
             return handle.read()
     client, key = _object(str(file))
-    return bytes(obstore.get_range(client, key, start=start, end=total)) if total else b""
+    with _s3(file):
+        return bytes(obstore.get_range(client, key, start=start, end=total)) if total else b""

@@ -17,13 +17,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scoring.errors import RunFileError
+from scoring.errors import ClaidexError, RunFileError
 from scoring.inputs import dataset
 from scoring.inputs.dataset import DataFile
 from scoring.runs.alerts import send_alert
@@ -132,6 +133,19 @@ class RunLedger:
             raise ValueError(msg)
         self.update(status=status, **fields)
 
+    def set_status_counted(self, status: str, counter: str, **fields: Any) -> dict[str, Any]:
+        """set_status, and `counter` one up in the same change (never lost to a concurrent
+        writer, as a value read before and written after would be)."""
+        if status not in STATUSES:
+            msg = f"unknown run status {status!r}"
+            raise ValueError(msg)
+
+        def change(state: dict[str, Any]) -> dict[str, Any]:
+            counted = int(state.get(counter, 0)) + 1
+            return {**state, **fields, "status": status, counter: counted, "updated_at": utc_now()}
+
+        return self.store.update_json(LEDGER, change)
+
     def record_timing(self, step: str, seconds: float) -> None:
         def change(state: dict[str, Any]) -> dict[str, Any]:
             timings = {**state.get("timings", {}), step: round(seconds, 3)}
@@ -184,8 +198,9 @@ class RunLedger:
 
         def beat() -> None:
             while True:
-                # a full disk or an unreachable store must not kill the step
-                with contextlib.suppress(OSError, RunFileError):
+                # a full disk or an unreachable store (past its outage window too) must not
+                # kill the step, nor stop the beating: the next beat tries again
+                with contextlib.suppress(OSError, ClaidexError):
                     self.store.write_json(key, {**record, "at": time.time()})
                 if stop.wait(every):
                     return
@@ -197,7 +212,7 @@ class RunLedger:
         finally:
             stop.set()
             thread.join(timeout=every + 5)
-            with contextlib.suppress(OSError, RunFileError):
+            with contextlib.suppress(OSError, ClaidexError):  # a beat left: it only ages
                 self.store.delete(key)
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
@@ -228,14 +243,13 @@ class RunLedger:
 
     def batch_events(self) -> dict[int, list[dict[str, Any]]]:
         """Every batch's events, oldest first."""
-        indices = sorted(
-            {
-                int(n.split("-")[1].split(".")[0])
-                for n in self.store.list_names(EVENTS)
-                if n.startswith("batch-")
-            }
-        )
-        return {i: self.store.read_records(events_key(i)) for i in indices}
+        names = [
+            n.removeprefix("batch-").removesuffix(".jsonl") for n in self.store.list_names(EVENTS)
+        ]
+        indices = sorted({int(n) for n in names if n.isdigit()})
+        with ThreadPoolExecutor(max_workers=16) as pool:  # on S3: the requests in parallel
+            logs = list(pool.map(lambda i: self.store.read_records(events_key(i)), indices))
+        return dict(zip(indices, logs, strict=True))
 
     # --- batch level -------------------------------------------------------
     def batch_started(self, index: int, *, worker: str, redelivered: bool) -> int:
@@ -289,12 +303,15 @@ class RunLedger:
             {"batch": index, "status": "interrupted", "error": why, "finished_at": utc_now()},
         )
 
-    def batch_states(self) -> dict[int, dict[str, Any]]:
+    def batch_states(self, only: set[int] | None = None) -> dict[int, dict[str, Any]]:
+        """Each batch's record (`only`: those batches' alone: a GET each on S3)."""
         names = [
             n
             for n in self.store.list_names(BATCH_LEDGER)
             if n.startswith("batch-") and n.endswith(".json")
         ]
+        if only is not None:
+            names = [n for n in names if _batch_of(n) in only]
         states = (self._record(f"{BATCH_LEDGER}/{n}") for n in names)
         return {state["batch"]: state for state in states if state is not None}
 
@@ -311,8 +328,9 @@ class RunLedger:
     def summary(self) -> dict[str, Any]:
         state = self.read()
         total = int(state.get("batches_total", 0))
-        batches = self.batch_states()
         chunks = self.chunks_done()
+        listed = {_batch_of(n) for n in self.store.list_names(BATCH_LEDGER)}
+        batches = self.batch_states(only=listed - chunks)  # a chunk: done, whatever the record
         failed = sorted(
             i for i, b in batches.items() if b["status"] == "failed" and i not in chunks
         )
@@ -321,6 +339,13 @@ class RunLedger:
             i for i, b in batches.items() if b["status"] == "running" and i not in chunks
         )
         return {**state, "batches_done": done, "batches_failed": failed, "batches_running": running}
+
+
+def _batch_of(name: str) -> int:
+    """The batch of a record's name 'batch-00012.json' (-1: not a batch record)."""
+    stem = name.removeprefix("batch-").removesuffix(".json")
+    named = name.startswith("batch-") and name.endswith(".json") and stem.isdigit()
+    return int(stem) if named else -1
 
 
 def _chunk_name(name: str) -> bool:

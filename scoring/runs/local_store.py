@@ -262,6 +262,13 @@ class LocalRunStore:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError:  # a filesystem without hard links: O_EXCL (a reader may see it empty)
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(handle, "w") as out:
+                out.write(json_text(data))
         finally:
             tmp.unlink()
         return True

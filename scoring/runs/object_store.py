@@ -37,6 +37,9 @@ from obstore.exceptions import (
     PreconditionError,
     UnauthenticatedError,
 )
+from obstore.exceptions import (
+    BaseError as ObstoreError,
+)
 from obstore.store import S3Store
 
 from scoring.errors import (
@@ -67,18 +70,31 @@ def s3_settings() -> dict[str, str]:
 
 
 def polars_options() -> dict[str, Any]:
-    """`s3_settings` plus polars' own retry count, so its reads ride out what obstore's do."""
-    return {**s3_settings(), "max_retries": 10}
+    """`s3_settings` plus polars' own retry settings (its keys, polars/io/cloud/_utils.py),
+    so its reads ride out a restart for as long as obstore's requests do."""
+    window_ms = int(_outage_window() * 1000)
+    return {
+        **s3_settings(),
+        "max_retries": 1000,
+        "retry_timeout_ms": window_ms,
+        "retry_init_backoff_ms": 100,
+        "retry_max_backoff_ms": 5000,
+    }
 
 
 def split_url(url: str) -> tuple[str, str]:
     """('bucket', 'prefix/without/slashes') of an s3:// URL; a malformed one is one line."""
-    rest = url[len(SCHEME) :] if is_url(url) else ""
+    rest = url[len(SCHEME) :].rstrip("/") if is_url(url) else ""
     bucket, _, prefix = rest.partition("/")
-    if not bucket or "\n" in url or any(p in ("..", ".") for p in prefix.split("/")):
-        msg = f"{url!r} is not an s3://bucket/prefix URL"
+    segments = prefix.split("/") if prefix else []
+    if (
+        not bucket
+        or any(ord(c) < 32 or c == "\x7f" for c in url)  # newlines, tabs, other controls
+        or any(p in ("", ".", "..") for p in segments)  # 'a//b', '.', '..'
+    ):
+        msg = f"{url!r} is not an s3://bucket/prefix URL (no empty, '.' or '..' part)"
         raise RunStateError(msg)
-    return bucket, prefix.strip("/")
+    return bucket, prefix
 
 
 def join_url(url: str, *parts: str) -> str:
@@ -114,11 +130,30 @@ def _outage_window() -> float:
     return load_settings().s3_outage_window
 
 
+_USED_IN_PID: list[int] = []  # the process whose S3 runtime is live
+
+
+def _refuse_after_fork() -> None:
+    """object_store's runtime does not survive fork (a request from a forked child hangs,
+    a fresh client included): a child of a process that used S3 gets a clear error
+    instead. Every pool of ours spawns; this catches one that does not."""
+    if _USED_IN_PID and _USED_IN_PID[0] != os.getpid():
+        msg = (
+            "this process was forked from one that had used the object store; its client "
+            "cannot be used here (start worker processes with spawn, or touch S3 only "
+            "after the fork)"
+        )
+        raise RunStateError(msg)
+
+
 def bucket_client(bucket: str) -> S3Store:
+    _refuse_after_fork()
+    if not _USED_IN_PID:
+        _USED_IN_PID.append(os.getpid())
     return _client(bucket, tuple(sorted(s3_settings().items())), _outage_window())
 
 
-def _unreachable(where: str, exc: Exception) -> RunFileError | StoreUnreachableError:
+def unreachable(where: str, exc: Exception) -> RunFileError | StoreUnreachableError:
     """An S3 error as one line naming the object (the library's text names no secret, but
     its debug form may carry headers: only the first line is kept). Refused credentials or
     a bad request are final; anything else (the retries of the outage window spent on a
@@ -136,6 +171,8 @@ def _unreachable(where: str, exc: Exception) -> RunFileError | StoreUnreachableE
             "(and AWS_REGION; AWS_ENDPOINT_URL for a server other than AWS)"
         )
         return RunFileError(msg)
+    if not isinstance(exc, ObstoreError | OSError):  # a bad path, a bug: no outage to wait out
+        return RunFileError(line)
     window = _outage_window()
     return StoreUnreachableError(f"{line} (object store unreachable for {window:g} s)")
 
@@ -163,13 +200,13 @@ class ObjectRunStore:
         try:
             obstore.put(self.client, self.object_key(key), data)
         except Exception as exc:
-            raise _unreachable(self.location(key), exc) from exc
+            raise unreachable(self.location(key), exc) from exc
 
     def read_bytes(self, key: str) -> bytes:
         try:
             return bytes(obstore.get(self.client, self.object_key(key)).bytes())
         except Exception as exc:  # NotFoundError: RunFileMissingError, a FileNotFoundError
-            raise _unreachable(self.location(key), exc) from exc
+            raise unreachable(self.location(key), exc) from exc
 
     # --- frames ------------------------------------------------------------------------
     def write_frame(self, key: str, frame: pl.DataFrame) -> None:
@@ -178,8 +215,9 @@ class ObjectRunStore:
         self.put_bytes(key, buffer.getvalue())
 
     def read_frame(self, key: str) -> pl.DataFrame:
+        data = self.read_bytes(key)  # an outage: StoreUnreachableError, transient
         try:
-            return pl.read_parquet(io.BytesIO(self.read_bytes(key)))
+            return pl.read_parquet(io.BytesIO(data))
         except pl.exceptions.PolarsError as exc:
             msg = f"{self.location(key)}: cannot read ({type(exc).__name__}: {exc})"
             raise RunFileError(msg) from exc
@@ -205,7 +243,13 @@ class ObjectRunStore:
             return (frame.select(columns) if columns else frame).collect()
         except (OSError, pl.exceptions.PolarsError) as exc:
             names = f"{urls[0]} .. ({len(urls)} files)" if len(urls) > 1 else urls[0]
-            msg = f"{names}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            msg = f"{names}: cannot read ({type(exc).__name__}: {first})"
+            if isinstance(exc, OSError) or "connect" in first.lower():  # the server, not a file
+                window = _outage_window()
+                raise StoreUnreachableError(
+                    f"{msg} (object store unreachable for {window:g} s)"
+                ) from exc
             raise RunFileError(msg) from exc
 
     # --- JSON and text -----------------------------------------------------------------
@@ -234,7 +278,7 @@ class ObjectRunStore:
         except (FileNotFoundError, NotFoundError):
             return False
         except Exception as exc:
-            raise _unreachable(self.location(key), exc) from exc
+            raise unreachable(self.location(key), exc) from exc
         return True
 
     def _keys_below(self, prefix: str) -> list[str]:
@@ -243,9 +287,10 @@ class ObjectRunStore:
         try:
             found = [o["path"] for chunk in obstore.list(self.client, prefix=start) for o in chunk]
         except Exception as exc:
-            raise _unreachable(self.location(prefix), exc) from exc
+            raise unreachable(self.location(prefix), exc) from exc
         cut = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(path[cut:] for path in found)
+        # a zero-byte 'folder/' marker (the S3 console's "Create folder") is no key
+        return sorted(path[cut:] for path in found if not path.endswith("/") and path != below)
 
     def list_keys(self, prefix: str, name: str) -> list[str]:
         return [k for k in self._keys_below(prefix) if k.rsplit("/", 1)[-1] == name]
@@ -257,10 +302,14 @@ class ObjectRunStore:
         try:
             found = obstore.list_with_delimiter(self.client, prefix=start)
         except Exception as exc:
-            raise _unreachable(self.location(prefix), exc) from exc
+            raise unreachable(self.location(prefix), exc) from exc
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"]]
-        names += [o["path"].rsplit("/", 1)[-1] for o in found["objects"]]
-        return sorted(set(names))
+        names += [  # not the 'folder/' marker object of the prefix itself
+            o["path"].rsplit("/", 1)[-1]
+            for o in found["objects"]
+            if not o["path"].endswith("/") and o["path"] != start.rstrip("/")
+        ]
+        return sorted(set(n for n in names if n))
 
     def append_record(self, key: str, record: dict[str, Any]) -> None:
         """No append on S3: each record is an object of its own under `key`/, named so that
@@ -280,16 +329,23 @@ class ObjectRunStore:
 
     # --- claims and compare-and-swap ---------------------------------------------------
     def claim(self, key: str, data: Any) -> bool:
+        """A conditional create carrying a nonce of this call: when the answer to our own
+        create is lost and object_store retries it, the server says 'exists', and the
+        nonce read back tells that the object is ours after all."""
         from scoring.runs.local_store import json_text
 
+        nonce = uuid.uuid4().hex
+        body = json_text({**data, "claim_nonce": nonce}).encode()
         try:
-            obstore.put(self.client, self.object_key(key), json_text(data).encode(), mode="create")
-        except AlreadyExistsError:
-            return False
-        except PreconditionError:  # some servers answer a taken If-None-Match with 412
-            return False
+            obstore.put(self.client, self.object_key(key), body, mode="create")
+        except (AlreadyExistsError, PreconditionError):  # 412 from some servers
+            try:
+                held = json.loads(self.read_bytes(key))
+            except (RunFileError, ValueError):
+                return False
+            return isinstance(held, dict) and held.get("claim_nonce") == nonce
         except Exception as exc:
-            raise _unreachable(self.location(key), exc) from exc
+            raise unreachable(self.location(key), exc) from exc
         return True
 
     def update_json(self, key: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict:
@@ -303,7 +359,7 @@ class ObjectRunStore:
             except (FileNotFoundError, NotFoundError):
                 etag, current = None, {}
             except Exception as exc:
-                raise _unreachable(where, exc) from exc
+                raise unreachable(where, exc) from exc
             new = change(dict(current))
             from scoring.runs.local_store import json_text
 
@@ -314,7 +370,7 @@ class ObjectRunStore:
                 time.sleep(min(0.2, 0.005 * (attempt + 1)))  # another writer won: again
                 continue
             except Exception as exc:
-                raise _unreachable(where, exc) from exc
+                raise unreachable(where, exc) from exc
             return new
         msg = f"{where}: 1000 concurrent updates in a row lost the race"
         raise RunStateError(msg)
@@ -324,20 +380,23 @@ class ObjectRunStore:
         try:
             obstore.copy(self.client, object_key, self.object_key(key))
         except Exception as exc:
-            raise _unreachable(self.location(key), exc) from exc
+            raise unreachable(self.location(key), exc) from exc
 
     def newest_write(self, prefixes: list[str]) -> float:
+        """The key itself by HEAD (a listing's prefix is whole path segments: it never
+        returns the object named by the prefix), and what lies below it by a listing."""
         newest = 0.0
         for prefix in prefixes:
             below = self.object_key(prefix)
             try:
-                for chunk in obstore.list(self.client, prefix=below):
-                    for meta in chunk:  # the key itself, or keys below it as a folder
-                        path = meta["path"]
-                        if path == below or path.startswith(f"{below}/"):
-                            newest = max(newest, meta["last_modified"].timestamp())
+                with contextlib.suppress(FileNotFoundError, NotFoundError):
+                    meta = obstore.head(self.client, below)
+                    newest = max(newest, meta["last_modified"].timestamp())
+                for chunk in obstore.list(self.client, prefix=f"{below}/"):
+                    for meta in chunk:
+                        newest = max(newest, meta["last_modified"].timestamp())
             except Exception as exc:
-                raise _unreachable(self.location(prefix), exc) from exc
+                raise unreachable(self.location(prefix), exc) from exc
         return newest
 
     def delete(self, prefix: str) -> None:
@@ -352,7 +411,7 @@ class ObjectRunStore:
         except (FileNotFoundError, NotFoundError):
             pass
         except Exception as exc:
-            raise _unreachable(self.location(prefix), exc) from exc
+            raise unreachable(self.location(prefix), exc) from exc
 
 
 def _parsed_object(raw: bytes, where: str) -> dict[str, Any]:

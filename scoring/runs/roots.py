@@ -21,22 +21,26 @@ def run_at(root: RunRoot, run_id: str) -> RunPaths:
     return RunPaths(Path(root) / run_id)
 
 
-def run_ids_under(root: RunRoot, *, holding: str = LEDGER) -> list[str]:
-    """The run ids under `root` whose run holds `holding` (default: a ledger), sorted."""
+def run_ids_under(root: RunRoot, *, holding: str | None = LEDGER) -> list[str]:
+    """The run ids under `root` whose run holds `holding` (default: a ledger; None: every
+    plain name, for a caller that reads each run's ledger anyway), sorted."""
     if is_url(root):
-        store = ObjectRunStore(str(root))  # one listing of the root, one HEAD per run
-        return [
-            name
-            for name in store.list_names("")
-            if _plain(name) and store.exists(f"{name}/{holding}")
-        ]
+        store = ObjectRunStore(str(root))  # one listing of the root (+ one HEAD per run)
+        names = [name for name in store.list_names("") if _plain(name)]
+        if holding is None:
+            return names
+        return [name for name in names if store.exists(f"{name}/{holding}")]
     folder = Path(root)
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if _plain(p.name) and (p / holding).is_file())
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if _plain(p.name) and ((p / holding).is_file() if holding is not None else p.is_dir())
+    )
 
 
-def runs_under(root: RunRoot, *, holding: str = LEDGER) -> list[RunPaths]:
+def runs_under(root: RunRoot, *, holding: str | None = LEDGER) -> list[RunPaths]:
     return [run_at(root, run_id) for run_id in run_ids_under(root, holding=holding)]
 
 

@@ -46,7 +46,7 @@ from scoring.runs.local_store import (
     write_parquet_atomic,
     write_text_atomic,
 )
-from scoring.runs.object_store import ObjectRunStore, is_url
+from scoring.runs.object_store import ObjectRunStore, is_url, split_url
 
 __all__ = [
     "RunPaths",
@@ -299,6 +299,11 @@ class RunPaths:
     def __post_init__(self) -> None:
         if not is_url(self.location):
             object.__setattr__(self, "location", Path(self.location))
+            return
+        _bucket, prefix = split_url(str(self.location))
+        if not prefix:  # a run is a prefix of a bucket: its siblings share the one above it
+            msg = f"{self.location}: a run's URL names a bucket and a prefix (s3://bucket/RUN)"
+            raise RunStateError(msg)
 
     @property
     def url(self) -> str | None:

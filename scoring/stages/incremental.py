@@ -71,7 +71,7 @@ def latest_full_run(
         return published_full_run(run_root, database_url)
     finished = ("published",) if published_only else ("published", "merged")
     candidates = []
-    for paths in runs_under(run_root):
+    for paths in runs_under(run_root, holding=None):  # each ledger is read anyway
         state = RunLedger(paths).read()
         if state.get("kind") == "full" and state.get("status") in finished:
             candidates.append((state.get("created_at", ""), paths.run_id))

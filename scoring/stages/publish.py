@@ -80,11 +80,11 @@ def publish(
         with contextlib.suppress(psycopg.Error, DatabaseError), connect(database_url) as conn:
             record_failure(conn, run_id=manifest.run_id, kind=manifest.kind, error=msg)
         raise final from None
-    ledger.set_status(
+    ledger.set_status_counted(
         "published",
+        "publish_count",
         published_at=utc_now(),
         published_prepare=manifest.prepare_id,
-        publish_count=int(ledger.read().get("publish_count", 0)) + 1,
         rows_published=result.rows_published,
         rows_removed=result.rows_removed,
         error=None,
