@@ -188,7 +188,12 @@ class LocalRunStore:
         write_json_atomic(data, self.path(key))
 
     def read_json(self, key: str) -> Any:
-        return read_json(self.path(key))
+        path = self.path(key)
+        try:
+            return read_json(path)
+        except ValueError as exc:  # as the object store says it: one line naming the file
+            msg = f"{path}: not valid JSON ({exc}): a torn write or another program's file"
+            raise RunFileError(msg) from None
 
     def write_text(self, key: str, text: str) -> None:
         write_text_atomic(text, self.path(key))

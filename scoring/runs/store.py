@@ -253,10 +253,18 @@ def source_dataset(paths: RunPaths) -> Path | str:
 
 def read_json_or(paths: RunPaths, key: str, default: Any) -> Any:
     """The run's JSON `key`, or `default` when it is absent."""
+    store = run_store(paths)
     try:
-        return json.loads(run_store(paths).read_bytes(key))
+        raw = store.read_bytes(key)
     except FileNotFoundError:  # RunFileMissingError too
         return default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: one line naming it
+        msg = (
+            f"{store.location(key)}: not valid JSON ({exc}): a torn write or another program's file"
+        )
+        raise RunFileError(msg) from None
 
 
 def writable_run(paths: RunPaths) -> None:
