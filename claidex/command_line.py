@@ -37,20 +37,27 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except ClaidexError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error_line(str(exc))
         return 2
     except OSError as exc:  # storage: a full disk, a vanished mount, a permission
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        error_line(f"{where}{exc.strerror or exc}")
         return 2
     except pl.exceptions.PolarsError as exc:  # a file of the wrong shape given to compare, say
-        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        error_line(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
         return 2
     except psycopg.Error as exc:  # e.g. a schema that `claidex db init` has not created yet
         from scoring.db.connection import database_error, database_url
 
-        print(f"error: {database_error(exc, database_url() or '', args.command)}", file=sys.stderr)
+        error_line(database_error(exc, database_url() or "", args.command))
         return 2
+
+
+def error_line(message: str) -> None:
+    """`error: ...` as one line whatever the message holds (a path with a newline in its
+    name, a multi-line library error): line breaks shown as \\n."""
+    shown = message.strip().replace("\r", "\\r").replace("\n", "\\n")
+    print(f"error: {shown}", file=sys.stderr)
 
 
 # The neo4j driver logs each dropped connection at ERROR before raising; with no handler,

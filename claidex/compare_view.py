@@ -26,6 +26,8 @@ def scores_frame(source: str, cfg: Settings) -> pl.DataFrame:
     candidate = Path(source)
     if not is_url(source) and candidate.is_file():
         return read_parquet_named(candidate)
+    if not is_url(source) and (candidate / SCORES).is_file():  # a run directory, even a copy
+        return read_parquet_named(candidate / SCORES)
     try:
         paths = resolve_run(source, cfg)
     except RunStateError:

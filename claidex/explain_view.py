@@ -19,7 +19,14 @@ from scoring.reports.explain_sections import show
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
 from scoring.runs.store import BATCHES, SCORES, RunPaths, batch_key, run_store, stat_key
-from scoring.stages.combine import EXCLUSIONS_STAT, EXPLAIN_CHAIN_STATS
+from scoring.stages.aggregate import EXCLUDED_MEMBER_SCHEMA
+from scoring.stages.combine import (
+    CHAIN_SCHEMA,
+    CLOSURE_SCHEMA,
+    EXCLUSIONS_STAT,
+    EXPLAIN_CHAIN_STATS,
+    explain_chain,
+)
 from scoring.stages.peer_groups import batch_member_counts
 from scoring.stages.score_batch import load_stats, with_chain_totals
 
@@ -96,10 +103,12 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
     else:
         provider = with_chain_totals(provider, paths)
     snf = provider["snf_entity_id"][0]
-    entities = _stat(paths, EXPLAIN_CHAIN_STATS[0], {"snf_entity_id": pl.String})
-    members = _stat(paths, EXPLAIN_CHAIN_STATS[1], {"snf_entity_id": pl.String, "npi": pl.Int64})
-    of_snf = pl.lit(False) if snf is None else pl.col("snf_entity_id") == snf
-    entities, members = entities.filter(of_snf), members.filter(of_snf)
+    entities, members = explain_chain(
+        snf,
+        _stat(paths, EXPLAIN_CHAIN_STATS[0], CHAIN_SCHEMA),
+        _stat(paths, EXPLAIN_CHAIN_STATS[1], CLOSURE_SCHEMA),
+        _stat(paths, EXPLAIN_CHAIN_STATS[2], EXCLUDED_MEMBER_SCHEMA),
+    )
     leie = _stat(paths, EXCLUSIONS_STAT, {"npi": pl.Int64})
     wanted = pl.concat([pl.Series([npi], dtype=pl.Int64), members["npi"]]).implode()
     programs = batch_key(batch, "programs")

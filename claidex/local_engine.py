@@ -23,7 +23,7 @@ from scoring.runs.manifest import RunManifest
 from scoring.runs.object_store import is_url
 from scoring.runs.plan import has_plan, planned_payment_rows, read_plan
 from scoring.runs.roots import run_at
-from scoring.runs.store import LEDGER, RunPaths, new_run_id, run_store
+from scoring.runs.store import LEDGER, MANIFEST, RunPaths, new_run_id, run_store
 from scoring.stages.drive import drive, prepare, resume_prepare
 from scoring.stages.pipeline import Finish, Kind, Work, is_prepared, next_work, run_task
 
@@ -40,7 +40,7 @@ def resolve_run(run: str, cfg: Settings) -> RunPaths:
         return paths
     candidate = Path(run)
     if candidate.is_dir():
-        return RunPaths(candidate)
+        return _a_run(RunPaths(candidate), run)
     try:
         paths = run_at(cfg.run_root, run)
     except RunStateError:
@@ -49,6 +49,15 @@ def resolve_run(run: str, cfg: Settings) -> RunPaths:
     found = run_store(paths).exists(LEDGER) if paths.url else paths.root.is_dir()
     if not found:
         msg = f"no run directory {run!r} (looked in {cfg.run_root})"
+        raise RunStateError(msg)
+    return _a_run(paths, run)
+
+
+def _a_run(paths: RunPaths, given: str) -> RunPaths:
+    """A directory is a run only when it holds a run's ledger (or its run.json)."""
+    store = run_store(paths)
+    if not (store.exists(LEDGER) or store.exists(MANIFEST)):
+        msg = f"{given!r} is not a run directory: {paths.where()} holds no ledger.json"
         raise RunStateError(msg)
     return paths
 

@@ -12,13 +12,50 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scoring.errors import ClaidexError
 
 METHODOLOGY_VERSION = "v1"
 GraphMode = Literal["embedded", "neo4j-snapshot", "neo4j-live"]
 FullEngine = Literal["celery", "modal"]
 LABELS = ("High", "Elevated", "Moderate", "Low")  # risk_label values, highest first
+
+
+# One row's amount in micro-units at most: Int128 (1.7e38) holds the sum of 1e14 such rows.
+MAX_MICROS = 10**24
+# the command-line options that set a field, for messages (the rest: variables only)
+OPTIONS = {
+    "batch_size": "--batch-size",
+    "shards": "--shards",
+    "workers": "--workers",
+    "as_of_year": "--as-of-year",
+    "graph_mode": "--graph",
+}
+
+
+class SettingsError(ClaidexError, ValueError):
+    """A setting (a CLAIDEX_* variable or a command-line option) out of its range."""
+
+
+def describe_invalid(exc: ValidationError, given: dict[str, Any]) -> str:
+    """pydantic's report as one line: each field as its variable (and option), the reason
+    and the value; no newline of a value survives."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error.get("loc") else ""
+        reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if not field:  # a rule over several settings: its message names them
+            parts.append(reason)
+            continue
+        names = f"CLAIDEX_{field.upper()}"
+        if field in OPTIONS:
+            names = f"{OPTIONS[field]} / {names}"
+        value = given.get(field, error.get("input"))
+        parts.append(f"{names}: {reason} (got {value!r})")
+    text = "; ".join(parts) or "invalid settings"
+    return "invalid setting: " + text.replace("\n", "\\n").replace("\r", "\\r")
 
 
 SHARDS_HELP = "shards of each prepare stage (default: one per `shard_rows`, 3 M, payment rows)"
@@ -73,11 +110,15 @@ class Settings(BaseSettings):
     flag_exclusion_score: float = 80.0
 
     # --- input validation --------------------------------------------------
-    min_valid_year: int = 1990
-    max_valid_year: int = 2100
+    # years are Int32 in the pipeline: a limit past 9999 would let a year through that the
+    # cast cannot hold
+    min_valid_year: int = Field(default=1990, ge=1, le=9999)
+    max_valid_year: int = Field(default=2100, ge=1, le=9999)
     unknown_value: str = "Unknown"
     amount_scale: int = 1_000_000  # amounts are summed exactly in 1e-6 units
-    max_amount: float = 1e12  # larger amounts are quarantined (and would overflow exact sums)
+    # larger amounts are quarantined: finite, and at most MAX_MICROS micro-units a row, so
+    # the exact Int128 sums of any input's rows cannot overflow (scoring.methodology.amounts)
+    max_amount: float = Field(default=1e12, gt=0, allow_inf_nan=False)
     validation_chunk_rows: int = Field(default=4_000_000, ge=1)  # payment rows checked at a time
     taxonomy_prefix_len: int = 10
 
@@ -220,6 +261,31 @@ class Settings(BaseSettings):
             return None
         text = str(value)
         return text.rstrip("/") if text.startswith("s3://") else Path(text)
+
+    def __init__(self, **values: Any) -> None:
+        """A setting out of range is one SettingsError line naming the variable (and the
+        option, where a command line has one), never pydantic's multi-line report."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(describe_invalid(exc, values)) from None
+
+    @model_validator(mode="after")
+    def _amounts_and_years(self) -> Settings:
+        if self.max_amount * self.amount_scale > MAX_MICROS:
+            msg = (
+                f"CLAIDEX_MAX_AMOUNT x CLAIDEX_AMOUNT_SCALE ({self.max_amount:g} x "
+                f"{self.amount_scale}) must be at most {MAX_MICROS:.0e} micro-units, or exact "
+                "sums of many rows could overflow"
+            )
+            raise ValueError(msg)
+        if self.min_valid_year > self.max_valid_year:
+            msg = (
+                f"CLAIDEX_MIN_VALID_YEAR ({self.min_valid_year}) is above "
+                f"CLAIDEX_MAX_VALID_YEAR ({self.max_valid_year})"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _redelivery_after_time_limit(self) -> Settings:

@@ -193,7 +193,13 @@ def _status(args: argparse.Namespace) -> int:
     from workers.tasks import run_paths
 
     if args.run:
-        ledger = RunLedger(run_paths(args.run))
+        from scoring.runs.store import LEDGER, REQUEST, run_store
+
+        paths = run_paths(args.run)
+        if not any(run_store(paths).exists(key) for key in (LEDGER, REQUEST)):
+            msg = f"no run {args.run} under {load_settings().run_root} (no ledger, no request)"
+            raise InputError(msg)
+        ledger = RunLedger(paths)
         summary = ledger.summary()
         if summary.get("status") not in ("published", "merged", "blocked", "failed", None):
             summary["diagnosis"] = diagnosis(args.run)

@@ -99,10 +99,13 @@ def is_dir(folder: DataSource) -> bool:
     return bool(entries(folder))
 
 
-def scan(file: DataFile) -> pl.LazyFrame:
-    if is_url(file):
-        return pl.scan_parquet(str(file), storage_options=polars_options(), glob=False)
-    return pl.scan_parquet(file, glob=False)
+def scan(file: DataFile | list[DataFile]) -> pl.LazyFrame:
+    """One file, or several of one schema as one scan (one kind: all paths or all URLs)."""
+    files = file if isinstance(file, list) else [file]
+    if is_url(files[0]):
+        urls = [str(f) for f in files]
+        return pl.scan_parquet(urls, storage_options=polars_options(), glob=False)
+    return pl.scan_parquet([Path(f) for f in files], glob=False)
 
 
 def size(file: DataFile) -> int:

@@ -16,8 +16,8 @@ The ownership graph tables are small and checked whole in both (:func:`validate_
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
@@ -89,7 +89,7 @@ def check_payments(
     hi: int,
     cfg: Settings,
     *,
-    where: Path,
+    guard: Callable[[int, int], AbstractContextManager[None]],
     problems: pl.DataFrame | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """Payment rows [lo, hi) (`read(a, b)` gives rows [a, b)), `validation_chunk_rows` at a
@@ -98,8 +98,9 @@ def check_payments(
     `problems`: the table's invalid NPIs, when known, spare re-checking them per chunk."""
     rules = payment_rules(cfg)
     for offset in range(lo, hi, cfg.validation_chunk_rows):
-        with reading(where):
-            chunk = read(offset, min(hi, offset + cfg.validation_chunk_rows)).collect()
+        end = min(hi, offset + cfg.validation_chunk_rows)
+        with guard(offset, end):  # a read error names the file (the part) it came from
+            chunk = read(offset, end).collect()
         tagged = tag_rows(chunk, rules, first_row=offset, npi_problems=problems)
         good, bad = split_tagged(
             tagged.with_columns(row_hash(PAYMENT_COLUMNS)), PAYMENT_COLUMNS, PAYMENTS, (ROW_HASH,)
@@ -129,14 +130,14 @@ def check_slice(
     records), as :func:`check_payments` / :func:`check_rows` give them."""
     if source == PAYMENTS:
         kept, bad = [], []
-        for good, quarantined in check_payments(table.rows, lo, hi, cfg, where=table.path):
+        for good, quarantined in check_payments(table.rows, lo, hi, cfg, guard=table.reading):
             kept.append(good)
             bad.append(quarantined)
         return (
             pl.concat(kept) if kept else pl.DataFrame(schema=CHECKED_PAYMENT_SCHEMA),
             pl.concat(bad) if bad else pl.DataFrame(schema=QUARANTINE_SCHEMA),
         )
-    with reading(table.path):
+    with table.reading(lo, hi):
         rows = table.rows(lo, hi).collect()
     return check_rows(rows, source, cfg, first_row=lo)
 
@@ -181,7 +182,7 @@ def _valid_payments(raw: RawInputs, cfg: Settings, quarantined: list[pl.DataFram
         0,
         total,
         cfg,
-        where=dataset_file(raw.data_dir, PAYMENTS),
+        guard=lambda _lo, _hi: reading(dataset_file(raw.data_dir, PAYMENTS)),
         problems=problems,
     ):
         kept.append(good.with_columns(compact))

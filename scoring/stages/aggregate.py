@@ -25,7 +25,11 @@ from scoring.methodology.components.concentration import (
     program_totals,
 )
 from scoring.methodology.components.exclusion import active_exclusions
-from scoring.methodology.components.ownership import chain_providers, match_snf
+from scoring.methodology.components.ownership import (
+    chain_capture,
+    chain_member_counts,
+    match_snf,
+)
 from scoring.methodology.peer_stats import (
     GROWTH_KEYS,
     PRIMARY_KEYS,
@@ -51,7 +55,9 @@ EXCLUSION_SCHEMA = {
 }
 
 
+# an excluded provider by each chain node that captures it ("snf": the node, any entity)
 EXCLUDED_MEMBER_SCHEMA = {"snf": pl.String, "npi": pl.Int64, "display_name": pl.String}
+GRAPH_TABLES = ("entities", "chains", "closures")  # what a bucket's ownership reads
 
 
 PROVIDER_SCHEMA: dict[str, pl.DataType] = {
@@ -108,30 +114,27 @@ def _bucket_ownership(
 
     Returns (npi, snf_entity_id), per-SNF partial counts (members, excluded members): a
     provider sits in one bucket only, so the partial counts add up exactly; and the
-    excluded members themselves (snf, npi, display_name), which `explain` lists.
+    excluded providers by the chain nodes that capture them (node, npi, display_name),
+    from which `explain` lists an SNF's: linear in the graph, never per (SNF, member).
     """
     entities = graph["entities"].lazy()
     matched = match_snf(providers.lazy(), entities).collect()
-    groups = graph["groups"].lazy()
     chain_excluded = excluded
     if "excluded_npis" in graph:  # neo4j mode: the graph's LEIE links
         chain_excluded = graph["excluded_npis"].join(providers.select("npi"), on="npi", how="semi")
     # every SNF's chain, not only this bucket's matches: members of a chain sit in
     # other buckets than the providers matched to its SNF
-    chained = (
-        chain_providers(groups, providers.lazy(), entities)
+    captured = (
+        chain_capture(graph["closures"].lazy(), providers.lazy(), entities)
         .join(chain_excluded.lazy().select("npi", "actively_excluded"), on="npi", how="left")
         .with_columns(pl.col("actively_excluded").fill_null(False))
         .collect()
     )
-    members = chained.group_by("snf").agg(
-        pl.len().cast(pl.Int64).alias("members"),
-        pl.col("actively_excluded").sum().cast(pl.Int64).alias("excluded"),
-    )
+    members = chain_member_counts(graph["chains"], captured)
     excluded_members = (
-        chained.filter("actively_excluded")
+        captured.filter("actively_excluded")
         .join(providers.select("npi", "display_name"), on="npi", how="left")
-        .select("snf", "npi", "display_name")
+        .select(pl.col("node").alias("snf"), "npi", "display_name")
         .sort("snf", "npi")
     )
     return matched.select("npi", "snf_entity_id"), members, excluded_members
@@ -209,7 +212,7 @@ def aggregate_bucket(inputs: BucketInputs, window: dict[str, Any], cfg: Settings
 def read_graph(store: RunStore, cfg: Settings) -> dict[str, pl.DataFrame] | None:
     if cfg.graph_mode == "neo4j-live":
         return None
-    graph = {name: store.read_frame(graph_key(name)) for name in ("entities", "groups")}
+    graph = {name: store.read_frame(graph_key(name)) for name in GRAPH_TABLES}
     if store.exists(graph_key("excluded_npis")):
         graph["excluded_npis"] = store.read_frame(graph_key("excluded_npis"))
     return graph

@@ -31,7 +31,9 @@ EXCLUSIONS_STAT = "exclusions"  # every valid LEIE row with an NPI: what `explai
 MATCHED_SCHEMA: dict[str, Any] = {"npi": pl.Int64(), "snf_entity_id": pl.String()}
 MEMBERS_SCHEMA: dict[str, Any] = {"snf": pl.String(), "members": pl.Int64(), "excluded": pl.Int64()}
 
-EXPLAIN_CHAIN_STATS = ("ownership_entities", "chain_excluded")  # per matched SNF, for `explain`
+# for `explain`: the matched SNFs' chains, their nodes' closures, the excluded providers
+# those nodes capture (explain_chain composes one SNF's group from them)
+EXPLAIN_CHAIN_STATS = ("ownership_chains", "ownership_closures", "chain_excluded")
 
 
 def global_groups(
@@ -120,39 +122,87 @@ def ownership_stats(
     return per_provider, per_snf
 
 
+CHAIN_SCHEMA = {"snf": pl.String, "node": pl.String, "up_hops": pl.Int32}
+CLOSURE_SCHEMA = {
+    "node": pl.String, "member": pl.String, "down_hops": pl.Int32, "name": pl.String,
+    "entity_type": pl.String, "excluded_by": pl.Boolean,
+}  # fmt: skip
+
+
 def chain_detail(
     per_snf: pl.DataFrame, excluded: pl.DataFrame, graph: dict[str, pl.DataFrame] | None
 ) -> dict[str, pl.DataFrame]:
-    """For `explain`, per matched SNF: its chain and group entities with their hop distances
-    and EXCLUDED_BY links, and its excluded chain providers (`graph` None: neo4j-live)."""
-    snfs = per_snf.select(pl.col("snf_entity_id").alias("snf"))
+    """For `explain`, the matched SNFs' chains, their nodes' closures (with each member's
+    name, type and EXCLUDED_BY link) and the excluded providers those nodes capture: the
+    pieces `explain_chain` composes for one SNF, linear in the graph (a table per (SNF,
+    group member) grew with the square of an owner's SNFs). `graph` None: neo4j-live."""
     if graph is None:  # each batch asked Neo4j: no graph in the run
-        entities = pl.DataFrame(
-            schema={"snf_entity_id": pl.String, "entity_id": pl.String, "name": pl.String,
-                    "entity_type": pl.String, "up_hops": pl.Int32, "down_hops": pl.Int32,
-                    "excluded_by": pl.Boolean}
-        )  # fmt: skip
-    else:
-        entities = (
-            graph["groups"]
-            .join(snfs, on="snf", how="semi")
-            .join(graph["entities"], left_on="node", right_on="entity_id", how="left")
-            .with_columns(
-                pl.col("node").is_in(graph["flagged"]["node"].implode()).alias("excluded_by")
-            )
-            .select(
-                pl.col("snf").alias("snf_entity_id"),
-                pl.col("node").alias("entity_id"),
-                "name",
-                "entity_type",
-                "up_hops",
-                "down_hops",
-                "excluded_by",
-            )
-            .sort("snf_entity_id", "entity_id")
+        return {
+            "ownership_chains": pl.DataFrame(schema=CHAIN_SCHEMA),
+            "ownership_closures": pl.DataFrame(schema=CLOSURE_SCHEMA),
+            "chain_excluded": excluded.head(0),
+        }
+    snfs = per_snf.select(pl.col("snf_entity_id").alias("snf"))
+    chains = graph["chains"].join(snfs, on="snf", how="semi")
+    heads = chains.select("node").unique()
+    closures = (
+        graph["closures"]
+        .join(heads, on="node", how="semi")
+        .join(
+            graph["entities"].select(pl.col("entity_id").alias("member"), "name", "entity_type"),
+            on="member",
+            how="left",
         )
-    members = excluded.join(snfs, on="snf", how="semi").rename({"snf": "snf_entity_id"})
-    return {"ownership_entities": entities, "chain_excluded": members.sort("snf_entity_id", "npi")}
+        .with_columns(
+            pl.col("member").is_in(graph["flagged"]["node"].implode()).alias("excluded_by")
+        )
+        .select(list(CLOSURE_SCHEMA))
+        .sort("node", "member")
+    )
+    captured = excluded.join(heads.rename({"node": "snf"}), on="snf", how="semi")
+    return {
+        "ownership_chains": chains.select(list(CHAIN_SCHEMA)).sort("snf", "node"),
+        "ownership_closures": closures,
+        "chain_excluded": captured.sort("snf", "npi"),
+    }
+
+
+def explain_chain(
+    snf: str | None, chains: pl.DataFrame, closures: pl.DataFrame, excluded: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One SNF's group entities (snf_entity_id, entity_id, name, entity_type, up_hops,
+    down_hops, excluded_by) and its excluded chain providers (snf_entity_id, npi,
+    display_name), composed from `chain_detail`'s tables."""
+    mine = chains.filter(pl.col("snf") == snf) if snf is not None else chains.head(0)
+    heads = mine.select("node")
+    entities = (
+        closures.join(heads, on="node", how="semi")
+        .group_by("member")
+        .agg(
+            pl.col("down_hops").min(),
+            pl.col("name").first(),
+            pl.col("entity_type").first(),
+            pl.col("excluded_by").first(),
+        )
+        .join(mine.select(pl.col("node").alias("member"), "up_hops"), on="member", how="left")
+        .select(
+            pl.lit(snf, dtype=pl.String).alias("snf_entity_id"),
+            pl.col("member").alias("entity_id"),
+            "name",
+            "entity_type",
+            "up_hops",
+            "down_hops",
+            "excluded_by",
+        )
+        .sort("entity_id")
+    )
+    members = (
+        excluded.join(heads.rename({"node": "snf"}), on="snf", how="semi")
+        .unique("npi")
+        .select(pl.lit(snf, dtype=pl.String).alias("snf_entity_id"), "npi", "display_name")
+        .sort("npi")
+    )
+    return entities, members
 
 
 def input_counts(
@@ -192,7 +242,7 @@ def _run_graph(store: RunStore, cfg: Settings) -> dict[str, pl.DataFrame] | None
     """The graph tables reduce kept (None in neo4j-live mode: each batch asked Neo4j)."""
     if cfg.graph_mode == "neo4j-live":
         return None
-    names = ("entities", "groups", "owner_excluded", "flagged")
+    names = ("entities", "chains", "closures", "owner_excluded", "flagged")
     return {name: store.read_frame(graph_key(name)) for name in names}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from scoring.config import Settings
 from scoring.db.connection import connect
 from scoring.db.export import GRAPH_QUERIES, estimated_payment_rows, export_dataset
-from scoring.errors import InputError
+from scoring.errors import ClaidexError, InputError
 from scoring.inputs.dataset import DataSource, data_source
 from scoring.runs.ledger import RunLedger
 from scoring.runs.manifest import RunManifest
@@ -25,13 +25,16 @@ def begin_prepare(paths: RunPaths, data_dir: DataSource, cfg: Settings) -> None:
     writable_run(paths)
     paths.clear()
     ledger = RunLedger(paths)
-    ledger.start(
-        kind="full",
-        source=str(data_source(data_dir)),
-        fingerprint=run_fingerprint(data_dir, cfg),
-    )
+    source = str(data_source(data_dir))
+    try:  # the dataset's layout is judged here: a refused one still leaves a failed ledger
+        fingerprint = run_fingerprint(data_dir, cfg)
+    except ClaidexError as exc:
+        ledger.start(kind="full", source=source, fingerprint="")
+        ledger.fail("prepare", exc)
+        raise
+    ledger.start(kind="full", source=source, fingerprint=fingerprint)
     with ledger.step("prepare"):
-        write_plan(paths, data_dir, cfg, ledger.read()["input_fingerprint"])
+        write_plan(paths, data_dir, cfg, fingerprint)
 
 
 def begin_prepare_from_postgres(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from scoring.config import Settings
 from scoring.errors import InputError
-from scoring.inputs.contract import read_dataset
+from scoring.inputs.contract import dataset_file, read_dataset
 from scoring.inputs.dataset import DataSource
 from scoring.inputs.quarantine import QUARANTINE_SCHEMA
-from scoring.inputs.validation import validate_graph
-from scoring.methodology.components.ownership import OwnershipGraph, ownership_groups
+from scoring.inputs.validation import PAYMENTS, validate_graph
+from scoring.methodology.components.ownership import (
+    OwnershipGraph,
+    chain_closures,
+    owners_excluded,
+)
 from scoring.methodology.population import window_end
 from scoring.runs.ledger import RunLedger
 from scoring.runs.plan import check_inputs_unchanged, read_plan, write_window
@@ -23,7 +26,9 @@ from scoring.stages.graph_source import neo4j_snapshot, neo4j_verify
 from scoring.stages.stage_files import done_summaries, graph_key
 
 
-def window_of(counts: list[dict[str, Any]], cfg: Settings, source: Path) -> dict[str, Any]:
+def window_of(
+    counts: list[dict[str, Any]], cfg: Settings, source: DataSource
+) -> dict[str, Any]:
     """T from the count tasks' exact per-bucket counts (in bucket order), each bucket's
     population in T's window, its batches and its first batch number. `source`, for the
     message when the window holds nobody."""
@@ -37,7 +42,12 @@ def window_of(counts: list[dict[str, Any]], cfg: Settings, source: Path) -> dict
         .agg(pl.col("npis").sum())
         .sort("year")
     )
-    end = window_end(per_year, cfg)
+    try:
+        end = window_end(per_year, cfg)
+    except InputError as exc:  # every payment row refused: say which table, and why to look
+        payments = dataset_file(source, PAYMENTS)
+        msg = f"{payments}: {exc} (every row quarantined: see the run's quarantine.parquet)"
+        raise InputError(msg) from None
     population = [int(c["window_population"].get(str(end.year), 0)) for c in counts]
     if sum(population) == 0:
         first = end.year - cfg.window_years + 1
@@ -63,13 +73,13 @@ def graph_tables(
     aggregate task and combine read, by name (`excluded`: the graph's LEIE links, Neo4j)."""
     entities = graph.entities.collect()
     snfs = entities.filter(pl.col("entity_type") == "SNF").select(pl.col("entity_id").alias("snf"))
-    groups = ownership_groups(snfs.lazy(), graph, cfg).collect()
+    chains, closures = chain_closures(snfs.lazy(), graph, cfg)
     flagged = graph.entity_exclusions.select(pl.col("entity_id").alias("node")).unique().collect()
-    owner_excluded = groups.join(flagged, on="node", how="semi").select("snf").unique().sort("snf")
     tables = {
         "entities": entities,
-        "groups": groups,
-        "owner_excluded": owner_excluded,
+        "chains": chains,
+        "closures": closures,
+        "owner_excluded": owners_excluded(chains, closures, flagged),
         "flagged": flagged.sort("node"),
     }
     if excluded is not None:

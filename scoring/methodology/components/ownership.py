@@ -95,38 +95,82 @@ def _reach(start: pl.DataFrame, edges: pl.DataFrame, src: str, dst: str, hops: i
     return reached
 
 
-def ownership_groups(snfs: pl.LazyFrame, graph: OwnershipGraph, cfg: Settings) -> pl.LazyFrame:
-    """Steps 2-3: (snf, entity) for the chain (1..5 up) and everything 0..5 below a chain entity;
-    `up_hops` is a chain entity's distance above the SNF (null off the chain), `down_hops` an
-    entity's distance below the nearest chain entity (0 on the chain)."""
+def chain_closures(
+    snfs: pl.LazyFrame, graph: OwnershipGraph, cfg: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Steps 2-3 as two tables whose size grows with the graph, not with its groups:
+    `chains` (snf, node, up_hops): each SNF and what owns it 1..5 hops up; `closures` (node,
+    member, down_hops): for every chain node, what lies 0..5 hops below it. An SNF's group is
+    the union of its chain nodes' closures, a member's down_hops the least over them
+    (`group_of`). Materialising every (SNF, group member) pair instead costs the square of
+    an owner's SNFs: 5,000 SNFs of one owner made 25 M rows."""
     edges = graph.ownership.select("owner_id", "owned_id").drop_nulls().unique().collect()
     start = snfs.select(
         pl.col("snf"), pl.col("snf").alias("node"), pl.lit(0, dtype=pl.Int32).alias("hops")
     ).collect()
     chain = _reach(start, edges, "owned_id", "owner_id", cfg.ownership_max_hops)
+    heads = chain.select(pl.col("node").alias("snf"), "node").unique()  # keyed by the node
     below = _reach(
-        chain.with_columns(pl.lit(0, dtype=pl.Int32).alias("hops")),
+        heads.with_columns(pl.lit(0, dtype=pl.Int32).alias("hops")),
         edges,
         "owner_id",
         "owned_id",
         cfg.ownership_max_hops,
     )
+    chains = chain.rename({"hops": "up_hops"}).sort("snf", "node")
+    closures = below.select(
+        pl.col("snf").alias("node"),
+        pl.col("node").alias("member"),
+        pl.col("hops").alias("down_hops"),
+    ).sort("node", "member")
+    return chains, closures
+
+
+def group_of(chains: pl.DataFrame, closures: pl.DataFrame) -> pl.DataFrame:
+    """(snf, node, down_hops, up_hops) of the SNFs in `chains`: each SNF's group, composed
+    (for a few SNFs at a time: `explain`, tests)."""
+    composed = (
+        chains.select("snf", pl.col("node").alias("head"))
+        .join(closures, left_on="head", right_on="node")
+        .group_by("snf", "member")
+        .agg(pl.col("down_hops").min())
+        .rename({"member": "node"})
+    )
+    return composed.join(chains, on=["snf", "node"], how="left").sort("snf", "node")
+
+
+def owners_excluded(
+    chains: pl.DataFrame, closures: pl.DataFrame, flagged: pl.DataFrame
+) -> pl.DataFrame:
+    """(snf) whose group holds an entity with an EXCLUDED_BY link (`flagged`: node)."""
+    heads = closures.join(flagged, left_on="member", right_on="node", how="semi")
     return (
-        below.rename({"hops": "down_hops"})
-        .join(chain.rename({"hops": "up_hops"}), on=["snf", "node"], how="left")
-        .lazy()
+        chains.join(heads.select("node").unique(), on="node", how="semi")
+        .select("snf")
+        .unique()
+        .sort("snf")
     )
 
 
-def chain_providers(
-    groups: pl.LazyFrame, providers: pl.LazyFrame, entities: pl.LazyFrame
+def chain_capture(
+    closures: pl.LazyFrame, providers: pl.LazyFrame, entities: pl.LazyFrame
 ) -> pl.LazyFrame:
-    """Step 4: (snf, npi) for providers whose lower(display_name) contains a group entity's name."""
-    named = entities.select(pl.col("entity_id").alias("node"), _lower_name("name").alias("needle"))
-    group_names = groups.join(named, on="node").filter(pl.col("needle").str.len_chars() > 0)
-    patterns = group_names.select("needle").unique().sort("needle").collect()["needle"]
+    """Step 4 by provider: (npi, node) for every chain node whose closure holds an entity
+    whose name the provider's lower(display_name) contains. A provider belongs to an SNF's
+    chain providers when one of the SNF's chain nodes captures it. One row per capturing
+    node: a provider's names match few entities, with few owners each."""
+    named = entities.select(
+        pl.col("entity_id").alias("member"), _lower_name("name").alias("needle")
+    )
+    member_names = (
+        closures.select("member")
+        .unique()
+        .join(named, on="member")
+        .filter(pl.col("needle").str.len_chars() > 0)
+    )
+    patterns = member_names.select("needle").unique().sort("needle").collect()["needle"]
     if patterns.is_empty():
-        return pl.LazyFrame(schema={"snf": pl.String, "npi": pl.Int64})
+        return pl.LazyFrame(schema={"npi": pl.Int64, "node": pl.String})
     hits = (
         providers.select("npi", _lower_name("display_name").alias("hay"))
         .filter(pl.col("hay").str.len_chars() > 0)
@@ -141,11 +185,65 @@ def chain_providers(
         .unique()
     )
     return (
-        group_names.select("snf", "needle")
+        hits.join(member_names, on="needle")
+        .select("npi", "member")
         .unique()
-        .join(hits, on="needle")
-        .select("snf", "npi")
+        .join(closures.select("node", "member"), on="member")
+        .select("npi", "node")
         .unique()
+    )
+
+
+def chain_member_counts(chains: pl.DataFrame, captured: pl.DataFrame) -> pl.DataFrame:
+    """(snf, members, excluded): per SNF the distinct captured providers (`captured`: npi,
+    node, actively_excluded) of its chain nodes, without a (SNF, provider) pair per member.
+
+    SNFs with the same owners above them (their chain less themselves, `ukey`) share those
+    owners' providers: counted once per owner set; what the SNF's own closure captures
+    beyond them is added per SNF. An owner of N SNFs is one owner set: linear in N."""
+    upper = chains.filter(pl.col("node") != pl.col("snf"))
+    keys = (
+        chains.select("snf")
+        .unique()
+        .join(
+            upper.group_by("snf").agg(pl.col("node").sort().str.join("\x1f").alias("ukey")),
+            on="snf",
+            how="left",
+        )
+        .with_columns(pl.col("ukey").fill_null(""))
+    )
+    key_nodes = upper.join(keys, on="snf").select("ukey", "node").unique()
+    shared = (
+        captured.join(key_nodes, on="node")
+        .select("ukey", "npi", "actively_excluded")
+        .unique(["ukey", "npi"])
+    )
+    shared_counts = shared.group_by("ukey").agg(
+        pl.len().cast(pl.Int64).alias("shared"),
+        pl.col("actively_excluded").sum().cast(pl.Int64).alias("shared_excluded"),
+    )
+    own = (
+        captured.join(keys.rename({"snf": "node"}), on="node")
+        .join(shared.select("ukey", "npi"), on=["ukey", "npi"], how="anti")
+        .group_by("node")
+        .agg(
+            pl.len().cast(pl.Int64).alias("own"),
+            pl.col("actively_excluded").sum().cast(pl.Int64).alias("own_excluded"),
+        )
+        .rename({"node": "snf"})
+    )
+    return (
+        keys.join(shared_counts, on="ukey", how="left")
+        .join(own, on="snf", how="left")
+        .select(
+            "snf",
+            (pl.col("shared").fill_null(0) + pl.col("own").fill_null(0)).alias("members"),
+            (pl.col("shared_excluded").fill_null(0) + pl.col("own_excluded").fill_null(0)).alias(
+                "excluded"
+            ),
+        )
+        .filter(pl.col("members") > 0)
+        .sort("snf")
     )
 
 

@@ -73,8 +73,8 @@ def _duplicate_column(data: Path) -> None:
     pq.write_table(table.append_column("year", table["year"]), data / PAY)
 
 
-def _corrupt_pages(data: Path) -> None:
-    path = data / PAY
+def _corrupt_pages(data: Path, name: str = PAY) -> None:
+    path = data / name
     pl.read_parquet(path).write_parquet(path, compression="zstd", statistics=False)
     raw = bytearray(path.read_bytes())
     footer = int.from_bytes(raw[-8:-4], "little") + 8
@@ -235,6 +235,69 @@ CORPUS: dict[str, tuple[Callable[[Path], None], tuple[str, str | None]]] = {
         ("scored", None),
     ),
 }
+
+
+def _as_parts(
+    extra: Callable[[Path], None] | None = None, parts: int = 4
+) -> Callable[[Path], None]:
+    """payments_combined as a directory of `parts` parts, then `extra` on it."""
+
+    def apply(data: Path) -> None:
+        frame = pl.read_parquet(data / PAY)
+        (data / PAY).unlink()
+        folder = data / "payments_combined"
+        folder.mkdir()
+        n = frame.height
+        for i in range(parts):
+            lo, hi = i * n // parts, (i + 1) * n // parts
+            frame.slice(lo, hi - lo).write_parquet(folder / f"part-{i:05d}.parquet")
+        if extra is not None:
+            extra(folder)
+
+    return apply
+
+
+def _corrupt_part(folder: Path) -> None:
+    _corrupt_pages(folder, "part-00001.parquet")
+
+
+def _huge_years(df: pl.DataFrame) -> pl.DataFrame:
+    """Years beyond Int32 in the first rows (the column widened to hold them)."""
+    first = pl.int_range(pl.len()) < 3
+    year = pl.col("year").cast(pl.Int64)
+    return df.with_columns(pl.when(first).then(pl.lit(3_000_000_000)).otherwise(year).alias("year"))
+
+
+# issue 26: dataset layouts refused before any row is read, a corrupt part, huge years
+CORPUS.update(
+    {
+        "a stray file among the parts": (
+            _as_parts(lambda f: (f / "notes.txt").write_text("x")),
+            ("error", "notes.txt, which is not a .parquet part"),
+        ),
+        "a subdirectory among the parts": (
+            _as_parts(lambda f: (f / "older").mkdir()),
+            ("error", "older/, which is not a .parquet part"),
+        ),
+        "both the file and the parts": (
+            lambda data: (
+                pl.read_parquet(data / PAY).write_parquet(data / "keep.parquet"),
+                _as_parts()(data),
+                (data / "keep.parquet").rename(data / PAY),
+            ),
+            ("error", "both exist: keep one form of the payments_combined table"),
+        ),
+        "an empty parts directory": (
+            lambda data: ((data / PAY).unlink(), (data / "payments_combined").mkdir()),
+            ("error", "holds no .parquet parts"),
+        ),
+        "a corrupt part": (
+            _as_parts(_corrupt_part),
+            ("error", "payments_combined/part-00001.parquet: cannot be read"),
+        ),
+        "years beyond Int32": (_edit(PAY, _huge_years), ("scored", "year outside")),
+    }
+)
 
 
 @pytest.fixture(scope="module")

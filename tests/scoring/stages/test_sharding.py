@@ -384,15 +384,23 @@ def test_claidex_resume_finishes_an_interrupted_prepare_and_refuses_changed_inpu
         resume_local(again, workers=1, show_progress=False)
 
 
-def test_a_year_range_too_wide_to_pack_counts_the_same(
-    hostile_dataset: Path, reference: RunPaths, tmp_path: Path
-) -> None:
-    """count packs (npi, year) into one integer only when that cannot overflow; a valid-year
-    range too wide for it takes the two-column path and finds the same window."""
-    cfg = Settings(shards=3, batch_size=500, max_valid_year=10**12)
-    paths = run_local(hostile_dataset, cfg, run_dir=tmp_path / "wide", show_progress=False)
-    assert paths.scores.read_bytes() == reference.scores.read_bytes()
-    assert read_json(paths.input_counts) == read_json(reference.input_counts)
+def test_packed_and_two_column_npi_years_agree_and_wide_year_ranges_are_refused() -> None:
+    """count packs (npi, year) into one integer when that is exact, and takes the two-column
+    path for a row it cannot pack: the same pairs either way. A year range wide enough to
+    overflow the packing is refused where settings are read (years are Int32 anyway)."""
+    from scoring.config import SettingsError
+    from scoring.stages.count import NPI_LIMIT, _distinct_npi_years
+
+    rows = pl.DataFrame(
+        {"npi": [1234567893, 1234567893, 1245319599, 1245319599], "year": [2020, 2020, 2019, 2021]},
+        schema={"npi": pl.Int64, "year": pl.Int32},
+    )
+    order = ["npi", "year"]
+    assert _distinct_npi_years(rows, Settings()).sort(order).equals(rows.unique().sort(order))
+    odd = rows.vstack(pl.DataFrame({"npi": [NPI_LIMIT], "year": [2020]}, schema=rows.schema))
+    assert _distinct_npi_years(odd, Settings()).sort(order).equals(odd.unique().sort(order))
+    with pytest.raises(SettingsError, match="CLAIDEX_MAX_VALID_YEAR"):
+        Settings(max_valid_year=10**12)
 
 
 def test_batches_read_their_members_rank_counts_and_refuse_inconsistent_ones(

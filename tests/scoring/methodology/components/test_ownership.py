@@ -14,13 +14,23 @@ from polars.testing import assert_frame_equal
 from scoring.config import Settings
 from scoring.methodology.components.ownership import (
     OwnershipGraph,
-    chain_providers,
+    chain_capture,
+    chain_closures,
+    chain_member_counts,
+    group_of,
     match_snf,
-    ownership_groups,
+    owners_excluded,
     ownership_score_expr,
 )
 
 CFG = Settings()
+
+
+def ownership_groups(snfs: pl.LazyFrame, g: OwnershipGraph, cfg: Settings) -> pl.LazyFrame:
+    """Each SNF's whole group, composed from the two linear tables (what `explain` does)."""
+    return (
+        group_of(*chain_closures(snfs, g, cfg)).select("snf", "node", "down_hops", "up_hops").lazy()
+    )
 
 
 def entities(rows: list[tuple[str, str, str]]) -> pl.LazyFrame:
@@ -160,9 +170,9 @@ def test_chain_up_to_five_hops_and_group_down_zero_to_five() -> None:
 def owner_excluded(excluded: list[str]) -> bool:
     """SPEC §4 step 4: any entity of all_entities has EXCLUDED_BY."""
     g = graph(excluded)
-    groups = ownership_groups(pl.LazyFrame({"snf": ["S"]}), g, CFG)
-    flagged = g.entity_exclusions.select(pl.col("entity_id").alias("node"))
-    return groups.join(flagged, on="node", how="semi").collect().height > 0
+    chains, closures = chain_closures(pl.LazyFrame({"snf": ["S"]}), g, CFG)
+    flagged = g.entity_exclusions.select(pl.col("entity_id").alias("node")).collect()
+    return owners_excluded(chains, closures, flagged).height > 0
 
 
 def test_owner_excluded_within_the_group_only() -> None:
@@ -176,7 +186,7 @@ def test_owner_excluded_within_the_group_only() -> None:
 
 def test_chain_providers_by_entity_name_containment() -> None:
     g = graph([])
-    groups = ownership_groups(pl.LazyFrame({"snf": ["S"]}), g, CFG)
+    chains, closures = chain_closures(pl.LazyFrame({"snf": ["S"]}), g, CFG)
     people = providers(
         [
             (1, "ACME HEALTH CLINIC"),  # contains "acme health" (A1)
@@ -189,9 +199,12 @@ def test_chain_providers_by_entity_name_containment() -> None:
             (8, None),
         ]
     )
-    out = chain_providers(groups, people, g.entities).collect().sort("npi")
-    expected = pl.DataFrame({"snf": ["S", "S", "S", "S"], "npi": [1, 2, 4, 7]})
-    assert_frame_equal(out, expected)
+    captured = chain_capture(closures.lazy(), people, g.entities).collect()
+    mine = captured.join(chains.filter(pl.col("snf") == "S"), on="node", how="semi")
+    assert sorted(mine["npi"].unique().to_list()) == [1, 2, 4, 7]
+    flagged = captured.with_columns((pl.col("npi") == 4).alias("actively_excluded"))
+    counts = chain_member_counts(chains, flagged)
+    assert counts.rows() == [("S", 4, 1)]
 
 
 def test_ownership_score() -> None:
