@@ -59,6 +59,10 @@ def _batch_of(paths: RunPaths, manifest: RunManifest, npi: int) -> int | None:
     return None
 
 
+OLD_ENTITIES = "ownership_entities"  # runs before issue 26: one row per (SNF, group member)
+OLD_MEMBERS = {"snf_entity_id": pl.String, "npi": pl.Int64, "display_name": pl.String}
+
+
 def _reference(paths: RunPaths, manifest: RunManifest) -> RunPaths:
     if manifest.kind == "full":
         return paths
@@ -103,12 +107,17 @@ def load_explain_inputs(paths: RunPaths, npi_text: str) -> ExplainInputs:
     else:
         provider = with_chain_totals(provider, paths)
     snf = provider["snf_entity_id"][0]
-    entities, members = explain_chain(
-        snf,
-        _stat(paths, EXPLAIN_CHAIN_STATS[0], CHAIN_SCHEMA),
-        _stat(paths, EXPLAIN_CHAIN_STATS[1], CLOSURE_SCHEMA),
-        _stat(paths, EXPLAIN_CHAIN_STATS[2], EXCLUDED_MEMBER_SCHEMA),
-    )
+    if store.exists(stat_key(EXPLAIN_CHAIN_STATS[0])) or not store.exists(stat_key(OLD_ENTITIES)):
+        entities, members = explain_chain(
+            snf,
+            _stat(paths, EXPLAIN_CHAIN_STATS[0], CHAIN_SCHEMA),
+            _stat(paths, EXPLAIN_CHAIN_STATS[1], CLOSURE_SCHEMA),
+            _stat(paths, EXPLAIN_CHAIN_STATS[2], EXCLUDED_MEMBER_SCHEMA),
+        )
+    else:  # a run made before the chains/closures tables: its per-SNF tables
+        of_snf = pl.lit(False) if snf is None else pl.col("snf_entity_id") == snf
+        entities = store.read_frame(stat_key(OLD_ENTITIES)).filter(of_snf)
+        members = _stat(paths, "chain_excluded", OLD_MEMBERS).filter(of_snf)
     leie = _stat(paths, EXCLUSIONS_STAT, {"npi": pl.Int64})
     wanted = pl.concat([pl.Series([npi], dtype=pl.Int64), members["npi"]]).implode()
     programs = batch_key(batch, "programs")

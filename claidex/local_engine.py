@@ -23,7 +23,7 @@ from scoring.runs.manifest import RunManifest
 from scoring.runs.object_store import is_url
 from scoring.runs.plan import has_plan, planned_payment_rows, read_plan
 from scoring.runs.roots import run_at
-from scoring.runs.store import LEDGER, MANIFEST, RunPaths, new_run_id, run_store
+from scoring.runs.store import LEDGER, MANIFEST, REQUEST, SCORES, RunPaths, new_run_id, run_store
 from scoring.stages.drive import drive, prepare, resume_prepare
 from scoring.stages.pipeline import Finish, Kind, Work, is_prepared, next_work, run_task
 
@@ -54,9 +54,10 @@ def resolve_run(run: str, cfg: Settings) -> RunPaths:
 
 
 def _a_run(paths: RunPaths, given: str) -> RunPaths:
-    """A directory is a run only when it holds a run's ledger (or its run.json)."""
+    """A directory is a run only when it holds a run's ledger (or its run.json, a fleet
+    run's request, or scores: a copied run)."""
     store = run_store(paths)
-    if not (store.exists(LEDGER) or store.exists(MANIFEST)):
+    if not any(store.exists(key) for key in (LEDGER, MANIFEST, REQUEST, SCORES)):
         msg = f"{given!r} is not a run directory: {paths.where()} holds no ledger.json"
         raise RunStateError(msg)
     return paths
@@ -253,6 +254,13 @@ def resume_local(
         msg = (
             f"run {paths.run_id} is an incremental run: it is not resumed (enqueue its NPIs "
             "again; they are scored against the latest full run)"
+        )
+        raise RunStateError(msg)
+    if not has_plan(paths) and not RunManifest.exists(paths):
+        error = RunLedger(paths).read().get("error") or "no plan"
+        msg = (
+            f"run {paths.run_id} failed before its plan was written ({error}): there is "
+            "nothing to resume; fix the input and start a new run"
         )
         raise RunStateError(msg)
     with LocalPool(workers) as pool:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from scoring.errors import ClaidexError
 
@@ -269,6 +270,11 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise SettingsError(describe_invalid(exc, values)) from None
+        except PydanticSettingsError as exc:  # a variable that does not parse (bad JSON)
+            first = (str(exc).strip().splitlines() or ["invalid"])[0]
+            field = first.split('"')[1] if first.count('"') >= 2 else ""
+            name = f"CLAIDEX_{field.upper()}: " if field else ""
+            raise SettingsError(f"invalid setting: {name}{first}") from None
 
     @model_validator(mode="after")
     def _amounts_and_years(self) -> Settings:

@@ -10,11 +10,15 @@ import polars as pl
 OWNER = "BIGOWNER"
 
 
-def add_big_owner(data: Path, snfs: int, *, matching: bool, seed: int = 0) -> pl.DataFrame:
+def add_big_owner(
+    data: Path, snfs: int, *, matching: bool, seed: int = 0, companies: bool = False
+) -> pl.DataFrame:
     """`snfs` SNFs owned by one owner (itself owned by a holding above it). `matching`:
     each SNF is named as a provider is, so that provider matches it and is a chain provider
     of every SNF of the owner (step 4: a provider's name holding a group entity's); else
-    names no provider's is contained in. The SNFs added."""
+    names no provider's is contained in. `companies`: the owner holds each SNF through a
+    company of its own (owner -> company -> SNF), as CMS ownership data often shows. The
+    SNFs added."""
     entities = pl.read_parquet(data / "entities.parquet")
     ownership = pl.read_parquet(data / "ownership.parquet")
     ids = [f"BIGSNF{i:06d}" for i in range(snfs)]
@@ -33,9 +37,22 @@ def add_big_owner(data: Path, snfs: int, *, matching: bool, seed: int = 0) -> pl
             "entity_type": ["OWNER", "OWNER"],
         }
     )
-    pl.concat([entities, owners, added]).write_parquet(data / "entities.parquet")
-    edges = pl.DataFrame(
-        {"owner_id": ["BIGHOLDING", *[OWNER] * snfs], "owned_id": [OWNER, *ids]}
-    )
+    middle = [f"BIGCO{i:06d}" for i in range(snfs)] if companies else []
+    firms = pl.DataFrame(
+        {"entity_id": middle, "name": [f"QZ FIRM {i}" for i in range(len(middle))],
+         "entity_type": ["LLC"] * len(middle)}
+    )  # fmt: skip
+    pl.concat([entities, owners, firms, added]).write_parquet(data / "entities.parquet")
+    if companies:
+        edges = pl.DataFrame(
+            {
+                "owner_id": ["BIGHOLDING", *[OWNER] * snfs, *middle],
+                "owned_id": [OWNER, *middle, *ids],
+            }
+        )
+    else:
+        edges = pl.DataFrame(
+            {"owner_id": ["BIGHOLDING", *[OWNER] * snfs], "owned_id": [OWNER, *ids]}
+        )
     pl.concat([ownership, edges]).write_parquet(data / "ownership.parquet")
     return added

@@ -57,6 +57,13 @@ def test_an_owner_of_5000_snfs_that_match_no_provider_changes_nothing_and_stays_
     assert with_owner["peak_mb"] <= PEAK_LIMIT_MB, with_owner
     scores = (tmp_path / "run-owned" / "scores.parquet").read_bytes()
     assert scores == (tmp_path / "run-plain" / "scores.parquet").read_bytes()
+    # the same owner holding each SNF through a company, its SNFs matching providers: every
+    # matched provider is a chain provider of all 5,000 (no table of 25 M pairs for it)
+    through = tmp_path / "through"
+    shutil.copytree(plain, through)
+    add_big_owner(through, 5_000, matching=True, companies=True, seed=2)
+    measured = _run_measured(through, tmp_path / "run-through")
+    assert measured["code"] == 0 and measured["peak_mb"] <= PEAK_LIMIT_MB, measured
 
 
 def test_an_owner_whose_snfs_match_providers_scores_the_same_at_any_shard_count(

@@ -25,10 +25,11 @@ def begin_prepare(paths: RunPaths, data_dir: DataSource, cfg: Settings) -> None:
     writable_run(paths)
     paths.clear()
     ledger = RunLedger(paths)
-    source = str(data_source(data_dir))
+    source = str(data_dir)
     try:  # the dataset's layout is judged here: a refused one still leaves a failed ledger
+        source = str(data_source(data_dir))
         fingerprint = run_fingerprint(data_dir, cfg)
-    except ClaidexError as exc:
+    except (ClaidexError, OSError) as exc:
         ledger.start(kind="full", source=source, fingerprint="")
         ledger.fail("prepare", exc)
         raise

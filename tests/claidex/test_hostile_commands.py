@@ -112,3 +112,22 @@ def test_a_newline_in_a_directory_name_stays_one_line(small_dataset: Path, tmp_p
     result = claidex_cli("run", "--data", str(data), "--run-dir", str(tmp_path / "r"), "--quiet")
     line = one_error_line(result, "holds no .parquet parts")
     assert "bad\\nname" in line
+
+
+def test_a_variable_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
+    env = {"CLAIDEX_COMPONENT_WEIGHTS": "notjson", "CLAIDEX_RUN_ROOT": str(tmp_path)}
+    one_error_line(claidex_cli("status", "x", env=env), "CLAIDEX_COMPONENT_WEIGHTS")
+    one_error_line(workers_cli("status", env=env), "CLAIDEX_COMPONENT_WEIGHTS")
+
+
+def test_a_run_refused_before_its_plan_is_not_resumed_but_named(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    (data / "exclusions").mkdir()  # both forms of the exclusions table
+    run = tmp_path / "run"
+    one_error_line(claidex_cli("run", "--data", str(data), "--run-dir", str(run), "--quiet"))
+    one_error_line(claidex_cli("resume", str(run), "--quiet"), "failed before its plan was written")

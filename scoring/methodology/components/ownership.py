@@ -194,53 +194,100 @@ def chain_capture(
     )
 
 
-def chain_member_counts(chains: pl.DataFrame, captured: pl.DataFrame) -> pl.DataFrame:
-    """(snf, members, excluded): per SNF the distinct captured providers (`captured`: npi,
-    node, actively_excluded) of its chain nodes, without a (SNF, provider) pair per member.
+def _owner_paths(chains: pl.DataFrame, captured: pl.DataFrame) -> pl.DataFrame:
+    """(snf, pos, node, tid): each SNF's chain as a sequence (the nodes capturing most
+    providers first, the SNF itself last) and the prefix-tree node `tid` of each prefix.
+    Equal prefixes share a `tid`; the ids are integers given level by level (never the
+    prefix's text: a key of every owner's name grows with the square of the owners)."""
+    sizes = captured.group_by("node").agg(pl.len().alias("captures"))
+    seq = (
+        chains.select("snf", "node")
+        .join(sizes, on="node", how="left")
+        .with_columns(
+            pl.col("captures").fill_null(0),
+            (pl.col("node") == pl.col("snf")).alias("is_self"),
+        )
+        .sort(["snf", "is_self", "captures", "node"], descending=[False, False, True, False])
+        .with_columns(pl.int_range(pl.len()).over("snf").alias("pos"))
+        .select("snf", "pos", "node")
+    )
+    levels = []
+    parents = seq.filter(pl.col("pos") == 0).select("snf", pl.lit(-1, pl.Int64).alias("parent"))
+    next_id = 0
+    for depth in range(int(seq["pos"].max() or 0) + 1 if seq.height else 0):
+        level = seq.filter(pl.col("pos") == depth).join(parents, on="snf")
+        ids = (
+            level.select("parent", "node")
+            .unique()
+            .sort("parent", "node")
+            .with_row_index("tid", offset=next_id)
+            .with_columns(pl.col("tid").cast(pl.Int64))
+        )
+        next_id += ids.height
+        level = level.join(ids, on=["parent", "node"])
+        levels.append(level)
+        parents = level.select("snf", pl.col("tid").alias("parent"))
+    if not levels:
+        return pl.DataFrame(
+            schema={"snf": pl.String, "pos": pl.Int64, "node": pl.String, "parent": pl.Int64,
+                    "tid": pl.Int64}
+        )  # fmt: skip
+    return pl.concat(levels)
 
-    SNFs with the same owners above them (their chain less themselves, `ukey`) share those
-    owners' providers: counted once per owner set; what the SNF's own closure captures
-    beyond them is added per SNF. An owner of N SNFs is one owner set: linear in N."""
-    upper = chains.filter(pl.col("node") != pl.col("snf"))
-    keys = (
-        chains.select("snf")
-        .unique()
-        .join(
-            upper.group_by("snf").agg(pl.col("node").sort().str.join("\x1f").alias("ukey")),
-            on="snf",
-            how="left",
+
+def chain_member_counts(chains: pl.DataFrame, captured: pl.DataFrame) -> pl.DataFrame:
+    """(snf, members, excluded): per SNF the distinct providers its chain nodes capture
+    (`captured`: npi, node, actively_excluded), without a (SNF, provider) pair per member.
+
+    The SNFs' chains form a prefix tree (the biggest capturers first: an owner above many
+    SNFs is one shared prefix), walked one depth at a time. A tree node adds the providers
+    its last chain node captures that no node above it added; an SNF's count is the sum
+    along its path. A provider is looked up where it was added (a few tree nodes), never
+    against every node above: linear in the captures for an owner holding its SNFs directly,
+    through a company each, or together with many co-owners."""
+    paths = _owner_paths(chains, captured)
+    tree = paths.select("tid", "parent", "node", pl.col("pos").alias("depth")).unique("tid")
+    empty_above = pl.DataFrame(schema={"tid": pl.Int64, "ancestor": pl.Int64})
+    added_at = pl.DataFrame(schema={"npi": pl.Int64, "ancestor": pl.Int64})
+    above = empty_above  # (tid, ancestor tid) of the current depth's tree nodes
+    counts = []
+    for depth in range(int(tree["depth"].max()) + 1 if tree.height else 0):
+        level = tree.filter(pl.col("depth") == depth).select("tid", "parent", "node")
+        if depth:
+            parents = level.select("tid", "parent")
+            above = pl.concat(
+                [
+                    parents.join(above.rename({"tid": "parent"}), on="parent").select(
+                        "tid", "ancestor"
+                    ),
+                    parents.select("tid", pl.col("parent").alias("ancestor")),
+                ]
+            )
+        offered = level.join(captured, on="node").select("tid", "npi", "actively_excluded")
+        seen = (
+            offered.select("tid", "npi")
+            .join(added_at, on="npi")
+            .join(above, on=["tid", "ancestor"], how="semi")
+            .select("tid", "npi")
+            .unique()
         )
-        .with_columns(pl.col("ukey").fill_null(""))
-    )
-    key_nodes = upper.join(keys, on="snf").select("ukey", "node").unique()
-    shared = (
-        captured.join(key_nodes, on="node")
-        .select("ukey", "npi", "actively_excluded")
-        .unique(["ukey", "npi"])
-    )
-    shared_counts = shared.group_by("ukey").agg(
-        pl.len().cast(pl.Int64).alias("shared"),
-        pl.col("actively_excluded").sum().cast(pl.Int64).alias("shared_excluded"),
-    )
-    own = (
-        captured.join(keys.rename({"snf": "node"}), on="node")
-        .join(shared.select("ukey", "npi"), on=["ukey", "npi"], how="anti")
-        .group_by("node")
-        .agg(
-            pl.len().cast(pl.Int64).alias("own"),
-            pl.col("actively_excluded").sum().cast(pl.Int64).alias("own_excluded"),
+        new = offered.join(seen, on=["tid", "npi"], how="anti").unique(["tid", "npi"])
+        added_at = pl.concat([added_at, new.select("npi", pl.col("tid").alias("ancestor"))])
+        counts.append(
+            new.group_by("tid").agg(
+                pl.len().cast(pl.Int64).alias("members"),
+                pl.col("actively_excluded").sum().cast(pl.Int64).alias("excluded"),
+            )
         )
-        .rename({"node": "snf"})
-    )
+    added = pl.concat(counts) if counts else pl.DataFrame(
+        schema={"tid": pl.Int64, "members": pl.Int64, "excluded": pl.Int64}
+    )  # fmt: skip
     return (
-        keys.join(shared_counts, on="ukey", how="left")
-        .join(own, on="snf", how="left")
-        .select(
-            "snf",
-            (pl.col("shared").fill_null(0) + pl.col("own").fill_null(0)).alias("members"),
-            (pl.col("shared_excluded").fill_null(0) + pl.col("own_excluded").fill_null(0)).alias(
-                "excluded"
-            ),
+        paths.join(added, on="tid", how="left")
+        .group_by("snf")
+        .agg(
+            pl.col("members").fill_null(0).sum().cast(pl.Int64),
+            pl.col("excluded").fill_null(0).sum().cast(pl.Int64),
         )
         .filter(pl.col("members") > 0)
         .sort("snf")

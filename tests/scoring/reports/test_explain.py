@@ -265,3 +265,26 @@ def test_explain_of_an_incremental_run_uses_its_reference(run, tmp_path: Path) -
         assert e["composite"]["population"] == len(rows)
     assert explain(inc, npi(EXCLUDED))["exclusion"]["score"] == 100
     assert pl.read_parquet(inc.scores).height == 2
+
+
+def test_explain_of_a_run_made_before_the_chain_tables(run, tmp_path: Path) -> None:
+    """A run from before issue 26 keeps one row per (SNF, group member) in
+    ownership_entities and its excluded members per SNF: explain reads those, and says
+    what it says of the same run in the new tables."""
+    import shutil
+
+    from scoring.stages.combine import explain_chain
+
+    paths, _rows = run
+    old = RunPaths(tmp_path / "old-run")
+    shutil.copytree(paths.root, old.root)
+    chains = pl.read_parquet(old.stat("ownership_chains"))
+    closures = pl.read_parquet(old.stat("ownership_closures"))
+    excluded = pl.read_parquet(old.stat("chain_excluded"))
+    parts = [explain_chain(s, chains, closures, excluded) for s in chains["snf"].unique().sort()]
+    pl.concat([e for e, _ in parts]).write_parquet(old.stat("ownership_entities"))
+    pl.concat([m for _, m in parts]).write_parquet(old.stat("chain_excluded"))
+    for name in ("ownership_chains", "ownership_closures"):
+        old.stat(name).unlink()
+    for index in (SNF_CHAIN, OWNER_EXCLUDED, EXCLUDED):  # scored NPIs, with and without a chain
+        assert explain(old, npi(index))["ownership"] == explain(paths, npi(index))["ownership"]
