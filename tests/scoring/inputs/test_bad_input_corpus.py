@@ -367,3 +367,22 @@ def test_bad_input_corpus(base_dataset: Path, tmp_path: Path, case: str) -> None
             assert reasons.str.contains(detail, literal=True).any(), reasons.unique().to_list()
         results.append(paths.scores.read_bytes() + paths.quarantine.read_bytes())
     assert results[0] == results[1]
+
+
+def test_a_year_beyond_int32_is_quarantined_alike_at_any_shard_count(
+    base_dataset: Path, tmp_path: Path
+) -> None:
+    """Issue 26: such a row once failed a cast, with a different message at one shard and
+    at seven; it is a row outside the valid years, the same at every shard count."""
+    data = tmp_path / "data"
+    shutil.copytree(base_dataset, data)
+    _edit(PAY, _huge_years)(data)
+    quarantines = []
+    for shards in (1, 7):
+        paths = run_local(data, Settings(shards=shards), run_dir=tmp_path / f"s{shards}",
+                          show_progress=False)  # fmt: skip
+        quarantine = pl.read_parquet(paths.quarantine)
+        huge = quarantine.filter(pl.col("record").str.contains("3000000000"))
+        assert huge.height == 3 and set(huge["reason"]) == {"year outside 1990-2100"}
+        quarantines.append(quarantine)
+    assert quarantines[0].equals(quarantines[1])
