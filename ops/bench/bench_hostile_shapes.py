@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
-import polars as pl  # noqa: E402
 from bench_local import append_section, machine  # noqa: E402
 
 from claidex.dev.sample import generate  # noqa: E402
 from tests.big_owner import add_big_owner  # noqa: E402
+from tests.builders import payments_as_parts  # noqa: E402
 
 RUN = """
 import json, resource, sys
@@ -57,18 +57,6 @@ def measured(data: Path, run: Path, *flags: str) -> tuple[float, float]:
     return seconds, json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
-def as_parts(source: Path, target: Path, parts: int) -> None:
-    shutil.copytree(source, target)
-    frame = pl.read_parquet(target / "payments_combined.parquet")
-    (target / "payments_combined.parquet").unlink()
-    folder = target / "payments_combined"
-    folder.mkdir()
-    n = frame.height
-    for i in range(parts):
-        lo, hi = i * n // parts, (i + 1) * n // parts
-        frame.slice(lo, hi - lo).write_parquet(folder / f"part-{i:05d}.parquet")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--providers", type=int, default=20_000)
@@ -90,7 +78,8 @@ def main() -> None:
             print(owner_rows[-1], flush=True)
             shutil.rmtree(data)
     parted = scratch / "parted"
-    as_parts(base, parted, 3_000)
+    shutil.copytree(base, parted)
+    payments_as_parts(parted, 3_000)
     part_rows = []
     for shards in ("1", "7"):
         flags = ("--shards", shards)

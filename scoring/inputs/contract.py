@@ -94,7 +94,8 @@ def table_files(data_dir: DataSource, name: str) -> list[DataFile]:
     single = dataset.child(data_dir, f"{name}.parquet")
     folder = dataset.child(data_dir, name)
     listed = dataset.entries(folder)
-    folder_exists = bool(listed) or dataset.is_dir(folder)  # an empty local directory too
+    # an empty local directory too (an S3 prefix is there only with objects: listed already)
+    folder_exists = bool(listed) or (not is_url(folder) and Path(folder).is_dir())
     if folder_exists and dataset.is_file(single):
         msg = f"{single} and {folder}/ both exist: keep one form of the {name} table"
         raise InputError(msg)

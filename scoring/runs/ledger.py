@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -28,6 +27,7 @@ from scoring.errors import ClaidexError, RunFileError
 from scoring.inputs import dataset
 from scoring.inputs.dataset import DataFile
 from scoring.runs.alerts import send_alert
+from scoring.runs.records import parse_record
 from scoring.runs.retry_policy import retried_by_type
 from scoring.runs.statuses import STATUSES
 from scoring.runs.store import (
@@ -65,20 +65,6 @@ def input_fingerprint(files: list[DataFile]) -> str:
         digest.update(f"{dataset.name_of(file)}:{size}".encode())
         digest.update(dataset.tail(file, 65_536))
     return digest.hexdigest()
-
-
-def parse_record(raw: bytes | str, where: str) -> dict[str, Any]:
-    """A run record's JSON object; a torn or foreign file is one RunFileError naming it
-    (`where`: a path, or a key on the Modal volume) instead of a JSONDecodeError."""
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        msg = f"{where}: not valid JSON ({exc}): a torn write or another program's file"
-        raise RunFileError(msg) from None
-    if not isinstance(data, dict):
-        msg = f"{where}: not a JSON object ({type(data).__name__}): another program's file?"
-        raise RunFileError(msg)
-    return data
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -303,15 +289,15 @@ class RunLedger:
             {"batch": index, "status": "interrupted", "error": why, "finished_at": utc_now()},
         )
 
-    def batch_states(self, only: set[int] | None = None) -> dict[int, dict[str, Any]]:
-        """Each batch's record (`only`: those batches' alone: a GET each on S3)."""
+    def batch_states(
+        self, skip: set[int] | frozenset[int] = frozenset()
+    ) -> dict[int, dict[str, Any]]:
+        """Each batch's record, but those of `skip` (a GET each on S3: skip what is known)."""
         names = [
             n
             for n in self.store.list_names(BATCH_LEDGER)
-            if n.startswith("batch-") and n.endswith(".json")
+            if _batch_of(n) >= 0 and _batch_of(n) not in skip
         ]
-        if only is not None:
-            names = [n for n in names if _batch_of(n) in only]
         states = (self._record(f"{BATCH_LEDGER}/{n}") for n in names)
         return {state["batch"]: state for state in states if state is not None}
 
@@ -329,15 +315,10 @@ class RunLedger:
         state = self.read()
         total = int(state.get("batches_total", 0))
         chunks = self.chunks_done()
-        listed = {_batch_of(n) for n in self.store.list_names(BATCH_LEDGER)}
-        batches = self.batch_states(only=listed - chunks)  # a chunk: done, whatever the record
-        failed = sorted(
-            i for i, b in batches.items() if b["status"] == "failed" and i not in chunks
-        )
+        batches = self.batch_states(skip=chunks)  # a chunk: done, whatever its record says
+        failed = sorted(i for i, b in batches.items() if b["status"] == "failed")
         done = len([i for i in chunks if i < total]) if total else 0
-        running = sorted(
-            i for i, b in batches.items() if b["status"] == "running" and i not in chunks
-        )
+        running = sorted(i for i, b in batches.items() if b["status"] == "running")
         return {**state, "batches_done": done, "batches_failed": failed, "batches_running": running}
 
 

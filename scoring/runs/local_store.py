@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from scoring.errors import RunFileError, RunStateError
+from scoring.runs.records import json_text, parse_json, parse_record
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -105,10 +106,6 @@ def write_text_atomic(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str) + "\n"  # keeps ranked order
-
-
 def write_json_atomic(data: Any, path: Path) -> None:
     """JSON twin of write_parquet_atomic."""
     write_text_atomic(json_text(data), path)
@@ -189,11 +186,7 @@ class LocalRunStore:
 
     def read_json(self, key: str) -> Any:
         path = self.path(key)
-        try:
-            return read_json(path)
-        except ValueError as exc:  # as the object store says it: one line naming the file
-            msg = f"{path}: not valid JSON ({exc}): a torn write or another program's file"
-            raise RunFileError(msg) from None
+        return parse_json(path.read_bytes(), str(path))
 
     def write_text(self, key: str, text: str) -> None:
         write_text_atomic(text, self.path(key))
@@ -243,16 +236,10 @@ class LocalRunStore:
             with contextlib.suppress(OSError):
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                current = json.loads(path.read_bytes())
+                current = parse_record(path.read_bytes(), str(path))
             except FileNotFoundError:
                 current = {}
-            except ValueError as exc:
-                msg = f"{path}: not valid JSON ({exc}): a torn write or another program's file"
-                raise RunFileError(msg) from None
-            if not isinstance(current, dict):
-                msg = f"{path}: not a JSON object ({type(current).__name__})"
-                raise RunFileError(msg)
-            new = change(dict(current))
+            new = change(current)
             write_json_atomic(new, path)
         return new
 

@@ -37,9 +37,7 @@ from obstore.exceptions import (
     PreconditionError,
     UnauthenticatedError,
 )
-from obstore.exceptions import (
-    BaseError as ObstoreError,
-)
+from obstore.exceptions import BaseError as ObstoreError
 from obstore.store import S3Store
 
 from scoring.errors import (
@@ -49,6 +47,7 @@ from scoring.errors import (
     StoreUnreachableError,
 )
 from scoring.location import SCHEME, is_url
+from scoring.runs.records import json_text, parse_json, parse_record
 
 # the standard AWS variables, and nothing else (issue 25): lower-cased, they are also the
 # config keys of Rust's object_store, which polars and obstore both use
@@ -254,16 +253,10 @@ class ObjectRunStore:
 
     # --- JSON and text -----------------------------------------------------------------
     def write_json(self, key: str, data: Any) -> None:
-        from scoring.runs.local_store import json_text
-
         self.write_text(key, json_text(data))
 
     def read_json(self, key: str) -> Any:
-        try:
-            return json.loads(self.read_bytes(key))
-        except ValueError as exc:
-            msg = f"{self.location(key)}: not valid JSON ({exc})"
-            raise RunFileError(msg) from None
+        return parse_json(self.read_bytes(key), self.location(key))
 
     def write_text(self, key: str, text: str) -> None:
         self.put_bytes(key, text.encode())
@@ -332,16 +325,14 @@ class ObjectRunStore:
         """A conditional create carrying a nonce of this call: when the answer to our own
         create is lost and object_store retries it, the server says 'exists', and the
         nonce read back tells that the object is ours after all."""
-        from scoring.runs.local_store import json_text
-
         nonce = uuid.uuid4().hex
         body = json_text({**data, "claim_nonce": nonce}).encode()
         try:
             obstore.put(self.client, self.object_key(key), body, mode="create")
         except (AlreadyExistsError, PreconditionError):  # 412 from some servers
             try:
-                held = json.loads(self.read_bytes(key))
-            except (RunFileError, ValueError):
+                held = parse_json(self.read_bytes(key), self.location(key))
+            except RunFileError:
                 return False
             return isinstance(held, dict) and held.get("claim_nonce") == nonce
         except Exception as exc:
@@ -355,14 +346,12 @@ class ObjectRunStore:
         for attempt in range(1000):
             try:
                 got = obstore.get(self.client, self.object_key(key))
-                etag, current = got.meta["e_tag"], _parsed_object(bytes(got.bytes()), where)
+                etag, current = got.meta["e_tag"], parse_record(bytes(got.bytes()), where)
             except (FileNotFoundError, NotFoundError):
                 etag, current = None, {}
             except Exception as exc:
                 raise unreachable(where, exc) from exc
             new = change(dict(current))
-            from scoring.runs.local_store import json_text
-
             mode: Any = "create" if etag is None else {"e_tag": etag}
             try:
                 obstore.put(self.client, self.object_key(key), json_text(new).encode(), mode=mode)
@@ -412,15 +401,3 @@ class ObjectRunStore:
             pass
         except Exception as exc:
             raise unreachable(self.location(prefix), exc) from exc
-
-
-def _parsed_object(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        msg = f"{where}: not valid JSON ({exc}): a torn write or another program's file"
-        raise RunFileError(msg) from None
-    if not isinstance(data, dict):
-        msg = f"{where}: not a JSON object ({type(data).__name__})"
-        raise RunFileError(msg)
-    return data

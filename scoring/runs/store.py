@@ -23,7 +23,6 @@ Still path-based, and why (what issue 25 has to move as well):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid
@@ -255,16 +254,9 @@ def read_json_or(paths: RunPaths, key: str, default: Any) -> Any:
     """The run's JSON `key`, or `default` when it is absent."""
     store = run_store(paths)
     try:
-        raw = store.read_bytes(key)
+        return store.read_json(key)  # torn or foreign: one RunFileError naming it
     except FileNotFoundError:  # RunFileMissingError too
         return default
-    try:
-        return json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: one line naming it
-        msg = (
-            f"{store.location(key)}: not valid JSON ({exc}): a torn write or another program's file"
-        )
-        raise RunFileError(msg) from None
 
 
 def writable_run(paths: RunPaths) -> None:

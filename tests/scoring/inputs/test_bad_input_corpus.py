@@ -15,6 +15,7 @@ from claidex.dev.sample import generate
 from claidex.local_engine import run_local
 from scoring.config import Settings
 from scoring.errors import ClaidexError
+from tests.builders import payments_as_parts
 
 PAY, PROV, LEIE = "payments_combined.parquet", "providers.parquet", "exclusions.parquet"
 ENT, OWN, ENTX = "entities.parquet", "ownership.parquet", "entity_exclusions.parquet"
@@ -243,14 +244,7 @@ def _as_parts(
     """payments_combined as a directory of `parts` parts, then `extra` on it."""
 
     def apply(data: Path) -> None:
-        frame = pl.read_parquet(data / PAY)
-        (data / PAY).unlink()
-        folder = data / "payments_combined"
-        folder.mkdir()
-        n = frame.height
-        for i in range(parts):
-            lo, hi = i * n // parts, (i + 1) * n // parts
-            frame.slice(lo, hi - lo).write_parquet(folder / f"part-{i:05d}.parquet")
+        folder = payments_as_parts(data, parts)
         if extra is not None:
             extra(folder)
 
